@@ -1,0 +1,594 @@
+//! The multi-level device page table.
+//!
+//! Four levels of 512 entries translate a 48-bit device VA: level 0 maps 4 KiB pages, level 1
+//! points to level-0 tables or maps 2 MiB, levels 2 and 3 point to tables. Each table carries,
+//! beside its hardware entries, one software word per entry (`aux`) that the user of the table
+//! owns (the engine keeps the page frame number and mapping flags there: the page-centric
+//! bookkeeping that `umem_odp` keeps in `pfn_list`), and its own lock.
+//!
+//! Concurrency, per table:
+//! - The device walk ([`PageTable::translate`]) takes no lock: it reads entries with acquire
+//!   loads, as a hardware walker reads memory.
+//! - Every writer of a table's entries or aux words holds that table's lock, and never holds
+//!   two table locks at once. Installing a missing table locks only its parent, so faults on
+//!   different 2 MiB blocks never meet on a tree-wide lock.
+//! - Tables are freed only once unlinked *and* after the device TLB (and page-walk cache) was
+//!   flushed for their span: [`PageTable::unlink_leaf_tables`] hands them back in a
+//!   [`Deferred`] list that the caller frees after its flush.
+//!
+//! Leaves are released in two phases so that a DMA address is never unmapped while a TLB entry
+//! may still use it: [`PageTable::zap`] clears the valid bit (the entry keeps its address), the
+//! caller flushes the device TLB, then [`PageTable::reap`] clears the entries and reports each
+//! released address.
+
+use super::errno::Errno;
+use super::format::{Entry, Perm, PteFormat};
+use super::lock::{Lock, LockClass};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Entries per table.
+pub const ENTRIES: usize = 512;
+/// Number of levels (root is level `LEVELS - 1`).
+pub const LEVELS: u8 = 4;
+/// Base page shift (4 KiB).
+pub const PAGE_SHIFT: u32 = 12;
+/// Huge leaf shift (2 MiB, a level-1 leaf).
+pub const HUGE_SHIFT: u32 = 21;
+/// One past the highest device VA the table translates.
+pub const VA_LIMIT: u64 = 1 << (PAGE_SHIFT + 9 * LEVELS as u32);
+
+/// Shift of the span one entry at `level` covers.
+pub const fn level_shift(level: u8) -> u32 {
+    PAGE_SHIFT + 9 * level as u32
+}
+
+fn index(va: u64, level: u8) -> usize {
+    ((va >> level_shift(level)) as usize) & (ENTRIES - 1)
+}
+
+/// One page-table page: the device-visible entries, the owner's software words, and the lock.
+///
+/// # Invariants
+/// - `pte[i]` and `aux[i]` are written only with `lock` held.
+/// - A table is reachable from the root through exactly one parent entry, or from none once
+///   unlinked; an unlinked table is freed only after the caller's device TLB flush.
+#[repr(C)]
+pub struct Table<L> {
+    pte: [AtomicU64; ENTRIES],
+    aux: [AtomicU64; ENTRIES],
+    lock: L,
+}
+
+impl<L: Lock<()>> Table<L> {
+    /// A table with every entry empty. Platforms that cannot build an 8 KiB value on the stack
+    /// use [`Table::init_in_place`] instead.
+    pub fn new() -> Result<Self, Errno> {
+        Ok(Table {
+            pte: [const { AtomicU64::new(0) }; ENTRIES],
+            aux: [const { AtomicU64::new(0) }; ENTRIES],
+            lock: L::new((), LockClass::Table)?,
+        })
+    }
+
+    /// Initialises a table in freshly allocated memory.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for writes of `Table<L>` and suitably aligned.
+    pub unsafe fn init_in_place(ptr: *mut Self) -> Result<(), Errno> {
+        let lock = L::new((), LockClass::Table)?;
+        // SAFETY: the caller guarantees `ptr` is writable and aligned; an all-zero bit pattern
+        // is a valid `AtomicU64`, and the lock field is then written with a valid value.
+        unsafe {
+            core::ptr::addr_of_mut!((*ptr).pte).write_bytes(0, 1);
+            core::ptr::addr_of_mut!((*ptr).aux).write_bytes(0, 1);
+            core::ptr::addr_of_mut!((*ptr).lock).write(lock);
+        }
+        Ok(())
+    }
+}
+
+/// Memory for page-table pages, supplied by the platform.
+///
+/// # Safety
+/// Implementations must return tables that stay valid until passed to `free`, and `pa`/`va`
+/// must be inverse functions over live tables.
+pub unsafe trait PtMem: Send + Sync {
+    /// The per-table lock.
+    type Lock: Lock<()> + Send + Sync;
+    /// Allocates an empty table (may sleep: never called under an engine lock).
+    fn alloc(&self) -> Result<NonNull<Table<Self::Lock>>, Errno>;
+    /// Frees a table.
+    ///
+    /// # Safety
+    /// `t` came from `alloc`, is unlinked, the device TLB was flushed for its span, and no walk
+    /// can reach it any more.
+    unsafe fn free(&self, t: NonNull<Table<Self::Lock>>);
+    /// The address the device uses to reach `t` (kernel: its physical address).
+    fn pa(&self, t: NonNull<Table<Self::Lock>>) -> u64;
+    /// The table at device address `pa`.
+    ///
+    /// # Safety
+    /// `pa` was returned by `self.pa` for a table not yet freed.
+    unsafe fn va(&self, pa: u64) -> NonNull<Table<Self::Lock>>;
+}
+
+/// A device-side translation of one address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Translation {
+    /// DMA address of the byte at the translated VA's page (page aligned).
+    pub addr: u64,
+    /// Rights of the leaf.
+    pub perm: Perm,
+    /// 0 for a 4 KiB leaf, 1 for a 2 MiB leaf.
+    pub level: u8,
+}
+
+/// A leaf as the table holds it, for the owner's bookkeeping.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Leaf {
+    /// VA of the first byte the leaf maps.
+    pub va: u64,
+    /// 0 for 4 KiB, 1 for 2 MiB.
+    pub level: u8,
+    /// DMA address.
+    pub addr: u64,
+    /// Rights.
+    pub perm: Perm,
+    /// The owner's software word.
+    pub aux: u64,
+    /// Whether the device can still walk it (false for a zapped leaf).
+    pub valid: bool,
+}
+
+/// A VA span the device TLB must be flushed for, `[start, end)`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Flush {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl Flush {
+    fn add(acc: &mut Option<Flush>, start: u64, end: u64) {
+        *acc = Some(match *acc {
+            None => Flush { start, end },
+            Some(f) => Flush { start: f.start.min(start), end: f.end.max(end) },
+        });
+    }
+}
+
+/// Tables unlinked from the tree, waiting for the TLB flush that makes freeing them safe.
+/// The list is threaded through the unlinked tables' first entry.
+#[must_use = "unlinked tables must be freed after the device TLB flush"]
+pub struct Deferred {
+    head: u64,
+    count: usize,
+}
+
+impl Deferred {
+    /// How many tables wait.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether none wait.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The page table.
+///
+/// # Invariants
+/// - `root` is a live level-3 table owned by this page table.
+/// - Every table reachable from `root` was allocated by `mem`.
+pub struct PageTable<F: PteFormat, M: PtMem> {
+    mem: M,
+    root: NonNull<Table<M::Lock>>,
+    _fmt: PhantomData<F>,
+}
+
+// SAFETY: tables are shared between threads only through atomics and their own locks; `M` is
+// `Send + Sync` and the format is a pure marker.
+unsafe impl<F: PteFormat, M: PtMem> Send for PageTable<F, M> {}
+// SAFETY: as above: every `&self` method synchronises through table locks or atomics.
+unsafe impl<F: PteFormat, M: PtMem> Sync for PageTable<F, M> {}
+
+impl<F: PteFormat, M: PtMem> PageTable<F, M> {
+    /// Creates an empty page table (one root table).
+    pub fn new(mem: M) -> Result<Self, Errno> {
+        let root = mem.alloc()?;
+        Ok(PageTable { mem, root, _fmt: PhantomData })
+    }
+
+    /// The memory provider.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    /// The device address of the root table (what a device's page-table base register holds).
+    pub fn root_pa(&self) -> u64 {
+        self.mem.pa(self.root)
+    }
+
+    fn table(&self, t: NonNull<Table<M::Lock>>) -> &Table<M::Lock> {
+        // SAFETY: by the type invariant every table we hold a pointer to is live until it is
+        // unlinked and freed, which happens only after no walk can reach it.
+        unsafe { t.as_ref() }
+    }
+
+    fn child(&self, pte: u64, level: u8) -> Option<NonNull<Table<M::Lock>>> {
+        match F::decode(pte, level) {
+            // SAFETY: a table entry holds the `pa` of a live table linked in this tree.
+            Entry::Table(pa) => Some(unsafe { self.mem.va(pa) }),
+            _ => None,
+        }
+    }
+
+    /// Walks to the table at `level` covering `va`, without allocating. `Err(None)`: a table is
+    /// missing; `Err(Some(e))`: a leaf above `level` covers `va`.
+    fn walk(&self, va: u64, level: u8) -> Result<NonNull<Table<M::Lock>>, Option<Entry>> {
+        let mut t = self.root;
+        for l in (level + 1..LEVELS).rev() {
+            let pte = self.table(t).pte[index(va, l)].load(Ordering::Acquire);
+            match self.child(pte, l) {
+                Some(c) => t = c,
+                None => match F::decode(pte, l) {
+                    Entry::None => return Err(None),
+                    e => return Err(Some(e)),
+                },
+            }
+        }
+        Ok(t)
+    }
+
+    fn check_va(va: u64) -> Result<(), Errno> {
+        if va >= VA_LIMIT {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the table at `level` (0 for 4 KiB leaves, 1 for 2 MiB leaves) covering `va`
+    /// exists, allocating missing tables. Only the parent of each installed table is locked.
+    /// May sleep: call it with no engine lock held.
+    ///
+    /// Returns [`Errno::EBUSY`] when a 2 MiB leaf sits where a level-0
+    /// table is wanted: the caller must first zap that leaf.
+    pub fn prepare(&self, va: u64, level: u8) -> Result<(), Errno> {
+        Self::check_va(va)?;
+        let mut t = self.root;
+        for l in (level + 1..LEVELS).rev() {
+            let slot = &self.table(t).pte[index(va, l)];
+            let pte = slot.load(Ordering::Acquire);
+            if let Some(c) = self.child(pte, l) {
+                t = c;
+                continue;
+            }
+            if F::decode(pte, l) != Entry::None {
+                return Err(Errno::EBUSY);
+            }
+            let new = self.mem.alloc()?;
+            let guard = self.table(t).lock.lock();
+            let pte = slot.load(Ordering::Acquire);
+            let next = match F::decode(pte, l) {
+                Entry::None => {
+                    // Release: the device walk that sees the pointer sees the zeroed table.
+                    slot.store(F::table(self.mem.pa(new)), Ordering::Release);
+                    Ok(new)
+                }
+                Entry::Table(pa) => Err(pa),
+                _ => {
+                    drop(guard);
+                    // SAFETY: `new` was never linked, so nothing can reach it.
+                    unsafe { self.mem.free(new) };
+                    return Err(Errno::EBUSY);
+                }
+            };
+            drop(guard);
+            t = match next {
+                Ok(n) => n,
+                Err(pa) => {
+                    // Lost the race to another installer: use theirs.
+                    // SAFETY: `new` was never linked.
+                    unsafe { self.mem.free(new) };
+                    // SAFETY: `pa` was just read from a table entry of this tree.
+                    unsafe { self.mem.va(pa) }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads the leaf at `va` for `level` (0 or 1), if any, with its software word.
+    pub fn get(&self, va: u64, level: u8) -> Option<Leaf> {
+        let t = self.walk(va, level).ok()?;
+        let i = index(va, level);
+        let tb = self.table(t);
+        let pte = tb.pte[i].load(Ordering::Acquire);
+        let base = va & !((1u64 << level_shift(level)) - 1);
+        let aux = tb.aux[i].load(Ordering::Relaxed);
+        match F::decode(pte, level) {
+            Entry::Leaf { addr, perm } => Some(Leaf { va: base, level, addr, perm, aux, valid: true }),
+            Entry::Zapped { addr, perm } => Some(Leaf { va: base, level, addr, perm, aux, valid: false }),
+            _ => None,
+        }
+    }
+
+    /// Writes a valid leaf at `va` (4 KiB at level 0, 2 MiB at level 1) with software word
+    /// `aux`, replacing whatever leaf was there; never allocates. The tables down to `level`
+    /// must exist ([`PageTable::prepare`]): `Err(ENOENT)` otherwise, `Err(EBUSY)` if a huge
+    /// leaf covers `va` when `level` is 0, `Err(EINVAL)` for a misaligned `va` or a level-1
+    /// slot that holds a table.
+    ///
+    /// Returns the leaf it replaced. Replacing a valid leaf by one with fewer rights or another
+    /// address needs a TLB flush the caller owes; raising rights does not.
+    pub fn map(&self, va: u64, level: u8, addr: u64, perm: Perm, aux: u64) -> Result<Option<Leaf>, Errno> {
+        Self::check_va(va)?;
+        let size = 1u64 << level_shift(level);
+        if level > 1 || (level == 1 && !F::HUGE) || va & (size - 1) != 0 || addr & (size - 1) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let t = match self.walk(va, level) {
+            Ok(t) => t,
+            Err(None) => return Err(Errno::ENOENT),
+            Err(Some(_)) => return Err(Errno::EBUSY),
+        };
+        let tb = self.table(t);
+        let i = index(va, level);
+        let _g = tb.lock.lock();
+        let old_pte = tb.pte[i].load(Ordering::Relaxed);
+        let old_aux = tb.aux[i].load(Ordering::Relaxed);
+        let old = match F::decode(old_pte, level) {
+            Entry::Table(_) => return Err(Errno::EINVAL),
+            Entry::None => None,
+            Entry::Leaf { addr, perm } => Some(Leaf { va, level, addr, perm, aux: old_aux, valid: true }),
+            Entry::Zapped { addr, perm } => Some(Leaf { va, level, addr, perm, aux: old_aux, valid: false }),
+        };
+        tb.aux[i].store(aux, Ordering::Relaxed);
+        tb.pte[i].store(F::leaf(addr, perm, level), Ordering::Release);
+        Ok(old)
+    }
+
+    /// Visits, under each leaf table's lock, every slot of `[start, end)` that holds a leaf
+    /// (valid or zapped) at level 0 or 1, letting `f` rewrite it: `f` gets the raw entry, the
+    /// leaf's description, and returns the new (raw pte, aux). Huge leaves are visited whole
+    /// when touched at all.
+    fn update<G>(&self, start: u64, end: u64, mut f: G)
+    where
+        G: FnMut(&Leaf) -> Option<(u64, u64)>,
+    {
+        let end = end.min(VA_LIMIT);
+        if start >= end {
+            return;
+        }
+        self.update_in(self.root, LEVELS - 1, start, end, &mut f);
+    }
+
+    fn update_in<G>(&self, t: NonNull<Table<M::Lock>>, level: u8, start: u64, end: u64, f: &mut G)
+    where
+        G: FnMut(&Leaf) -> Option<(u64, u64)>,
+    {
+        let shift = level_shift(level);
+        let span = 1u64 << shift;
+        let tb = self.table(t);
+        let mut va = start & !(span - 1);
+        // Leaf tables and huge slots are rewritten under the table lock; descending only reads.
+        let guard = if level <= 1 { Some(tb.lock.lock()) } else { None };
+        while va < end {
+            let i = index(va, level);
+            let pte = tb.pte[i].load(Ordering::Acquire);
+            match F::decode(pte, level) {
+                Entry::None => {}
+                Entry::Table(pa) => {
+                    if level > 0 {
+                        // SAFETY: a table entry holds the `pa` of a live table of this tree.
+                        let c = unsafe { self.mem.va(pa) };
+                        self.update_in(c, level - 1, start.max(va), end.min(va + span), f);
+                    }
+                }
+                Entry::Leaf { addr, perm } | Entry::Zapped { addr, perm } => {
+                    let valid = matches!(F::decode(pte, level), Entry::Leaf { .. });
+                    let aux = tb.aux[i].load(Ordering::Relaxed);
+                    let leaf = Leaf { va, level, addr, perm, aux, valid };
+                    if let Some((npte, naux)) = f(&leaf) {
+                        tb.aux[i].store(naux, Ordering::Relaxed);
+                        tb.pte[i].store(npte, Ordering::Release);
+                    }
+                }
+            }
+            va += span;
+        }
+        drop(guard);
+    }
+
+    /// Phase 1 of releasing leaves: clears the valid bit of every valid leaf intersecting
+    /// `[start, end)` (a 2 MiB leaf touched at all is zapped whole). Returns the span the
+    /// device TLB must be flushed for, or `None` if nothing the device could walk was there.
+    pub fn zap(&self, start: u64, end: u64) -> Option<Flush> {
+        let mut flush = None;
+        self.update(start, end, |l| {
+            if !l.valid {
+                return None;
+            }
+            let size = 1u64 << level_shift(l.level);
+            Flush::add(&mut flush, l.va, l.va + size);
+            Some((F::zap(F::leaf(l.addr, l.perm, l.level)), l.aux))
+        });
+        flush
+    }
+
+    /// Removes write permission from every valid writable leaf intersecting `[start, end)`,
+    /// letting `f` see each one first (the engine marks the page dirty). Returns the span to
+    /// flush, or `None` if no leaf lost a right.
+    pub fn write_protect(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) -> Option<Flush> {
+        let mut flush = None;
+        self.update(start, end, |l| {
+            if !l.valid || !l.perm.write {
+                return None;
+            }
+            f(l);
+            let size = 1u64 << level_shift(l.level);
+            Flush::add(&mut flush, l.va, l.va + size);
+            Some((F::leaf(l.addr, Perm::RO, l.level), l.aux))
+        });
+        flush
+    }
+
+    /// Phase 2: after the TLB flush for a [`PageTable::zap`], clears every zapped leaf
+    /// intersecting `[start, end)` and hands each to `f` (to unmap its DMA address).
+    pub fn reap(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) -> usize {
+        let mut n = 0;
+        self.update(start, end, |l| {
+            if l.valid {
+                return None;
+            }
+            f(l);
+            n += 1;
+            Some((0, 0))
+        });
+        n
+    }
+
+    /// Visits every leaf (valid or zapped) intersecting `[start, end)` without changing it.
+    pub fn for_each_leaf(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) {
+        self.update(start, end, |l| {
+            f(l);
+            None
+        });
+    }
+
+    /// The device's walk: translates `va` without taking any lock.
+    pub fn translate(&self, va: u64) -> Option<Translation> {
+        if va >= VA_LIMIT {
+            return None;
+        }
+        let mut t = self.root;
+        let mut level = LEVELS - 1;
+        loop {
+            let pte = self.table(t).pte[index(va, level)].load(Ordering::Acquire);
+            match F::decode(pte, level) {
+                Entry::Table(pa) if level > 0 => {
+                    // SAFETY: the entry links a live table; the device TLB flush protocol keeps it
+                    // alive for the duration of any walk that read the link.
+                    t = unsafe { self.mem.va(pa) };
+                    level -= 1;
+                }
+                Entry::Leaf { addr, perm } if level <= 1 => {
+                    let off = va & ((1u64 << level_shift(level)) - 1) & !((1u64 << PAGE_SHIFT) - 1);
+                    return Some(Translation { addr: addr + off, perm, level });
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Unlinks every level-0 table whose whole 2 MiB span lies in `[start, end)` and holds no
+    /// leaf. The caller must flush the device TLB (page-walk caches included) for the span and
+    /// then call [`PageTable::free_deferred`].
+    pub fn unlink_leaf_tables(&self, start: u64, end: u64) -> Deferred {
+        let mut d = Deferred { head: 0, count: 0 };
+        let span = 1u64 << HUGE_SHIFT;
+        let mut va = (start + span - 1) & !(span - 1);
+        while va + span <= end.min(VA_LIMIT) {
+            if let Ok(t1) = self.walk(va, 1) {
+                let tb1 = self.table(t1);
+                let i = index(va, 1);
+                let _g = tb1.lock.lock();
+                let pte = tb1.pte[i].load(Ordering::Acquire);
+                if let Some(c) = self.child(pte, 1) {
+                    let ct = self.table(c);
+                    let empty = {
+                        let _cg = ct.lock.lock();
+                        ct.pte.iter().all(|e| e.load(Ordering::Relaxed) == 0)
+                    };
+                    if empty {
+                        tb1.pte[i].store(0, Ordering::Release);
+                        ct.pte[0].store(d.head, Ordering::Relaxed);
+                        d.head = self.mem.pa(c);
+                        d.count += 1;
+                    }
+                }
+            }
+            va += span;
+        }
+        d
+    }
+
+    /// Frees tables unlinked by [`PageTable::unlink_leaf_tables`].
+    ///
+    /// # Safety
+    /// The device TLB and page-walk caches were flushed for the span they covered since they
+    /// were unlinked.
+    pub unsafe fn free_deferred(&self, d: Deferred) {
+        let mut pa = d.head;
+        while pa != 0 {
+            // SAFETY: `pa` threads tables this page table unlinked and no walk can reach.
+            let t = unsafe { self.mem.va(pa) };
+            pa = self.table(t).pte[0].swap(0, Ordering::Relaxed);
+            // SAFETY: unlinked and flushed, per the caller.
+            unsafe { self.mem.free(t) };
+        }
+    }
+
+    fn free_tree(&mut self, t: NonNull<Table<M::Lock>>, level: u8) {
+        if level > 0 {
+            for i in 0..ENTRIES {
+                let pte = self.table(t).pte[i].load(Ordering::Relaxed);
+                if let Some(c) = self.child(pte, level) {
+                    self.free_tree(c, level - 1);
+                }
+            }
+        }
+        // SAFETY: `&mut self` means no walk or writer is running, and teardown of the owner
+        // has flushed the device.
+        unsafe { self.mem.free(t) };
+    }
+
+    /// Counts tables and leaves (valid and zapped), for memory accounting and tests.
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
+        self.census_in(self.root, LEVELS - 1, &mut c);
+        c
+    }
+
+    fn census_in(&self, t: NonNull<Table<M::Lock>>, level: u8, c: &mut Census) {
+        c.tables += 1;
+        for i in 0..ENTRIES {
+            let pte = self.table(t).pte[i].load(Ordering::Acquire);
+            match F::decode(pte, level) {
+                Entry::Table(pa) if level > 0 => {
+                    // SAFETY: linked tables are live.
+                    self.census_in(unsafe { self.mem.va(pa) }, level - 1, c)
+                }
+                Entry::Leaf { .. } if level == 1 => c.huge += 1,
+                Entry::Leaf { .. } => c.pages += 1,
+                Entry::Zapped { .. } => c.zapped += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What a page table holds.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Table pages, root included.
+    pub tables: usize,
+    /// Valid 4 KiB leaves.
+    pub pages: usize,
+    /// Valid 2 MiB leaves.
+    pub huge: usize,
+    /// Zapped leaves still waiting to be reaped (must be 0 outside an invalidation).
+    pub zapped: usize,
+}
+
+impl<F: PteFormat, M: PtMem> Drop for PageTable<F, M> {
+    fn drop(&mut self) {
+        let root = self.root;
+        self.free_tree(root, LEVELS - 1);
+    }
+}

@@ -1,0 +1,201 @@
+//! The engine of one device context bound to one mm: its page table, its ranges, and the
+//! services it calls. Fault service lives in `fault.rs`, the notifier callback in
+//! `invalidate.rs`, GC and teardown in `gc.rs`.
+
+use super::config::{Config, MAX_WINDOW_PAGES};
+use super::pgtable::{Errno, PageTable};
+use super::platform::{Mm, Platform, RangeMap, SharedPtr};
+use super::range::Range;
+use super::stats::{Counters, Stats};
+
+/// Kind of device access.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Read.
+    Read,
+    /// Write (implies read).
+    Write,
+}
+
+/// One device fault as a hardware fault buffer reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DeviceFault {
+    /// Faulting VA (any byte of the page).
+    pub va: u64,
+    /// Access that missed.
+    pub access: Access,
+    /// Outcome, filled by [`Engine::fault_batch`].
+    pub result: Option<Result<(), Errno>>,
+}
+
+impl DeviceFault {
+    /// A fault not yet serviced.
+    pub const fn new(va: u64, access: Access) -> Self {
+        DeviceFault { va, access, result: None }
+    }
+}
+
+/// Per-worker scratch memory for fault service (4 KiB: too large for a kernel stack frame).
+pub struct Scratch {
+    pub(crate) pfns: [u64; MAX_WINDOW_PAGES],
+}
+
+impl Scratch {
+    /// Empty scratch.
+    pub const fn new() -> Self {
+        Scratch { pfns: [0; MAX_WINDOW_PAGES] }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The services an engine is built from.
+pub struct Parts<P: Platform> {
+    /// The bound mm.
+    pub mm: P::Mm,
+    /// DMA.
+    pub dma: P::Dma,
+    /// Device TLB.
+    pub tlb: P::Tlb,
+    /// Page-table memory.
+    pub mem: P::Mem,
+}
+
+pub(crate) type RangeRef<P> = <P as Platform>::Arc<Range<P>>;
+
+/// The mirroring engine.
+///
+/// # Invariants
+/// - Every range in `ranges` has its notifier registered and points back to `self`.
+/// - `self` does not move once a range exists (it lives in the `P::Arc` that
+///   [`Engine::new`] returns), and is torn down before it is dropped.
+pub struct Engine<P: Platform> {
+    pub(crate) plat: P,
+    pub(crate) cfg: Config,
+    pub(crate) mm: P::Mm,
+    pub(crate) dma: P::Dma,
+    pub(crate) tlb: P::Tlb,
+    pub(crate) pt: PageTable<P::Fmt, P::Mem>,
+    pub(crate) ranges: P::Map<RangeRef<P>>,
+    pub(crate) stats: Counters,
+}
+
+impl<P: Platform> Engine<P> {
+    /// Creates an engine for the device whose page table lives in `parts.mem`, mirroring
+    /// `parts.mm`. `EINVAL` for a bad configuration.
+    pub fn new(plat: P, parts: Parts<P>, cfg: Config) -> Result<P::Arc<Self>, Errno> {
+        cfg.validate()?;
+        let pt = PageTable::new(parts.mem)?;
+        P::Arc::new(Engine {
+            plat,
+            cfg,
+            mm: parts.mm,
+            dma: parts.dma,
+            tlb: parts.tlb,
+            pt,
+            ranges: RangeMap::new()?,
+            stats: Counters::default(),
+        })
+    }
+
+    /// The device page table (the device walks it with `translate`).
+    pub fn page_table(&self) -> &PageTable<P::Fmt, P::Mem> {
+        &self.pt
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The bound mm.
+    pub fn mm(&self) -> &P::Mm {
+        &self.mm
+    }
+
+    /// The DMA service.
+    pub fn dma(&self) -> &P::Dma {
+        &self.dma
+    }
+
+    /// The device TLB.
+    pub fn tlb(&self) -> &P::Tlb {
+        &self.tlb
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.plat
+    }
+
+    /// Statistics snapshot.
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+
+    /// Number of ranges published now.
+    pub fn range_count(&self) -> usize {
+        let mut n = 0;
+        let mut key = 0;
+        while let Some((k, _)) = self.ranges.next_from(key) {
+            n += 1;
+            key = k + 1;
+        }
+        n
+    }
+
+    pub(crate) fn range_key(&self, va: u64) -> u64 {
+        va >> self.cfg.range_shift
+    }
+
+    /// Finds the live range covering `va`, or creates one.
+    ///
+    /// Creation registers the notifier *before* publishing the range, with no lock held
+    /// (`mmu_interval_notifier_insert()` may sleep and takes `mmap_lock`); of two racing
+    /// creators one publishes, the other removes its own notifier, again outside every lock.
+    pub(crate) fn range_for(&self, va: u64) -> Result<RangeRef<P>, Errno> {
+        let key = self.range_key(va);
+        loop {
+            if let Some(r) = self.ranges.get(key) {
+                if !r.is_dead() {
+                    return Ok(r);
+                }
+                // GC killed it but has not unpublished it yet: do that part for it, so the
+                // fault need not wait for the GC worker.
+                self.ranges.remove_if(key, |v| P::Arc::ptr_eq(v, &r));
+                continue;
+            }
+            let start = key << self.cfg.range_shift;
+            let size = self.cfg.range_size();
+            let r = P::Arc::new(Range::new(self, start, start + size)?)?;
+            let cookie = &*r as *const Range<P> as *const ();
+            let iv = self.mm.interval_insert(start, size, cookie, super::invalidate::invalidate_cb::<P>)?;
+            r.interval.put(iv);
+            match self.ranges.insert(key, r.clone()) {
+                Ok(Ok(())) => {
+                    Counters::add(&self.stats.ranges_created, 1);
+                    return Ok(r);
+                }
+                Ok(Err(_winner)) => {
+                    Counters::add(&self.stats.range_races, 1);
+                    self.mm.interval_remove(r.interval());
+                }
+                Err(e) => {
+                    self.mm.interval_remove(r.interval());
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl<P: Platform> Drop for Engine<P> {
+    fn drop(&mut self) {
+        // Ranges point back here: none may outlive the engine, and their notifiers must be gone.
+        self.teardown();
+    }
+}

@@ -1,0 +1,387 @@
+//! Fault service (BRIEF §2, "Fault service"), batch service and prefetch.
+//!
+//! One fault: find or create the range; `read_begin`; under `mmap_read_lock` clamp the window
+//! to VMA, range and fault-around block and run `hmm_range_fault()` with a per-pfn request
+//! for the faulting page only; allocate page-table pages; take the range lock; `read_retry`;
+//! DMA-map and write the leaves under the lock. Any retry goes back to `read_begin`, within a
+//! time budget that ends in `EBUSY`.
+
+use super::engine::{Access, DeviceFault, Engine, Scratch};
+use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
+use super::pgtable::{Errno, Lock, Perm, PteFormat};
+use super::platform::{
+    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, Vma, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE,
+    HMM_PFN_VALID, HMM_PFN_WRITE,
+};
+use super::range::{InFlight, Range, RangeState};
+use super::stats::Counters;
+
+const PAGE: u64 = 1 << PAGE_SHIFT;
+const HUGE: u64 = 1 << HUGE_SHIFT;
+const HUGE_ORDER: u32 = HUGE_SHIFT - PAGE_SHIFT;
+
+/// How a commit attempt ended, short of an error.
+enum Commit {
+    /// Leaves written.
+    Done,
+    /// The table layout does not fit (a 2 MiB leaf where 4 KiB pages go, or a leaf table
+    /// where a 2 MiB leaf would go): go round again, mapping 4 KiB pages.
+    Relayout,
+}
+
+/// Per-fault retry bookkeeping.
+struct Retry {
+    deadline: u64,
+    /// Our own COW break has been counted once already.
+    cow_seen: bool,
+    /// Map 4 KiB pages even where a 2 MiB leaf would do.
+    small: bool,
+}
+
+impl<P: Platform> Engine<P> {
+    /// Services one device fault at `va` (any byte of the page) for `access`.
+    ///
+    /// Errors: `EINVAL` for addresses at or above `task_size`; `EFAULT` for holes, PROT_NONE
+    /// and VM_IO/VM_PFNMAP memory; `EPERM` for a write to memory the CPU may only read;
+    /// `EBUSY` when invalidations kept racing the fault past the retry budget; `ESRCH` once the
+    /// mm is gone; `ENOMEM`.
+    pub fn fault(&self, scratch: &mut Scratch, va: u64, access: Access) -> Result<(), Errno> {
+        let r = self.fault_page(scratch, va & !(PAGE - 1), access);
+        let c = if r.is_ok() { &self.stats.faults } else { &self.stats.fault_errors };
+        Counters::add(c, 1);
+        r
+    }
+
+    fn fault_page(&self, scratch: &mut Scratch, page: u64, access: Access) -> Result<(), Errno> {
+        if page >= self.cfg.task_size {
+            return Err(Errno::EINVAL);
+        }
+        let mut retry = Retry {
+            deadline: self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns),
+            cow_seen: false,
+            small: false,
+        };
+        loop {
+            let range = self.range_for(page)?;
+            let _inflight = InFlight::enter(&range);
+            if self.fault_in(&range, scratch, page, access, &mut retry)? {
+                return Ok(());
+            }
+            // The range was removed under us: look it up again.
+            if self.plat.now_ns() > retry.deadline {
+                Counters::add(&self.stats.retry_timeouts, 1);
+                return Err(Errno::EBUSY);
+            }
+            self.plat.relax();
+        }
+    }
+
+    /// Ok(true): serviced. Ok(false): the range died; the caller looks it up again.
+    fn fault_in(
+        &self,
+        range: &Range<P>,
+        scratch: &mut Scratch,
+        page: u64,
+        access: Access,
+        retry: &mut Retry,
+    ) -> Result<bool, Errno> {
+        let iv = range.interval();
+        let write = access == Access::Write;
+        loop {
+            if self.plat.now_ns() > retry.deadline {
+                Counters::add(&self.stats.retry_timeouts, 1);
+                return Err(Errno::EBUSY);
+            }
+            // Step 2: no engine lock held (it may sleep while an invalidation runs).
+            let seq = iv.read_begin();
+
+            // Step 3.
+            let (ws, n, vma) = {
+                let mut g = self.mm.mmap_read()?;
+                let vma = self.mm.vma(&g, page).ok_or(Errno::EFAULT)?;
+                if vma.io || !vma.read {
+                    return Err(Errno::EFAULT);
+                }
+                if write && !vma.write {
+                    return Err(Errno::EPERM);
+                }
+                let (ws, n) = self.window(range, &vma, page);
+                let pfns = &mut scratch.pfns[..n];
+                pfns.fill(0);
+                pfns[((page - ws) >> PAGE_SHIFT) as usize] =
+                    HMM_PFN_REQ_FAULT | if write { HMM_PFN_REQ_WRITE } else { 0 };
+                let mut req = HmmRequest { notifier: iv, seq, start: ws, pfns };
+                match self.mm.hmm_range_fault(&mut g, &mut req) {
+                    Ok(()) => {}
+                    Err(Errno::EBUSY) => {
+                        drop(g);
+                        self.count_retry(range, None, page, access, retry);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                (ws, n, vma)
+            };
+
+            // Step 4: cheap early exit before allocating or locking.
+            if iv.check_retry(seq) {
+                self.count_retry(range, None, page, access, retry);
+                continue;
+            }
+            let fpfn = scratch.pfns[((page - ws) >> PAGE_SHIFT) as usize];
+            if fpfn & HMM_PFN_VALID == 0 {
+                return Err(Errno::EFAULT);
+            }
+            if write && fpfn & HMM_PFN_WRITE == 0 {
+                return Err(Errno::EPERM);
+            }
+            let block = self.huge_block(range, &vma, page, fpfn, retry.small);
+
+            // Page-table pages are allocated before the range lock (may sleep).
+            let prep = match block {
+                Some(b) => self.pt.prepare(b, 1),
+                None => self.pt.prepare(ws, 0),
+            };
+            match prep {
+                Ok(()) => {}
+                Err(Errno::EBUSY) => {
+                    // A 2 MiB leaf covers pages we will map as 4 KiB: release it first.
+                    let mut st = range.lock.lock();
+                    if st.dead {
+                        return Ok(false);
+                    }
+                    let b = page & !(HUGE - 1);
+                    self.evict(&mut st, b, b + HUGE);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+
+            // Step 5.
+            let mut st = range.lock.lock();
+            if st.dead {
+                return Ok(false);
+            }
+            if !cfg!(svm_teeth = "no_read_retry") && iv.read_retry(seq) {
+                self.count_retry(range, Some(&st), page, access, retry);
+                continue;
+            }
+            if cfg!(svm_teeth = "commit_unlocked") {
+                // Teeth: commit after dropping the lock, as if read_retry and the PTE writes
+                // were not one critical section.
+                drop(st);
+                let mut fake = RangeState { dead: false, mapped: 0, last: None };
+                let r = match block {
+                    Some(b) => self.commit_huge(&mut fake, b, page, fpfn, access),
+                    None => self.commit_pages(&mut fake, ws, &scratch.pfns[..n], page, access),
+                };
+                let mut st = range.lock.lock();
+                st.mapped = st.mapped.wrapping_add(fake.mapped);
+                match r? {
+                    Commit::Done => return Ok(true),
+                    Commit::Relayout => {
+                        retry.small = true;
+                        continue;
+                    }
+                }
+            }
+            let r = match block {
+                Some(b) => self.commit_huge(&mut st, b, page, fpfn, access),
+                None => self.commit_pages(&mut st, ws, &scratch.pfns[..n], page, access),
+            };
+            match r? {
+                Commit::Done => return Ok(true),
+                Commit::Relayout => {
+                    drop(st);
+                    retry.small = true;
+                }
+            }
+        }
+    }
+
+    /// The fault-around window: the naturally aligned block of `fault_around_pages` around
+    /// `page`, clamped to the VMA and the range. Returns (start, pages).
+    fn window(&self, range: &Range<P>, vma: &Vma, page: u64) -> (u64, usize) {
+        let fa = (self.cfg.fault_around_pages as u64) << PAGE_SHIFT;
+        let b = page & !(fa - 1);
+        let ws = b.max(vma.start).max(range.start);
+        let we = (b + fa).min(vma.end).min(range.end);
+        (ws, ((we - ws) >> PAGE_SHIFT) as usize)
+    }
+
+    /// The 2 MiB block to map with one leaf, if hmm reports a PMD-mapped folio there and the
+    /// block lies wholly inside the VMA and the range.
+    fn huge_block(&self, range: &Range<P>, vma: &Vma, page: u64, fpfn: u64, small: bool) -> Option<u64> {
+        if small || !self.cfg.huge || !P::Fmt::HUGE || hmm_order(fpfn) < HUGE_ORDER {
+            return None;
+        }
+        let b = page & !(HUGE - 1);
+        let inside = |s: u64, e: u64| s <= b && b + HUGE <= e;
+        let head = hmm_pfn(fpfn) - ((page - b) >> PAGE_SHIFT);
+        if !inside(vma.start, vma.end) || !inside(range.start, range.end) || head & ((1 << HUGE_ORDER) - 1) != 0 {
+            return None;
+        }
+        Some(b)
+    }
+
+    /// Classifies and counts one retry. A write fault's first retry after a `CLEAR` of at most
+    /// one folio around its own page is taken as its own COW break; everything else is foreign.
+    fn count_retry(&self, range: &Range<P>, st: Option<&RangeState>, page: u64, access: Access, retry: &mut Retry) {
+        let own_cow = |st: &RangeState| match st.last {
+            Some((s, e, Event::Clear)) => s <= page && page < e && e - s <= HUGE,
+            _ => false,
+        };
+        let own = access == Access::Write
+            && !retry.cow_seen
+            && match st {
+                Some(st) => own_cow(st),
+                None => own_cow(&range.lock.lock()),
+            };
+        if own {
+            retry.cow_seen = true;
+            Counters::add(&self.stats.retries_own, 1);
+        } else {
+            Counters::add(&self.stats.retries_foreign, 1);
+        }
+    }
+
+    /// Writes one 2 MiB leaf for `block`, under the range lock.
+    fn commit_huge(&self, st: &mut RangeState, block: u64, page: u64, fpfn: u64, access: Access) -> Result<Commit, Errno> {
+        let head = hmm_pfn(fpfn) - ((page - block) >> PAGE_SHIFT);
+        let perm = Perm { write: access == Access::Write && fpfn & HMM_PFN_WRITE != 0 };
+        if let Some(l) = self.pt.get(block, 1) {
+            if l.valid && l.aux == head {
+                if perm.write && !l.perm.write {
+                    self.pt.map(block, 1, l.addr, perm, head)?;
+                    Counters::add(&self.stats.huge_mapped, 1);
+                }
+                return Ok(Commit::Done);
+            }
+            // Another folio than the one mapped: cannot be without an invalidation, but if it
+            // is, release the old mapping the safe way before reusing the slot.
+            self.evict(st, block, block + HUGE);
+        }
+        let addr = self.dma.map(head, HUGE_ORDER)?;
+        match self.pt.map(block, 1, addr, perm, head) {
+            Ok(_) => {
+                st.mapped += 1;
+                Counters::add(&self.stats.huge_mapped, 1);
+                Ok(Commit::Done)
+            }
+            Err(e) => {
+                self.dma.unmap(addr, head, HUGE_ORDER);
+                match e {
+                    Errno::EINVAL | Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Writes 4 KiB leaves for the window's valid pfns, the faulting page first, under the
+    /// range lock. Never grants more than hmm reported, and write only to a write fault.
+    fn commit_pages(&self, st: &mut RangeState, ws: u64, pfns: &[u64], page: u64, access: Access) -> Result<Commit, Errno> {
+        let fi = ((page - ws) >> PAGE_SHIFT) as usize;
+        match self.commit_page(st, page, pfns[fi], access)? {
+            Commit::Done => {}
+            Commit::Relayout => return Ok(Commit::Relayout),
+        }
+        for (i, &v) in pfns.iter().enumerate() {
+            if i == fi || v & HMM_PFN_VALID == 0 {
+                continue;
+            }
+            // Neighbours are best effort: the first that does not fit ends fault-around.
+            match self.commit_page(st, ws + ((i as u64) << PAGE_SHIFT), v, access) {
+                Ok(Commit::Done) => {}
+                _ => break,
+            }
+        }
+        Ok(Commit::Done)
+    }
+
+    fn commit_page(&self, st: &mut RangeState, va: u64, v: u64, access: Access) -> Result<Commit, Errno> {
+        let pfn = hmm_pfn(v);
+        let perm = Perm { write: access == Access::Write && v & HMM_PFN_WRITE != 0 };
+        if let Some(l) = self.pt.get(va, 0) {
+            if l.valid && l.aux == pfn {
+                if perm.write && !l.perm.write {
+                    self.pt.map(va, 0, l.addr, perm, pfn)?;
+                    Counters::add(&self.stats.pages_mapped, 1);
+                }
+                return Ok(Commit::Done);
+            }
+            self.evict(st, va, va + PAGE);
+        }
+        let addr = self.dma.map(pfn, 0)?;
+        match self.pt.map(va, 0, addr, perm, pfn) {
+            Ok(_) => {
+                st.mapped += 1;
+                Counters::add(&self.stats.pages_mapped, 1);
+                Ok(Commit::Done)
+            }
+            Err(e) => {
+                self.dma.unmap(addr, pfn, 0);
+                match e {
+                    Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Services a batch of device faults as a hardware fault buffer delivers them: sorts the
+    /// batch by page (writes first), services each page once with the strongest access asked
+    /// for it, skips pages an earlier fault's fault-around already mapped, and fills every
+    /// entry's `result`. Returns how many faults were actually serviced.
+    pub fn fault_batch(&self, scratch: &mut Scratch, batch: &mut [DeviceFault]) -> usize {
+        batch.sort_unstable_by(|a, b| (a.va >> PAGE_SHIFT).cmp(&(b.va >> PAGE_SHIFT)).then(b.access.cmp(&a.access)));
+        let mut serviced = 0;
+        let mut i = 0;
+        while i < batch.len() {
+            let page = batch[i].va & !(PAGE - 1);
+            let access = batch[i].access;
+            let mut j = i + 1;
+            while j < batch.len() && batch[j].va & !(PAGE - 1) == page {
+                j += 1;
+            }
+            Counters::add(&self.stats.batch_duplicates, (j - i - 1) as u64);
+            let res = if self.mapped_for(page, access) {
+                Ok(())
+            } else {
+                serviced += 1;
+                self.fault(scratch, page, access)
+            };
+            for f in &mut batch[i..j] {
+                f.result = Some(res);
+            }
+            i = j;
+        }
+        serviced
+    }
+
+    /// Whether the device can already perform `access` at `page` (a hint: the device retries).
+    fn mapped_for(&self, page: u64, access: Access) -> bool {
+        matches!(self.pt.translate(page), Some(t) if t.perm.write || access == Access::Read)
+    }
+
+    /// Populates `[start, start + len)` for `access` without a device access. Restartable:
+    /// `done` always says how many bytes from `start` are populated, so an interrupted or
+    /// failed call can be resumed at `start + done`. `EINVAL` for a misaligned, empty,
+    /// overflowing or kernel range; otherwise the first fault's error.
+    pub fn prefetch(&self, scratch: &mut Scratch, start: u64, len: u64, access: Access, done: &mut u64) -> Result<(), Errno> {
+        *done = 0;
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size {
+            return Err(Errno::EINVAL);
+        }
+        let mut va = start;
+        while va < end {
+            if !self.mapped_for(va, access) {
+                self.fault(scratch, va, access)?;
+            }
+            va += PAGE;
+            *done = va - start;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Garbage collection of unmapped ranges, and teardown.
+//!
+//! A callback cannot remove its own notifier (`mmu_interval_notifier_remove()` may sleep and
+//! waits for callbacks), so `MMU_NOTIFY_UNMAP` only marks the range; the driver's worker calls
+//! [`Engine::gc`], which re-checks under the range lock that nothing is mapped and no fault is
+//! in flight, kills the range, frees its leaf tables after a flush, unpublishes it, and only
+//! then — holding no engine lock — removes the notifier.
+
+use super::engine::{Engine, RangeRef};
+use super::pgtable::table::{Flush, HUGE_SHIFT};
+use super::pgtable::Lock;
+use super::platform::{Mm, Platform, RangeMap, SharedPtr};
+use super::stats::Counters;
+use super::sync::Ordering;
+
+impl<P: Platform> Engine<P> {
+    /// Removes ranges marked by `MMU_NOTIFY_UNMAP` that are unused. Call from a worker with no
+    /// lock held, never concurrently with [`Engine::teardown`]. Returns how many it removed.
+    pub fn gc(&self) -> usize {
+        let mut n = 0;
+        let mut key = 0;
+        while let Some((k, r)) = self.ranges.next_from(key) {
+            key = k + 1;
+            if r.gc_pending.swap(false, Ordering::AcqRel) && self.retire(k, &r, false) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes every range, releasing every device mapping (TLB flushed, DMA unmapped, pages
+    /// dirtied as needed). Call once no fault can start any more and the GC worker is stopped;
+    /// works before and after the mm exited. Idempotent.
+    pub fn teardown(&self) {
+        let mut key = 0;
+        while let Some((k, r)) = self.ranges.next_from(key) {
+            key = k + 1;
+            self.retire(k, &r, true);
+        }
+    }
+
+    /// Kills range `r` (at `key`) and removes its notifier. Without `force` (GC) a range with
+    /// mappings or faults in flight is left alone; with it (teardown) its mappings are
+    /// released. Returns whether this call removed it.
+    fn retire(&self, key: u64, r: &RangeRef<P>, force: bool) -> bool {
+        {
+            let mut st = r.lock.lock();
+            if st.dead {
+                return false;
+            }
+            if !force && !cfg!(svm_teeth = "no_gc_recheck") {
+                if r.inflight.load(Ordering::Acquire) > 0 {
+                    // Look again on the next pass.
+                    r.gc_pending.store(true, Ordering::Release);
+                    return false;
+                }
+                if st.mapped > 0 {
+                    // Faulted in again since the unmap: in use.
+                    return false;
+                }
+            }
+            if force {
+                self.evict(&mut st, r.start, r.end);
+            }
+            st.dead = true;
+            r.dead.store(true, Ordering::Release);
+            if self.cfg.range_shift >= HUGE_SHIFT {
+                let d = self.pt.unlink_leaf_tables(r.start, r.end);
+                if !d.is_empty() {
+                    self.flush(Flush { start: r.start, end: r.end });
+                    // SAFETY: unlinked above and the device TLB (with its page-walk cache) was
+                    // flushed for their span; no fault can walk into them: the range is dead
+                    // and its faults re-check that under this lock before touching tables.
+                    unsafe { self.pt.free_deferred(d) };
+                }
+            }
+        }
+        self.ranges.remove_if(key, |v| P::Arc::ptr_eq(v, r));
+        self.mm.interval_remove(r.interval());
+        Counters::add(&self.stats.ranges_removed, 1);
+        true
+    }
+}

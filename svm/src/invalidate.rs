@@ -1,0 +1,131 @@
+//! The interval-notifier callback (BRIEF §2, "Invalidation callback").
+//!
+//! Under the range lock, unconditionally: `set_seq`, zap the leaves (valid bit off, address
+//! kept), flush the device TLB and wait, then release each DMA mapping, marking the page dirty
+//! if the device could have written it. Everything happens before the callback returns: pages
+//! are not pinned, so nothing may be deferred. The flush is made under the lock so that a
+//! second, concurrent invalidation of the same range cannot return while the first one's zapped
+//! entries may still sit in the TLB.
+
+use super::engine::Engine;
+use super::pgtable::table::{Flush, HUGE_SHIFT, PAGE_SHIFT};
+use super::pgtable::Lock;
+use super::platform::{DeviceTlb, Dma, Event, Interval, Invalidation, Mm, Platform};
+use super::range::{Range, RangeState};
+use super::stats::Counters;
+use super::sync::Ordering;
+
+/// The callback registered with every range's notifier.
+///
+/// # Safety
+/// `cookie` is the `Range<P>` this callback was registered for, whose notifier is still
+/// registered (so the range and, by its invariant, its engine are alive).
+pub(crate) unsafe fn invalidate_cb<P: Platform>(
+    cookie: *const (),
+    interval: &<P::Mm as Mm>::Interval,
+    inv: &Invalidation,
+) -> bool {
+    // SAFETY: per the contract, `cookie` points to a live `Range<P>`.
+    let range = unsafe { &*(cookie as *const Range<P>) };
+    // SAFETY: a range never outlives its engine (type invariant of `Range`).
+    let engine = unsafe { &*range.engine };
+    engine.invalidate(range, interval, inv)
+}
+
+impl<P: Platform> Engine<P> {
+    fn invalidate(&self, range: &Range<P>, iv: &<P::Mm as Mm>::Interval, inv: &Invalidation) -> bool {
+        Counters::add(&self.stats.invalidations, 1);
+        let start = inv.start.max(range.start);
+        let end = inv.end.min(range.end);
+        let mut st = if inv.blockable {
+            range.lock.lock()
+        } else {
+            match range.lock.try_lock() {
+                Some(g) => g,
+                None => {
+                    Counters::add(&self.stats.nonblock_refused, 1);
+                    return false;
+                }
+            }
+        };
+        if !inv.blockable && self.tlb.flush_may_sleep() && self.has_leaves(start, end) {
+            Counters::add(&self.stats.nonblock_refused, 1);
+            return false;
+        }
+        if !cfg!(svm_teeth = "no_set_seq") {
+            iv.set_seq(inv.cur_seq);
+        }
+        st.last = Some((inv.start, inv.end, inv.event));
+        let hit = if inv.event == Event::ProtectionPage && self.cfg.downgrade_on_wrprotect {
+            self.write_protect(start, end)
+        } else {
+            self.evict(&mut st, start, end)
+        };
+        if hit {
+            Counters::add(&self.stats.invalidations_hit, 1);
+        }
+        if inv.event == Event::Unmap {
+            range.gc_pending.store(true, Ordering::Release);
+        }
+        true
+    }
+
+    fn has_leaves(&self, start: u64, end: u64) -> bool {
+        let mut any = false;
+        self.pt.for_each_leaf(start, end, |l| any |= l.valid);
+        any
+    }
+
+    /// Revokes device write access in `[start, end)` (fork's COW, `folio_mkclean`): read
+    /// mappings stay. The device may have written each page until now, so each is dirtied.
+    fn write_protect(&self, start: u64, end: u64) -> bool {
+        if cfg!(svm_teeth = "no_wp_downgrade") {
+            return false;
+        }
+        match self.pt.write_protect(start, end, |l| self.dma.set_dirty(l.aux)) {
+            Some(f) => {
+                self.flush(f);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases every device leaf in `[start, end)` (a 2 MiB leaf touched is released whole):
+    /// zap, flush, then unmap the DMA addresses. Call under the range lock.
+    pub(crate) fn evict(&self, st: &mut RangeState, start: u64, end: u64) -> bool {
+        let Some(f) = self.pt.zap(start, end) else {
+            return false;
+        };
+        if cfg!(svm_teeth = "unmap_before_flush") {
+            st.mapped -= self.release(f);
+            self.flush(f);
+        } else {
+            self.flush(f);
+            st.mapped -= self.release(f);
+        }
+        true
+    }
+
+    /// Reaps the zapped leaves of `f`: each DMA mapping is unmapped with the size it was
+    /// mapped with, after marking the page dirty if the device could write it.
+    fn release(&self, f: Flush) -> usize {
+        let n = self.pt.reap(f.start, f.end, |l| {
+            if l.perm.write && !cfg!(svm_teeth = "no_set_dirty") {
+                self.dma.set_dirty(l.aux);
+            }
+            let order = if l.level == 1 { HUGE_SHIFT - PAGE_SHIFT } else { 0 };
+            self.dma.unmap(l.addr, l.aux, order);
+        });
+        Counters::add(&self.stats.dma_unmapped, n as u64);
+        n
+    }
+
+    /// Flushes the device TLB for `f` and waits for it.
+    pub(crate) fn flush(&self, f: Flush) {
+        Counters::add(&self.stats.tlb_flushes, 1);
+        if !cfg!(svm_teeth = "no_tlb_flush") {
+            self.tlb.flush(f.start, f.end);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What the engine needs from its platform: the kernel services it calls and the types it
+//! stores. The kernel module implements these over `hmm_range_fault()`,
+//! `mmu_interval_notifier`, `dma_map_page()` and kernel locks (C glue owns the structs); the
+//! `model` crate implements them over a faithful userspace simulation of the same semantics.
+//!
+//! Everything here mirrors a kernel API one to one, with its context rules restated, because
+//! the engine's correctness argument rests on exactly those rules.
+
+use super::pgtable::{Errno, LockFamily, PtMem, PteFormat};
+use core::ops::Deref;
+
+/// `HMM_PFN_VALID` (6.12 `include/linux/hmm.h`, 64-bit): the pfn is a present page.
+pub const HMM_PFN_VALID: u64 = 1 << 63;
+/// `HMM_PFN_WRITE`: the CPU may write the page.
+pub const HMM_PFN_WRITE: u64 = 1 << 62;
+/// `HMM_PFN_ERROR`: the address cannot be accessed (hole, PROT_NONE, VM_IO...).
+pub const HMM_PFN_ERROR: u64 = 1 << 61;
+/// `HMM_PFN_ORDER_SHIFT`: the order of the CPU mapping (0, or 9 for a PMD-mapped THP).
+pub const HMM_PFN_ORDER_SHIFT: u32 = 56;
+/// `HMM_PFN_FLAGS`: the flag byte.
+pub const HMM_PFN_FLAGS: u64 = 0xff << HMM_PFN_ORDER_SHIFT;
+/// `HMM_PFN_REQ_FAULT`: input flag, fault the page in if it is not present.
+pub const HMM_PFN_REQ_FAULT: u64 = HMM_PFN_VALID;
+/// `HMM_PFN_REQ_WRITE`: input flag, fault it in writable (breaking COW).
+pub const HMM_PFN_REQ_WRITE: u64 = HMM_PFN_WRITE;
+
+/// The pfn bits of an hmm pfn (`hmm_pfn_to_page()`'s input).
+pub const fn hmm_pfn(v: u64) -> u64 {
+    v & !HMM_PFN_FLAGS
+}
+
+/// `hmm_pfn_to_map_order()`.
+pub const fn hmm_order(v: u64) -> u32 {
+    ((v >> HMM_PFN_ORDER_SHIFT) & 0x1f) as u32
+}
+
+/// `enum mmu_notifier_event` (6.12 `include/linux/mmu_notifier.h`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// `MMU_NOTIFY_UNMAP`: the range is being unmapped (munmap, mremap source).
+    Unmap,
+    /// `MMU_NOTIFY_CLEAR`: pages cleared (MADV_DONTNEED, COW break, THP split, swap, reclaim).
+    Clear,
+    /// `MMU_NOTIFY_PROTECTION_VMA`: mprotect (may remove read access too).
+    ProtectionVma,
+    /// `MMU_NOTIFY_PROTECTION_PAGE`: write-protect only (fork's COW, `folio_mkclean`).
+    ProtectionPage,
+    /// `MMU_NOTIFY_SOFT_DIRTY`.
+    SoftDirty,
+    /// `MMU_NOTIFY_RELEASE`: exit_mmap, `[0, ULONG_MAX)`.
+    Release,
+    /// `MMU_NOTIFY_MIGRATE`.
+    Migrate,
+    /// `MMU_NOTIFY_EXCLUSIVE`.
+    Exclusive,
+}
+
+/// One invalidation callback's arguments (`struct mmu_notifier_range` + `cur_seq`).
+#[derive(Clone, Copy, Debug)]
+pub struct Invalidation {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Why.
+    pub event: Event,
+    /// `mmu_notifier_range_blockable()`: false only for the OOM reaper.
+    pub blockable: bool,
+    /// The sequence number to hand to `mmu_interval_set_seq()`.
+    pub cur_seq: u64,
+}
+
+/// The callback an interval notifier runs (`mmu_interval_notifier_ops.invalidate`). `cookie`
+/// is what was passed to [`Mm::interval_insert`]; `interval` is the notifier being invalidated
+/// (the kernel passes the `mni`): the callback may run before `interval_insert` has even
+/// returned to the inserter, and must still `set_seq` on it. Returns false only for a
+/// non-blockable call it could not serve, having changed nothing.
+///
+/// # Safety
+/// `cookie` must be the cookie registered with this callback, and the registration must not
+/// have been removed (`mmu_interval_notifier_remove()` waits for running callbacks).
+pub type InvalidateFn<I> = unsafe fn(cookie: *const (), interval: &I, inv: &Invalidation) -> bool;
+
+/// A registered `struct mmu_interval_notifier`.
+pub trait Interval: Send + Sync {
+    /// `mmu_interval_read_begin()`: may sleep until no invalidation of the mm is running; never
+    /// call it holding an engine lock.
+    fn read_begin(&self) -> u64;
+    /// `mmu_interval_read_retry()`: call under the lock the callback takes for `set_seq`.
+    fn read_retry(&self, seq: u64) -> bool;
+    /// `mmu_interval_check_retry()`: a lock-free early hint.
+    fn check_retry(&self, seq: u64) -> bool;
+    /// `mmu_interval_set_seq()`: only from the callback, under the same lock as `read_retry`.
+    fn set_seq(&self, cur_seq: u64);
+}
+
+/// What a VMA allows (`vm_flags` bits the engine cares about).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Vma {
+    /// `vm_start`.
+    pub start: u64,
+    /// `vm_end`.
+    pub end: u64,
+    /// `VM_READ`.
+    pub read: bool,
+    /// `VM_WRITE`.
+    pub write: bool,
+    /// `VM_IO | VM_PFNMAP`: no `struct page` behind it; hmm refuses it.
+    pub io: bool,
+}
+
+/// One `hmm_range_fault()` request: `[start, start + 4096 * pfns.len())`, with per-pfn
+/// request flags in `pfns` on entry (`default_flags = 0`, `pfn_flags_mask = ~0`) and hmm pfns
+/// on return.
+pub struct HmmRequest<'a, I> {
+    /// `range.notifier`.
+    pub notifier: &'a I,
+    /// `range.notifier_seq`.
+    pub seq: u64,
+    /// `range.start`.
+    pub start: u64,
+    /// `range.hmm_pfns`.
+    pub pfns: &'a mut [u64],
+}
+
+/// The process address space a context is bound to (`struct mm_struct`, held by `mmgrab`).
+pub trait Mm: Send + Sync {
+    /// An interval notifier registration.
+    type Interval: Interval;
+    /// `mmap_read_lock` held, plus the `mmget_not_zero()` reference taken to hold it.
+    type ReadGuard<'a>
+    where
+        Self: 'a;
+
+    /// `mmu_interval_notifier_insert()`: may sleep and takes `mmap_lock` itself, so call it
+    /// holding neither `mmap_lock` nor any engine lock. Inserting during a running
+    /// invalidation is deferred by the core; the seq it starts with forces a retry.
+    fn interval_insert(
+        &self,
+        start: u64,
+        len: u64,
+        cookie: *const (),
+        ops: InvalidateFn<Self::Interval>,
+    ) -> Result<Self::Interval, Errno>;
+
+    /// `mmu_interval_notifier_remove()`: may sleep; waits for a running callback of this
+    /// notifier. After it returns the callback will not run again. Never call it from a
+    /// callback or under an engine lock.
+    fn interval_remove(&self, interval: &Self::Interval);
+
+    /// `mmget_not_zero()` + `mmap_read_lock_killable()`: `ESRCH` if the mm is gone, `EINTR`
+    /// on a fatal signal. A platform whose caller may drop the last reference from a worker
+    /// releases it with `mmput_async()`.
+    fn mmap_read(&self) -> Result<Self::ReadGuard<'_>, Errno>;
+
+    /// `vma_lookup()` under the read lock.
+    fn vma(&self, guard: &Self::ReadGuard<'_>, va: u64) -> Option<Vma>;
+
+    /// `hmm_range_fault()` under the read lock: `EBUSY` when the notifier's seq moved (restart
+    /// from `read_begin`), `EFAULT` when a page that had `HMM_PFN_REQ_FAULT` cannot be
+    /// faulted, `EPERM` per hmm for a write request to a read-only mapping of a non-writable
+    /// VMA. Pages without request flags that are absent come back as 0 or `HMM_PFN_ERROR`.
+    fn hmm_range_fault(
+        &self,
+        guard: &mut Self::ReadGuard<'_>,
+        req: &mut HmmRequest<'_, Self::Interval>,
+    ) -> Result<(), Errno>;
+}
+
+/// DMA mapping against the device (`dma_map_page()` family). All mappings are
+/// `DMA_BIDIRECTIONAL`: a page mapped for a read fault can be upgraded to writable without a
+/// remap, and every unmap passes the direction and size of its map.
+pub trait Dma: Send + Sync {
+    /// `dma_map_page(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order, DMA_BIDIRECTIONAL)`; must
+    /// not sleep (called under the range lock). `ENOMEM` on `dma_mapping_error()`.
+    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno>;
+    /// `dma_unmap_page(dev, addr, PAGE_SIZE << order, DMA_BIDIRECTIONAL)`.
+    fn unmap(&self, addr: u64, pfn: u64, order: u32);
+    /// `set_page_dirty()` of the (head) page: the device may have written it.
+    fn set_dirty(&self, pfn: u64);
+}
+
+/// The device's translation caches.
+pub trait DeviceTlb: Send + Sync {
+    /// Invalidates TLB and page-walk-cache entries for `[start, end)` and waits until the
+    /// device can no longer use them, in-flight walks included. Must not wait on the fault
+    /// worker or on any job that can block on a fault.
+    fn flush(&self, start: u64, end: u64);
+    /// Whether [`DeviceTlb::flush`] may sleep (then a non-blockable invalidation that needs a
+    /// flush is refused).
+    fn flush_may_sleep(&self) -> bool;
+}
+
+/// A reference-counted pointer (`kernel::sync::Arc`, `std::sync::Arc`, `loom::sync::Arc`).
+pub trait SharedPtr<T>: Clone + Deref<Target = T> + Send + Sync {
+    /// Allocates.
+    fn new(v: T) -> Result<Self, Errno>;
+    /// Whether both point to the same allocation.
+    fn ptr_eq(a: &Self, b: &Self) -> bool;
+}
+
+/// An ordered map from range index to range, for lookup on faults and walks by GC/teardown.
+/// Lookups must not block behind anything slower than another lookup (kernel: xarray).
+pub trait RangeMap<V>: Send + Sync + Sized {
+    /// An empty map.
+    fn new() -> Result<Self, Errno>;
+    /// The value at `key`.
+    fn get(&self, key: u64) -> Option<V>;
+    /// Inserts `v` at `key` unless occupied; on conflict returns the present value.
+    fn insert(&self, key: u64, v: V) -> Result<Result<(), V>, Errno>;
+    /// Removes the value at `key` if `is_it` says it is the expected one.
+    fn remove_if(&self, key: u64, is_it: impl FnOnce(&V) -> bool) -> Option<V>;
+    /// The first entry with key `>= key`.
+    fn next_from(&self, key: u64) -> Option<(u64, V)>;
+}
+
+/// A platform: the types and services above, bundled.
+pub trait Platform: Send + Sync + Sized + 'static {
+    /// The device PTE format.
+    type Fmt: PteFormat;
+    /// Page-table memory.
+    type Mem: PtMem;
+    /// Locks (the range lock: a mutex in the kernel).
+    type Locks: LockFamily;
+    /// Reference counting.
+    type Arc<T: Send + Sync + 'static>: SharedPtr<T>;
+    /// The range index.
+    type Map<V: Clone + Send + Sync + 'static>: RangeMap<V>;
+    /// The bound mm.
+    type Mm: Mm;
+    /// DMA.
+    type Dma: Dma;
+    /// The device TLB.
+    type Tlb: DeviceTlb;
+
+    /// A monotonic clock in ns (`ktime_get_ns()`), for the retry budget.
+    fn now_ns(&self) -> u64;
+    /// Lets others run between retries (`cond_resched()`).
+    fn relax(&self);
+}

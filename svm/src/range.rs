@@ -1,0 +1,143 @@
+//! A range: the unit of notification and locking.
+//!
+//! Each range covers a naturally aligned span and owns one interval notifier (so its own
+//! sequence number), one lock, and the device mappings of its span (the leaves of the shared
+//! page table, whose software words hold the pfn each DMA address maps). Faults and
+//! invalidations of different ranges share no engine lock.
+
+use super::engine::Engine;
+use super::pgtable::{Errno, Lock, LockClass, LockFamily};
+use super::platform::{Event, Mm, Platform};
+use super::sync::{AtomicBool, AtomicUsize, Ordering};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::AtomicBool as PlainBool;
+
+/// What the range lock protects.
+pub(crate) struct RangeState {
+    /// Removed (by GC or teardown): a fault that finds this must look the range up again.
+    pub(crate) dead: bool,
+    /// Device leaves of this range holding a DMA mapping (4 KiB or 2 MiB each).
+    pub(crate) mapped: usize,
+    /// The last invalidation seen `(start, end, event)`, to tell a fault's own COW break from
+    /// foreign invalidations when counting retries.
+    pub(crate) last: Option<(u64, u64, Event)>,
+}
+
+/// A value written once before the owner is published, read-only afterwards.
+///
+/// # Invariants
+/// `val` is initialised iff `set` is true; `set` goes false → true once.
+pub(crate) struct OnceSlot<T> {
+    set: PlainBool,
+    val: UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: after the single write (before publication, which synchronises through the range
+// map's lock) the value is only read; `T: Sync` makes shared reads safe.
+unsafe impl<T: Send + Sync> Sync for OnceSlot<T> {}
+// SAFETY: owning a `T: Send`.
+unsafe impl<T: Send> Send for OnceSlot<T> {}
+
+impl<T> OnceSlot<T> {
+    pub(crate) const fn new() -> Self {
+        OnceSlot { set: PlainBool::new(false), val: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
+
+    /// Stores the value. Must be called at most once, before any other thread can see `self`.
+    pub(crate) fn put(&self, v: T) {
+        assert!(!self.set.load(Ordering::Relaxed), "OnceSlot written twice");
+        // SAFETY: not yet set and not yet shared (caller contract), so no reader exists.
+        unsafe { (*self.val.get()).write(v) };
+        self.set.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn get(&self) -> Option<&T> {
+        if self.set.load(Ordering::Acquire) {
+            // SAFETY: `set` is true, so `val` is initialised and never written again.
+            Some(unsafe { (*self.val.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}
+
+impl<T> Drop for OnceSlot<T> {
+    fn drop(&mut self) {
+        if *self.set.get_mut() {
+            // SAFETY: initialised (invariant), dropped once here.
+            unsafe { self.val.get_mut().assume_init_drop() };
+        }
+    }
+}
+
+type MmInterval<P> = <<P as Platform>::Mm as Mm>::Interval;
+type RangeLock<P> = <<P as Platform>::Locks as LockFamily>::Lock<RangeState>;
+
+/// One range.
+///
+/// # Invariants
+/// - `engine` points to the engine that created the range, which outlives it: ranges are
+///   dropped by GC or teardown, and the engine tears down before it is dropped.
+/// - While the notifier is registered, the range sits in a `P::Arc` that someone owns (the
+///   range map, or the creator until it removes a losing notifier), so the callback's cookie
+///   stays valid.
+pub(crate) struct Range<P: Platform> {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) engine: *const Engine<P>,
+    pub(crate) interval: OnceSlot<MmInterval<P>>,
+    pub(crate) lock: RangeLock<P>,
+    /// Faults currently working on this range (GC leaves it alone while any are).
+    pub(crate) inflight: AtomicUsize,
+    /// Mirror of `RangeState::dead`, readable without the lock (lookup hint only).
+    pub(crate) dead: AtomicBool,
+    /// An `MMU_NOTIFY_UNMAP` touched the range: GC should look at it.
+    pub(crate) gc_pending: AtomicBool,
+}
+
+// SAFETY: `engine` is only dereferenced as `&Engine<P>`, and `Engine<P>` is `Sync`; every
+// other field is `Send + Sync` by its own bounds.
+unsafe impl<P: Platform> Send for Range<P> {}
+// SAFETY: as above.
+unsafe impl<P: Platform> Sync for Range<P> {}
+
+impl<P: Platform> Range<P> {
+    pub(crate) fn new(engine: &Engine<P>, start: u64, end: u64) -> Result<Self, Errno> {
+        Ok(Range {
+            start,
+            end,
+            engine: engine as *const Engine<P>,
+            interval: OnceSlot::new(),
+            lock: RangeLock::<P>::new(RangeState { dead: false, mapped: 0, last: None }, LockClass::Range)?,
+            inflight: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
+            gc_pending: AtomicBool::new(false),
+        })
+    }
+
+    /// The notifier. Only published ranges are handed out, and they always have one.
+    pub(crate) fn interval(&self) -> &MmInterval<P> {
+        self.interval.get().expect("published range without a notifier")
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a fault as in flight on a range for as long as it lives.
+pub(crate) struct InFlight<'a, P: Platform>(pub(crate) &'a Range<P>);
+
+impl<'a, P: Platform> InFlight<'a, P> {
+    pub(crate) fn enter(r: &'a Range<P>) -> Self {
+        r.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight(r)
+    }
+}
+
+impl<P: Platform> Drop for InFlight<'_, P> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}

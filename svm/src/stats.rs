@@ -1,0 +1,63 @@
+//! Per-engine statistics: plain relaxed counters, never part of any protocol.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! stats {
+    ($($(#[$m:meta])* $f:ident),* $(,)?) => {
+        /// Live counters (relaxed atomics).
+        #[derive(Default)]
+        pub struct Counters { $($(#[$m])* pub(crate) $f: AtomicU64,)* }
+
+        /// A snapshot of the counters.
+        #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+        pub struct Stats { $($(#[$m])* pub $f: u64,)* }
+
+        impl Counters {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Stats {
+                Stats { $($f: self.$f.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Faults serviced successfully (each call of `fault`, batches count their unique pages).
+    faults,
+    /// Faults that failed with an errno.
+    fault_errors,
+    /// 4 KiB device leaves written (new or upgraded).
+    pages_mapped,
+    /// 2 MiB device leaves written.
+    huge_mapped,
+    /// DMA mappings released.
+    dma_unmapped,
+    /// Retries after an invalidation our own write fault caused (COW break).
+    retries_own,
+    /// Retries after any other invalidation of the fault's range.
+    retries_foreign,
+    /// Faults that ran out of retry budget (`EBUSY`).
+    retry_timeouts,
+    /// Invalidation callbacks run.
+    invalidations,
+    /// Invalidation callbacks that found device mappings to remove or downgrade.
+    invalidations_hit,
+    /// Non-blockable callbacks refused (lock contended or the flush would sleep).
+    nonblock_refused,
+    /// Device TLB flushes issued.
+    tlb_flushes,
+    /// Ranges created.
+    ranges_created,
+    /// Ranges removed by GC or teardown.
+    ranges_removed,
+    /// Range creations lost to a concurrent creator.
+    range_races,
+    /// Device faults dropped as duplicates by batch service.
+    batch_duplicates,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,10 @@
+//! Atomics the protocol depends on: loom's under `--cfg loom` (so loom explores their
+//! interleavings), `core`'s otherwise (and always in the kernel). Counters that no protocol
+//! reads use `core` atomics directly.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize};
+
+pub(crate) use core::sync::atomic::Ordering;
