@@ -15,3 +15,6 @@ pub use errno::Errno;
 pub use format::{Entry, Gfx9Format, Perm, PteFormat, X86Format};
 pub use lock::{Lock, LockClass, LockFamily};
 pub use table::{Census, Deferred, Flush, Leaf, PageTable, PtMem, Table, Translation};
+
+#[cfg(test)]
+mod tests;

@@ -54,7 +54,8 @@ fn index(va: u64, level: u8) -> usize {
 /// - `pte[i]` and `aux[i]` are written only with `lock` held.
 /// - A table is reachable from the root through exactly one parent entry, or from none once
 ///   unlinked; an unlinked table is freed only after the caller's device TLB flush.
-#[repr(C)]
+/// - It is page aligned (the type says so), so its address fits a PTE's address field.
+#[repr(C, align(4096))]
 pub struct Table<L> {
     pte: [AtomicU64; ENTRIES],
     aux: [AtomicU64; ENTRIES],
@@ -372,26 +373,35 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     where
         G: FnMut(&Leaf) -> Option<(u64, u64)>,
     {
-        let shift = level_shift(level);
-        let span = 1u64 << shift;
+        let span = 1u64 << level_shift(level);
         let tb = self.table(t);
+        // A level-0 table is rewritten under its lock, held across the loop; above level 0 only
+        // huge leaves are rewritten, each under the lock, and descending holds no lock, so no
+        // thread ever holds two table locks.
+        let _whole = if level == 0 { Some(tb.lock.lock()) } else { None };
         let mut va = start & !(span - 1);
-        // Leaf tables and huge slots are rewritten under the table lock; descending only reads.
-        let guard = if level <= 1 { Some(tb.lock.lock()) } else { None };
         while va < end {
             let i = index(va, level);
             let pte = tb.pte[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
                 Entry::None => {}
-                Entry::Table(pa) => {
-                    if level > 0 {
-                        // SAFETY: a table entry holds the `pa` of a live table of this tree.
-                        let c = unsafe { self.mem.va(pa) };
-                        self.update_in(c, level - 1, start.max(va), end.min(va + span), f);
-                    }
+                Entry::Table(pa) if level > 0 => {
+                    // SAFETY: a table entry holds the `pa` of a live table of this tree.
+                    let c = unsafe { self.mem.va(pa) };
+                    self.update_in(c, level - 1, start.max(va), end.min(va + span), f);
                 }
-                Entry::Leaf { addr, perm } | Entry::Zapped { addr, perm } => {
-                    let valid = matches!(F::decode(pte, level), Entry::Leaf { .. });
+                Entry::Table(_) => {}
+                Entry::Leaf { .. } | Entry::Zapped { .. } => {
+                    let _one = if level > 0 { Some(tb.lock.lock()) } else { None };
+                    let pte = tb.pte[i].load(Ordering::Relaxed);
+                    let (addr, perm, valid) = match F::decode(pte, level) {
+                        Entry::Leaf { addr, perm } => (addr, perm, true),
+                        Entry::Zapped { addr, perm } => (addr, perm, false),
+                        _ => {
+                            va += span;
+                            continue;
+                        }
+                    };
                     let aux = tb.aux[i].load(Ordering::Relaxed);
                     let leaf = Leaf { va, level, addr, perm, aux, valid };
                     if let Some((npte, naux)) = f(&leaf) {
@@ -402,7 +412,6 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
             }
             va += span;
         }
-        drop(guard);
     }
 
     /// Phase 1 of releasing leaves: clears the valid bit of every valid leaf intersecting
@@ -487,8 +496,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     }
 
     /// Unlinks every level-0 table whose whole 2 MiB span lies in `[start, end)` and holds no
-    /// leaf. The caller must flush the device TLB (page-walk caches included) for the span and
-    /// then call [`PageTable::free_deferred`].
+    /// leaf. The caller must own the span exclusively (no other writer of those leaf tables:
+    /// the engine holds the lock of the range that owns them) and must flush the device TLB
+    /// (page-walk caches included) for the span before calling [`PageTable::free_deferred`].
     pub fn unlink_leaf_tables(&self, start: u64, end: u64) -> Deferred {
         let mut d = Deferred { head: 0, count: 0 };
         let span = 1u64 << HUGE_SHIFT;
@@ -501,10 +511,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 let pte = tb1.pte[i].load(Ordering::Acquire);
                 if let Some(c) = self.child(pte, 1) {
                     let ct = self.table(c);
-                    let empty = {
-                        let _cg = ct.lock.lock();
-                        ct.pte.iter().all(|e| e.load(Ordering::Relaxed) == 0)
-                    };
+                    // The child's writers hold the range lock our caller holds, so its entries
+                    // cannot change; no need to take a second table lock here.
+                    let empty = ct.pte.iter().all(|e| e.load(Ordering::Acquire) == 0);
                     if empty {
                         tb1.pte[i].store(0, Ordering::Release);
                         ct.pte[0].store(d.head, Ordering::Relaxed);

@@ -1,0 +1,172 @@
+//! Unit tests over a std platform: both formats, concurrent installs, two-phase release,
+//! table freeing and leak accounting.
+
+extern crate std;
+
+use super::errno::Errno;
+use super::format::{Gfx9Format, Perm, PteFormat, X86Format};
+use super::lock::{Lock, LockClass};
+use super::table::{PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT};
+use core::ptr::NonNull;
+use std::boxed::Box;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::vec::Vec;
+
+struct StdLock<T>(Mutex<T>);
+
+impl<T> Lock<T> for StdLock<T> {
+    type Guard<'a>
+        = MutexGuard<'a, T>
+    where
+        Self: 'a;
+    fn new(data: T, _class: LockClass) -> Result<Self, Errno> {
+        Ok(StdLock(Mutex::new(data)))
+    }
+    fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+    fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.0.try_lock().ok()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Mem(Arc<AtomicIsize>);
+
+// SAFETY: tables are boxed (stable) and `pa`/`va` are the identity on their addresses.
+unsafe impl PtMem for Mem {
+    type Lock = StdLock<()>;
+    fn alloc(&self) -> Result<NonNull<Table<Self::Lock>>, Errno> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(NonNull::from(Box::leak(Box::new(Table::new()?))))
+    }
+    unsafe fn free(&self, t: NonNull<Table<Self::Lock>>) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        // SAFETY: allocated by `alloc` above with `Box`.
+        drop(unsafe { Box::from_raw(t.as_ptr()) });
+    }
+    fn pa(&self, t: NonNull<Table<Self::Lock>>) -> u64 {
+        t.as_ptr() as u64
+    }
+    unsafe fn va(&self, pa: u64) -> NonNull<Table<Self::Lock>> {
+        NonNull::new(pa as *mut _).unwrap()
+    }
+}
+
+const M2: u64 = 1 << HUGE_SHIFT;
+
+fn basic<F: PteFormat>() {
+    let mem = Mem::default();
+    {
+        let pt = PageTable::<F, _>::new(mem.clone()).unwrap();
+        let va = 0x7f00_0012_3000;
+        assert_eq!(pt.map(va, 0, 0x5000, Perm::RW, 7), Err(Errno::ENOENT));
+        pt.prepare(va, 0).unwrap();
+        assert_eq!(mem.0.load(Ordering::SeqCst), 4, "root + three levels");
+        pt.prepare(va, 0).unwrap();
+        assert_eq!(mem.0.load(Ordering::SeqCst), 4, "prepare is idempotent");
+        assert_eq!(pt.map(va + 1, 0, 0x5000, Perm::RW, 7), Err(Errno::EINVAL));
+        assert_eq!(pt.map(va, 0, 0x5000, Perm::RO, 7), Ok(None));
+        let t = pt.translate(va + 0x123).unwrap();
+        assert_eq!((t.addr, t.perm, t.level), (0x5000, Perm::RO, 0));
+        // Upgrade returns the old leaf.
+        let old = pt.map(va, 0, 0x5000, Perm::RW, 7).unwrap().unwrap();
+        assert!(old.valid && old.aux == 7 && !old.perm.write);
+        assert!(pt.translate(va).unwrap().perm.write);
+        assert_eq!(pt.translate(va + 0x1000), None);
+
+        // Huge leaf in another 2 MiB block.
+        let hb = 0x7f00_0040_0000;
+        pt.prepare(hb, 1).unwrap();
+        pt.map(hb, 1, 0x4000_0000, Perm::RO, 99).unwrap();
+        let t = pt.translate(hb + 0x12_3456).unwrap();
+        assert_eq!((t.addr, t.level), (0x4000_0000 + 0x12_3000, 1));
+        assert_eq!(pt.prepare(hb + 0x1000, 0), Err(Errno::EBUSY), "4K table under a huge leaf");
+        assert_eq!(pt.map(hb + 0x1000, 0, 0x1000, Perm::RO, 0), Err(Errno::EBUSY));
+
+        // Partial zap of the huge leaf zaps it whole; flush span covers 2 MiB.
+        let f = pt.zap(hb + 0x3000, hb + 0x4000).unwrap();
+        assert_eq!((f.start, f.end), (hb, hb + M2));
+        assert_eq!(pt.translate(hb), None);
+        assert_eq!(pt.census().zapped, 1);
+        assert_eq!(pt.zap(hb, hb + M2), None, "already zapped: nothing to flush");
+        let mut got = Vec::new();
+        assert_eq!(pt.reap(f.start, f.end, |l| got.push((l.addr, l.level, l.aux))), 1);
+        assert_eq!(got, [(0x4000_0000, 1, 99)]);
+        assert_eq!(pt.census().zapped, 0);
+
+        // Write-protect keeps the mapping, removes write.
+        let mut seen = 0;
+        let f = pt.write_protect(0, VA_LIMIT, |l| {
+            assert_eq!(l.aux, 7);
+            seen += 1
+        });
+        assert_eq!(seen, 1);
+        assert_eq!(f.map(|f| (f.start, f.end)), Some((va, va + 0x1000)));
+        assert_eq!(pt.translate(va).unwrap().perm, Perm::RO);
+        assert_eq!(pt.write_protect(0, VA_LIMIT, |_| {}), None, "nothing writable left");
+
+        // Empty leaf tables are unlinked, then freed after the (caller's) flush.
+        assert!(pt.zap(va, va + 0x1000).is_some());
+        assert_eq!(pt.reap(va & !(M2 - 1), (va & !(M2 - 1)) + M2, |_| {}), 1);
+        let before = mem.0.load(Ordering::SeqCst);
+        let d = pt.unlink_leaf_tables(va & !(M2 - 1), (va & !(M2 - 1)) + M2);
+        assert_eq!(d.len(), 1);
+        // SAFETY: no device walks this test's table.
+        unsafe { pt.free_deferred(d) };
+        assert_eq!(mem.0.load(Ordering::SeqCst), before - 1);
+        assert_eq!(pt.translate(va), None);
+        assert_eq!(pt.prepare(VA_LIMIT, 0), Err(Errno::EINVAL));
+    }
+    assert_eq!(mem.0.load(Ordering::SeqCst), 0, "drop frees every table");
+}
+
+#[test]
+fn x86_basic() {
+    basic::<X86Format>();
+}
+
+#[test]
+fn gfx9_basic() {
+    basic::<Gfx9Format>();
+}
+
+#[test]
+fn unlink_skips_tables_in_use() {
+    let mem = Mem::default();
+    let pt = PageTable::<X86Format, _>::new(mem.clone()).unwrap();
+    pt.prepare(0x20_0000, 0).unwrap();
+    pt.map(0x20_1000, 0, 0x1000, Perm::RO, 1).unwrap();
+    assert!(pt.unlink_leaf_tables(0, 1 << 30).is_empty());
+    // A span that does not cover the whole 2 MiB never unlinks its table.
+    pt.prepare(0x40_0000, 0).unwrap();
+    assert!(pt.unlink_leaf_tables(0x40_0000, 0x5f_f000).is_empty());
+}
+
+#[test]
+fn concurrent_prepare_installs_one_table_per_slot() {
+    for _ in 0..50 {
+        let mem = Mem::default();
+        let pt = Arc::new(PageTable::<X86Format, _>::new(mem.clone()).unwrap());
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let pt = pt.clone();
+                std::thread::spawn(move || {
+                    let va = 0x1000_0000 + i * 0x1000;
+                    pt.prepare(va, 0).unwrap();
+                    pt.map(va, 0, 0x10_0000 + i * 0x1000, Perm::RW, i).unwrap();
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        // Losers freed their tables: root + 3 levels.
+        assert_eq!(mem.0.load(Ordering::SeqCst), 4);
+        for i in 0..4u64 {
+            assert_eq!(pt.translate(0x1000_0000 + i * 0x1000).unwrap().addr, 0x10_0000 + i * 0x1000);
+        }
+        assert_eq!(pt.census().pages, 4);
+    }
+}
