@@ -31,7 +31,11 @@ pub struct DeviceFault {
 impl DeviceFault {
     /// A fault not yet serviced.
     pub const fn new(va: u64, access: Access) -> Self {
-        DeviceFault { va, access, result: None }
+        DeviceFault {
+            va,
+            access,
+            result: None,
+        }
     }
 }
 
@@ -43,7 +47,9 @@ pub struct Scratch {
 impl Scratch {
     /// Empty scratch.
     pub const fn new() -> Self {
-        Scratch { pfns: [0; MAX_WINDOW_PAGES] }
+        Scratch {
+            pfns: [0; MAX_WINDOW_PAGES],
+        }
     }
 }
 
@@ -173,7 +179,12 @@ impl<P: Platform> Engine<P> {
             let size = self.cfg.range_size();
             let r = P::Arc::new(Range::new(self, start, start + size)?)?;
             let cookie = &*r as *const Range<P> as *const ();
-            let iv = self.mm.interval_insert(start, size, cookie, super::invalidate::invalidate_cb::<P>)?;
+            let iv = self.mm.interval_insert(
+                start,
+                size,
+                cookie,
+                super::invalidate::invalidate_cb::<P>,
+            )?;
             r.interval.put(iv);
             match self.ranges.insert(key, r.clone()) {
                 Ok(Ok(())) => {

@@ -10,8 +10,8 @@ use super::engine::{Access, DeviceFault, Engine, Scratch};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Errno, Lock, Perm, PteFormat};
 use super::platform::{
-    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, Vma, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE,
-    HMM_PFN_VALID, HMM_PFN_WRITE,
+    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, Vma, HMM_PFN_REQ_FAULT,
+    HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
 };
 use super::range::{InFlight, Range, RangeState};
 use super::stats::Counters;
@@ -47,7 +47,11 @@ impl<P: Platform> Engine<P> {
     /// mm is gone; `ENOMEM`.
     pub fn fault(&self, scratch: &mut Scratch, va: u64, access: Access) -> Result<(), Errno> {
         let r = self.fault_page(scratch, va & !(PAGE - 1), access);
-        let c = if r.is_ok() { &self.stats.faults } else { &self.stats.fault_errors };
+        let c = if r.is_ok() {
+            &self.stats.faults
+        } else {
+            &self.stats.fault_errors
+        };
         Counters::add(c, 1);
         r
     }
@@ -106,12 +110,8 @@ impl<P: Platform> Engine<P> {
                     return Err(Errno::EPERM);
                 }
                 let (ws, n) = self.window(range, &vma, page);
-                let pfns = &mut scratch.pfns[..n];
-                pfns.fill(0);
-                pfns[((page - ws) >> PAGE_SHIFT) as usize] =
-                    HMM_PFN_REQ_FAULT | if write { HMM_PFN_REQ_WRITE } else { 0 };
-                let mut req = HmmRequest { notifier: iv, seq, start: ws, pfns };
-                match self.mm.hmm_range_fault(&mut g, &mut req) {
+                let fi = ((page - ws) >> PAGE_SHIFT) as usize;
+                match self.hmm_window(&mut g, iv, seq, ws, &mut scratch.pfns[..n], fi, write) {
                     Ok(()) => {}
                     Err(Errno::EBUSY) => {
                         drop(g);
@@ -162,15 +162,19 @@ impl<P: Platform> Engine<P> {
             if st.dead {
                 return Ok(false);
             }
-            if !cfg!(svm_teeth = "no_read_retry") && iv.read_retry(seq) {
+            if !cfg!(feature = "teeth-no-read-retry") && iv.read_retry(seq) {
                 self.count_retry(range, Some(&st), page, access, retry);
                 continue;
             }
-            if cfg!(svm_teeth = "commit_unlocked") {
+            if cfg!(feature = "teeth-commit-unlocked") {
                 // Teeth: commit after dropping the lock, as if read_retry and the PTE writes
                 // were not one critical section.
                 drop(st);
-                let mut fake = RangeState { dead: false, mapped: 0, last: None };
+                let mut fake = RangeState {
+                    dead: false,
+                    mapped: 0,
+                    last: None,
+                };
                 let r = match block {
                     Some(b) => self.commit_huge(&mut fake, b, page, fpfn, access),
                     None => self.commit_pages(&mut fake, ws, &scratch.pfns[..n], page, access),
@@ -199,6 +203,55 @@ impl<P: Platform> Engine<P> {
         }
     }
 
+    /// Fills `pfns` (the window at `ws`) with hmm pfns, faulting in only page `fi`.
+    ///
+    /// One `hmm_range_fault()` with a request on `fi` alone is not enough: on a page that needs
+    /// a fault, 6.12's `hmm_vma_handle_pte()` has `hmm_vma_fault()` call `handle_mm_fault()` for
+    /// every page from it to the end of the walk, whatever their request flags, which would
+    /// allocate or COW-break neighbours the device never asked for. So: snapshot the window
+    /// with no requests, and only if the faulting page is absent (or read-only for a write)
+    /// fault that one page in a second call under the same `seq`.
+    #[allow(clippy::too_many_arguments)]
+    fn hmm_window(
+        &self,
+        g: &mut <P::Mm as Mm>::ReadGuard<'_>,
+        iv: &<P::Mm as Mm>::Interval,
+        seq: u64,
+        ws: u64,
+        pfns: &mut [u64],
+        fi: usize,
+        write: bool,
+    ) -> Result<(), Errno> {
+        let want = HMM_PFN_VALID | if write { HMM_PFN_WRITE } else { 0 };
+        if pfns.len() > 1 {
+            pfns.fill(0);
+            self.mm.hmm_range_fault(
+                g,
+                &mut HmmRequest {
+                    notifier: iv,
+                    seq,
+                    start: ws,
+                    pfns: &mut *pfns,
+                },
+            )?;
+            if pfns[fi] & want == want {
+                return Ok(());
+            }
+        }
+        let one = &mut pfns[fi..=fi];
+        one[0] = HMM_PFN_REQ_FAULT | if write { HMM_PFN_REQ_WRITE } else { 0 };
+        let start = ws + ((fi as u64) << PAGE_SHIFT);
+        self.mm.hmm_range_fault(
+            g,
+            &mut HmmRequest {
+                notifier: iv,
+                seq,
+                start,
+                pfns: one,
+            },
+        )
+    }
+
     /// The fault-around window: the naturally aligned block of `fault_around_pages` around
     /// `page`, clamped to the VMA and the range. Returns (start, pages).
     fn window(&self, range: &Range<P>, vma: &Vma, page: u64) -> (u64, usize) {
@@ -211,14 +264,24 @@ impl<P: Platform> Engine<P> {
 
     /// The 2 MiB block to map with one leaf, if hmm reports a PMD-mapped folio there and the
     /// block lies wholly inside the VMA and the range.
-    fn huge_block(&self, range: &Range<P>, vma: &Vma, page: u64, fpfn: u64, small: bool) -> Option<u64> {
+    fn huge_block(
+        &self,
+        range: &Range<P>,
+        vma: &Vma,
+        page: u64,
+        fpfn: u64,
+        small: bool,
+    ) -> Option<u64> {
         if small || !self.cfg.huge || !P::Fmt::HUGE || hmm_order(fpfn) < HUGE_ORDER {
             return None;
         }
         let b = page & !(HUGE - 1);
         let inside = |s: u64, e: u64| s <= b && b + HUGE <= e;
         let head = hmm_pfn(fpfn) - ((page - b) >> PAGE_SHIFT);
-        if !inside(vma.start, vma.end) || !inside(range.start, range.end) || head & ((1 << HUGE_ORDER) - 1) != 0 {
+        if !inside(vma.start, vma.end)
+            || !inside(range.start, range.end)
+            || head & ((1 << HUGE_ORDER) - 1) != 0
+        {
             return None;
         }
         Some(b)
@@ -226,7 +289,14 @@ impl<P: Platform> Engine<P> {
 
     /// Classifies and counts one retry. A write fault's first retry after a `CLEAR` of at most
     /// one folio around its own page is taken as its own COW break; everything else is foreign.
-    fn count_retry(&self, range: &Range<P>, st: Option<&RangeState>, page: u64, access: Access, retry: &mut Retry) {
+    fn count_retry(
+        &self,
+        range: &Range<P>,
+        st: Option<&RangeState>,
+        page: u64,
+        access: Access,
+        retry: &mut Retry,
+    ) {
         let own_cow = |st: &RangeState| match st.last {
             Some((s, e, Event::Clear)) => s <= page && page < e && e - s <= HUGE,
             _ => false,
@@ -246,9 +316,18 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Writes one 2 MiB leaf for `block`, under the range lock.
-    fn commit_huge(&self, st: &mut RangeState, block: u64, page: u64, fpfn: u64, access: Access) -> Result<Commit, Errno> {
+    fn commit_huge(
+        &self,
+        st: &mut RangeState,
+        block: u64,
+        page: u64,
+        fpfn: u64,
+        access: Access,
+    ) -> Result<Commit, Errno> {
         let head = hmm_pfn(fpfn) - ((page - block) >> PAGE_SHIFT);
-        let perm = Perm { write: access == Access::Write && fpfn & HMM_PFN_WRITE != 0 };
+        let perm = Perm {
+            write: access == Access::Write && fpfn & HMM_PFN_WRITE != 0,
+        };
         if let Some(l) = self.pt.get(block, 1) {
             if l.valid && l.aux == head {
                 if perm.write && !l.perm.write {
@@ -280,7 +359,14 @@ impl<P: Platform> Engine<P> {
 
     /// Writes 4 KiB leaves for the window's valid pfns, the faulting page first, under the
     /// range lock. Never grants more than hmm reported, and write only to a write fault.
-    fn commit_pages(&self, st: &mut RangeState, ws: u64, pfns: &[u64], page: u64, access: Access) -> Result<Commit, Errno> {
+    fn commit_pages(
+        &self,
+        st: &mut RangeState,
+        ws: u64,
+        pfns: &[u64],
+        page: u64,
+        access: Access,
+    ) -> Result<Commit, Errno> {
         let fi = ((page - ws) >> PAGE_SHIFT) as usize;
         match self.commit_page(st, page, pfns[fi], access)? {
             Commit::Done => {}
@@ -299,9 +385,17 @@ impl<P: Platform> Engine<P> {
         Ok(Commit::Done)
     }
 
-    fn commit_page(&self, st: &mut RangeState, va: u64, v: u64, access: Access) -> Result<Commit, Errno> {
+    fn commit_page(
+        &self,
+        st: &mut RangeState,
+        va: u64,
+        v: u64,
+        access: Access,
+    ) -> Result<Commit, Errno> {
         let pfn = hmm_pfn(v);
-        let perm = Perm { write: access == Access::Write && v & HMM_PFN_WRITE != 0 };
+        let perm = Perm {
+            write: access == Access::Write && v & HMM_PFN_WRITE != 0,
+        };
         if let Some(l) = self.pt.get(va, 0) {
             if l.valid && l.aux == pfn {
                 if perm.write && !l.perm.write {
@@ -334,7 +428,11 @@ impl<P: Platform> Engine<P> {
     /// for it, skips pages an earlier fault's fault-around already mapped, and fills every
     /// entry's `result`. Returns how many faults were actually serviced.
     pub fn fault_batch(&self, scratch: &mut Scratch, batch: &mut [DeviceFault]) -> usize {
-        batch.sort_unstable_by(|a, b| (a.va >> PAGE_SHIFT).cmp(&(b.va >> PAGE_SHIFT)).then(b.access.cmp(&a.access)));
+        batch.sort_unstable_by(|a, b| {
+            (a.va >> PAGE_SHIFT)
+                .cmp(&(b.va >> PAGE_SHIFT))
+                .then(b.access.cmp(&a.access))
+        });
         let mut serviced = 0;
         let mut i = 0;
         while i < batch.len() {
@@ -368,10 +466,18 @@ impl<P: Platform> Engine<P> {
     /// `done` always says how many bytes from `start` are populated, so an interrupted or
     /// failed call can be resumed at `start + done`. `EINVAL` for a misaligned, empty,
     /// overflowing or kernel range; otherwise the first fault's error.
-    pub fn prefetch(&self, scratch: &mut Scratch, start: u64, len: u64, access: Access, done: &mut u64) -> Result<(), Errno> {
+    pub fn prefetch(
+        &self,
+        scratch: &mut Scratch,
+        start: u64,
+        len: u64,
+        access: Access,
+        done: &mut u64,
+    ) -> Result<(), Errno> {
         *done = 0;
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
-        if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size {
+        if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
+        {
             return Err(Errno::EINVAL);
         }
         let mut va = start;

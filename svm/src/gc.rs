@@ -48,7 +48,7 @@ impl<P: Platform> Engine<P> {
             if st.dead {
                 return false;
             }
-            if !force && !cfg!(svm_teeth = "no_gc_recheck") {
+            if !force && !cfg!(feature = "teeth-no-gc-recheck") {
                 if r.inflight.load(Ordering::Acquire) > 0 {
                     // Look again on the next pass.
                     r.gc_pending.store(true, Ordering::Release);
@@ -67,7 +67,10 @@ impl<P: Platform> Engine<P> {
             if self.cfg.range_shift >= HUGE_SHIFT {
                 let d = self.pt.unlink_leaf_tables(r.start, r.end);
                 if !d.is_empty() {
-                    self.flush(Flush { start: r.start, end: r.end });
+                    self.flush(Flush {
+                        start: r.start,
+                        end: r.end,
+                    });
                     // SAFETY: unlinked above and the device TLB (with its page-walk cache) was
                     // flushed for their span; no fault can walk into them: the range is dead
                     // and its faults re-check that under this lock before touching tables.

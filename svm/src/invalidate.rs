@@ -33,7 +33,12 @@ pub(crate) unsafe fn invalidate_cb<P: Platform>(
 }
 
 impl<P: Platform> Engine<P> {
-    fn invalidate(&self, range: &Range<P>, iv: &<P::Mm as Mm>::Interval, inv: &Invalidation) -> bool {
+    fn invalidate(
+        &self,
+        range: &Range<P>,
+        iv: &<P::Mm as Mm>::Interval,
+        inv: &Invalidation,
+    ) -> bool {
         Counters::add(&self.stats.invalidations, 1);
         let start = inv.start.max(range.start);
         let end = inv.end.min(range.end);
@@ -52,7 +57,7 @@ impl<P: Platform> Engine<P> {
             Counters::add(&self.stats.nonblock_refused, 1);
             return false;
         }
-        if !cfg!(svm_teeth = "no_set_seq") {
+        if !cfg!(feature = "teeth-no-set-seq") {
             iv.set_seq(inv.cur_seq);
         }
         st.last = Some((inv.start, inv.end, inv.event));
@@ -79,10 +84,13 @@ impl<P: Platform> Engine<P> {
     /// Revokes device write access in `[start, end)` (fork's COW, `folio_mkclean`): read
     /// mappings stay. The device may have written each page until now, so each is dirtied.
     fn write_protect(&self, start: u64, end: u64) -> bool {
-        if cfg!(svm_teeth = "no_wp_downgrade") {
+        if cfg!(feature = "teeth-no-wp-downgrade") {
             return false;
         }
-        match self.pt.write_protect(start, end, |l| self.dma.set_dirty(l.aux)) {
+        match self
+            .pt
+            .write_protect(start, end, |l| self.dma.set_dirty(l.aux))
+        {
             Some(f) => {
                 self.flush(f);
                 true
@@ -97,7 +105,7 @@ impl<P: Platform> Engine<P> {
         let Some(f) = self.pt.zap(start, end) else {
             return false;
         };
-        if cfg!(svm_teeth = "unmap_before_flush") {
+        if cfg!(feature = "teeth-unmap-before-flush") {
             st.mapped -= self.release(f);
             self.flush(f);
         } else {
@@ -111,10 +119,14 @@ impl<P: Platform> Engine<P> {
     /// mapped with, after marking the page dirty if the device could write it.
     fn release(&self, f: Flush) -> usize {
         let n = self.pt.reap(f.start, f.end, |l| {
-            if l.perm.write && !cfg!(svm_teeth = "no_set_dirty") {
+            if l.perm.write && !cfg!(feature = "teeth-no-set-dirty") {
                 self.dma.set_dirty(l.aux);
             }
-            let order = if l.level == 1 { HUGE_SHIFT - PAGE_SHIFT } else { 0 };
+            let order = if l.level == 1 {
+                HUGE_SHIFT - PAGE_SHIFT
+            } else {
+                0
+            };
             self.dma.unmap(l.addr, l.aux, order);
         });
         Counters::add(&self.stats.dma_unmapped, n as u64);
@@ -124,7 +136,7 @@ impl<P: Platform> Engine<P> {
     /// Flushes the device TLB for `f` and waits for it.
     pub(crate) fn flush(&self, f: Flush) {
         Counters::add(&self.stats.tlb_flushes, 1);
-        if !cfg!(svm_teeth = "no_tlb_flush") {
+        if !cfg!(feature = "teeth-no-tlb-flush") {
             self.tlb.flush(f.start, f.end);
         }
     }

@@ -41,7 +41,10 @@ unsafe impl<T: Send> Send for OnceSlot<T> {}
 
 impl<T> OnceSlot<T> {
     pub(crate) const fn new() -> Self {
-        OnceSlot { set: PlainBool::new(false), val: UnsafeCell::new(MaybeUninit::uninit()) }
+        OnceSlot {
+            set: PlainBool::new(false),
+            val: UnsafeCell::new(MaybeUninit::uninit()),
+        }
     }
 
     /// Stores the value. Must be called at most once, before any other thread can see `self`.
@@ -109,7 +112,14 @@ impl<P: Platform> Range<P> {
             end,
             engine: engine as *const Engine<P>,
             interval: OnceSlot::new(),
-            lock: RangeLock::<P>::new(RangeState { dead: false, mapped: 0, last: None }, LockClass::Range)?,
+            lock: RangeLock::<P>::new(
+                RangeState {
+                    dead: false,
+                    mapped: 0,
+                    last: None,
+                },
+                LockClass::Range,
+            )?,
             inflight: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             gc_pending: AtomicBool::new(false),
@@ -118,7 +128,9 @@ impl<P: Platform> Range<P> {
 
     /// The notifier. Only published ranges are handed out, and they always have one.
     pub(crate) fn interval(&self) -> &MmInterval<P> {
-        self.interval.get().expect("published range without a notifier")
+        self.interval
+            .get()
+            .expect("published range without a notifier")
     }
 
     pub(crate) fn is_dead(&self) -> bool {

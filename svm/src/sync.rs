@@ -2,9 +2,9 @@
 //! interleavings), `core`'s otherwise (and always in the kernel). Counters that no protocol
 //! reads use `core` atomics directly.
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;

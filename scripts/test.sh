@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: unit + property + storm tests (release), the loom models, and the
+# teeth check (every protocol step, when deleted, makes a test fail). Prints each runner's
+# summary. Set SVM_SKIP_TEETH=1 to skip the teeth rebuilds while iterating.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+step() { printf '\n==== %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -q -- -D warnings
+
+step "unit, property and storm tests (release)"
+cargo test --workspace --release 2>&1 | tee /tmp/svm-test.log | grep -E '^(test result|running|     Running)|FAILED|panicked' || true
+if grep -q 'test result: FAILED' /tmp/svm-test.log || ! grep -q 'test result: ok' /tmp/svm-test.log; then
+  echo "cargo test failed"; grep -E 'panicked|FAILED' /tmp/svm-test.log | head -40; exit 1
+fi
+
+step "loom models (release, bounded preemption)"
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
+  cargo test --release -p svm-tests --test loom --target-dir target/loom 2>&1 | tee /tmp/svm-loom.log |
+  grep -E '^(test |test result)|panicked' || true
+grep -q 'test result: ok' /tmp/svm-loom.log || { echo "loom suite failed"; tail -50 /tmp/svm-loom.log; exit 1; }
+
+if [ "${SVM_SKIP_TEETH:-0}" != 1 ]; then
+  step "teeth: each deleted protocol step must make a test fail"
+  scripts/teeth.sh
+fi

@@ -1,0 +1,400 @@
+//! Deterministic protocol tests: one scenario each, every invariant checked by the model's
+//! device on every access and by `check_quiescent` at rest. Four of them are the teeth for
+//! steps no loom model needs to see interleaved (see `scripts/teeth.sh`).
+
+use model::{MapFlags, Prot, SwapOutcome, World};
+use pgtable::{Errno, Gfx9Format};
+use svm::{Access, Config, DeviceFault, Scratch};
+
+const PAGE: u64 = 4096;
+const M2: u64 = 2 << 20;
+
+fn world() -> World {
+    World::new(Config::default()).unwrap()
+}
+
+fn quiet<F: pgtable::PteFormat>(w: &World<F>) {
+    w.check_quiescent()
+        .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+}
+
+fn done<F: pgtable::PteFormat>(w: &World<F>) {
+    quiet(w);
+    w.teardown();
+    quiet(w);
+}
+
+#[test]
+fn device_and_cpu_see_each_others_writes() {
+    let w = world();
+    let a = w.mm.mmap(16 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    w.mm.cpu_write(a, 11).unwrap();
+    assert_eq!(d.read(a).unwrap(), 11);
+    d.write(a + PAGE, 22).unwrap();
+    assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 22);
+    assert_eq!(d.atomic_add(a + PAGE, 3).unwrap(), 22);
+    assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 25);
+    // A CPU write after the device mapped the page is seen by the device (same frame).
+    w.mm.cpu_write(a, 12).unwrap();
+    assert_eq!(d.read(a).unwrap(), 12);
+    done(&w);
+}
+
+#[test]
+fn gfx9_format_mirrors_too() {
+    let w = World::<Gfx9Format>::builder().build().unwrap();
+    let a = w.mm.mmap(4 * M2, Prot::RW, MapFlags::THP).unwrap();
+    let mut d = w.device();
+    for i in 0..8 {
+        d.write(a + i * M2 / 2, i).unwrap();
+    }
+    for i in 0..8 {
+        assert_eq!(w.mm.cpu_read(a + i * M2 / 2).unwrap(), i);
+    }
+    assert!(w.engine.stats().huge_mapped > 0);
+    done(&w);
+}
+
+#[test]
+fn tlb_flushed_before_callback_returns() {
+    let w = world();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 5).unwrap();
+    assert_eq!(d.read(a).unwrap(), 5, "served from the TLB");
+    w.mm.munmap(a, 4 * PAGE).unwrap();
+    // The frame is freed; the device must fault, not read it through a stale TLB entry.
+    assert_eq!(d.read(a), Err(Errno::EFAULT));
+    assert!(w.tlb.is_empty() || d.engine().page_table().translate(a).is_none());
+    done(&w);
+}
+
+#[test]
+fn device_write_survives_madv_free_and_reclaim() {
+    let w = world();
+    let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    w.mm.cpu_write(a, 1).unwrap();
+    w.mm.madvise_free(a, PAGE).unwrap();
+    // The CPU PTE stays writable but clean: the device write dirties nothing on the CPU side.
+    d.write(a, 7).unwrap();
+    let out = w.mm.swap_out(a).unwrap();
+    assert_ne!(
+        out,
+        SwapOutcome::Discarded,
+        "a page the device wrote was discarded as clean"
+    );
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 7, "device write lost");
+    done(&w);
+}
+
+#[test]
+fn device_write_survives_swap_of_a_swapcache_page() {
+    let w = world();
+    let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    w.mm.cpu_write(a, 1).unwrap();
+    assert!(matches!(
+        w.mm.swap_out(a).unwrap(),
+        SwapOutcome::Swapped { written_back: true }
+    ));
+    assert_eq!(
+        w.mm.cpu_read(a).unwrap(),
+        1,
+        "swap-in keeps the swap copy (clean swap cache)"
+    );
+    d.write(a, 9).unwrap();
+    w.mm.swap_out(a).unwrap();
+    assert_eq!(
+        w.mm.cpu_read(a).unwrap(),
+        9,
+        "device write lost to a stale swap copy"
+    );
+    done(&w);
+}
+
+#[test]
+fn device_write_survives_migration() {
+    let w = world();
+    let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 3).unwrap();
+    w.mm.migrate(a).unwrap();
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 3);
+    d.write(a, 4).unwrap();
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 4);
+    done(&w);
+}
+
+#[test]
+fn fork_revokes_device_write() {
+    let w = world();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    d.read(a + PAGE).unwrap();
+    let child = w.mm.fork().unwrap();
+    // Read mappings survive the fork's write-protect; the write mapping does not.
+    let before = w.engine.stats();
+    assert_eq!(d.read(a).unwrap(), 1);
+    assert_eq!(
+        w.engine.stats().faults,
+        before.faults,
+        "read after fork needed a fault"
+    );
+    w.mm.set_notifier_trace(true);
+    d.write(a, 2).unwrap();
+    let trace = w.mm.take_notifier_trace();
+    assert_eq!(
+        trace.len(),
+        1,
+        "a write fault COW-breaks its own page only: {trace:?}"
+    );
+    assert_eq!((trace[0].start, trace[0].end), (a, a + PAGE));
+    assert_eq!(
+        child.cpu_read(a).unwrap(),
+        1,
+        "device write leaked into the child"
+    );
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 2);
+    let s = w.engine.stats();
+    assert_eq!(s.retries_own, 1, "the COW break is our own: {s:?}");
+    assert_eq!(s.retries_foreign, 0, "{s:?}");
+    child.exit();
+    done(&w);
+}
+
+#[test]
+fn gc_removes_unmapped_ranges() {
+    let w = world();
+    let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    d.write(a + M2, 1).unwrap();
+    let ranges = w.engine.range_count();
+    assert!(ranges >= 2);
+    let tables = w.mem.live_tables();
+    w.mm.munmap(a, 2 * M2).unwrap();
+    assert_eq!(w.gc(), ranges);
+    assert_eq!(w.engine.range_count(), 0);
+    assert!(
+        w.mem.live_tables() < tables,
+        "leaf tables of dead ranges are freed"
+    );
+    assert_eq!(w.gc(), 0);
+    done(&w);
+}
+
+#[test]
+fn gc_spares_a_range_in_use() {
+    let w = world();
+    let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    w.mm.munmap(a, M2).unwrap();
+    w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+    d.write(a, 2).unwrap();
+    assert_eq!(w.gc(), 0, "GC removed a range with live mappings");
+    w.mm.munmap(a, M2).unwrap();
+    assert!(
+        d.engine().page_table().translate(a).is_none(),
+        "munmap did not reach the device"
+    );
+    assert_eq!(d.read(a), Err(Errno::EFAULT));
+    done(&w);
+}
+
+#[test]
+fn thp_maps_one_huge_leaf_and_split_falls_back() {
+    let w = world();
+    let a = w.mm.mmap(M2, Prot::RW, MapFlags::THP).unwrap();
+    let mut d = w.device();
+    d.write(a + 5 * PAGE, 5).unwrap();
+    assert!(w.mm.is_pmd_mapped(a));
+    let c = w.engine.page_table().census();
+    assert_eq!((c.huge, c.pages), (1, 0));
+    assert_eq!(w.dma.live(), 1, "one 2 MiB DMA mapping");
+    assert_eq!(
+        d.read(a + 300 * PAGE).unwrap(),
+        0,
+        "served by the same huge leaf"
+    );
+    w.mm.split_thp(a).unwrap();
+    assert_eq!(
+        w.engine.page_table().census().huge,
+        0,
+        "split zaps the huge leaf"
+    );
+    assert_eq!(d.read(a + 5 * PAGE).unwrap(), 5);
+    let c = w.engine.page_table().census();
+    assert_eq!(c.huge, 0);
+    assert!(c.pages >= 1);
+    // Partial munmap of a formerly huge block.
+    w.mm.munmap(a, 8 * PAGE).unwrap();
+    assert_eq!(d.read(a + 5 * PAGE), Err(Errno::EFAULT));
+    assert_eq!(d.read(a + 9 * PAGE).unwrap(), 0);
+    done(&w);
+}
+
+#[test]
+fn fault_around_maps_neighbours_within_the_vma() {
+    let w = World::new(Config {
+        fault_around_pages: 8,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..4 {
+        w.mm.cpu_write(a + i * PAGE, i).unwrap();
+    }
+    let mut d = w.device();
+    assert_eq!(d.read(a + 2 * PAGE).unwrap(), 2);
+    assert_eq!(
+        w.engine.page_table().census().pages,
+        4,
+        "whole VMA within the window, nothing past it"
+    );
+    for i in 0..4 {
+        assert_eq!(d.read(a + i * PAGE).unwrap(), i);
+    }
+    assert_eq!(w.engine.stats().faults, 1);
+    done(&w);
+}
+
+#[test]
+fn bad_input_gets_an_errno() {
+    let w = world();
+    let mut d = w.device();
+    let mut s = Scratch::new();
+    let e = &w.engine;
+    let hole = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    w.mm.munmap(hole, PAGE).unwrap();
+    assert_eq!(e.fault(&mut s, hole, Access::Read), Err(Errno::EFAULT));
+    let none = w.mm.mmap(PAGE, Prot::NONE, MapFlags::ANON).unwrap();
+    assert_eq!(d.read(none), Err(Errno::EFAULT));
+    let io = w.mm.mmap(PAGE, Prot::RW, MapFlags::IO).unwrap();
+    assert_eq!(d.read(io), Err(Errno::EFAULT));
+    let ro = w.mm.mmap(PAGE, Prot::READ, MapFlags::ANON).unwrap();
+    assert_eq!(d.read(ro).unwrap(), 0);
+    assert_eq!(d.write(ro, 1), Err(Errno::EPERM));
+    assert_eq!(e.fault(&mut s, 1 << 47, Access::Read), Err(Errno::EINVAL));
+    assert_eq!(e.fault(&mut s, u64::MAX, Access::Read), Err(Errno::EINVAL));
+    let mut done_bytes = 0;
+    assert_eq!(
+        e.prefetch(&mut s, ro + 1, PAGE, Access::Read, &mut done_bytes),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        e.prefetch(&mut s, ro, 0, Access::Read, &mut done_bytes),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        e.prefetch(
+            &mut s,
+            u64::MAX & !(PAGE - 1),
+            2 * PAGE,
+            Access::Read,
+            &mut done_bytes
+        ),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        e.prefetch(&mut s, ro, 2 * PAGE, Access::Read, &mut done_bytes),
+        Err(Errno::EFAULT)
+    );
+    assert_eq!(done_bytes, PAGE, "prefetch reports how far it got");
+    done(&w);
+}
+
+#[test]
+fn faults_after_exit_get_esrch_and_teardown_is_clean() {
+    let w = world();
+    let a = w.mm.mmap(M2, Prot::RW, MapFlags::THP).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    w.mm.exit();
+    assert_eq!(
+        w.engine.page_table().census().huge + w.engine.page_table().census().pages,
+        0
+    );
+    assert_eq!(w.dma.live(), 0, "release unmapped everything");
+    assert!(matches!(d.read(a), Err(Errno::ESRCH) | Err(Errno::EFAULT)));
+    w.teardown();
+    quiet(&w);
+}
+
+#[test]
+fn batch_service_dedups_and_sorts() {
+    let w = World::new(Config {
+        fault_around_pages: 1,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = w.mm.mmap(8 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut batch = [
+        DeviceFault::new(a + 3 * PAGE + 8, Access::Read),
+        DeviceFault::new(a, Access::Read),
+        DeviceFault::new(a + 3 * PAGE, Access::Write),
+        DeviceFault::new(a + 8, Access::Read),
+        DeviceFault::new(a + 100 * PAGE, Access::Read),
+    ];
+    let mut s = Scratch::new();
+    let n = w.engine.fault_batch(&mut s, &mut batch);
+    assert_eq!(n, 3);
+    assert!(
+        batch.windows(2).all(|p| p[0].va >> 12 <= p[1].va >> 12),
+        "sorted by page"
+    );
+    for f in &batch {
+        let want = if f.va == a + 100 * PAGE {
+            Err(Errno::EFAULT)
+        } else {
+            Ok(())
+        };
+        assert_eq!(f.result, Some(want), "{f:?}");
+    }
+    assert_eq!(w.engine.stats().batch_duplicates, 2);
+    assert!(
+        w.engine
+            .page_table()
+            .translate(a + 3 * PAGE)
+            .unwrap()
+            .perm
+            .write,
+        "write wins"
+    );
+    done(&w);
+}
+
+#[test]
+fn nonblockable_invalidation_refuses_without_touching_anything() {
+    let w: World = World::builder().flush_may_sleep(true).build().unwrap();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    let r = w.mm.oom_reap().unwrap();
+    assert!(r.skipped >= 1, "{r:?}");
+    assert_eq!(w.engine.stats().nonblock_refused, 1);
+    assert_eq!(d.read(a).unwrap(), 1, "refused callback changed nothing");
+    quiet(&w);
+    w.teardown();
+    quiet(&w);
+}
+
+#[test]
+fn mprotect_down_then_up() {
+    let w = world();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    w.mm.mprotect(a, 4 * PAGE, Prot::READ).unwrap();
+    assert_eq!(d.write(a, 2), Err(Errno::EPERM));
+    assert_eq!(d.read(a).unwrap(), 1);
+    w.mm.mprotect(a, 4 * PAGE, Prot::NONE).unwrap();
+    assert_eq!(d.read(a), Err(Errno::EFAULT));
+    w.mm.mprotect(a, 4 * PAGE, Prot::RW).unwrap();
+    d.write(a, 3).unwrap();
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 3);
+    done(&w);
+}
