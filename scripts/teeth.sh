@@ -24,7 +24,7 @@ for c in "${cases[@]}"; do
   read -r feat suite test <<<"$c"
   log=$(mktemp)
   if [ "$suite" = loom ]; then
-    env LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test --release -q -p svm-tests \
+    env LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" cargo test --release -q -p svm-tests \
       --features "svm/$feat" --target-dir target/loom --test loom -- --exact "$test" >"$log" 2>&1 && rc=0 || rc=$?
   else
     cargo test --release -q -p svm-tests --features "svm/$feat" --test "$suite" -- --exact "$test" \

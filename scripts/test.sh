@@ -19,7 +19,7 @@ if grep -q 'test result: FAILED' /tmp/svm-test.log || ! grep -q 'test result: ok
 fi
 
 step "loom models (release, bounded preemption)"
-LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
   cargo test --release -p svm-tests --test loom --target-dir target/loom 2>&1 | tee /tmp/svm-loom.log |
   grep -E '^(test |test result)|panicked' || true
 grep -q 'test result: ok' /tmp/svm-loom.log || { echo "loom suite failed"; tail -50 /tmp/svm-loom.log; exit 1; }

@@ -99,7 +99,9 @@ impl PteFormat for X86Format {
             return Entry::None;
         }
         let addr = pte & ADDR_MASK_52;
-        let perm = Perm { write: pte & Self::RW != 0 };
+        let perm = Perm {
+            write: pte & Self::RW != 0,
+        };
         let leaf = level == 0 || pte & Self::PS != 0;
         match (pte & Self::P != 0, leaf) {
             (true, true) => Entry::Leaf { addr, perm },
@@ -153,7 +155,9 @@ impl PteFormat for Gfx9Format {
             return Entry::None;
         }
         let addr = pte & Self::ADDR;
-        let perm = Perm { write: pte & Self::W != 0 };
+        let perm = Perm {
+            write: pte & Self::W != 0,
+        };
         // A leaf always carries R (S for system memory); a table pointer carries only V.
         let leaf = (level == 0 || pte & Self::PDE_PTE != 0) && pte & Self::R != 0;
         match (pte & Self::V != 0, leaf) {
@@ -170,10 +174,19 @@ mod tests {
     use super::*;
 
     fn roundtrip<F: PteFormat>() {
-        for &(addr, level) in &[(0x1234_5000u64, 0u8), (0x4000_0000, 1), (0xfff_ffe0_0000, 1)] {
+        for &(addr, level) in &[
+            (0x1234_5000u64, 0u8),
+            (0x4000_0000, 1),
+            (0xfff_ffe0_0000, 1),
+        ] {
             for perm in [Perm::RO, Perm::RW] {
                 let pte = F::leaf(addr, perm, level);
-                assert_eq!(F::decode(pte, level), Entry::Leaf { addr, perm }, "{}", F::NAME);
+                assert_eq!(
+                    F::decode(pte, level),
+                    Entry::Leaf { addr, perm },
+                    "{}",
+                    F::NAME
+                );
                 assert_eq!(F::decode(F::zap(pte), level), Entry::Zapped { addr, perm });
             }
         }
@@ -183,7 +196,10 @@ mod tests {
         }
         assert_eq!(F::decode(0, 0), Entry::None);
         // A level-0 leaf must not look like a table, and a level-1 4K-style leaf is not huge.
-        assert!(matches!(F::decode(F::leaf(0x1000, Perm::RW, 0), 0), Entry::Leaf { .. }));
+        assert!(matches!(
+            F::decode(F::leaf(0x1000, Perm::RW, 0), 0),
+            Entry::Leaf { .. }
+        ));
     }
 
     #[test]
@@ -191,13 +207,19 @@ mod tests {
         roundtrip::<X86Format>();
         // Layout spot checks: the bits really are where the format says.
         assert_eq!(X86Format::leaf(0x1000, Perm::RW, 0), 0x1000 | 0b11 | 1 << 9);
-        assert_eq!(X86Format::leaf(0x20_0000, Perm::RO, 1), 0x20_0000 | 1 | 1 << 7 | 1 << 9);
+        assert_eq!(
+            X86Format::leaf(0x20_0000, Perm::RO, 1),
+            0x20_0000 | 1 | 1 << 7 | 1 << 9
+        );
     }
 
     #[test]
     fn gfx9_roundtrip() {
         roundtrip::<Gfx9Format>();
-        assert_eq!(Gfx9Format::leaf(0x1000, Perm::RO, 0), 0x1000 | 0b111 | 1 << 5);
+        assert_eq!(
+            Gfx9Format::leaf(0x1000, Perm::RO, 0),
+            0x1000 | 0b111 | 1 << 5
+        );
         assert_ne!(Gfx9Format::leaf(0x20_0000, Perm::RW, 1) & (1 << 54), 0);
     }
 }

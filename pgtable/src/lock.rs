@@ -13,9 +13,12 @@ use core::ops::DerefMut;
 /// Which lock this is, so a platform can give each kind its own lockdep class and name.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LockClass {
-    /// A page-table page's lock (innermost: nothing is taken under it).
+    /// A page-table page's lock (innermost: nothing is taken under it). The non-blockable
+    /// invalidation path (the OOM reaper, inside `non_block_start()`) takes it, and critical
+    /// sections under it never sleep, so a kernel backend must make it a spinlock.
     Table,
-    /// A range's lock (outer to [`LockClass::Table`]; never two at once).
+    /// A range's lock (outer to [`LockClass::Table`]; never two at once). A mutex in the
+    /// kernel: the notifier callback waits for the device TLB flush under it.
     Range,
     /// The engine's range index (short critical sections, never held across a call out).
     Index,

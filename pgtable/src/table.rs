@@ -156,7 +156,10 @@ impl Flush {
     fn add(acc: &mut Option<Flush>, start: u64, end: u64) {
         *acc = Some(match *acc {
             None => Flush { start, end },
-            Some(f) => Flush { start: f.start.min(start), end: f.end.max(end) },
+            Some(f) => Flush {
+                start: f.start.min(start),
+                end: f.end.max(end),
+            },
         });
     }
 }
@@ -202,7 +205,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// Creates an empty page table (one root table).
     pub fn new(mem: M) -> Result<Self, Errno> {
         let root = mem.alloc()?;
-        Ok(PageTable { mem, root, _fmt: PhantomData })
+        Ok(PageTable {
+            mem,
+            root,
+            _fmt: PhantomData,
+        })
     }
 
     /// The memory provider.
@@ -313,8 +320,22 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let base = va & !((1u64 << level_shift(level)) - 1);
         let aux = tb.aux[i].load(Ordering::Relaxed);
         match F::decode(pte, level) {
-            Entry::Leaf { addr, perm } => Some(Leaf { va: base, level, addr, perm, aux, valid: true }),
-            Entry::Zapped { addr, perm } => Some(Leaf { va: base, level, addr, perm, aux, valid: false }),
+            Entry::Leaf { addr, perm } => Some(Leaf {
+                va: base,
+                level,
+                addr,
+                perm,
+                aux,
+                valid: true,
+            }),
+            Entry::Zapped { addr, perm } => Some(Leaf {
+                va: base,
+                level,
+                addr,
+                perm,
+                aux,
+                valid: false,
+            }),
             _ => None,
         }
     }
@@ -327,7 +348,14 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     ///
     /// Returns the leaf it replaced. Replacing a valid leaf by one with fewer rights or another
     /// address needs a TLB flush the caller owes; raising rights does not.
-    pub fn map(&self, va: u64, level: u8, addr: u64, perm: Perm, aux: u64) -> Result<Option<Leaf>, Errno> {
+    pub fn map(
+        &self,
+        va: u64,
+        level: u8,
+        addr: u64,
+        perm: Perm,
+        aux: u64,
+    ) -> Result<Option<Leaf>, Errno> {
         Self::check_va(va)?;
         let size = 1u64 << level_shift(level);
         if level > 1 || (level == 1 && !F::HUGE) || va & (size - 1) != 0 || addr & (size - 1) != 0 {
@@ -346,8 +374,22 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let old = match F::decode(old_pte, level) {
             Entry::Table(_) => return Err(Errno::EINVAL),
             Entry::None => None,
-            Entry::Leaf { addr, perm } => Some(Leaf { va, level, addr, perm, aux: old_aux, valid: true }),
-            Entry::Zapped { addr, perm } => Some(Leaf { va, level, addr, perm, aux: old_aux, valid: false }),
+            Entry::Leaf { addr, perm } => Some(Leaf {
+                va,
+                level,
+                addr,
+                perm,
+                aux: old_aux,
+                valid: true,
+            }),
+            Entry::Zapped { addr, perm } => Some(Leaf {
+                va,
+                level,
+                addr,
+                perm,
+                aux: old_aux,
+                valid: false,
+            }),
         };
         tb.aux[i].store(aux, Ordering::Relaxed);
         tb.pte[i].store(F::leaf(addr, perm, level), Ordering::Release);
@@ -378,7 +420,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         // A level-0 table is rewritten under its lock, held across the loop; above level 0 only
         // huge leaves are rewritten, each under the lock, and descending holds no lock, so no
         // thread ever holds two table locks.
-        let _whole = if level == 0 { Some(tb.lock.lock()) } else { None };
+        let _whole = if level == 0 {
+            Some(tb.lock.lock())
+        } else {
+            None
+        };
         let mut va = start & !(span - 1);
         while va < end {
             let i = index(va, level);
@@ -392,7 +438,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 }
                 Entry::Table(_) => {}
                 Entry::Leaf { .. } | Entry::Zapped { .. } => {
-                    let _one = if level > 0 { Some(tb.lock.lock()) } else { None };
+                    let _one = if level > 0 {
+                        Some(tb.lock.lock())
+                    } else {
+                        None
+                    };
                     let pte = tb.pte[i].load(Ordering::Relaxed);
                     let (addr, perm, valid) = match F::decode(pte, level) {
                         Entry::Leaf { addr, perm } => (addr, perm, true),
@@ -403,7 +453,14 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                         }
                     };
                     let aux = tb.aux[i].load(Ordering::Relaxed);
-                    let leaf = Leaf { va, level, addr, perm, aux, valid };
+                    let leaf = Leaf {
+                        va,
+                        level,
+                        addr,
+                        perm,
+                        aux,
+                        valid,
+                    };
                     if let Some((npte, naux)) = f(&leaf) {
                         tb.aux[i].store(naux, Ordering::Relaxed);
                         tb.pte[i].store(npte, Ordering::Release);
@@ -488,7 +545,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 }
                 Entry::Leaf { addr, perm } if level <= 1 => {
                     let off = va & ((1u64 << level_shift(level)) - 1) & !((1u64 << PAGE_SHIFT) - 1);
-                    return Some(Translation { addr: addr + off, perm, level });
+                    return Some(Translation {
+                        addr: addr + off,
+                        perm,
+                        level,
+                    });
                 }
                 _ => return None,
             }

@@ -82,17 +82,31 @@ fn basic<F: PteFormat>() {
         pt.map(hb, 1, 0x4000_0000, Perm::RO, 99).unwrap();
         let t = pt.translate(hb + 0x12_3456).unwrap();
         assert_eq!((t.addr, t.level), (0x4000_0000 + 0x12_3000, 1));
-        assert_eq!(pt.prepare(hb + 0x1000, 0), Err(Errno::EBUSY), "4K table under a huge leaf");
-        assert_eq!(pt.map(hb + 0x1000, 0, 0x1000, Perm::RO, 0), Err(Errno::EBUSY));
+        assert_eq!(
+            pt.prepare(hb + 0x1000, 0),
+            Err(Errno::EBUSY),
+            "4K table under a huge leaf"
+        );
+        assert_eq!(
+            pt.map(hb + 0x1000, 0, 0x1000, Perm::RO, 0),
+            Err(Errno::EBUSY)
+        );
 
         // Partial zap of the huge leaf zaps it whole; flush span covers 2 MiB.
         let f = pt.zap(hb + 0x3000, hb + 0x4000).unwrap();
         assert_eq!((f.start, f.end), (hb, hb + M2));
         assert_eq!(pt.translate(hb), None);
         assert_eq!(pt.census().zapped, 1);
-        assert_eq!(pt.zap(hb, hb + M2), None, "already zapped: nothing to flush");
+        assert_eq!(
+            pt.zap(hb, hb + M2),
+            None,
+            "already zapped: nothing to flush"
+        );
         let mut got = Vec::new();
-        assert_eq!(pt.reap(f.start, f.end, |l| got.push((l.addr, l.level, l.aux))), 1);
+        assert_eq!(
+            pt.reap(f.start, f.end, |l| got.push((l.addr, l.level, l.aux))),
+            1
+        );
         assert_eq!(got, [(0x4000_0000, 1, 99)]);
         assert_eq!(pt.census().zapped, 0);
 
@@ -105,7 +119,11 @@ fn basic<F: PteFormat>() {
         assert_eq!(seen, 1);
         assert_eq!(f.map(|f| (f.start, f.end)), Some((va, va + 0x1000)));
         assert_eq!(pt.translate(va).unwrap().perm, Perm::RO);
-        assert_eq!(pt.write_protect(0, VA_LIMIT, |_| {}), None, "nothing writable left");
+        assert_eq!(
+            pt.write_protect(0, VA_LIMIT, |_| {}),
+            None,
+            "nothing writable left"
+        );
 
         // Empty leaf tables are unlinked, then freed after the (caller's) flush.
         assert!(pt.zap(va, va + 0x1000).is_some());
@@ -165,7 +183,10 @@ fn concurrent_prepare_installs_one_table_per_slot() {
         // Losers freed their tables: root + 3 levels.
         assert_eq!(mem.0.load(Ordering::SeqCst), 4);
         for i in 0..4u64 {
-            assert_eq!(pt.translate(0x1000_0000 + i * 0x1000).unwrap().addr, 0x10_0000 + i * 0x1000);
+            assert_eq!(
+                pt.translate(0x1000_0000 + i * 0x1000).unwrap().addr,
+                0x10_0000 + i * 0x1000
+            );
         }
         assert_eq!(pt.census().pages, 4);
     }

@@ -133,7 +133,9 @@ pub trait Mm: Send + Sync {
         Self: 'a;
 
     /// `mmu_interval_notifier_insert()`: may sleep and takes `mmap_lock` itself, so call it
-    /// holding neither `mmap_lock` nor any engine lock. Inserting during a running
+    /// holding neither `mmap_lock` nor any engine lock. The platform takes `mmget_not_zero()`
+    /// around it and returns `ESRCH` once the mm is gone (the kernel would WARN and return
+    /// `-EINVAL` for an insert into an exited mm). Inserting during a running
     /// invalidation is deferred by the core; the seq it starts with forces a retry.
     fn interval_insert(
         &self,

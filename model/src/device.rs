@@ -1,0 +1,438 @@
+//! The simulated device: a TLB over the engine's page table, and an executor that performs
+//! reads, writes and atomics the way a device would, checking the invariants on every access.
+//!
+//! Lock order: TLB lock → machine lock → DMA-tracker lock. A device access holds the TLB lock
+//! across its walk and its memory access, so [`Tlb`]'s flush (which takes the same lock) waits
+//! for in-flight accesses, as a hardware invalidation waits for outstanding translations. The
+//! lock is dropped before a fault is serviced.
+
+use crate::dma::DmaTracker;
+use crate::lockdep;
+use crate::mm::state::{huge_down, page_down, HPAGE_SIZE, PAGE_SIZE};
+use crate::mm::MmHandle;
+use crate::platform::{ModelArc, ModelPlatform};
+use crate::sync::Mutex;
+use crate::tablemem::POISON_DMA;
+use crate::violations::Violations;
+use pgtable::{Errno, Perm, PteFormat, X86Format};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use svm::{Access, Engine, Scratch};
+
+/// A cached translation: the DMA address of the leaf's first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    base: u64,
+    perm: Perm,
+    level: u8,
+}
+
+struct TlbState {
+    small: BTreeMap<u64, Entry>,
+    huge: BTreeMap<u64, Entry>,
+    cap: usize,
+    rng: u64,
+}
+
+impl TlbState {
+    fn lookup(&self, va: u64) -> Option<Entry> {
+        self.small
+            .get(&page_down(va))
+            .or_else(|| self.huge.get(&huge_down(va)))
+            .copied()
+    }
+
+    fn evict_one(&mut self) {
+        // xorshift: a deterministic "arbitrary" victim.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let map = if self.huge.is_empty() || (self.rng & 3 != 0 && !self.small.is_empty()) {
+            &mut self.small
+        } else {
+            &mut self.huge
+        };
+        let k = self.rng & 0x0000_7fff_ffff_f000;
+        let victim = map
+            .range(k..)
+            .next()
+            .or_else(|| map.iter().next())
+            .map(|(k, _)| *k);
+        if let Some(v) = victim {
+            map.remove(&v);
+        }
+    }
+
+    fn insert(&mut self, va: u64, e: Entry) {
+        if self.small.len() + self.huge.len() >= self.cap {
+            self.evict_one();
+        }
+        if e.level == 1 {
+            self.huge.insert(huge_down(va), e);
+        } else {
+            self.small.insert(page_down(va), e);
+        }
+    }
+
+    fn remove(&mut self, va: u64, level: u8) {
+        if level == 1 {
+            self.huge.remove(&huge_down(va));
+        } else {
+            self.small.remove(&page_down(va));
+        }
+    }
+}
+
+struct TlbInner {
+    st: Mutex<TlbState>,
+    may_sleep: bool,
+    flushes: AtomicU64,
+}
+
+/// The device TLB (and page-walk cache): `svm::platform::DeviceTlb`.
+#[derive(Clone)]
+pub struct Tlb(Arc<TlbInner>);
+
+impl Tlb {
+    /// A TLB of `entries` entries; `flush_may_sleep` is what `flush_may_sleep()` reports.
+    pub fn new(entries: usize, flush_may_sleep: bool) -> Self {
+        Tlb(Arc::new(TlbInner {
+            st: Mutex::new(TlbState {
+                small: BTreeMap::new(),
+                huge: BTreeMap::new(),
+                cap: entries.max(1),
+                rng: 0x9e37_79b9_7f4a_7c15,
+            }),
+            may_sleep: flush_may_sleep,
+            flushes: AtomicU64::new(0),
+        }))
+    }
+
+    /// Cached entries now.
+    pub fn len(&self) -> usize {
+        let s = self.0.st.lock();
+        s.small.len() + s.huge.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Flushes issued.
+    pub fn flushes(&self) -> u64 {
+        self.0.flushes.load(Ordering::Relaxed)
+    }
+}
+
+impl svm::platform::DeviceTlb for Tlb {
+    fn flush(&self, start: u64, end: u64) {
+        lockdep::check_flush(self.0.may_sleep);
+        self.0.flushes.fetch_add(1, Ordering::Relaxed);
+        if start >= end {
+            return;
+        }
+        let mut s = self.0.st.lock();
+        let small: Vec<u64> = s
+            .small
+            .range(page_down(start)..end)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in small {
+            s.small.remove(&k);
+        }
+        let huge: Vec<u64> = s
+            .huge
+            .range(huge_down(start)..end)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in huge {
+            s.huge.remove(&k);
+        }
+    }
+
+    fn flush_may_sleep(&self) -> bool {
+        self.0.may_sleep
+    }
+}
+
+/// Device counters (shared by all clones of a [`Device`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Accesses started.
+    pub accesses: u64,
+    /// TLB hits.
+    pub tlb_hits: u64,
+    /// TLB misses (each followed by a walk).
+    pub tlb_misses: u64,
+    /// Faults raised to the engine.
+    pub faults: u64,
+    /// Faults the engine failed.
+    pub fault_errors: u64,
+    /// Accesses abandoned after too many faults in a row.
+    pub gave_up: u64,
+    /// Accesses on which a check failed.
+    pub violations: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    accesses: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    faults: AtomicU64,
+    fault_errors: AtomicU64,
+    gave_up: AtomicU64,
+    violations: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write(u64),
+    Add(u64),
+}
+
+impl Op {
+    fn is_write(self) -> bool {
+        !matches!(self, Op::Read)
+    }
+}
+
+/// A device execution context bound to one engine (clone per thread: each clone has its own
+/// fault scratch buffer).
+pub struct Device<F: PteFormat = X86Format> {
+    engine: ModelArc<Engine<ModelPlatform<F>>>,
+    tlb: Tlb,
+    dma: DmaTracker,
+    mm: MmHandle,
+    violations: Violations,
+    scratch: Box<Scratch>,
+    stats: Arc<Counters>,
+    max_faults: u32,
+}
+
+impl<F: PteFormat> Clone for Device<F> {
+    fn clone(&self) -> Self {
+        Device {
+            engine: self.engine.clone(),
+            tlb: self.tlb.clone(),
+            dma: self.dma.clone(),
+            mm: self.mm.clone(),
+            violations: self.violations.clone(),
+            scratch: Box::new(Scratch::new()),
+            stats: self.stats.clone(),
+            max_faults: self.max_faults,
+        }
+    }
+}
+
+impl<F: PteFormat> Device<F> {
+    /// A device using `engine`'s page table through `tlb`, whose DMA goes through `dma`, and
+    /// whose memory is `mm`'s machine. At most `max_faults` faults per access.
+    pub fn new(
+        engine: ModelArc<Engine<ModelPlatform<F>>>,
+        tlb: Tlb,
+        dma: DmaTracker,
+        mm: MmHandle,
+        violations: Violations,
+        max_faults: u32,
+    ) -> Self {
+        Self::with_counters(engine, tlb, dma, mm, violations, max_faults, Arc::default())
+    }
+
+    pub(crate) fn with_counters(
+        engine: ModelArc<Engine<ModelPlatform<F>>>,
+        tlb: Tlb,
+        dma: DmaTracker,
+        mm: MmHandle,
+        violations: Violations,
+        max_faults: u32,
+        stats: Arc<Counters>,
+    ) -> Self {
+        Device {
+            engine,
+            tlb,
+            dma,
+            mm,
+            violations,
+            scratch: Box::new(Scratch::new()),
+            stats,
+            max_faults,
+        }
+    }
+
+    /// Counters of this device (all clones).
+    pub fn stats(&self) -> DeviceStats {
+        let c = &self.stats;
+        DeviceStats {
+            accesses: c.accesses.load(Ordering::Relaxed),
+            tlb_hits: c.hits.load(Ordering::Relaxed),
+            tlb_misses: c.misses.load(Ordering::Relaxed),
+            faults: c.faults.load(Ordering::Relaxed),
+            fault_errors: c.fault_errors.load(Ordering::Relaxed),
+            gave_up: c.gave_up.load(Ordering::Relaxed),
+            violations: c.violations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &ModelArc<Engine<ModelPlatform<F>>> {
+        &self.engine
+    }
+
+    /// A device load of the data word of the page at `va`.
+    pub fn read(&mut self, va: u64) -> Result<u64, Errno> {
+        self.access(va, Op::Read)
+    }
+
+    /// A device store.
+    pub fn write(&mut self, va: u64, v: u64) -> Result<(), Errno> {
+        self.access(va, Op::Write(v)).map(|_| ())
+    }
+
+    /// A device atomic add; returns the old value.
+    pub fn atomic_add(&mut self, va: u64, v: u64) -> Result<u64, Errno> {
+        self.access(va, Op::Add(v))
+    }
+
+    /// Services a fault at `va` directly (as a prefetch-on-fault would).
+    pub fn fault(&mut self, va: u64, access: Access) -> Result<(), Errno> {
+        let _s = self.violations.scope();
+        self.engine.fault(&mut self.scratch, va, access)
+    }
+
+    fn access(&mut self, va: u64, op: Op) -> Result<u64, Errno> {
+        // From its first access on, this thread's lockdep reports go to this device's log.
+        lockdep::adopt(&self.violations);
+        self.stats.accesses.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..=self.max_faults {
+            let need = {
+                let mut t = self.tlb.0.st.lock();
+                let ent = match t.lookup(va) {
+                    Some(e) => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        Some(e)
+                    }
+                    None => {
+                        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                        let tr = self.engine.page_table().translate(va);
+                        tr.map(|tr| {
+                            let off = if tr.level == 1 {
+                                va & (HPAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+                            } else {
+                                0
+                            };
+                            let e = Entry {
+                                base: tr.addr - off,
+                                perm: tr.perm,
+                                level: tr.level,
+                            };
+                            t.insert(va, e);
+                            e
+                        })
+                    }
+                };
+                match ent {
+                    None => {
+                        if op.is_write() {
+                            Access::Write
+                        } else {
+                            Access::Read
+                        }
+                    }
+                    Some(e) if op.is_write() && !e.perm.write => {
+                        // A permission fault drops the cached translation before replay.
+                        t.remove(va, e.level);
+                        Access::Write
+                    }
+                    Some(e) => return self.perform(va, e, op),
+                }
+            };
+            self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.engine.fault(&mut self.scratch, va, need) {
+                self.stats.fault_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
+        Err(Errno::EBUSY)
+    }
+
+    /// The access itself, with the TLB lock held: every invariant is checked against the CPU's
+    /// page table and the IOMMU, under the machine lock.
+    fn perform(&self, va: u64, e: Entry, op: Op) -> Result<u64, Errno> {
+        let addr = if e.level == 1 {
+            e.base + (va & (HPAGE_SIZE - 1) & !(PAGE_SIZE - 1))
+        } else {
+            e.base
+        };
+        let mut m = self.mm.0.machine.st.lock();
+        let bad = |tag: &str, what: String| {
+            self.stats.violations.fetch_add(1, Ordering::Relaxed);
+            self.violations.record(tag, what);
+        };
+        if (POISON_DMA..POISON_DMA + HPAGE_SIZE).contains(&addr) {
+            bad(
+                "I1",
+                format!("device walk at va {va:#x} went through a freed page-table page"),
+            );
+            return Err(Errno::EFAULT);
+        }
+        let Some(pfn) = self.dma.resolve(addr) else {
+            bad("I4", format!("device access at va {va:#x} through DMA address {addr:#x}, which is not mapped (use after dma_unmap)"));
+            return Err(Errno::EFAULT);
+        };
+        if !m.alive(pfn) {
+            let what = if m.ever_allocated(pfn) {
+                "freed"
+            } else {
+                "never allocated"
+            };
+            bad(
+                "I1",
+                format!("device access at va {va:#x} reached {what} pfn {pfn:#x}"),
+            );
+        }
+        match m.cpu_map(self.mm.0.id, va) {
+            None => {
+                bad("I1", format!("device access at va {va:#x} reached pfn {pfn:#x}, the CPU maps no page there"));
+            }
+            Some(c) if c.pfn != pfn => {
+                bad(
+                    "I1",
+                    format!(
+                        "device access at va {va:#x} reached pfn {pfn:#x}, the CPU maps pfn {:#x}",
+                        c.pfn
+                    ),
+                );
+            }
+            Some(c) => {
+                if !c.accessible {
+                    bad(
+                        "I2",
+                        format!("device access at va {va:#x}, which the CPU maps PROT_NONE"),
+                    );
+                }
+                if op.is_write() && !c.writable {
+                    bad("I2", format!("device write at va {va:#x}, which the CPU maps read-only (pfn {pfn:#x})"));
+                }
+            }
+        }
+        let old = m.data(pfn).unwrap_or(crate::mm::POISON);
+        // Memory is what the device reaches, checks or not; only live, non-zero pages change.
+        // A device write never sets PG_dirty: only set_page_dirty() does.
+        let new = match op {
+            Op::Read => None,
+            Op::Write(v) => Some(v),
+            Op::Add(v) => Some(old.wrapping_add(v)),
+        };
+        if let Some(v) = new {
+            if m.alive(pfn) && !crate::mm::is_zero_pfn(pfn) {
+                m.frame(pfn).data = v;
+            }
+        }
+        Ok(old)
+    }
+}

@@ -1,0 +1,212 @@
+//! The DMA tracker: the IOMMU's view of `dma_map_page()` / `dma_unmap_page()`.
+//!
+//! Addresses come from a bump allocator above `1 << 40`, aligned to the mapping size and never
+//! reused, so a device access through a stale address can always be told from a live one.
+//! Every misuse (mapping a freed page, unmapping twice, unmapping with another size or page,
+//! `set_page_dirty()` of a freed page) is recorded in the [`Violations`] log.
+//!
+//! The tracker's own lock is a `std` mutex (an IOMMU update is atomic for the device); it is
+//! taken after the machine lock when both are needed, never before.
+
+use crate::lockdep;
+use crate::mm::state::{HPAGE_NR, PAGE_SIZE};
+use crate::mm::{Machine, MmHandle};
+use crate::tablemem::POISON_DMA;
+use crate::violations::Violations;
+use pgtable::Errno;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// First DMA address handed out.
+pub const DMA_BASE: u64 = 1 << 40;
+
+/// A live DMA mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaMapping {
+    /// The DMA address (aligned to the size).
+    pub addr: u64,
+    /// First page.
+    pub pfn: u64,
+    /// `PAGE_SIZE << order` bytes.
+    pub order: u32,
+}
+
+impl DmaMapping {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        PAGE_SIZE << self.order
+    }
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaStats {
+    /// `dma_map_page()` calls.
+    pub maps: u64,
+    /// Successful `dma_unmap_page()` calls.
+    pub unmaps: u64,
+    /// Live mappings now.
+    pub live: u64,
+    /// `set_page_dirty()` calls.
+    pub dirtied: u64,
+}
+
+pub(crate) struct State {
+    next: u64,
+    live: BTreeMap<u64, DmaMapping>,
+}
+
+impl State {
+    /// The live mapping containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<DmaMapping> {
+        let (_, m) = self.live.range(..=addr).next_back()?;
+        (addr < m.addr + m.size()).then_some(*m)
+    }
+}
+
+struct Inner {
+    st: Mutex<State>,
+    machine: Arc<Machine>,
+    violations: Violations,
+    maps: AtomicU64,
+    unmaps: AtomicU64,
+    dirtied: AtomicU64,
+}
+
+/// The DMA tracker (cloneable handle).
+#[derive(Clone)]
+pub struct DmaTracker(Arc<Inner>);
+
+impl DmaTracker {
+    /// A tracker for the device that mirrors `mm` (it checks pages on `mm`'s machine).
+    pub fn new(mm: &MmHandle, violations: Violations) -> Self {
+        DmaTracker(Arc::new(Inner {
+            st: Mutex::new(State {
+                next: DMA_BASE,
+                live: BTreeMap::new(),
+            }),
+            machine: mm.0.machine.clone(),
+            violations,
+            maps: AtomicU64::new(0),
+            unmaps: AtomicU64::new(0),
+            dirtied: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The IOMMU view: the page `addr` reaches through a live mapping.
+    pub fn resolve(&self, addr: u64) -> Option<u64> {
+        let m = self.lock().find(addr)?;
+        Some(m.pfn + (addr - m.addr) / PAGE_SIZE)
+    }
+
+    /// The live mapping containing `addr`.
+    pub fn lookup(&self, addr: u64) -> Option<DmaMapping> {
+        self.lock().find(addr)
+    }
+
+    /// Live mappings now.
+    pub fn live(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// Every live mapping (after teardown: leaks).
+    pub fn leaks(&self) -> Vec<DmaMapping> {
+        self.lock().live.values().copied().collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DmaStats {
+        DmaStats {
+            maps: self.0.maps.load(Ordering::Relaxed),
+            unmaps: self.0.unmaps.load(Ordering::Relaxed),
+            live: self.live() as u64,
+            dirtied: self.0.dirtied.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The violation log.
+    pub fn violations(&self) -> &Violations {
+        &self.0.violations
+    }
+}
+
+impl svm::platform::Dma for DmaTracker {
+    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno> {
+        lockdep::check_dma_map();
+        if order != 0 && order != 9 {
+            self.0.violations.record(
+                "I4",
+                format!("dma_map_page() of order {order} (only 0 and 9 exist here)"),
+            );
+            return Err(Errno::EINVAL);
+        }
+        let n = 1u64 << order;
+        {
+            let m = self.0.machine.st.lock();
+            if order == 9 && !pfn.is_multiple_of(HPAGE_NR) {
+                self.0.violations.record(
+                    "I4",
+                    format!("2 MiB dma_map_page() of unaligned pfn {pfn:#x}"),
+                );
+            }
+            if let Some(dead) = (pfn..pfn + n).find(|p| !m.alive(*p)) {
+                self.0.violations.record("I4", format!("dma_map_page() of pfn {pfn:#x} order {order}: pfn {dead:#x} is not a live page"));
+            }
+        }
+        self.0.maps.fetch_add(1, Ordering::Relaxed);
+        let size = PAGE_SIZE << order;
+        let mut st = self.lock();
+        let addr = (st.next + size - 1) & !(size - 1);
+        // Never collide with the poison address of freed page tables.
+        debug_assert!(addr > POISON_DMA);
+        st.next = addr + size;
+        st.live.insert(addr, DmaMapping { addr, pfn, order });
+        Ok(addr)
+    }
+
+    fn unmap(&self, addr: u64, pfn: u64, order: u32) {
+        let mut st = self.lock();
+        match st.live.get(&addr).copied() {
+            None => {
+                drop(st);
+                self.0.violations.record(
+                    "I4",
+                    format!("dma_unmap_page({addr:#x}, pfn {pfn:#x}, order {order}) of an address not mapped (double unmap?)"),
+                );
+            }
+            Some(m) if m.pfn != pfn || m.order != order => {
+                drop(st);
+                self.0.violations.record(
+                    "I4",
+                    format!(
+                        "dma_unmap_page({addr:#x}) with pfn {pfn:#x} order {order}, mapped as pfn {:#x} order {}",
+                        m.pfn, m.order
+                    ),
+                );
+            }
+            Some(_) => {
+                st.live.remove(&addr);
+                self.0.unmaps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn set_dirty(&self, pfn: u64) {
+        self.0.dirtied.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.0.machine.st.lock();
+        if !m.alive(pfn) {
+            drop(m);
+            self.0.violations.record(
+                "I3",
+                format!("set_page_dirty() of pfn {pfn:#x}, already freed"),
+            );
+            return;
+        }
+        m.mark_dirty(pfn);
+    }
+}

@@ -1,0 +1,242 @@
+//! `ModelPlatform`: the `svm::platform::Platform` the engine runs on in userspace.
+//!
+//! Locks are the shim's mutexes (loom's under `--cfg loom`) with lockdep bookkeeping; `Arc` is
+//! the shim's `Arc`; the range index is a mutex-protected `BTreeMap`; page-table memory is
+//! [`TableMem`]; the mm, DMA and TLB are the simulated kernel services of this crate.
+
+use crate::device::Tlb;
+use crate::dma::DmaTracker;
+use crate::lockdep;
+use crate::mm::MmHandle;
+use crate::sync;
+use crate::tablemem::TableMem;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use pgtable::{Errno, Lock, LockClass, LockFamily, PteFormat, X86Format};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use svm::platform::{Platform, RangeMap, SharedPtr};
+
+/// A lock of the engine or the page table: the shim mutex, with lockdep bookkeeping by class.
+pub struct ModelLock<T> {
+    inner: sync::Mutex<T>,
+    class: LockClass,
+}
+
+/// Guard of [`ModelLock`].
+pub struct ModelGuard<'a, T> {
+    g: sync::MutexGuard<'a, T>,
+    class: LockClass,
+}
+
+impl<T> Deref for ModelGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.g
+    }
+}
+
+impl<T> DerefMut for ModelGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.g
+    }
+}
+
+impl<T> Drop for ModelGuard<'_, T> {
+    fn drop(&mut self) {
+        lockdep::release(self.class);
+    }
+}
+
+impl<T> Lock<T> for ModelLock<T> {
+    type Guard<'a>
+        = ModelGuard<'a, T>
+    where
+        Self: 'a;
+
+    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
+        Ok(ModelLock {
+            inner: sync::Mutex::new(data),
+            class,
+        })
+    }
+
+    fn lock(&self) -> ModelGuard<'_, T> {
+        lockdep::acquire(self.class, true);
+        let g = self.inner.lock();
+        lockdep::acquired(self.class);
+        ModelGuard {
+            g,
+            class: self.class,
+        }
+    }
+
+    fn try_lock(&self) -> Option<ModelGuard<'_, T>> {
+        lockdep::acquire(self.class, false);
+        let g = self.inner.try_lock()?;
+        lockdep::acquired(self.class);
+        Some(ModelGuard {
+            g,
+            class: self.class,
+        })
+    }
+}
+
+/// The lock family of the model.
+pub struct ModelLocks;
+
+impl LockFamily for ModelLocks {
+    type Lock<T: Send> = ModelLock<T>;
+}
+
+/// The engine's reference-counted pointer: the shim `Arc` (loom's under `--cfg loom`).
+pub struct ModelArc<T>(sync::Arc<T>);
+
+impl<T> Clone for ModelArc<T> {
+    fn clone(&self) -> Self {
+        ModelArc(self.0.clone())
+    }
+}
+
+impl<T> Deref for ModelArc<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + Sync> SharedPtr<T> for ModelArc<T> {
+    fn new(v: T) -> Result<Self, Errno> {
+        lockdep::check_alloc("Arc::new");
+        Ok(ModelArc(sync::Arc::new(v)))
+    }
+
+    fn ptr_eq(a: &Self, b: &Self) -> bool {
+        sync::Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+/// The range index: a `BTreeMap` behind the shim mutex (the kernel uses an xarray).
+pub struct ModelMap<V>(sync::Mutex<BTreeMap<u64, V>>);
+
+impl<V: Clone + Send + Sync + 'static> RangeMap<V> for ModelMap<V> {
+    fn new() -> Result<Self, Errno> {
+        Ok(ModelMap(sync::Mutex::new(BTreeMap::new())))
+    }
+
+    fn get(&self, key: u64) -> Option<V> {
+        self.0.lock().get(&key).cloned()
+    }
+
+    fn insert(&self, key: u64, v: V) -> Result<Result<(), V>, Errno> {
+        // xa_insert(..., GFP_KERNEL) may allocate and enter reclaim.
+        lockdep::check_alloc("RangeMap::insert");
+        let mut m = self.0.lock();
+        if let Some(old) = m.get(&key) {
+            return Ok(Err(old.clone()));
+        }
+        m.insert(key, v);
+        Ok(Ok(()))
+    }
+
+    fn remove_if(&self, key: u64, is_it: impl FnOnce(&V) -> bool) -> Option<V> {
+        let mut m = self.0.lock();
+        if is_it(m.get(&key)?) {
+            m.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    fn next_from(&self, key: u64) -> Option<(u64, V)> {
+        self.0
+            .lock()
+            .range(key..)
+            .next()
+            .map(|(k, v)| (*k, v.clone()))
+    }
+}
+
+impl<V> ModelMap<V> {
+    /// Number of entries (tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// Whether empty (tests).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The model platform, generic over the device PTE format.
+pub struct ModelPlatform<F: PteFormat = X86Format> {
+    #[cfg(not(loom))]
+    start: std::time::Instant,
+    /// 0: real clock; else the fake clock advances this many ns per `now_ns` call (never 0
+    /// under loom).
+    step: u64,
+    fake: AtomicU64,
+    _fmt: PhantomData<fn() -> F>,
+}
+
+impl<F: PteFormat> Default for ModelPlatform<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F: PteFormat> ModelPlatform<F> {
+    /// A platform with the real monotonic clock (a deterministic 1 ms/call counter under loom).
+    pub fn new() -> Self {
+        #[cfg(loom)]
+        let step = 1_000_000;
+        #[cfg(not(loom))]
+        let step = 0;
+        Self::with_clock_step(step)
+    }
+
+    /// A platform whose clock advances `step_ns` per `now_ns()` call (0: real clock), so retry
+    /// budgets are deterministic.
+    pub fn with_clock_step(step_ns: u64) -> Self {
+        // Loom needs determinism: no real clock there.
+        #[cfg(loom)]
+        let step_ns = if step_ns == 0 { 1_000_000 } else { step_ns };
+        ModelPlatform {
+            #[cfg(not(loom))]
+            start: std::time::Instant::now(),
+            step: step_ns,
+            fake: AtomicU64::new(0),
+            _fmt: PhantomData,
+        }
+    }
+}
+
+impl<F: PteFormat> Platform for ModelPlatform<F> {
+    type Fmt = F;
+    type Mem = TableMem;
+    type Locks = ModelLocks;
+    type Arc<T: Send + Sync + 'static> = ModelArc<T>;
+    type Map<V: Clone + Send + Sync + 'static> = ModelMap<V>;
+    type Mm = MmHandle;
+    type Dma = DmaTracker;
+    type Tlb = Tlb;
+
+    fn now_ns(&self) -> u64 {
+        if self.step != 0 {
+            return self.fake.fetch_add(self.step, Ordering::Relaxed) + self.step;
+        }
+        #[cfg(not(loom))]
+        {
+            self.start.elapsed().as_nanos() as u64
+        }
+        #[cfg(loom)]
+        {
+            unreachable!("loom platforms always use the fake clock")
+        }
+    }
+
+    fn relax(&self) {
+        sync::thread::yield_now();
+    }
+}

@@ -1,0 +1,173 @@
+//! `TableMem`: page-table pages for the engine's device page table (`pgtable::PtMem`).
+//!
+//! Tables are heap allocations; a table's "physical address" is its pointer value. Freed tables
+//! are not returned to the allocator at once: their entries are overwritten with a poison leaf
+//! (a valid-looking 2 MiB leaf pointing at [`POISON_DMA`], an address the DMA tracker never
+//! hands out) and they wait in a quarantine, like KASAN's. A device walk that still reaches a
+//! freed table (freed before the TLB / page-walk-cache flush, I1) therefore translates to the
+//! poison address, which the device's per-access check reports, instead of being undefined
+//! behaviour in the test process.
+
+use crate::lockdep;
+use crate::platform::ModelLock;
+use crate::violations::Violations;
+use core::ptr::NonNull;
+use pgtable::{Errno, Perm, PtMem, PteFormat, Table};
+use std::alloc::Layout;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The DMA address every entry of a freed (quarantined) table points to.
+pub const POISON_DMA: u64 = 0xde_ad00_0000;
+
+/// Freed tables kept poisoned before their memory is really released.
+const QUARANTINE: usize = 1024;
+
+type T = Table<ModelLock<()>>;
+
+struct Inner {
+    live: Mutex<HashSet<usize>>,
+    quarantine: Mutex<VecDeque<usize>>,
+    live_count: AtomicUsize,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    poison: u64,
+    violations: Violations,
+}
+
+/// Page-table memory (cloneable handle; the engine owns one, tests keep another).
+#[derive(Clone)]
+pub struct TableMem(Arc<Inner>);
+
+impl TableMem {
+    /// Memory for tables of format `F`; bad frees are recorded in `violations`.
+    pub fn new<F: PteFormat>(violations: Violations) -> Self {
+        TableMem(Arc::new(Inner {
+            live: Mutex::new(HashSet::new()),
+            quarantine: Mutex::new(VecDeque::new()),
+            live_count: AtomicUsize::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            poison: F::leaf(POISON_DMA, Perm::RW, 1),
+            violations,
+        }))
+    }
+
+    /// Tables allocated and not yet freed.
+    pub fn live_tables(&self) -> usize {
+        self.0.live_count.load(Ordering::Relaxed)
+    }
+
+    /// Total allocations and frees so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.0.allocs.load(Ordering::Relaxed),
+            self.0.frees.load(Ordering::Relaxed),
+        )
+    }
+
+    fn layout() -> Layout {
+        Layout::new::<T>()
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// # Safety
+/// `p` was allocated by `TableMem::alloc`, initialised, and is no longer used.
+unsafe fn release(p: usize) {
+    let p = p as *mut T;
+    // SAFETY: per the caller, `p` is an initialised table allocated with this layout.
+    unsafe {
+        core::ptr::drop_in_place(p);
+        std::alloc::dealloc(p as *mut u8, TableMem::layout());
+    }
+}
+
+// SAFETY: tables stay valid until `free` (and longer, in quarantine); `pa` is the pointer value
+// and `va` its inverse.
+unsafe impl PtMem for TableMem {
+    type Lock = ModelLock<()>;
+
+    fn alloc(&self) -> Result<NonNull<T>, Errno> {
+        lockdep::check_alloc("PtMem::alloc");
+        // SAFETY: the layout has non-zero size.
+        let p = unsafe { std::alloc::alloc(Self::layout()) } as *mut T;
+        let Some(nn) = NonNull::new(p) else {
+            return Err(Errno::ENOMEM);
+        };
+        // SAFETY: freshly allocated with `T`'s layout.
+        if let Err(e) = unsafe { T::init_in_place(p) } {
+            // SAFETY: allocated above with this layout, nothing was initialised that needs drop.
+            unsafe { std::alloc::dealloc(p as *mut u8, Self::layout()) };
+            return Err(e);
+        }
+        lock(&self.0.live).insert(p as usize);
+        self.0.live_count.fetch_add(1, Ordering::Relaxed);
+        self.0.allocs.fetch_add(1, Ordering::Relaxed);
+        Ok(nn)
+    }
+
+    unsafe fn free(&self, t: NonNull<T>) {
+        let p = t.as_ptr() as usize;
+        if !lock(&self.0.live).remove(&p) {
+            self.0.violations.record(
+                "pgtable",
+                format!(
+                    "PtMem::free of table {p:#x} that is not live here (double or foreign free)"
+                ),
+            );
+            return;
+        }
+        self.0.live_count.fetch_sub(1, Ordering::Relaxed);
+        self.0.frees.fetch_add(1, Ordering::Relaxed);
+        // Poison: `Table` is `repr(C)` with its 512 hardware entries first.
+        // SAFETY: the table is live (checked above) and its first field is `[AtomicU64; 512]`.
+        let ptes = unsafe { &*(p as *const [AtomicU64; pgtable::table::ENTRIES]) };
+        for e in ptes {
+            e.store(self.0.poison, Ordering::Release);
+        }
+        let old = {
+            let mut q = lock(&self.0.quarantine);
+            q.push_back(p);
+            if q.len() > QUARANTINE {
+                q.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(o) = old {
+            // SAFETY: `o` was freed by the engine long ago and has aged out of the quarantine.
+            unsafe { release(o) };
+        }
+    }
+
+    fn pa(&self, t: NonNull<T>) -> u64 {
+        t.as_ptr() as u64
+    }
+
+    unsafe fn va(&self, pa: u64) -> NonNull<T> {
+        // SAFETY: per the trait contract `pa` came from `pa()` of a table not yet freed.
+        unsafe { NonNull::new_unchecked(pa as *mut T) }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for p in lock(&self.quarantine).drain(..) {
+            // SAFETY: quarantined tables were freed by their owner and are unreachable now that
+            // the last handle (hence the page table) is gone.
+            unsafe { release(p) };
+        }
+        // Tables still live here were leaked by the owner; keep them allocated (the owner may
+        // still be around in a leaked engine), only report.
+        let n = lock(&self.live).len();
+        if n > 0 && !std::thread::panicking() {
+            self.violations
+                .record("pgtable", format!("{n} page-table page(s) never freed"));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The DMA tracker and page-table memory.
+
+use super::PG;
+use crate::tablemem::POISON_DMA;
+use crate::{DmaTracker, MapFlags, MmHandle, ModelLock, Prot, TableMem};
+use pgtable::{Entry, Lock, LockClass, PtMem, PteFormat, X86Format};
+use svm::platform::Dma;
+
+fn pages(mm: &MmHandle, n: u64) -> Vec<u64> {
+    let a = mm.mmap(n * PG, Prot::RW, MapFlags::ANON).unwrap();
+    (0..n)
+        .map(|i| {
+            mm.cpu_write(a + i * PG, i).unwrap();
+            mm.cpu_pte(a + i * PG).unwrap().0
+        })
+        .collect()
+}
+
+#[test]
+fn map_unmap_resolve_and_misuse() {
+    let mm = MmHandle::new();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let dma = DmaTracker::new(&mm, v.clone());
+    let p = pages(&mm, 2);
+    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let g = range.lock();
+    let a = dma.map(p[0], 0).unwrap();
+    let b = dma.map(p[1], 0).unwrap();
+    assert!(a >= 1 << 40 && a.is_multiple_of(PG) && b != a);
+    assert_eq!(dma.resolve(a + 100), Some(p[0]));
+    assert_eq!(dma.live(), 2);
+    dma.unmap(a, p[0], 0);
+    assert_eq!(dma.resolve(a), None);
+    assert!(v.is_empty());
+    dma.unmap(a, p[0], 0);
+    assert_eq!(v.count(), 1, "double unmap");
+    dma.unmap(b, p[1], 9);
+    assert_eq!(v.count(), 2, "size mismatch");
+    dma.unmap(b, p[1], 0);
+    drop(g);
+    mm.munmap(mm.vmas()[0].0, 2 * PG).unwrap();
+    let g = range.lock();
+    dma.map(p[0], 0).unwrap();
+    assert_eq!(v.count(), 3, "mapping a freed page");
+    dma.set_dirty(p[1]);
+    assert_eq!(v.count(), 4, "set_page_dirty of a freed page");
+    drop(g);
+    assert_eq!(dma.leaks().len(), 1);
+}
+
+#[test]
+fn huge_mapping_alignment() {
+    let mm = MmHandle::new();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let dma = DmaTracker::new(&mm, v.clone());
+    let t = mm.mmap(2 << 20, Prot::RW, MapFlags::THP).unwrap();
+    mm.cpu_write(t, 1).unwrap();
+    let head = mm.cpu_pte(t).unwrap().0;
+    let small = pages(&mm, 1)[0];
+    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let _g = range.lock();
+    dma.map(small, 0).unwrap();
+    let a = dma.map(head, 9).unwrap();
+    assert_eq!(a % (2 << 20), 0);
+    assert_eq!(dma.resolve(a + 5 * PG + 7), Some(head + 5));
+    assert!(v.is_empty());
+}
+
+#[test]
+fn dma_map_outside_the_range_lock_is_reported() {
+    let mm = MmHandle::new();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let dma = DmaTracker::new(&mm, v.clone());
+    let p = pages(&mm, 1);
+    dma.map(p[0], 0).unwrap();
+    assert_eq!(v.count(), 1);
+    assert!(v.messages()[0].contains("outside the range lock"));
+}
+
+#[test]
+fn table_mem_counts_poisons_and_checks_frees() {
+    let v = crate::Violations::new();
+    let _s = v.scope();
+    let mem = TableMem::new::<X86Format>(v.clone());
+    let t = mem.alloc().unwrap();
+    let t2 = mem.alloc().unwrap();
+    assert_eq!(mem.live_tables(), 2);
+    assert_eq!(unsafe { mem.va(mem.pa(t)) }, t);
+    unsafe { mem.free(t) };
+    assert_eq!(mem.live_tables(), 1);
+    // The freed table decodes as a leaf to the poison address at the leaf levels.
+    let first = unsafe { *(t.as_ptr() as *const u64) };
+    assert_eq!(
+        X86Format::decode(first, 0),
+        Entry::Leaf {
+            addr: POISON_DMA,
+            perm: pgtable::Perm::RW
+        }
+    );
+    assert!(matches!(X86Format::decode(first, 1), Entry::Leaf { .. }));
+    unsafe { mem.free(t) };
+    assert_eq!(v.count(), 1, "double free");
+    unsafe { mem.free(t2) };
+    assert_eq!(mem.live_tables(), 0);
+}

@@ -1,0 +1,231 @@
+//! Loom models: every interleaving (up to the preemption bound) of small concurrent scenarios,
+//! running the real engine over the model, whose locks, condition variables and protocol
+//! atomics are loom's under `--cfg loom`. Run with:
+//!
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p svm-tests --test loom`
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use model::{MapFlags, Prot, World};
+use pgtable::Errno;
+use svm::Config;
+
+const PAGE: u64 = 4096;
+const M2: u64 = 2 << 20;
+
+/// One page per fault keeps the state small; the protocol is the same.
+fn world() -> Arc<World> {
+    let cfg = Config {
+        fault_around_pages: 1,
+        ..Config::default()
+    };
+    Arc::new(
+        World::builder()
+            .config(cfg)
+            .tlb_entries(4)
+            .clock_step(1)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    b.check(move || {
+        r.fetch_add(1, Ordering::Relaxed);
+        f()
+    });
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    println!(
+        "loom: {name}: {} interleavings explored",
+        runs.load(Ordering::Relaxed)
+    );
+}
+
+fn finish(w: &World) {
+    w.check_quiescent()
+        .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+    w.teardown();
+    w.check_quiescent()
+        .unwrap_or_else(|e| panic!("not quiescent after teardown: {e}"));
+}
+
+/// A device write faulting while the page migrates: the fault must not commit the old page
+/// (read_retry under the lock after set_seq in the callback), and the write must land.
+#[test]
+fn fault_vs_invalidate_same_range() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        w.mm.cpu_write(a, 1).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let mut d = w2.device();
+            d.write(a, 2).unwrap();
+            d.read(a).unwrap()
+        });
+        w.mm.migrate(a).unwrap();
+        assert_eq!(t.join().unwrap(), 2);
+        assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "device write lost");
+        finish(&w);
+    });
+}
+
+/// The device holds a TLB entry while the page is unmapped: the DMA mapping may be released
+/// only after the TLB flush.
+#[test]
+fn tlb_entry_live_during_invalidation() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        let t = thread::spawn(move || {
+            for _ in 0..2 {
+                match d.read(a) {
+                    Ok(v) => assert_eq!(v, 1),
+                    Err(e) => assert_eq!(e, Errno::EFAULT),
+                }
+            }
+        });
+        w.mm.munmap(a, PAGE).unwrap();
+        t.join().unwrap();
+        finish(&w);
+    });
+}
+
+/// Two faults on the same range, one read and one write of neighbouring pages.
+#[test]
+fn two_faults_same_range() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        w.mm.cpu_write(a, 5).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.device().write(a + PAGE, 6).unwrap());
+        assert_eq!(w.device().read(a).unwrap(), 5);
+        t.join().unwrap();
+        assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 6);
+        assert_eq!(w.engine.range_count(), 1);
+        finish(&w);
+    });
+}
+
+/// Two faults creating the same range: one notifier survives, the loser's is removed.
+#[test]
+fn two_creators_of_one_range() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.device().write(a, 1).unwrap());
+        w.device().write(a + PAGE, 2).unwrap();
+        t.join().unwrap();
+        assert_eq!(w.engine.range_count(), 1);
+        let s = w.engine.stats();
+        assert_eq!(s.ranges_created, 1);
+        assert!(s.range_races <= 1);
+        assert_eq!(w.mm.cpu_read(a).unwrap(), 1);
+        finish(&w);
+    });
+}
+
+/// A fault on one range while another range is invalidated: no retry, no wait on its lock.
+#[test]
+fn faults_on_other_ranges_do_not_retry() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+        let b = a + M2;
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        d.read(b).unwrap();
+        let before = w.engine.stats();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.device().write(b + PAGE, 2).unwrap());
+        w.mm.migrate(a).unwrap();
+        t.join().unwrap();
+        let s = w.engine.stats();
+        assert_eq!(
+            s.retries_foreign, before.retries_foreign,
+            "a fault retried for another range"
+        );
+        assert_eq!(s.retries_own, before.retries_own);
+        finish(&w);
+    });
+}
+
+/// GC racing a fault on a range that was unmapped and mapped again.
+#[test]
+fn fault_vs_gc() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
+        w.device().write(a, 1).unwrap();
+        w.mm.munmap(a, M2).unwrap();
+        w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.device().write(a, 7).unwrap());
+        w.gc();
+        t.join().unwrap();
+        assert_eq!(w.mm.cpu_read(a).unwrap(), 7);
+        w.mm.munmap(a, M2).unwrap();
+        assert!(
+            w.engine.page_table().translate(a).is_none(),
+            "munmap did not reach the device"
+        );
+        w.gc();
+        finish(&w);
+    });
+}
+
+/// An invalidation racing teardown.
+#[test]
+fn invalidate_vs_teardown() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        d.write(a + PAGE, 2).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.mm.munmap(a, PAGE).unwrap());
+        w.teardown();
+        t.join().unwrap();
+        assert_eq!(w.dma.live(), 0);
+        assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 2);
+        finish(&w);
+    });
+}
+
+/// The OOM reaper's non-blockable invalidation while a fault holds the range lock: it either
+/// refuses having changed nothing, or does the whole job.
+#[test]
+fn nonblockable_invalidation_under_contention() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        w.device().write(a, 1).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let _ = w2.device().write(a + PAGE, 2);
+        });
+        let r = w.mm.oom_reap().unwrap();
+        t.join().unwrap();
+        if r.skipped == 0 && !r.contended {
+            assert!(
+                w.engine.page_table().translate(a).is_none(),
+                "reaped page still mapped"
+            );
+        }
+        w.check_quiescent().unwrap_or_else(|e| panic!("{r:?}: {e}"));
+        finish(&w);
+    });
+}
