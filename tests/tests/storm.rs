@@ -1,0 +1,41 @@
+//! Fault storms (release mode runs millions of checked accesses; debug runs a short one).
+
+use svm::Config;
+use svm_tests::storm::{run, table, StormConfig};
+
+fn storm(cfg: StormConfig) {
+    let r = run(cfg);
+    println!("{}", table(&r));
+    assert!(r.clean(), "storm found problems:\n{}", table(&r));
+    assert!(r.engine.faults > 0 && r.own_checks > 0 && r.mutations > 0);
+}
+
+fn accesses(release: u64) -> u64 {
+    if cfg!(debug_assertions) {
+        release / 100
+    } else {
+        release
+    }
+}
+
+#[test]
+fn storm_default_ranges() {
+    storm(StormConfig {
+        accesses_per_thread: accesses(350_000),
+        ..StormConfig::default()
+    });
+}
+
+#[test]
+fn storm_small_ranges_no_fault_around() {
+    storm(StormConfig {
+        accesses_per_thread: accesses(150_000),
+        seed: 7,
+        engine: Config {
+            range_shift: 16,
+            fault_around_pages: 1,
+            ..Config::default()
+        },
+        ..StormConfig::default()
+    });
+}
