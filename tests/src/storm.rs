@@ -121,7 +121,7 @@ fn tag(id: usize, n: u64) -> u64 {
 
 fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
     let mut d = s.w.device();
-    let mut rng = Rng::new(s.cfg.seed ^ (id as u64 + 1) * 0x1234_5678);
+    let mut rng = Rng::new(s.cfg.seed ^ ((id as u64 + 1) * 0x1234_5678));
     let pages = s.cfg.data_bytes / PAGE;
     let n = s.cfg.device_threads as u64;
     // Own pages: p % n == id. Expected value of each, once written.
@@ -172,7 +172,7 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
             // Churn buffer: anything may fail; the device still checks every access it makes.
             let va = s.churn + rng.below(s.cfg.churn_bytes / PAGE) * PAGE;
             let res = if rng.one_in(2) {
-                d.write(va, rng.next())
+                d.write(va, rng.next_u64())
             } else {
                 d.read(va).map(|_| ())
             };
@@ -202,7 +202,7 @@ fn mutator_thread(s: &Shared, id: usize) {
             4 => drop(mm.split_thp(page & !(M2 - 1))),
             5 => {
                 if let Ok(child) = mm.fork() {
-                    let _ = child.cpu_write(page, rng.next());
+                    let _ = child.cpu_write(page, rng.next_u64());
                     child.exit();
                 }
             }
