@@ -124,6 +124,10 @@ pub struct Translation {
     pub perm: Perm,
     /// 0 for a 4 KiB leaf, 1 for a 2 MiB leaf.
     pub level: u8,
+    /// The leaf's software word (the engine keeps the pfn of the mapped page or folio head
+    /// there: a software device reaches memory through the page, never by dereferencing a DMA
+    /// address).
+    pub aux: u64,
 }
 
 /// A leaf as the table holds it, for the owner's bookkeeping.
@@ -535,7 +539,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let mut t = self.root;
         let mut level = LEVELS - 1;
         loop {
-            let pte = self.table(t).pte[index(va, level)].load(Ordering::Acquire);
+            let tb = self.table(t);
+            let i = index(va, level);
+            let pte = tb.pte[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
                 Entry::Table(pa) if level > 0 => {
                     // SAFETY: the entry links a live table; the device TLB flush protocol keeps it
@@ -545,10 +551,13 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 }
                 Entry::Leaf { addr, perm } if level <= 1 => {
                     let off = va & ((1u64 << level_shift(level)) - 1) & !((1u64 << PAGE_SHIFT) - 1);
+                    // The acquire load of the entry orders this after the writer's aux store.
+                    let aux = tb.aux[i].load(Ordering::Relaxed);
                     return Some(Translation {
                         addr: addr + off,
                         perm,
                         level,
+                        aux,
                     });
                 }
                 _ => return None,
