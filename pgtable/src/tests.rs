@@ -191,3 +191,106 @@ fn concurrent_prepare_installs_one_table_per_slot() {
         assert_eq!(pt.census().pages, 4);
     }
 }
+
+/// Edges the basic scenario does not reach (found by cargo-mutants).
+fn edges<F: PteFormat>() {
+    let mem = Mem::default();
+    let pt = PageTable::<F, _>::new(mem.clone()).unwrap();
+    let root = pt.root_pa();
+    assert!(
+        root != 0 && root % 4096 == 0,
+        "root_pa is the root table's address"
+    );
+    // SAFETY: `root` came from `pa` of the live root.
+    assert_eq!(unsafe { mem.va(root) }.as_ptr() as u64, root);
+
+    // Argument validation of `map`.
+    pt.prepare(0x40_0000, 1).unwrap();
+    assert_eq!(
+        pt.map(0x40_0000, 2, 0, Perm::RO, 0),
+        Err(Errno::EINVAL),
+        "no level-2 leaves"
+    );
+    assert_eq!(
+        pt.map(0x40_0000, 1, 0x1000, Perm::RO, 0),
+        Err(Errno::EINVAL),
+        "misaligned 2 MiB address"
+    );
+    assert_eq!(
+        pt.map(0x40_1000, 1, 0x20_0000, Perm::RO, 0),
+        Err(Errno::EINVAL),
+        "misaligned 2 MiB VA"
+    );
+    assert_eq!(pt.map(0x40_0000, 1, 0x20_0000, Perm::RO, 0), Ok(None));
+
+    // `get` reports the leaf's base VA and keeps reporting a zapped leaf until it is reaped.
+    pt.prepare(0x80_0000, 0).unwrap();
+    pt.map(0x80_3000, 0, 0x9000, Perm::RW, 3).unwrap();
+    let l = pt.get(0x80_3123, 0).unwrap();
+    assert_eq!((l.va, l.addr, l.aux, l.valid), (0x80_3000, 0x9000, 3, true));
+    let h = pt.get(0x41_2345, 1).unwrap();
+    assert_eq!((h.va, h.addr, h.level), (0x40_0000, 0x20_0000, 1));
+    pt.zap(0x80_3000, 0x80_4000).unwrap();
+    let z = pt.get(0x80_3000, 0).unwrap();
+    assert_eq!(
+        (z.valid, z.addr, z.perm, z.aux),
+        (false, 0x9000, Perm::RW, 3)
+    );
+    assert_eq!(pt.translate(0x80_3000), None);
+    let t = {
+        pt.map(0x80_5000, 0, 0xa000, Perm::RO, 77).unwrap();
+        pt.translate(0x80_5fff).unwrap()
+    };
+    assert_eq!(
+        (t.addr, t.aux),
+        (0xa000, 77),
+        "translate hands out the software word"
+    );
+    pt.reap(0x80_0000, 0xa0_0000, |_| {});
+    pt.zap(0x80_5000, 0x80_6000).unwrap();
+    pt.reap(0x80_0000, 0xa0_0000, |_| {});
+
+    // Two empty leaf tables unlinked at once.
+    pt.prepare(0xa0_0000, 0).unwrap();
+    let before = mem.0.load(Ordering::SeqCst);
+    let d = pt.unlink_leaf_tables(0x80_0000, 0xc0_0000);
+    assert_eq!(d.len(), 2);
+    // SAFETY: no device walks this test's table.
+    unsafe { pt.free_deferred(d) };
+    assert_eq!(mem.0.load(Ordering::SeqCst), before - 2);
+}
+
+#[test]
+fn x86_edges() {
+    edges::<X86Format>();
+    // Malformed entries: a non-present, non-leaf value is nothing, not a zapped leaf.
+    assert_eq!(X86Format::decode(0x5000, 0), super::format::Entry::None);
+    assert_eq!(
+        X86Format::decode(0x5000 | 1 << 1, 1),
+        super::format::Entry::None
+    );
+}
+
+#[test]
+fn gfx9_edges() {
+    edges::<Gfx9Format>();
+    use super::format::Entry;
+    // A table pointer (V only) is never a leaf, at any level; a level-1 entry without PDE_PTE
+    // is not a 2 MiB leaf even if it carries leaf bits.
+    assert_eq!(
+        Gfx9Format::decode(Gfx9Format::table(0x7000), 1),
+        Entry::Table(0x7000)
+    );
+    assert_eq!(
+        Gfx9Format::decode(Gfx9Format::table(0x7000), 2),
+        Entry::Table(0x7000)
+    );
+    let small = Gfx9Format::leaf(0x20_0000, Perm::RW, 0);
+    assert!(!matches!(Gfx9Format::decode(small, 1), Entry::Leaf { .. }));
+    assert!(matches!(Gfx9Format::decode(small, 0), Entry::Leaf { .. }));
+    // A zapped leaf keeps R, so it decodes as zapped; a cleared table pointer is nothing.
+    assert_eq!(
+        Gfx9Format::decode(Gfx9Format::table(0x7000) & !1, 1),
+        Entry::None
+    );
+}
