@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Boot the svm debug kernel in QEMU (TCG) with a busybox initramfs, run
+# hmm-tests against test_hmm plus the given modules/programs (see vm/init.sh),
+# and judge the serial log.
+#
+#   scripts/vm-run.sh [--module KO]... [--prog STATIC_BIN]... [--no-hmm-tests]
+#                     [--timeout SECS] [--log FILE] [--append ARGS] [--quiet]
+#                     [--mem 4G] [--smp 2]
+#
+# Exits 0 only if the VM printed "SVM-VM-RESULT rc=0", hmm-tests failed only
+# where vm/expected-failures-test_hmm.txt says so, THP faults allocated huge
+# pages, and the kernel log has no BUG/WARNING/lockdep/KASAN/kmemleak/hung
+# task/panic/Call Trace report.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
+
+MODULES=() PROGS=() HMM_TESTS=1 QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
+TIMEOUT="${SVM_VM_TIMEOUT:-900}"
+while (($#)); do
+    case "$1" in
+        --module) MODULES+=("$2"); shift 2 ;;
+        --prog) PROGS+=("$2"); shift 2 ;;
+        --no-hmm-tests) HMM_TESTS=0; shift ;;
+        --timeout) TIMEOUT="$2"; shift 2 ;;
+        --log) LOG="$2"; shift 2 ;;
+        --append) EXTRA_APPEND="$2"; shift 2 ;;
+        --mem) MEM="$2"; shift 2 ;;
+        --smp) SMP="$2"; shift 2 ;;
+        --quiet|-q) QUIET=1; shift ;;
+        -h|--help) usage ;;
+        *) echo "unknown argument: $1" >&2; usage 2 ;;
+    esac
+done
+
+KDIR="$("$SVM_ROOT/scripts/kdir.sh")"
+KCACHE="$("$SVM_ROOT/scripts/kdir.sh" --cache)"
+EXPECTED="$SVM_ROOT/vm/expected-failures-test_hmm.txt"
+
+# hmm-tests from the same kernel tree, built once per kernel key.
+HMM_TESTS_BIN="$KCACHE/hmm-tests"
+if ((HMM_TESTS)) && [[ ! -x "$HMM_TESTS_BIN" ]]; then
+    echo "== building $HMM_TESTS_BIN"
+    gcc -static -O2 -I"$KDIR" -I"$KDIR/tools/include/uapi" \
+        "$KDIR/tools/testing/selftests/mm/hmm-tests.c" -lpthread -o "$HMM_TESTS_BIN.tmp"
+    mv "$HMM_TESTS_BIN.tmp" "$HMM_TESTS_BIN"
+fi
+
+# --- initramfs --------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/svm-vm.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+LIST="$WORK/initramfs.list"   # usr/gen_init_cpio input: no root or mknod needed
+{
+    echo "dir /dev 0755 0 0"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    echo "dir /bin 0755 0 0"
+    echo "file /bin/busybox /bin/busybox 0755 0 0"
+    echo "file /init $SVM_ROOT/vm/init.sh 0755 0 0"
+    echo "dir /svm 0755 0 0"
+    echo "dir /svm/modules 0755 0 0"
+    echo "dir /svm/progs 0755 0 0"
+    if ((HMM_TESTS)); then
+        echo "file /svm/test_hmm.ko $KDIR/lib/test_hmm.ko 0644 0 0"
+        echo "file /svm/hmm-tests $HMM_TESTS_BIN 0755 0 0"
+    fi
+} > "$LIST"
+
+: > "$WORK/modules.list"
+for ko in "${MODULES[@]}"; do
+    [[ -f "$ko" ]] || die "no such module: $ko"
+    echo "file /svm/modules/$(basename "$ko") $(realpath "$ko") 0644 0 0" >> "$LIST"
+    basename "$ko" >> "$WORK/modules.list"
+done
+: > "$WORK/progs.list"
+i=0
+for prog in "${PROGS[@]}"; do
+    [[ -x "$prog" ]] || die "not an executable: $prog"
+    # The initramfs has no libc: refuse dynamically linked programs early.
+    if readelf -l "$prog" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+        die "$prog is dynamically linked; build it static"
+    fi
+    name="$(printf '%02d-%s' "$i" "$(basename "$prog")")"
+    i=$((i + 1))
+    echo "file /svm/progs/$name $(realpath "$prog") 0755 0 0" >> "$LIST"
+    echo "$name" >> "$WORK/progs.list"
+done
+echo "file /svm/modules.list $WORK/modules.list 0644 0 0" >> "$LIST"
+echo "file /svm/progs.list $WORK/progs.list 0644 0 0" >> "$LIST"
+
+INITRD="$WORK/initramfs.cpio.gz"
+"$KDIR/usr/gen_init_cpio" "$LIST" | gzip -1 > "$INITRD"
+
+# --- boot -------------------------------------------------------------------
+if [[ -z "$LOG" ]]; then
+    mkdir -p "$SVM_CACHE/vm-logs"
+    LOG="$SVM_CACHE/vm-logs/vm-$(date +%Y%m%d-%H%M%S).log"
+fi
+# oops=panic + panic=-1 + -no-reboot: an oops ends the run at once instead of
+# leaving a half-dead VM until the timeout.  No -cpu max: ~5x slower on TCG.
+# One socket per vCPU: SeaBIOS's MP table lists only the first CPU of each
+# package, and without ACPI the kernel would bring up a single CPU.
+APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers $EXTRA_APPEND"
+QEMU=(qemu-system-x86_64 -machine "${SVM_QEMU_MACHINE:-q35}" -accel "tcg,thread=multi"
+      -m "$MEM" -smp "$SMP,sockets=$SMP,cores=1,threads=1" -nographic -no-reboot
+      -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$INITRD" -append "$APPEND")
+
+echo "== booting (timeout ${TIMEOUT}s), serial log: $LOG"
+t0=$(date +%s)
+set +e
+if ((QUIET)); then
+    timeout "$TIMEOUT" "${QEMU[@]}" < /dev/null > "$LOG" 2>&1
+else
+    timeout "$TIMEOUT" "${QEMU[@]}" < /dev/null 2>&1 | tee "$LOG"
+fi
+qemu_rc=${PIPESTATUS[0]}
+set -e
+t1=$(date +%s)
+# Serial lines end in CRLF.
+sed -i 's/\r$//' "$LOG"
+
+# --- judge ------------------------------------------------------------------
+problems=()
+echo
+echo "================ svm VM summary ================"
+echo "serial log: $LOG"
+echo "VM wall time: $((t1 - t0)) s (qemu rc=$qemu_rc)"
+((qemu_rc != 124)) || problems+=("timed out after ${TIMEOUT}s")
+
+# Kernel reports: only on printk lines ("[    1.234567][  T123] ..."), so test
+# output can't trip them.  Each pattern is specific enough not to match boot banners
+# such as lockdep's "Lock dependency validator" or "KernelAddressSanitizer
+# initialized".
+KPATTERNS='BUG:|WARNING:|kernel BUG at|Oops|Kernel panic|Call Trace|KASAN:'
+KPATTERNS+='|possible circular locking|inconsistent lock state|possible recursive locking'
+KPATTERNS+='|suspicious RCU usage|lock held when returning|lockdep is turned off'
+KPATTERNS+='|blocked for more than|hung task|soft lockup|rcu: INFO: .*detected stall'
+KPATTERNS+='|ODEBUG:|UBSAN:'
+# (kmemleak's "N new suspected memory leaks" is judged from its report below.)
+KPATTERNS+='|unreferenced object'
+if grep -nE "\[ *[0-9]+\.[0-9]+\].*($KPATTERNS)" "$LOG" > "$WORK/kernel-reports"; then
+    problems+=("kernel reports: $(wc -l < "$WORK/kernel-reports") lines (see above)")
+    echo "kernel reports:"
+    head -n 40 "$WORK/kernel-reports" | sed 's/^/  /'
+fi
+# kmemleak's report, printed by `cat` in init: one record per object, as
+# "<comm> <pid> <backtrace functions...>".  Objects allocated by the insmod of
+# test_hmm whose backtrace has a function listed as "kmemleak <function>" in
+# the expected file are test_hmm's own known leaks; anything else fails.
+section() {  # section <label>: lines between "== BEGIN <label>" and "== END <label>"
+    awk -v b="== BEGIN $1" -v e="== END $1" \
+        'index($0, b) == 1 { p = 1; next } p && index($0, e) == 1 { p = 0 } p' "$LOG"
+}
+mapfile -t leak_funcs < <(awk '$1 == "kmemleak" { print $2 }' "$EXPECTED")
+test_hmm_pid=$(sed -nE 's/^SVM-VM-PID insmod-test_hmm ([0-9]+)$/\1/p' "$LOG")
+section kmemleak | awk '
+    /^unreferenced object/ { if (rec != "") print rec; rec = "?"; next }
+    /^  comm "/ { split($0, a, "\""); match($0, /pid [0-9]+/)
+                  rec = a[2] " " substr($0, RSTART + 4, RLENGTH - 4); next }
+    /^    [A-Za-z_0-9.]+\+0x/ { sub(/\+.*/, "", $1); rec = rec " " $1 }
+    END { if (rec != "") print rec }' > "$WORK/leaks" || true
+known_leaks=0 leaks=0
+while read -r comm pid funcs; do
+    known=0
+    if [[ $comm == insmod && $pid == "$test_hmm_pid" ]]; then
+        for f in "${leak_funcs[@]}"; do
+            [[ " $funcs " == *" $f "* ]] && known=1
+        done
+    fi
+    if ((known)); then
+        known_leaks=$((known_leaks + 1))
+    else
+        leaks=$((leaks + 1))
+        echo "kmemleak: unreferenced object from $comm (pid $pid): ${funcs:0:160}"
+    fi
+done < "$WORK/leaks"
+echo "kmemleak: $leaks unreferenced objects, $known_leaks known test_hmm leaks"
+((leaks == 0)) || problems+=("kmemleak: $leaks unreferenced objects")
+
+# Steps recorded by init.
+echo "steps:"
+grep -E '^SVM-VM-STEP ' "$LOG" | while read -r _ label rc; do
+    printf '  %-40s %s\n' "${label#label=}" "$([[ $rc == rc=0 ]] && echo ok || echo "FAILED ($rc)")"
+done || true
+grep -qE '^SVM-VM-STEP .* rc=[1-9]' "$LOG" && problems+=("failed steps (see above)")
+
+# hmm-tests: TAP lines "ok N name", "not ok N name", "ok N name # SKIP ...".
+if ((HMM_TESTS)); then
+    label='hmm-tests [test_hmm]'
+    section "$label" > "$WORK/hmm.out"
+    if ! grep -qF "== END $label" "$LOG"; then
+        problems+=("$label did not finish")
+    else
+        pass=$(grep -E '^ok [0-9]+ ' "$WORK/hmm.out" | grep -vc '# SKIP' || true)
+        skip=$(grep -cE '^ok [0-9]+ .*# SKIP' "$WORK/hmm.out" || true)
+        mapfile -t failed < <(sed -nE 's/^not ok [0-9]+ ([^ ]+).*/\1/p' "$WORK/hmm.out")
+        mapfile -t expected < <(grep -vE '^\s*(#|$)' "$EXPECTED" | awk '$1 != "kmemleak" { print $1 }')
+        echo "$label: pass $pass, fail ${#failed[@]}, skip $skip"
+        for t in "${failed[@]}"; do
+            if printf '%s\n' "${expected[@]}" | grep -qxF "$t"; then
+                echo "  expected failure: $t"
+            else
+                echo "  UNEXPECTED FAILURE: $t"
+                problems+=("$label: unexpected failure $t")
+            fi
+        done
+        for t in "${expected[@]}"; do
+            if grep -qE "^ok [0-9]+ $t\$" "$WORK/hmm.out"; then
+                echo "  XPASS (listed in $(basename "$EXPECTED") but passed): $t"
+            fi
+        done
+        ((pass > 0)) || problems+=("$label: nothing passed")
+    fi
+    thp=$(sed -nE 's/^SVM-VM-THP thp_fault_alloc=([0-9]+).*/\1/p' "$LOG")
+    echo "THP: $(grep -E '^SVM-VM-THP ' "$LOG" | cut -d' ' -f2- || echo 'no report')"
+    [[ -n "$thp" && "$thp" -gt 0 ]] \
+        || problems+=("THP: no 2 MiB page was fault-allocated during hmm-tests")
+fi
+
+result=$(sed -nE 's/^SVM-VM-RESULT rc=([0-9]+)$/\1/p' "$LOG" | tail -n1)
+if [[ -z "$result" ]]; then
+    problems+=("no SVM-VM-RESULT line (VM crashed, hung or was killed)")
+elif ((result != 0)); then
+    problems+=("SVM-VM-RESULT rc=$result")
+fi
+
+if ((${#problems[@]})); then
+    echo "RESULT: FAIL"
+    printf '  - %s\n' "${problems[@]}"
+    exit 1
+fi
+echo "RESULT: PASS"
