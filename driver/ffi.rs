@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The C glue's functions (driver/glue.h), as Rust sees them. Every pointer type is opaque
+//! here: C owns the structs.
+
+use core::ffi::c_void;
+
+/// `struct mm_struct`.
+#[repr(C)]
+pub struct MmStruct {
+    _p: [u8; 0],
+}
+/// `struct device`.
+#[repr(C)]
+pub struct Device {
+    _p: [u8; 0],
+}
+/// `struct svm_notifier` (glue.c).
+#[repr(C)]
+pub struct Notifier {
+    _p: [u8; 0],
+}
+/// `struct svm_work` (glue.c).
+#[repr(C)]
+pub struct Work {
+    _p: [u8; 0],
+}
+/// `struct svm_waitq` (glue.c).
+#[repr(C)]
+pub struct Waitq {
+    _p: [u8; 0],
+}
+
+/// `struct svm_vma_info`.
+#[repr(C)]
+#[derive(Default)]
+pub struct VmaInfo {
+    pub start: u64,
+    pub end: u64,
+    pub read: u32,
+    pub write: u32,
+    pub io: u32,
+    pub pad: u32,
+}
+
+/// `enum svm_lock_class`.
+pub const LC_TABLE: u32 = 0;
+pub const LC_RANGE: u32 = 1;
+pub const LC_INDEX: u32 = 2;
+pub const LC_CTX: u32 = 3;
+pub const LC_WORKER: u32 = 4;
+pub const LC_FAULTQ: u32 = 5;
+pub const LC_TLB: u32 = 6;
+
+extern "C" {
+    pub fn svm_spin_new(cls: u32) -> *mut c_void;
+    pub fn svm_spin_free(l: *mut c_void);
+    pub fn svm_spin_lock(l: *mut c_void);
+    pub fn svm_spin_trylock(l: *mut c_void) -> bool;
+    pub fn svm_spin_unlock(l: *mut c_void);
+    pub fn svm_mutex_new(cls: u32) -> *mut c_void;
+    pub fn svm_mutex_free(l: *mut c_void);
+    pub fn svm_mutex_lock(l: *mut c_void);
+    pub fn svm_mutex_trylock(l: *mut c_void) -> bool;
+    pub fn svm_mutex_unlock(l: *mut c_void);
+
+    pub fn svm_current_mm() -> *mut MmStruct;
+    pub fn svm_mm_bind(mm: *mut MmStruct) -> i32;
+    pub fn svm_mm_drop(mm: *mut MmStruct);
+    pub fn svm_mmap_read_lock(mm: *mut MmStruct) -> i32;
+    pub fn svm_mmap_read_unlock(mm: *mut MmStruct);
+    pub fn svm_vma_lookup(mm: *mut MmStruct, addr: u64, out: *mut VmaInfo) -> bool;
+
+    pub fn svm_notifier_insert(
+        mm: *mut MmStruct,
+        start: u64,
+        len: u64,
+        cb: *const c_void,
+        cookie: *const c_void,
+        unmap_work: *mut Work,
+        out: *mut *mut Notifier,
+    ) -> i32;
+    pub fn svm_notifier_remove(n: *mut Notifier);
+    pub fn svm_notifier_free(n: *mut Notifier);
+    pub fn svm_notifier_read_begin(n: *mut Notifier) -> u64;
+    pub fn svm_notifier_read_retry(n: *mut Notifier, seq: u64) -> bool;
+    pub fn svm_notifier_check_retry(n: *mut Notifier, seq: u64) -> bool;
+    pub fn svm_notifier_set_seq(n: *mut Notifier, seq: u64);
+    pub fn svm_hmm_range_fault(
+        n: *mut Notifier,
+        seq: u64,
+        start: u64,
+        npages: u64,
+        pfns: *mut u64,
+    ) -> i32;
+
+    pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, err: *mut i32) -> u64;
+    pub fn svm_dma_unmap(dev: *mut Device, addr: u64, pfn: u64, order: u32);
+    pub fn svm_set_page_dirty(pfn: u64);
+    pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;
+    pub fn svm_kunmap(addr: *mut u8);
+    pub fn svm_get_device(dev: *mut Device) -> *mut Device;
+    pub fn svm_put_device(dev: *mut Device);
+
+    pub fn svm_table_alloc(size: usize) -> *mut c_void;
+    pub fn svm_table_free(p: *mut c_void, size: usize);
+    pub fn svm_virt_to_phys(p: *const c_void) -> u64;
+    pub fn svm_phys_to_virt(pa: u64) -> *mut c_void;
+
+    pub fn svm_now_ns() -> u64;
+    pub fn svm_cond_resched();
+    pub fn svm_fatal_signal_pending() -> bool;
+    pub fn svm_task_size() -> u64;
+
+    pub fn svm_work_new(data: *mut c_void) -> *mut Work;
+    pub fn svm_work_queue(w: *mut Work);
+    pub fn svm_work_cancel_sync(w: *mut Work);
+    pub fn svm_work_free(w: *mut Work);
+
+    pub fn svm_waitq_new() -> *mut Waitq;
+    pub fn svm_waitq_free(q: *mut Waitq);
+    pub fn svm_waitq_wait_ne(q: *mut Waitq, p: *const u32, old: u32);
+    pub fn svm_waitq_wake(q: *mut Waitq);
+
+    pub static svm_uapi_sizes: [u32; 5];
+
+    pub fn svm_glue_init() -> i32;
+    pub fn svm_glue_exit();
+}

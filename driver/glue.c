@@ -1,0 +1,724 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * svm_accel C glue: the kernel structs 6.12's Rust bindings don't cover
+ * (locks with try-lock, mm, mmu_interval_notifier, hmm, DMA, pages, work
+ * items, wait queues) behind functions on opaque pointers, plus the DRM accel
+ * + platform driver boilerplate.  All logic lives in Rust (driver/ *.rs and the
+ * shared svm/ and pgtable/ sources); see Documentation/kernel.md.
+ */
+#include <linux/dma-map-ops.h>
+#include <linux/dma-mapping.h>
+#include <linux/highmem.h>
+#include <linux/huge_mm.h>
+#include <linux/hmm.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/platform_device.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/timekeeping.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include <drm/drm_accel.h>
+#include <drm/drm_drv.h>
+#include <drm/drm_file.h>
+#include <drm/drm_gem.h>
+#include <drm/drm_ioctl.h>
+
+#include "../include/uapi/drm/svm_accel.h"
+#include "glue.h"
+
+/* ---- uAPI layout: fixed sizes, so 32- and 64-bit userspace agree ------- */
+
+static_assert(sizeof(struct drm_svm_accel_bind) == 8);
+static_assert(sizeof(struct drm_svm_accel_op) == 48);
+static_assert(sizeof(struct drm_svm_accel_submit) == 32);
+static_assert(sizeof(struct drm_svm_accel_prefetch) == 32);
+static_assert(sizeof(struct drm_svm_accel_query) == 272);
+
+const unsigned int svm_uapi_sizes[5] = {
+	sizeof(struct drm_svm_accel_bind),
+	sizeof(struct drm_svm_accel_op),
+	sizeof(struct drm_svm_accel_submit),
+	sizeof(struct drm_svm_accel_prefetch),
+	sizeof(struct drm_svm_accel_query),
+};
+
+/* ---- locks ------------------------------------------------------------- */
+
+/*
+ * One static key per class, so lockdep reports "svm_range_lock" etc. and
+ * checks every lock of a class against the same ordering rules.
+ */
+static struct lock_class_key svm_lock_keys[SVM_LC_NR];
+static const char *const svm_lock_names[SVM_LC_NR] = {
+	[SVM_LC_TABLE] = "svm_table_lock",
+	[SVM_LC_RANGE] = "svm_range_lock",
+	[SVM_LC_INDEX] = "svm_index_lock",
+	[SVM_LC_CTX] = "svm_ctx_lock",
+	[SVM_LC_WORKER] = "svm_worker_lock",
+	[SVM_LC_FAULTQ] = "svm_faultq_lock",
+	[SVM_LC_TLB] = "svm_tlb_lock",
+};
+
+void *svm_spin_new(unsigned int cls)
+{
+	spinlock_t *l;
+
+	if (WARN_ON(cls >= SVM_LC_NR))
+		return NULL;
+	l = kmalloc(sizeof(*l), GFP_KERNEL);
+	if (!l)
+		return NULL;
+	spin_lock_init(l);
+	lockdep_set_class_and_name(l, &svm_lock_keys[cls], svm_lock_names[cls]);
+	return l;
+}
+
+void svm_spin_free(void *l)
+{
+	kfree(l);
+}
+
+void svm_spin_lock(void *l)
+{
+	spin_lock(l);
+}
+
+bool svm_spin_trylock(void *l)
+{
+	return spin_trylock(l);
+}
+
+void svm_spin_unlock(void *l)
+{
+	spin_unlock(l);
+}
+
+void *svm_mutex_new(unsigned int cls)
+{
+	struct mutex *m;
+
+	if (WARN_ON(cls >= SVM_LC_NR))
+		return NULL;
+	m = kmalloc(sizeof(*m), GFP_KERNEL);
+	if (!m)
+		return NULL;
+	__mutex_init(m, svm_lock_names[cls], &svm_lock_keys[cls]);
+	return m;
+}
+
+void svm_mutex_free(void *l)
+{
+	mutex_destroy(l);
+	kfree(l);
+}
+
+void svm_mutex_lock(void *l)
+{
+	mutex_lock(l);
+}
+
+bool svm_mutex_trylock(void *l)
+{
+	return mutex_trylock(l);
+}
+
+void svm_mutex_unlock(void *l)
+{
+	mutex_unlock(l);
+}
+
+/*
+ * Teach lockdep the engine's lock order and its reclaim rule at module load,
+ * as dma-resv.c does, so a violation is reported on first use rather than when
+ * reclaim happens to hit it: mmap_lock -> range lock -> {table, TLB} lock, and
+ * the range lock may be taken from reclaim (the notifier callback runs there),
+ * so nothing may allocate with GFP_KERNEL under it.
+ */
+static int svm_lockdep_prime(void)
+{
+	struct mutex *range = svm_mutex_new(SVM_LC_RANGE);
+	spinlock_t *table = svm_spin_new(SVM_LC_TABLE);
+	spinlock_t *tlb = svm_spin_new(SVM_LC_TLB);
+	struct mm_struct *mm = current->mm;
+	int ret = -ENOMEM;
+
+	if (!range || !table || !tlb)
+		goto out;
+	if (mm) {
+		mmap_read_lock(mm);
+		mutex_lock(range);
+		mutex_unlock(range);
+		mmap_read_unlock(mm);
+	}
+	fs_reclaim_acquire(GFP_KERNEL);
+	mutex_lock(range);
+	spin_lock(table);
+	spin_unlock(table);
+	spin_lock(tlb);
+	spin_unlock(tlb);
+	mutex_unlock(range);
+	fs_reclaim_release(GFP_KERNEL);
+	ret = 0;
+out:
+	if (range)
+		svm_mutex_free(range);
+	kfree(table);
+	kfree(tlb);
+	return ret;
+}
+
+/* ---- mm ---------------------------------------------------------------- */
+
+struct mm_struct *svm_current_mm(void)
+{
+	return current->mm;
+}
+
+/*
+ * Pins the mm_struct (not the address space) for the context's lifetime and
+ * registers the mm with the notifier core once, now: mmu_notifier_register()
+ * takes mmap_write_lock, which the fault path must not do.
+ */
+int svm_mm_bind(struct mm_struct *mm)
+{
+	int ret;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	ret = mmu_notifier_register(NULL, mm);
+	mmput(mm);
+	if (ret)
+		return ret;
+	mmgrab(mm);
+	return 0;
+}
+
+void svm_mm_drop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+int svm_mmap_read_lock(struct mm_struct *mm)
+{
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	if (mmap_read_lock_killable(mm)) {
+		mmput_async(mm);
+		return -EINTR;
+	}
+	return 0;
+}
+
+void svm_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+	/* May be the last reference, from the fault worker: never exit_mmap here. */
+	mmput_async(mm);
+}
+
+bool svm_vma_lookup(struct mm_struct *mm, u64 addr, struct svm_vma_info *out)
+{
+	struct vm_area_struct *vma;
+
+	mmap_assert_locked(mm);
+	vma = vma_lookup(mm, addr);
+	if (!vma)
+		return false;
+	out->start = vma->vm_start;
+	out->end = vma->vm_end;
+	out->read = !!(vma->vm_flags & VM_READ);
+	out->write = !!(vma->vm_flags & VM_WRITE);
+	out->io = !!(vma->vm_flags & (VM_IO | VM_PFNMAP));
+	out->pad = 0;
+	return true;
+}
+
+/* ---- interval notifiers ------------------------------------------------ */
+
+static struct workqueue_struct *svm_wq;
+
+struct svm_notifier {
+	struct mmu_interval_notifier mni;
+	const void *cb;		/* the engine's InvalidateFn, opaque here */
+	const void *cookie;	/* its range */
+	struct svm_work *unmap_work;	/* queued after an MMU_NOTIFY_UNMAP (GC) */
+	bool inserted;
+};
+
+struct svm_work {
+	struct work_struct work;
+	void *data;
+};
+
+static unsigned int svm_event(enum mmu_notifier_event ev)
+{
+	switch (ev) {
+	case MMU_NOTIFY_UNMAP: return SVM_EV_UNMAP;
+	case MMU_NOTIFY_CLEAR: return SVM_EV_CLEAR;
+	case MMU_NOTIFY_PROTECTION_VMA: return SVM_EV_PROTECTION_VMA;
+	case MMU_NOTIFY_PROTECTION_PAGE: return SVM_EV_PROTECTION_PAGE;
+	case MMU_NOTIFY_SOFT_DIRTY: return SVM_EV_SOFT_DIRTY;
+	case MMU_NOTIFY_RELEASE: return SVM_EV_RELEASE;
+	case MMU_NOTIFY_MIGRATE: return SVM_EV_MIGRATE;
+	case MMU_NOTIFY_EXCLUSIVE: return SVM_EV_EXCLUSIVE;
+	}
+	/* Unknown: treat as a clear, which zaps (the safe choice). */
+	return SVM_EV_CLEAR;
+}
+
+/*
+ * The core already brackets a non-blockable call with non_block_start() /
+ * non_block_end() (mm/mmu_notifier.c), so sleeping in it is reported by
+ * DEBUG_ATOMIC_SLEEP.
+ */
+static bool svm_mni_invalidate(struct mmu_interval_notifier *mni,
+			       const struct mmu_notifier_range *range,
+			       unsigned long cur_seq)
+{
+	struct svm_notifier *n = container_of(mni, struct svm_notifier, mni);
+	bool ok;
+
+	ok = svm_rs_invalidate(n->cb, n->cookie, n, range->start, range->end,
+			       svm_event(range->event), mmu_notifier_range_blockable(range),
+			       cur_seq);
+	/* GC runs from the worker, never from here (it removes notifiers). */
+	if (ok && range->event == MMU_NOTIFY_UNMAP && n->unmap_work)
+		queue_work(svm_wq, &n->unmap_work->work);
+	return ok;
+}
+
+static const struct mmu_interval_notifier_ops svm_mni_ops = {
+	.invalidate = svm_mni_invalidate,
+};
+
+int svm_notifier_insert(struct mm_struct *mm, u64 start, u64 len, const void *cb,
+			const void *cookie, struct svm_work *unmap_work,
+			struct svm_notifier **out)
+{
+	struct svm_notifier *n;
+	int ret;
+
+	n = kzalloc(sizeof(*n), GFP_KERNEL);
+	if (!n)
+		return -ENOMEM;
+	n->cb = cb;
+	n->cookie = cookie;
+	n->unmap_work = unmap_work;
+	if (!mmget_not_zero(mm)) {
+		kfree(n);
+		return -ESRCH;
+	}
+	ret = mmu_interval_notifier_insert(&n->mni, mm, start, len, &svm_mni_ops);
+	/* Called from the fault worker too: never the exit_mmap of the last ref. */
+	mmput_async(mm);
+	if (ret) {
+		kfree(n);
+		return ret;
+	}
+	n->inserted = true;
+	*out = n;
+	return 0;
+}
+
+void svm_notifier_remove(struct svm_notifier *n)
+{
+	if (WARN_ON(!n->inserted))
+		return;
+	mmu_interval_notifier_remove(&n->mni);
+	n->inserted = false;
+}
+
+void svm_notifier_free(struct svm_notifier *n)
+{
+	/* Leak rather than free a notifier the core still holds. */
+	if (WARN_ON(n->inserted))
+		return;
+	kfree(n);
+}
+
+unsigned long svm_notifier_read_begin(struct svm_notifier *n)
+{
+	return mmu_interval_read_begin(&n->mni);
+}
+
+bool svm_notifier_read_retry(struct svm_notifier *n, unsigned long seq)
+{
+	return mmu_interval_read_retry(&n->mni, seq);
+}
+
+bool svm_notifier_check_retry(struct svm_notifier *n, unsigned long seq)
+{
+	return mmu_interval_check_retry(&n->mni, seq);
+}
+
+void svm_notifier_set_seq(struct svm_notifier *n, unsigned long seq)
+{
+	mmu_interval_set_seq(&n->mni, seq);
+}
+
+int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u64 npages,
+			u64 *pfns)
+{
+	struct hmm_range range = {
+		.notifier = &n->mni,
+		.notifier_seq = seq,
+		.start = start,
+		.end = start + (npages << PAGE_SHIFT),
+		.hmm_pfns = (unsigned long *)pfns,
+		.default_flags = 0,
+		.pfn_flags_mask = ~0UL,
+		.dev_private_owner = NULL,
+	};
+
+	BUILD_BUG_ON(sizeof(unsigned long) != sizeof(u64));
+	return hmm_range_fault(&range);
+}
+
+/* ---- DMA and pages ----------------------------------------------------- */
+
+/*
+ * DMA_ATTR_SKIP_CPU_SYNC: mirroring an address space maps some pages more than
+ * once (the shared zero page behind every untouched anonymous page a read
+ * fault sees, memory aliased at two addresses, KSM), and dma-debug refuses
+ * overlapping mappings that sync.  The device is cache coherent and never
+ * bounces (probe refuses dma_addressing_limited()), so there is nothing to
+ * sync on this platform; a non-coherent port would have to sync explicitly.
+ */
+#define SVM_DMA_ATTRS DMA_ATTR_SKIP_CPU_SYNC
+
+/*
+ * The direction of a page's mapping, the same at map and unmap time.  The
+ * engine maps everything DMA_BIDIRECTIONAL (a read mapping can be upgraded to
+ * writable in place), except that the shared zero pages are never writable
+ * (hmm never reports them so; a write fault replaces them first): those get
+ * DMA_TO_DEVICE, which dma-debug exempts from its limit of 7 overlapping
+ * mappings of one cacheline -- every untouched page a read fault sees is the
+ * same zero page.  huge_zero_folio is not exported: it is recognised as a
+ * PMD-order folio that is neither anonymous nor in a file mapping.
+ */
+static enum dma_data_direction svm_dma_dir(u64 pfn, unsigned int order)
+{
+	struct folio *folio;
+
+	if (is_zero_pfn(pfn))
+		return DMA_TO_DEVICE;
+	folio = page_folio(pfn_to_page(pfn));
+	if (order == HPAGE_PMD_ORDER && folio_order(folio) == HPAGE_PMD_ORDER &&
+	    !READ_ONCE(folio->mapping) && !folio_is_zone_device(folio))
+		return DMA_TO_DEVICE;
+	return DMA_BIDIRECTIONAL;
+}
+
+u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err)
+{
+	dma_addr_t a = dma_map_page_attrs(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order,
+					  svm_dma_dir(pfn, order), SVM_DMA_ATTRS);
+
+	if (dma_mapping_error(dev, a)) {
+		*err = -ENOMEM;
+		return 0;
+	}
+	*err = 0;
+	return a;
+}
+
+void svm_dma_unmap(struct device *dev, u64 addr, u64 pfn, unsigned int order)
+{
+	dma_unmap_page_attrs(dev, addr, PAGE_SIZE << order, svm_dma_dir(pfn, order),
+			     SVM_DMA_ATTRS);
+}
+
+/* As ib_umem_odp_unmap_dma_pages(): the pages are not pinned, so no _lock. */
+void svm_set_page_dirty(u64 pfn)
+{
+	set_page_dirty(pfn_to_page(pfn));
+}
+
+void *svm_kmap_pfn(u64 pfn)
+{
+	return kmap_local_page(pfn_to_page(pfn));
+}
+
+void svm_kunmap(void *addr)
+{
+	kunmap_local(addr);
+}
+
+struct device *svm_get_device(struct device *dev)
+{
+	return get_device(dev);
+}
+
+void svm_put_device(struct device *dev)
+{
+	put_device(dev);
+}
+
+void *svm_table_alloc(unsigned long size)
+{
+	return (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, get_order(size));
+}
+
+void svm_table_free(void *p, unsigned long size)
+{
+	free_pages((unsigned long)p, get_order(size));
+}
+
+u64 svm_virt_to_phys(const void *p)
+{
+	return virt_to_phys((void *)p);
+}
+
+void *svm_phys_to_virt(u64 pa)
+{
+	return phys_to_virt(pa);
+}
+
+/* ---- misc -------------------------------------------------------------- */
+
+u64 svm_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+void svm_cond_resched(void)
+{
+	cond_resched();
+}
+
+bool svm_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+u64 svm_task_size(void)
+{
+	return TASK_SIZE_MAX;
+}
+
+/* ---- work items and wait queues ---------------------------------------- */
+
+static void svm_work_fn(struct work_struct *work)
+{
+	struct svm_work *w = container_of(work, struct svm_work, work);
+
+	svm_rs_work(w->data);
+}
+
+struct svm_work *svm_work_new(void *data)
+{
+	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
+
+	if (!w)
+		return NULL;
+	INIT_WORK(&w->work, svm_work_fn);
+	w->data = data;
+	return w;
+}
+
+void svm_work_queue(struct svm_work *w)
+{
+	queue_work(svm_wq, &w->work);
+}
+
+void svm_work_cancel_sync(struct svm_work *w)
+{
+	cancel_work_sync(&w->work);
+}
+
+void svm_work_free(struct svm_work *w)
+{
+	kfree(w);
+}
+
+struct svm_waitq {
+	wait_queue_head_t wq;
+};
+
+struct svm_waitq *svm_waitq_new(void)
+{
+	struct svm_waitq *q = kzalloc(sizeof(*q), GFP_KERNEL);
+
+	if (q)
+		init_waitqueue_head(&q->wq);
+	return q;
+}
+
+void svm_waitq_free(struct svm_waitq *q)
+{
+	kfree(q);
+}
+
+/*
+ * Uninterruptible on purpose: the waiter's slot lives on the waiting job's
+ * stack until the fault worker has answered it.  Fault service is bounded
+ * (the engine's retry budget), so this wait is too.
+ */
+void svm_waitq_wait_ne(struct svm_waitq *q, const u32 *p, u32 old)
+{
+	wait_event(q->wq, smp_load_acquire(p) != old);
+}
+
+void svm_waitq_wake(struct svm_waitq *q)
+{
+	wake_up_all(&q->wq);
+}
+
+/* ---- DRM accel driver -------------------------------------------------- */
+
+static int svm_drm_open(struct drm_device *drm, struct drm_file *file)
+{
+	void *ctx = svm_rs_open(drm->dev);
+
+	if (!ctx)
+		return -ENOMEM;
+	file->driver_priv = ctx;
+	return 0;
+}
+
+static void svm_drm_postclose(struct drm_device *drm, struct drm_file *file)
+{
+	svm_rs_postclose(file->driver_priv);
+	file->driver_priv = NULL;
+}
+
+static int svm_ioctl_bind(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	return svm_rs_bind(file->driver_priv, data);
+}
+
+static int svm_ioctl_submit(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	return svm_rs_submit(file->driver_priv, data);
+}
+
+static int svm_ioctl_prefetch(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	return svm_rs_prefetch(file->driver_priv, data);
+}
+
+static int svm_ioctl_query(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	return svm_rs_query(file->driver_priv, data);
+}
+
+static const struct drm_ioctl_desc svm_ioctls[] = {
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_BIND, svm_ioctl_bind, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_SUBMIT, svm_ioctl_submit, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_PREFETCH, svm_ioctl_prefetch, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_QUERY, svm_ioctl_query, 0),
+};
+
+DEFINE_DRM_ACCEL_FOPS(svm_fops);
+
+static const struct drm_driver svm_drm_driver = {
+	.driver_features = DRIVER_COMPUTE_ACCEL,
+	.open = svm_drm_open,
+	.postclose = svm_drm_postclose,
+	.ioctls = svm_ioctls,
+	.num_ioctls = ARRAY_SIZE(svm_ioctls),
+	.fops = &svm_fops,
+	.name = "svm_accel",
+	.desc = "svm shared-virtual-memory sample accelerator",
+	.date = "20261121",
+	.major = 0,
+	.minor = 1,
+};
+
+static int svm_probe(struct platform_device *pdev)
+{
+	struct drm_device *drm;
+	int ret;
+
+	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
+	if (ret)
+		return ret;
+	/*
+	 * The device maps user pages in place: refuse one that would bounce, or
+	 * that needs cache maintenance (see SVM_DMA_ATTRS).
+	 */
+	if (dma_addressing_limited(&pdev->dev)) {
+		dev_err(&pdev->dev, "DMA addressing limited (would bounce), refusing\n");
+		return -ENODEV;
+	}
+	if (!dev_is_dma_coherent(&pdev->dev)) {
+		dev_err(&pdev->dev, "not DMA coherent, refusing\n");
+		return -ENODEV;
+	}
+	drm = drm_dev_alloc(&svm_drm_driver, &pdev->dev);
+	if (IS_ERR(drm))
+		return PTR_ERR(drm);
+	ret = drm_dev_register(drm, 0);
+	if (ret) {
+		drm_dev_put(drm);
+		return ret;
+	}
+	platform_set_drvdata(pdev, drm);
+	dev_info(&pdev->dev, "registered accel minor %d\n", drm->accel->index);
+	return 0;
+}
+
+static void svm_remove(struct platform_device *pdev)
+{
+	struct drm_device *drm = platform_get_drvdata(pdev);
+
+	drm_dev_unregister(drm);
+	drm_dev_put(drm);
+}
+
+static struct platform_driver svm_platform_driver = {
+	.probe = svm_probe,
+	.remove = svm_remove,
+	.driver = {
+		.name = "svm_accel",
+	},
+};
+
+static struct platform_device *svm_pdev;
+
+int svm_glue_init(void)
+{
+	int ret;
+
+	ret = svm_lockdep_prime();
+	if (ret)
+		return ret;
+	svm_wq = alloc_workqueue("svm_accel", WQ_UNBOUND, 0);
+	if (!svm_wq)
+		return -ENOMEM;
+	ret = platform_driver_register(&svm_platform_driver);
+	if (ret)
+		goto err_wq;
+	svm_pdev = platform_device_register_simple("svm_accel", PLATFORM_DEVID_NONE, NULL, 0);
+	if (IS_ERR(svm_pdev)) {
+		ret = PTR_ERR(svm_pdev);
+		goto err_drv;
+	}
+	if (!platform_get_drvdata(svm_pdev)) {
+		/* probe refused the device */
+		ret = -ENODEV;
+		platform_device_unregister(svm_pdev);
+		goto err_drv;
+	}
+	return 0;
+
+err_drv:
+	platform_driver_unregister(&svm_platform_driver);
+err_wq:
+	destroy_workqueue(svm_wq);
+	return ret;
+}
+
+void svm_glue_exit(void)
+{
+	platform_device_unregister(svm_pdev);
+	platform_driver_unregister(&svm_platform_driver);
+	destroy_workqueue(svm_wq);
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * C side of svm_accel.  6.12's Rust bindings cover no mm, hmm, mmu_notifier,
+ * DMA or DRM API and an out-of-tree module cannot extend bindings_helper.h,
+ * so this glue owns those kernel structs and exports small functions on
+ * opaque pointers; driver/ffi.rs declares the same functions for Rust.
+ * Keep the two in sync.
+ */
+#ifndef SVM_ACCEL_GLUE_H
+#define SVM_ACCEL_GLUE_H
+
+#include <linux/types.h>
+
+struct mm_struct;
+struct device;
+struct svm_notifier;
+struct svm_work;
+struct svm_waitq;
+
+/* Lock classes: one static lock_class_key and lockdep name each. */
+enum svm_lock_class {
+	SVM_LC_TABLE = 0,  /* spinlock: page-table page (innermost) */
+	SVM_LC_RANGE = 1,  /* mutex: a range */
+	SVM_LC_INDEX = 2,  /* mutex: the engine's range index */
+	SVM_LC_CTX = 3,    /* mutex: a file's context state (bind) */
+	SVM_LC_WORKER = 4, /* mutex: the fault worker's scratch */
+	SVM_LC_FAULTQ = 5, /* spinlock: the device fault queue */
+	SVM_LC_TLB = 6,    /* spinlock: the device TLB, held across each device access */
+	SVM_LC_NR
+};
+
+void *svm_spin_new(unsigned int cls);
+void svm_spin_free(void *l);
+void svm_spin_lock(void *l);
+bool svm_spin_trylock(void *l);
+void svm_spin_unlock(void *l);
+void *svm_mutex_new(unsigned int cls);
+void svm_mutex_free(void *l);
+void svm_mutex_lock(void *l);
+bool svm_mutex_trylock(void *l);
+void svm_mutex_unlock(void *l);
+
+/* mm */
+struct mm_struct *svm_current_mm(void);
+int svm_mm_bind(struct mm_struct *mm);	/* mmgrab + register the mm with mmu_notifier */
+void svm_mm_drop(struct mm_struct *mm);	/* mmdrop */
+int svm_mmap_read_lock(struct mm_struct *mm);	/* mmget_not_zero + mmap_read_lock_killable */
+void svm_mmap_read_unlock(struct mm_struct *mm);	/* mmap_read_unlock + mmput_async */
+
+struct svm_vma_info {
+	u64 start;
+	u64 end;
+	u32 read;
+	u32 write;
+	u32 io;
+	u32 pad;
+};
+bool svm_vma_lookup(struct mm_struct *mm, u64 addr, struct svm_vma_info *out);
+
+/* Event numbers passed to svm_rs_invalidate (platform::Event order). */
+enum svm_event {
+	SVM_EV_UNMAP = 0,
+	SVM_EV_CLEAR,
+	SVM_EV_PROTECTION_VMA,
+	SVM_EV_PROTECTION_PAGE,
+	SVM_EV_SOFT_DIRTY,
+	SVM_EV_RELEASE,
+	SVM_EV_MIGRATE,
+	SVM_EV_EXCLUSIVE,
+};
+
+/* interval notifiers */
+int svm_notifier_insert(struct mm_struct *mm, u64 start, u64 len, const void *cb,
+			const void *cookie, struct svm_work *unmap_work,
+			struct svm_notifier **out);
+void svm_notifier_remove(struct svm_notifier *n);
+void svm_notifier_free(struct svm_notifier *n);
+unsigned long svm_notifier_read_begin(struct svm_notifier *n);
+bool svm_notifier_read_retry(struct svm_notifier *n, unsigned long seq);
+bool svm_notifier_check_retry(struct svm_notifier *n, unsigned long seq);
+void svm_notifier_set_seq(struct svm_notifier *n, unsigned long seq);
+int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u64 npages,
+			u64 *pfns);
+
+/* Rust: runs the engine's callback (platform::InvalidateFn). */
+bool svm_rs_invalidate(const void *cb, const void *cookie, struct svm_notifier *n, u64 start,
+		       u64 end, unsigned int event, bool blockable, unsigned long cur_seq);
+
+/* DMA + pages */
+u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err);
+void svm_dma_unmap(struct device *dev, u64 addr, u64 pfn, unsigned int order);
+void svm_set_page_dirty(u64 pfn);
+void *svm_kmap_pfn(u64 pfn);
+void svm_kunmap(void *addr);
+struct device *svm_get_device(struct device *dev);
+void svm_put_device(struct device *dev);
+
+/* page-table pages */
+void *svm_table_alloc(unsigned long size);
+void svm_table_free(void *p, unsigned long size);
+u64 svm_virt_to_phys(const void *p);
+void *svm_phys_to_virt(u64 pa);
+
+/* misc */
+u64 svm_now_ns(void);
+void svm_cond_resched(void);
+bool svm_fatal_signal_pending(void);
+u64 svm_task_size(void);
+
+/* work items (on the module's workqueue) + wait queues */
+struct svm_work *svm_work_new(void *data);
+void svm_work_queue(struct svm_work *w);
+void svm_work_cancel_sync(struct svm_work *w);
+void svm_work_free(struct svm_work *w);
+void svm_rs_work(void *data);	/* Rust */
+
+struct svm_waitq *svm_waitq_new(void);
+void svm_waitq_free(struct svm_waitq *q);
+void svm_waitq_wait_ne(struct svm_waitq *q, const u32 *p, u32 old);
+void svm_waitq_wake(struct svm_waitq *q);
+
+/* uAPI struct sizes, checked by Rust at init against its mirror */
+extern const unsigned int svm_uapi_sizes[5];
+
+/* driver boilerplate: called by the Rust module init/exit */
+int svm_glue_init(void);
+void svm_glue_exit(void);
+
+/* Rust: per-file context and ioctls */
+void *svm_rs_open(struct device *dev);
+void svm_rs_postclose(void *ctx);
+int svm_rs_bind(void *ctx, void *data);
+int svm_rs_submit(void *ctx, void *data);
+int svm_rs_prefetch(void *ctx, void *data);
+int svm_rs_query(void *ctx, void *data);
+
+#endif

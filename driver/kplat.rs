@@ -1,0 +1,791 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The kernel platform: `crate::platform::Platform` over real kernel services.
+//!
+//! C (driver/glue.c) owns every kernel struct the 6.12 Rust bindings don't cover; this file
+//! wraps them in the engine's traits:
+//!
+//! | trait | kernel |
+//! |---|---|
+//! | `LockFamily` → [`KLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`) or `struct mutex` (`Range`, `Index`), one static lockdep class each |
+//! | `SharedPtr` → [`KArc`] | `kernel::sync::Arc` |
+//! | `RangeMap` → [`KMap`] | `kernel::rbtree::RBTree` under a mutex of the index class |
+//! | `Mm` → [`KMm`], `Interval` → [`KInterval`] | `mm_struct` (mmgrab), `mmu_interval_notifier`, `hmm_range_fault()` |
+//! | `Dma` → [`KDma`] | `dma_map_page()` on the platform device, `set_page_dirty()` |
+//! | `PtMem` → [`KMem`] | order-2 pages from `__get_free_pages()`, `virt_to_phys()` |
+//! | `DeviceTlb` → [`KTlb`] | the software device's TLB behind a spinlock the device holds across each access |
+
+use crate::engine::Engine;
+use crate::ffi;
+use crate::pgtable::{Errno, Lock, LockClass, LockFamily, PageTable, PtMem, Table, X86Format};
+use crate::platform::{
+    DeviceTlb, Dma, Event, HmmRequest, Interval, InvalidateFn, Invalidation, Mm, Platform,
+    RangeMap, SharedPtr, Vma,
+};
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::rbtree::{RBTree, RBTreeNode};
+
+/// Page-table pages currently allocated, by all contexts (checked at module exit).
+pub static TABLES_LIVE: AtomicI64 = AtomicI64::new(0);
+/// DMA mappings currently held, by all contexts (checked at module exit).
+pub static DMA_LIVE: AtomicI64 = AtomicI64::new(0);
+
+// ---- locks ----------------------------------------------------------------
+
+/// A kernel lock owned by the C glue: a `spinlock_t` or a `struct mutex`, kmalloc'd (6.12's
+/// `kernel::sync::Lock` needs pin-init and has no `try_lock`), protecting a `T`.
+///
+/// The engine's single `LockFamily` picks the kind by [`LockClass`]: `Table` is a spinlock
+/// (taken inside `non_block_start()` on the OOM path, never held across a sleep), `Range` and
+/// `Index` are mutexes. The driver's own locks pick a class of `glue.h` directly.
+///
+/// # Invariants
+/// `raw` is a live lock of kind `spin`, created by the glue and freed on drop; `data` is only
+/// accessed with it held (or through `&mut self`).
+pub struct KLock<T> {
+    raw: NonNull<c_void>,
+    spin: bool,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises all access to `data`; the raw lock may be used from any thread.
+unsafe impl<T: Send> Send for KLock<T> {}
+// SAFETY: as above: shared access only yields `&mut T` under the lock.
+unsafe impl<T: Send> Sync for KLock<T> {}
+
+impl<T> KLock<T> {
+    /// A spinlock of glue class `cls` (`ffi::LC_*`).
+    pub fn new_spin(data: T, cls: u32) -> Result<Self, Errno> {
+        // SAFETY: plain allocation; NULL on failure.
+        let raw = unsafe { ffi::svm_spin_new(cls) };
+        Ok(KLock {
+            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
+            spin: true,
+            data: UnsafeCell::new(data),
+        })
+    }
+
+    /// A mutex of glue class `cls`. May sleep (allocates with `GFP_KERNEL`).
+    pub fn new_mutex(data: T, cls: u32) -> Result<Self, Errno> {
+        // SAFETY: plain allocation; NULL on failure.
+        let raw = unsafe { ffi::svm_mutex_new(cls) };
+        Ok(KLock {
+            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
+            spin: false,
+            data: UnsafeCell::new(data),
+        })
+    }
+
+    /// Acquires the lock (spins or sleeps).
+    pub fn lock(&self) -> KGuard<'_, T> {
+        // SAFETY: `raw` is a live lock of the recorded kind.
+        unsafe {
+            if self.spin {
+                ffi::svm_spin_lock(self.raw.as_ptr())
+            } else {
+                ffi::svm_mutex_lock(self.raw.as_ptr())
+            }
+        }
+        KGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Acquires the lock only if it is free now.
+    pub fn try_lock(&self) -> Option<KGuard<'_, T>> {
+        // SAFETY: `raw` is a live lock of the recorded kind.
+        let ok = unsafe {
+            if self.spin {
+                ffi::svm_spin_trylock(self.raw.as_ptr())
+            } else {
+                ffi::svm_mutex_trylock(self.raw.as_ptr())
+            }
+        };
+        ok.then(|| KGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The data, through exclusive access (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+impl<T> Drop for KLock<T> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live, unlocked (no guard can outlive `&self`), and freed once here.
+        unsafe {
+            if self.spin {
+                ffi::svm_spin_free(self.raw.as_ptr())
+            } else {
+                ffi::svm_mutex_free(self.raw.as_ptr())
+            }
+        }
+    }
+}
+
+/// Holding a [`KLock`]. Not `Send`: a kernel lock is released by the task that took it.
+pub struct KGuard<'a, T> {
+    lock: &'a KLock<T>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T> Deref for KGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for KGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the lock is held, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for KGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the lock.
+        unsafe {
+            if self.lock.spin {
+                ffi::svm_spin_unlock(self.lock.raw.as_ptr())
+            } else {
+                ffi::svm_mutex_unlock(self.lock.raw.as_ptr())
+            }
+        }
+    }
+}
+
+impl<T> Lock<T> for KLock<T> {
+    type Guard<'a>
+        = KGuard<'a, T>
+    where
+        Self: 'a;
+
+    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
+        match class {
+            LockClass::Table => KLock::new_spin(data, ffi::LC_TABLE),
+            LockClass::Range => KLock::new_mutex(data, ffi::LC_RANGE),
+            LockClass::Index => KLock::new_mutex(data, ffi::LC_INDEX),
+        }
+    }
+
+    fn lock(&self) -> KGuard<'_, T> {
+        KLock::lock(self)
+    }
+
+    fn try_lock(&self) -> Option<KGuard<'_, T>> {
+        KLock::try_lock(self)
+    }
+}
+
+/// The engine's lock family.
+pub struct KLocks;
+
+impl LockFamily for KLocks {
+    type Lock<T: Send> = KLock<T>;
+}
+
+// ---- Arc ------------------------------------------------------------------
+
+/// `kernel::sync::Arc`.
+pub struct KArc<T>(kernel::sync::Arc<T>);
+
+impl<T> Clone for KArc<T> {
+    fn clone(&self) -> Self {
+        KArc(self.0.clone())
+    }
+}
+
+impl<T> Deref for KArc<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + Sync> SharedPtr<T> for KArc<T> {
+    fn new(v: T) -> Result<Self, Errno> {
+        kernel::sync::Arc::new(v, GFP_KERNEL)
+            .map(KArc)
+            .map_err(|_| Errno::ENOMEM)
+    }
+
+    fn ptr_eq(a: &Self, b: &Self) -> bool {
+        core::ptr::eq(&*a.0 as *const T, &*b.0 as *const T)
+    }
+}
+
+// ---- range index ------------------------------------------------------------
+
+/// The range index: an rbtree under a mutex of the index class. Nodes are allocated before
+/// the lock is taken, values are dropped after it is released, and no other lock is ever
+/// taken under it, so a lookup waits only for another short index operation.
+pub struct KMap<V>(KLock<RBTree<u64, V>>);
+
+impl<V: Clone + Send + Sync + 'static> RangeMap<V> for KMap<V> {
+    fn new() -> Result<Self, Errno> {
+        Ok(KMap(KLock::new(RBTree::new(), LockClass::Index)?))
+    }
+
+    fn get(&self, key: u64) -> Option<V> {
+        self.0.lock().get(&key).cloned()
+    }
+
+    fn insert(&self, key: u64, v: V) -> Result<Result<(), V>, Errno> {
+        let node = RBTreeNode::new(key, v, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let mut t = self.0.lock();
+        if let Some(old) = t.get(&key) {
+            let old = old.clone();
+            drop(t);
+            drop(node);
+            return Ok(Err(old));
+        }
+        t.insert(node);
+        Ok(Ok(()))
+    }
+
+    fn remove_if(&self, key: u64, is_it: impl FnOnce(&V) -> bool) -> Option<V> {
+        let mut t = self.0.lock();
+        if !is_it(t.get(&key)?) {
+            return None;
+        }
+        let v = t.remove(&key);
+        drop(t);
+        v
+    }
+
+    fn next_from(&self, key: u64) -> Option<(u64, V)> {
+        let mut t = self.0.lock();
+        let c = t.cursor_lower_bound(&key)?;
+        let (k, v) = c.current();
+        Some((*k, v.clone()))
+    }
+}
+
+// ---- mm, notifiers, hmm -------------------------------------------------------
+
+/// The bound `struct mm_struct`, pinned with `mmgrab()` (the struct, not the address space)
+/// for the context's lifetime.
+///
+/// # Invariants
+/// `mm` holds an `mm_count` reference owned by this value; `unmap_work` (may be null) is the
+/// context's work item, alive while any notifier inserted through this value is.
+pub struct KMm {
+    mm: NonNull<ffi::MmStruct>,
+    unmap_work: *mut ffi::Work,
+}
+
+// SAFETY: an mm_struct pointer may be used from any thread; the glue serialises what needs it.
+unsafe impl Send for KMm {}
+// SAFETY: as above.
+unsafe impl Sync for KMm {}
+
+impl KMm {
+    /// Binds `mm` (takes the `mmgrab` reference and registers the mm with the notifier core).
+    /// `unmap_work` is queued after every `MMU_NOTIFY_UNMAP` callback (the GC trigger).
+    ///
+    /// # Safety
+    /// `mm` is a live mm (the caller's `current->mm`); `unmap_work` outlives every notifier.
+    pub unsafe fn bind(mm: *mut ffi::MmStruct, unmap_work: *mut ffi::Work) -> Result<Self, Errno> {
+        let mm = NonNull::new(mm).ok_or(Errno::ESRCH)?;
+        // SAFETY: live mm, per the caller.
+        let rc = unsafe { ffi::svm_mm_bind(mm.as_ptr()) };
+        if rc != 0 {
+            return Err(Errno(-rc));
+        }
+        Ok(KMm { mm, unmap_work })
+    }
+
+    /// The raw mm, for identity checks.
+    pub fn raw(&self) -> *mut ffi::MmStruct {
+        self.mm.as_ptr()
+    }
+}
+
+impl Drop for KMm {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken by `bind`, dropped once.
+        unsafe { ffi::svm_mm_drop(self.mm.as_ptr()) };
+    }
+}
+
+/// A registered `struct mmu_interval_notifier` (inside the glue's `struct svm_notifier`).
+///
+/// # Invariants
+/// `n` is a live notifier; the owning value frees it on drop, after `interval_remove`.
+pub struct KInterval {
+    n: NonNull<ffi::Notifier>,
+}
+
+// SAFETY: the notifier functions may be called from any thread.
+unsafe impl Send for KInterval {}
+// SAFETY: as above.
+unsafe impl Sync for KInterval {}
+
+impl Interval for KInterval {
+    fn read_begin(&self) -> u64 {
+        // SAFETY: live notifier.
+        unsafe { ffi::svm_notifier_read_begin(self.n.as_ptr()) }
+    }
+
+    fn read_retry(&self, seq: u64) -> bool {
+        // SAFETY: live notifier.
+        unsafe { ffi::svm_notifier_read_retry(self.n.as_ptr(), seq) }
+    }
+
+    fn check_retry(&self, seq: u64) -> bool {
+        // SAFETY: live notifier.
+        unsafe { ffi::svm_notifier_check_retry(self.n.as_ptr(), seq) }
+    }
+
+    fn set_seq(&self, cur_seq: u64) {
+        // SAFETY: live notifier.
+        unsafe { ffi::svm_notifier_set_seq(self.n.as_ptr(), cur_seq) }
+    }
+}
+
+impl Drop for KInterval {
+    fn drop(&mut self) {
+        // SAFETY: the owner frees its notifier once; the glue WARNs (and leaks) if it is
+        // still inserted.
+        unsafe { ffi::svm_notifier_free(self.n.as_ptr()) };
+    }
+}
+
+/// The C notifier's `invalidate` op lands here: rebuild the engine's callback, a borrowed
+/// [`KInterval`] and the [`Invalidation`], and run it.
+///
+/// # Safety
+/// Called only by glue.c's `svm_mni_invalidate` with the values `interval_insert` stored.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_invalidate(
+    cb: *const c_void,
+    cookie: *const c_void,
+    n: *mut ffi::Notifier,
+    start: u64,
+    end: u64,
+    event: u32,
+    blockable: bool,
+    cur_seq: u64,
+) -> bool {
+    // SAFETY: `cb` was made from an `InvalidateFn<KInterval>` in `interval_insert`.
+    let f: InvalidateFn<KInterval> = unsafe { core::mem::transmute(cb) };
+    // Borrowed: the owner (the range) frees the notifier, never this copy.
+    let iv = ManuallyDrop::new(KInterval {
+        // SAFETY: the core passes its live notifier.
+        n: unsafe { NonNull::new_unchecked(n) },
+    });
+    let event = match event {
+        0 => Event::Unmap,
+        1 => Event::Clear,
+        2 => Event::ProtectionVma,
+        3 => Event::ProtectionPage,
+        4 => Event::SoftDirty,
+        5 => Event::Release,
+        6 => Event::Migrate,
+        7 => Event::Exclusive,
+        _ => Event::Clear,
+    };
+    let inv = Invalidation {
+        start,
+        end,
+        event,
+        blockable,
+        cur_seq,
+    };
+    // SAFETY: the notifier is registered (the core is calling it), so its cookie is live.
+    unsafe { f(cookie as *const (), &iv, &inv) }
+}
+
+/// `mmap_read_lock` held plus the `mmget_not_zero()` reference taken for it.
+pub struct KReadGuard<'a> {
+    mm: &'a KMm,
+}
+
+impl Drop for KReadGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: taken by `mmap_read`; released once (mmput_async: may be the last user).
+        unsafe { ffi::svm_mmap_read_unlock(self.mm.raw()) };
+    }
+}
+
+impl Mm for KMm {
+    type Interval = KInterval;
+    type ReadGuard<'a> = KReadGuard<'a>;
+
+    fn interval_insert(
+        &self,
+        start: u64,
+        len: u64,
+        cookie: *const (),
+        ops: InvalidateFn<KInterval>,
+    ) -> Result<KInterval, Errno> {
+        let mut out: *mut ffi::Notifier = core::ptr::null_mut();
+        // SAFETY: live mm; `ops` and `cookie` come back to `svm_rs_invalidate` unchanged.
+        let rc = unsafe {
+            ffi::svm_notifier_insert(
+                self.raw(),
+                start,
+                len,
+                ops as *const c_void,
+                cookie as *const c_void,
+                self.unmap_work,
+                &mut out,
+            )
+        };
+        if rc != 0 {
+            return Err(Errno(-rc));
+        }
+        Ok(KInterval {
+            n: NonNull::new(out).ok_or(Errno::ENOMEM)?,
+        })
+    }
+
+    fn interval_remove(&self, interval: &KInterval) {
+        // SAFETY: live, inserted notifier; we hold no engine lock (engine contract).
+        unsafe { ffi::svm_notifier_remove(interval.n.as_ptr()) }
+    }
+
+    fn mmap_read(&self) -> Result<KReadGuard<'_>, Errno> {
+        // SAFETY: live mm_struct (mmgrab).
+        let rc = unsafe { ffi::svm_mmap_read_lock(self.raw()) };
+        if rc != 0 {
+            return Err(Errno(-rc));
+        }
+        Ok(KReadGuard { mm: self })
+    }
+
+    fn vma(&self, _guard: &KReadGuard<'_>, va: u64) -> Option<Vma> {
+        let mut v = ffi::VmaInfo::default();
+        // SAFETY: the read lock is held (the guard proves it).
+        if !unsafe { ffi::svm_vma_lookup(self.raw(), va, &mut v) } {
+            return None;
+        }
+        Some(Vma {
+            start: v.start,
+            end: v.end,
+            read: v.read != 0,
+            write: v.write != 0,
+            io: v.io != 0,
+        })
+    }
+
+    fn hmm_range_fault(
+        &self,
+        _guard: &mut KReadGuard<'_>,
+        req: &mut HmmRequest<'_, KInterval>,
+    ) -> Result<(), Errno> {
+        // SAFETY: read lock held; `pfns` is valid for its length; the notifier is live.
+        let rc = unsafe {
+            ffi::svm_hmm_range_fault(
+                req.notifier.n.as_ptr(),
+                req.seq,
+                req.start,
+                req.pfns.len() as u64,
+                req.pfns.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(Errno(-rc));
+        }
+        Ok(())
+    }
+}
+
+// ---- DMA ------------------------------------------------------------------------
+
+/// DMA against the platform device (`struct device`, referenced for our lifetime).
+pub struct KDma {
+    dev: NonNull<ffi::Device>,
+    live: AtomicI64,
+}
+
+// SAFETY: the DMA API may be used from any thread.
+unsafe impl Send for KDma {}
+// SAFETY: as above.
+unsafe impl Sync for KDma {}
+
+impl KDma {
+    /// # Safety
+    /// `dev` is a live device.
+    pub unsafe fn new(dev: *mut ffi::Device) -> Result<Self, Errno> {
+        // SAFETY: live device, per the caller.
+        let dev = unsafe { ffi::svm_get_device(dev) };
+        Ok(KDma {
+            dev: NonNull::new(dev).ok_or(Errno::EINVAL)?,
+            live: AtomicI64::new(0),
+        })
+    }
+
+    /// Mappings held now.
+    pub fn live(&self) -> i64 {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for KDma {
+    fn drop(&mut self) {
+        let live = self.live.load(Ordering::Relaxed);
+        if live != 0 {
+            pr_err!("BUG: context dropped with {} DMA mappings\n", live);
+        }
+        // SAFETY: the reference taken in `new`.
+        unsafe { ffi::svm_put_device(self.dev.as_ptr()) };
+    }
+}
+
+impl Dma for KDma {
+    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno> {
+        let mut err = 0;
+        // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine contract).
+        let a = unsafe { ffi::svm_dma_map(self.dev.as_ptr(), pfn, order, &mut err) };
+        if err != 0 {
+            return Err(Errno::ENOMEM);
+        }
+        self.live.fetch_add(1, Ordering::Relaxed);
+        DMA_LIVE.fetch_add(1, Ordering::Relaxed);
+        Ok(a)
+    }
+
+    fn unmap(&self, addr: u64, pfn: u64, order: u32) {
+        // SAFETY: `addr` came from `map` of `pfn` with this order, unmapped once (engine
+        // contract).
+        unsafe { ffi::svm_dma_unmap(self.dev.as_ptr(), addr, pfn, order) };
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        DMA_LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn set_dirty(&self, pfn: u64) {
+        // SAFETY: the page is still mapped by the CPU (called from the notifier, before the
+        // core frees it).
+        unsafe { ffi::svm_set_page_dirty(pfn) };
+    }
+}
+
+// ---- page-table memory ---------------------------------------------------------------
+
+/// The page table's lock type (a spinlock: `LockClass::Table`).
+pub type TableLock = KLock<()>;
+
+const TABLE_SIZE: usize = core::mem::size_of::<Table<TableLock>>();
+
+/// Page-table pages: `Table` is 8 KiB of entries plus its lock, 4 KiB aligned, so an
+/// order-2 block of pages each; the device reaches them by physical address.
+pub struct KMem;
+
+// SAFETY: tables stay valid until `free`; `pa`/`va` are `virt_to_phys`/`phys_to_virt` over
+// the direct map, inverse for page-allocator memory.
+unsafe impl PtMem for KMem {
+    type Lock = TableLock;
+
+    fn alloc(&self) -> Result<NonNull<Table<TableLock>>, Errno> {
+        // SAFETY: plain page allocation (may sleep: never called under an engine lock).
+        let p = unsafe { ffi::svm_table_alloc(TABLE_SIZE) } as *mut Table<TableLock>;
+        let p = NonNull::new(p).ok_or(Errno::ENOMEM)?;
+        // SAFETY: fresh, page-aligned (so `Table`-aligned), large enough.
+        if let Err(e) = unsafe { Table::init_in_place(p.as_ptr()) } {
+            // SAFETY: allocated above, never initialised or shared.
+            unsafe { ffi::svm_table_free(p.as_ptr().cast(), TABLE_SIZE) };
+            return Err(e);
+        }
+        TABLES_LIVE.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
+    }
+
+    unsafe fn free(&self, t: NonNull<Table<TableLock>>) {
+        // SAFETY: `t` came from `alloc` and is unreachable (caller contract): drop it (frees
+        // its lock), then the pages.
+        unsafe {
+            core::ptr::drop_in_place(t.as_ptr());
+            ffi::svm_table_free(t.as_ptr().cast(), TABLE_SIZE);
+        }
+        TABLES_LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn pa(&self, t: NonNull<Table<TableLock>>) -> u64 {
+        // SAFETY: direct-map address of a live table.
+        unsafe { ffi::svm_virt_to_phys(t.as_ptr().cast()) }
+    }
+
+    unsafe fn va(&self, pa: u64) -> NonNull<Table<TableLock>> {
+        // SAFETY: `pa` is the physical address of a live table (caller contract).
+        let p = unsafe { ffi::svm_phys_to_virt(pa) } as *mut Table<TableLock>;
+        // SAFETY: the direct map of a valid physical address is non-null.
+        unsafe { NonNull::new_unchecked(p) }
+    }
+}
+
+// ---- the software device's TLB ---------------------------------------------------------
+
+/// Entries of the device TLB.
+pub const TLB_ENTRIES: usize = 16;
+
+#[derive(Clone, Copy)]
+struct TlbEntry {
+    /// First VA the entry maps; `shift == 0` marks an empty entry.
+    base: u64,
+    shift: u32,
+    write: bool,
+    /// pfn of the first 4 KiB page (the leaf's `aux`: page, or 2 MiB folio head).
+    pfn: u64,
+}
+
+/// What the TLB lock protects.
+pub struct TlbState {
+    e: [TlbEntry; TLB_ENTRIES],
+    next: usize,
+}
+
+/// The device TLB: entries behind a spinlock that the device also holds across every memory
+/// access it makes (translation, `kmap_local_page()`, the access, `kunmap_local()`), so
+/// [`DeviceTlb::flush`], which takes it, returns only once no access can still use a dropped
+/// entry or a page-table page read before the zap. It never sleeps (`flush_may_sleep` is
+/// false), so even the OOM reaper's non-blockable callback can flush.
+pub struct KTlb {
+    inner: KLock<TlbState>,
+    /// Translations served from an entry.
+    pub hits: AtomicU64,
+    /// Translations that walked the page table.
+    pub misses: AtomicU64,
+}
+
+impl KTlb {
+    /// An empty TLB.
+    pub fn new() -> Result<Self, Errno> {
+        let empty = TlbEntry {
+            base: 0,
+            shift: 0,
+            write: false,
+            pfn: 0,
+        };
+        Ok(KTlb {
+            inner: KLock::new_spin(
+                TlbState {
+                    e: [empty; TLB_ENTRIES],
+                    next: 0,
+                },
+                ffi::LC_TLB,
+            )?,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Locks the TLB for one device access (see [`TlbCursor`]).
+    pub fn begin(&self) -> TlbCursor<'_> {
+        TlbCursor {
+            tlb: self,
+            g: self.inner.lock(),
+        }
+    }
+}
+
+impl DeviceTlb for KTlb {
+    fn flush(&self, start: u64, end: u64) {
+        let mut g = self.inner.lock();
+        for e in g.e.iter_mut() {
+            if e.shift != 0 && e.base < end && start < e.base + (1u64 << e.shift) {
+                e.shift = 0;
+            }
+        }
+    }
+
+    fn flush_may_sleep(&self) -> bool {
+        false
+    }
+}
+
+/// The device's view while it holds the TLB lock: translations made through it stay valid
+/// until it is dropped (a flush waits for the lock).
+pub struct TlbCursor<'a> {
+    tlb: &'a KTlb,
+    g: KGuard<'a, TlbState>,
+}
+
+impl TlbCursor<'_> {
+    /// The pfn of the 4 KiB page holding `va`, if the device may access it (`write`: for
+    /// writing): from a TLB entry, else by walking `pt` and caching the leaf. `None` is a
+    /// device fault (no leaf, or a read-only leaf for a write).
+    pub fn translate(
+        &mut self,
+        pt: &PageTable<X86Format, KMem>,
+        va: u64,
+        write: bool,
+    ) -> Option<u64> {
+        for e in self.g.e.iter() {
+            if e.shift != 0 && e.base <= va && va < e.base + (1u64 << e.shift) {
+                if write && !e.write {
+                    // Maybe upgraded since: walk again.
+                    break;
+                }
+                self.tlb.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(e.pfn + ((va - e.base) >> 12));
+            }
+        }
+        self.tlb.misses.fetch_add(1, Ordering::Relaxed);
+        let t = pt.translate(va)?;
+        if write && !t.perm.write {
+            return None;
+        }
+        let shift = if t.level == 1 { 21 } else { 12 };
+        let base = va & !((1u64 << shift) - 1);
+        let st = &mut *self.g;
+        // Replace an entry for the same span, else round-robin.
+        let slot =
+            st.e.iter()
+                .position(|e| e.shift != 0 && e.base <= va && va < e.base + (1u64 << e.shift))
+                .unwrap_or_else(|| {
+                    let s = st.next;
+                    st.next = (s + 1) % TLB_ENTRIES;
+                    s
+                });
+        st.e[slot] = TlbEntry {
+            base,
+            shift,
+            write: t.perm.write,
+            pfn: t.aux,
+        };
+        Some(t.aux + ((va - base) >> 12))
+    }
+}
+
+// ---- the platform ------------------------------------------------------------------
+
+/// The kernel platform.
+pub struct KPlat;
+
+impl Platform for KPlat {
+    type Fmt = X86Format;
+    type Mem = KMem;
+    type Locks = KLocks;
+    type Arc<T: Send + Sync + 'static> = KArc<T>;
+    type Map<V: Clone + Send + Sync + 'static> = KMap<V>;
+    type Mm = KMm;
+    type Dma = KDma;
+    type Tlb = KTlb;
+
+    fn now_ns(&self) -> u64 {
+        // SAFETY: no preconditions.
+        unsafe { ffi::svm_now_ns() }
+    }
+
+    fn relax(&self) {
+        // SAFETY: called with no lock held (engine contract).
+        unsafe { ffi::svm_cond_resched() }
+    }
+}
+
+/// The engine as this driver instantiates it.
+pub type KEngine = Engine<KPlat>;

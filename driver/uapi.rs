@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Rust mirror of include/uapi/drm/svm_accel.h. The module checks at load time that each
+//! struct has the size the C compiler gave the header's (`svm_uapi_sizes` in glue.c).
+
+/// `struct drm_svm_accel_bind`.
+#[repr(C)]
+pub struct Bind {
+    pub flags: u32,
+    pub pad: u32,
+}
+
+pub const OP_FILL: u32 = 1;
+pub const OP_COPY: u32 = 2;
+pub const OP_ADD: u32 = 3;
+pub const OP_READ: u32 = 4;
+
+/// `struct drm_svm_accel_op`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Op {
+    pub kind: u32,
+    pub flags: u32,
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+    pub value: u64,
+    pub result: u64,
+}
+
+/// Byte offset of `Op::result` (written back for ADD and READ).
+pub const OP_RESULT_OFFSET: usize = 40;
+
+pub const MAX_OPS: u32 = 4096;
+
+/// `struct drm_svm_accel_submit`.
+#[repr(C)]
+pub struct Submit {
+    pub ops_ptr: u64,
+    pub op_count: u32,
+    pub flags: u32,
+    pub error: i32,
+    pub failed_op: u32,
+    pub fault_addr: u64,
+}
+
+pub const PREFETCH_WRITE: u32 = 1;
+
+/// `struct drm_svm_accel_prefetch`.
+#[repr(C)]
+pub struct Prefetch {
+    pub start: u64,
+    pub len: u64,
+    pub flags: u32,
+    pub pad: u32,
+    pub done: u64,
+}
+
+pub const QUERY_BOUND: u32 = 1;
+pub const PTE_X86: u32 = 1;
+
+/// `struct drm_svm_accel_query`.
+#[repr(C)]
+pub struct Query {
+    pub flags: u32,
+    pub range_shift: u32,
+    pub fault_around_pages: u32,
+    pub pte_format: u32,
+    pub page_sizes: u64,
+    pub fault_queue_depth: u32,
+    pub tlb_entries: u32,
+    pub pte_format_name: [u8; 16],
+
+    pub pt_tables: u64,
+    pub pt_pages: u64,
+    pub pt_huge: u64,
+    pub pt_zapped: u64,
+    pub ranges: u64,
+    pub dma_live: u64,
+
+    pub jobs: u64,
+    pub device_faults: u64,
+    pub fault_batches: u64,
+    pub tlb_hits: u64,
+    pub tlb_misses: u64,
+    pub gc_removed: u64,
+
+    pub faults: u64,
+    pub fault_errors: u64,
+    pub pages_mapped: u64,
+    pub huge_mapped: u64,
+    pub dma_unmapped: u64,
+    pub retries_own: u64,
+    pub retries_foreign: u64,
+    pub retry_timeouts: u64,
+    pub invalidations: u64,
+    pub invalidations_hit: u64,
+    pub nonblock_refused: u64,
+    pub tlb_flushes: u64,
+    pub ranges_created: u64,
+    pub ranges_removed: u64,
+    pub range_races: u64,
+    pub batch_duplicates: u64,
+}
+
+/// Sizes in the order of glue.c's `svm_uapi_sizes`.
+pub const SIZES: [usize; 5] = [
+    core::mem::size_of::<Bind>(),
+    core::mem::size_of::<Op>(),
+    core::mem::size_of::<Submit>(),
+    core::mem::size_of::<Prefetch>(),
+    core::mem::size_of::<Query>(),
+];
+
+const _: () = assert!(core::mem::size_of::<Op>() == 48);
+const _: () = assert!(core::mem::size_of::<Submit>() == 32);
+const _: () = assert!(core::mem::size_of::<Query>() == 272);

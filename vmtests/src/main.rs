@@ -1,0 +1,1434 @@
+//! svm-vmtests: drives /dev/accel/accel0 (the svm_accel sample driver) through its uAPI inside
+//! the test VM, and checks what the device sees against what the CPU sees.
+//!
+//! Built static (`scripts/vm-test.sh`), run by vm/init.sh. Prints one line per test and
+//! `N passed, M failed` last; exits non-zero on any failure.
+
+#![allow(non_camel_case_types, non_upper_case_globals, dead_code)]
+
+mod uapi {
+    #![allow(
+        non_camel_case_types,
+        non_upper_case_globals,
+        non_snake_case,
+        dead_code
+    )]
+    include!(concat!(env!("OUT_DIR"), "/uapi.rs"));
+}
+
+use std::ffi::CString;
+use std::io::Write;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uapi::*;
+
+const PAGE: usize = 4096;
+const HUGE: usize = 2 << 20;
+const DEV: &str = "/dev/accel/accel0";
+
+type TResult = Result<(), String>;
+
+macro_rules! check {
+    ($c:expr) => {
+        if !$c {
+            return Err(format!("{}:{}: check failed: {}", file!(), line!(), stringify!($c)));
+        }
+    };
+    ($c:expr, $($fmt:tt)*) => {
+        if !$c {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)*)));
+        }
+    };
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn ename(e: i32) -> String {
+    match e {
+        0 => "0".into(),
+        libc::EPERM => "EPERM".into(),
+        libc::ESRCH => "ESRCH".into(),
+        libc::EINTR => "EINTR".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::EFAULT => "EFAULT".into(),
+        libc::EBUSY => "EBUSY".into(),
+        libc::EXDEV => "EXDEV".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::ENOTCONN => "ENOTCONN".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+// ---- the device ----------------------------------------------------------------------
+
+struct Dev {
+    fd: i32,
+}
+
+impl Dev {
+    fn open() -> Result<Dev, String> {
+        let p = CString::new(DEV).unwrap();
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {DEV}: {}", ename(errno())));
+        }
+        Ok(Dev { fd })
+    }
+
+    fn bound() -> Result<Dev, String> {
+        let d = Dev::open()?;
+        d.bind().map_err(|e| format!("BIND: {}", ename(e)))?;
+        Ok(d)
+    }
+
+    fn ioctl<T>(&self, req: u64, arg: &mut T) -> Result<(), i32> {
+        // SAFETY: `arg` is the struct the request number encodes.
+        let r = unsafe { libc::ioctl(self.fd, req as libc::c_ulong, arg as *mut T) };
+        if r < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn bind(&self) -> Result<(), i32> {
+        let mut b = drm_svm_accel_bind::default();
+        self.ioctl(DRM_IOCTL_SVM_ACCEL_BIND as u64, &mut b)
+    }
+
+    fn submit(&self, ops: &mut [drm_svm_accel_op]) -> Result<drm_svm_accel_submit, i32> {
+        let mut s = drm_svm_accel_submit {
+            ops_ptr: ops.as_mut_ptr() as u64,
+            op_count: ops.len() as u32,
+            ..Default::default()
+        };
+        self.ioctl(DRM_IOCTL_SVM_ACCEL_SUBMIT as u64, &mut s)?;
+        Ok(s)
+    }
+
+    /// Runs a job that must succeed.
+    fn run(&self, ops: &mut [drm_svm_accel_op]) -> TResult {
+        let s = self
+            .submit(ops)
+            .map_err(|e| format!("SUBMIT ioctl: {}", ename(e)))?;
+        if s.error != 0 {
+            return Err(format!(
+                "job failed: {} at op {} addr {:#x}",
+                ename(-s.error),
+                s.failed_op,
+                s.fault_addr
+            ));
+        }
+        Ok(())
+    }
+
+    fn prefetch(&self, start: u64, len: u64, write: bool) -> (Result<(), i32>, u64) {
+        let mut p = drm_svm_accel_prefetch {
+            start,
+            len,
+            flags: if write { SVM_ACCEL_PREFETCH_WRITE } else { 0 },
+            ..Default::default()
+        };
+        let r = self.ioctl(DRM_IOCTL_SVM_ACCEL_PREFETCH as u64, &mut p);
+        (r, p.done)
+    }
+
+    fn query(&self) -> Result<drm_svm_accel_query, String> {
+        let mut q = drm_svm_accel_query::default();
+        self.ioctl(DRM_IOCTL_SVM_ACCEL_QUERY as u64, &mut q)
+            .map_err(|e| format!("QUERY: {}", ename(e)))?;
+        Ok(q)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: our fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn op(kind: u32, src: u64, dst: u64, len: u64, value: u64) -> drm_svm_accel_op {
+    drm_svm_accel_op {
+        kind,
+        src,
+        dst,
+        len,
+        value,
+        ..Default::default()
+    }
+}
+
+fn fill(dst: u64, len: u64, value: u64) -> drm_svm_accel_op {
+    op(SVM_ACCEL_OP_FILL, 0, dst, len, value)
+}
+
+fn copy(src: u64, dst: u64, len: u64) -> drm_svm_accel_op {
+    op(SVM_ACCEL_OP_COPY, src, dst, len, 0)
+}
+
+fn add(dst: u64, value: u64) -> drm_svm_accel_op {
+    op(SVM_ACCEL_OP_ADD, 0, dst, 8, value)
+}
+
+fn read(src: u64, len: u64) -> drm_svm_accel_op {
+    op(SVM_ACCEL_OP_READ, src, 0, len, 0)
+}
+
+/// The device's checksum of [a, a+len).
+fn dev_sum(d: &Dev, a: u64, len: u64) -> Result<u64, String> {
+    let mut ops = [read(a, len)];
+    d.run(&mut ops)?;
+    Ok(ops[0].result)
+}
+
+// ---- memory --------------------------------------------------------------------------
+
+/// An anonymous private mapping.
+struct Buf {
+    p: *mut u8,
+    len: usize,
+    /// Unmapped on drop.
+    owned: bool,
+}
+
+unsafe impl Send for Buf {}
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    fn new(len: usize) -> Buf {
+        // SAFETY: anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(p != libc::MAP_FAILED, "mmap: {}", ename(errno()));
+        Buf {
+            p: p.cast(),
+            len,
+            owned: true,
+        }
+    }
+
+    /// `len` bytes aligned to `align`, carved out of a larger mapping (the rest unmapped).
+    fn aligned(len: usize, align: usize) -> Buf {
+        let big = Buf::new(len + align);
+        let start = (big.p as usize + align - 1) & !(align - 1);
+        let end = start + len;
+        let bend = big.p as usize + big.len;
+        // SAFETY: trimming our own mapping.
+        unsafe {
+            if start > big.p as usize {
+                libc::munmap(big.p.cast(), start - big.p as usize);
+            }
+            if bend > end {
+                libc::munmap(end as *mut _, bend - end);
+            }
+        }
+        std::mem::forget(big);
+        Buf {
+            p: start as *mut u8,
+            len,
+            owned: true,
+        }
+    }
+
+    fn addr(&self) -> u64 {
+        self.p as u64
+    }
+
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: our mapping, 8-aligned; atomics so the device's concurrent writes are fine.
+        unsafe { std::slice::from_raw_parts(self.p.cast(), self.len / 8) }
+    }
+
+    fn sum(&self, off: usize, len: usize) -> u64 {
+        self.words()[off / 8..(off + len) / 8]
+            .iter()
+            .fold(0u64, |s, w| s.wrapping_add(w.load(Ordering::Relaxed)))
+    }
+
+    fn unmap(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.p.cast(), self.len) };
+        self.owned = false;
+    }
+
+    fn protect(&self, prot: i32) -> TResult {
+        // SAFETY: our mapping.
+        let r = unsafe { libc::mprotect(self.p.cast(), self.len, prot) };
+        check!(r == 0, "mprotect: {}", ename(errno()));
+        Ok(())
+    }
+
+    fn advise(&self, off: usize, len: usize, advice: i32) -> TResult {
+        // SAFETY: our mapping.
+        let r = unsafe { libc::madvise(self.p.add(off).cast(), len, advice) };
+        check!(r == 0, "madvise({advice}): {}", ename(errno()));
+        Ok(())
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.owned {
+            self.unmap();
+        }
+    }
+}
+
+// ---- tests ---------------------------------------------------------------------------
+
+fn t_query_unbound() -> TResult {
+    let d = Dev::open()?;
+    let q = d.query()?;
+    check!(
+        q.flags & SVM_ACCEL_QUERY_BOUND == 0,
+        "unbound file reports BOUND"
+    );
+    check!(q.range_shift == 21, "range_shift {}", q.range_shift);
+    check!(
+        q.page_sizes == (4096 | (2 << 20)),
+        "page_sizes {:#x}",
+        q.page_sizes
+    );
+    check!(q.pte_format == SVM_ACCEL_PTE_X86);
+    let name: Vec<u8> = q
+        .pte_format_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    check!(
+        name == b"x86-64",
+        "pte name {:?}",
+        String::from_utf8_lossy(&name)
+    );
+    check!(q.fault_queue_depth == 256 && q.tlb_entries > 0);
+    Ok(())
+}
+
+fn t_unbound_refused() -> TResult {
+    let d = Dev::open()?;
+    let b = Buf::new(PAGE);
+    let r = d.submit(&mut [fill(b.addr(), 8, 1)]);
+    check!(
+        r.err() == Some(libc::ENOTCONN),
+        "SUBMIT unbound: {:?}",
+        r.err().map(ename)
+    );
+    let (r, _) = d.prefetch(b.addr(), PAGE as u64, false);
+    check!(
+        r == Err(libc::ENOTCONN),
+        "PREFETCH unbound: {:?}",
+        r.err().map(ename)
+    );
+    Ok(())
+}
+
+fn t_bind_twice() -> TResult {
+    let d = Dev::bound()?;
+    check!(d.bind() == Err(libc::EBUSY), "second BIND not EBUSY");
+    check!(d.query()?.flags & SVM_ACCEL_QUERY_BOUND != 0);
+    let d2 = Dev::open()?;
+    let mut b = drm_svm_accel_bind {
+        flags: 1,
+        ..Default::default()
+    };
+    let r = d2.ioctl(DRM_IOCTL_SVM_ACCEL_BIND as u64, &mut b);
+    check!(
+        r == Err(libc::EINVAL),
+        "BIND flags=1: {:?}",
+        r.err().map(ename)
+    );
+    Ok(())
+}
+
+fn t_fill_cpu_reads(d: &Dev) -> TResult {
+    let b = Buf::new(64 << 10);
+    let pat = 0x5a5a_0000_1234_5678u64;
+    d.run(&mut [fill(b.addr(), b.len as u64, pat)])?;
+    for (i, w) in b.words().iter().enumerate() {
+        let v = w.load(Ordering::Relaxed);
+        check!(v == pat, "word {i}: {v:#x} != {pat:#x}");
+    }
+    let q = d.query()?;
+    check!(
+        q.faults > 0 && q.pages_mapped >= 16,
+        "faults {} pages_mapped {}",
+        q.faults,
+        q.pages_mapped
+    );
+    check!(
+        q.dma_live > 0 && q.pt_pages > 0,
+        "dma_live {} pt_pages {}",
+        q.dma_live,
+        q.pt_pages
+    );
+    Ok(())
+}
+
+fn t_cpu_writes_dev_reads(d: &Dev) -> TResult {
+    let b = Buf::new(48 << 10);
+    for (i, w) in b.words().iter().enumerate() {
+        w.store(
+            (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            Ordering::Relaxed,
+        );
+    }
+    let want = b.sum(0, b.len);
+    let got = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(got == want, "device sum {got:#x}, CPU sum {want:#x}");
+    // Not page aligned: 8-byte aligned start and length crossing pages.
+    let (off, len) = (4096 - 24, 8192 + 48);
+    let got = dev_sum(d, b.addr() + off as u64, len as u64)?;
+    check!(got == b.sum(off, len), "unaligned span sum mismatch");
+    // The device sees later CPU writes (same pages, still mapped).
+    b.words()[3].fetch_add(1000, Ordering::Relaxed);
+    let got = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(got == want.wrapping_add(1000), "device missed a CPU write");
+    Ok(())
+}
+
+fn t_copy(d: &Dev) -> TResult {
+    let src = Buf::new(40 << 10);
+    let dst = Buf::new(40 << 10);
+    for (i, w) in src.words().iter().enumerate() {
+        w.store(i as u64 ^ 0xdead_beef, Ordering::Relaxed);
+    }
+    // Offsets that make source and destination cross pages at different places.
+    let (so, dof, len) = (8usize, 4096 - 16, 32 << 10);
+    d.run(&mut [copy(
+        src.addr() + so as u64,
+        dst.addr() + dof as u64,
+        len as u64,
+    )])?;
+    let (s, t) = (src.words(), dst.words());
+    for k in 0..len / 8 {
+        let (a, b) = (
+            s[so / 8 + k].load(Ordering::Relaxed),
+            t[dof / 8 + k].load(Ordering::Relaxed),
+        );
+        check!(a == b, "word {k}: {b:#x} != {a:#x}");
+    }
+    check!(
+        t[dof / 8 - 1].load(Ordering::Relaxed) == 0,
+        "COPY wrote before dst"
+    );
+    check!(
+        t[(dof + len) / 8].load(Ordering::Relaxed) == 0,
+        "COPY wrote past the end"
+    );
+    Ok(())
+}
+
+fn t_add(d: &Dev) -> TResult {
+    let b = Buf::new(PAGE * 2);
+    let w = b.words();
+    w[0].store(40, Ordering::Relaxed);
+    w[600].store(u64::MAX, Ordering::Relaxed);
+    let mut ops = [
+        add(b.addr(), 2),
+        add(b.addr(), 5),
+        add(b.addr() + 600 * 8, 3),
+    ];
+    d.run(&mut ops)?;
+    check!(
+        ops[0].result == 40 && ops[1].result == 42,
+        "old values {} {}",
+        ops[0].result,
+        ops[1].result
+    );
+    check!(ops[2].result == u64::MAX, "old value {:#x}", ops[2].result);
+    check!(
+        w[0].load(Ordering::Relaxed) == 47,
+        "CPU sees {}",
+        w[0].load(Ordering::Relaxed)
+    );
+    check!(w[600].load(Ordering::Relaxed) == 2, "wrapping add");
+    // Device and CPU atomics interleave without losing an update.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bp = b.addr() as usize;
+    let t = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            // SAFETY: the buffer outlives the thread (joined below).
+            let w = unsafe { &*(bp as *const AtomicU64).add(1) };
+            while !stop.load(Ordering::Relaxed) {
+                w.fetch_add(1, Ordering::SeqCst);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut dev_n = 0u64;
+    for _ in 0..50 {
+        let mut ops = [add(b.addr() + 8, 1), add(b.addr() + 8, 1)];
+        d.run(&mut ops)?;
+        dev_n += 2;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let cpu_n = t.join().unwrap();
+    check!(
+        w[1].load(Ordering::Relaxed) == cpu_n + dev_n,
+        "lost updates: {} != {}+{}",
+        w[1].load(Ordering::Relaxed),
+        cpu_n,
+        dev_n
+    );
+    Ok(())
+}
+
+fn t_munmap_efault(d: &Dev) -> TResult {
+    let mut b = Buf::new(64 << 10);
+    let a = b.addr();
+    d.run(&mut [fill(a, b.len as u64, 7)])?;
+    let before = d.query()?;
+    b.unmap();
+    let q = d.query()?;
+    check!(
+        q.dma_live < before.dma_live,
+        "munmap left the DMA mappings: {} -> {}",
+        before.dma_live,
+        q.dma_live
+    );
+    check!(q.invalidations > before.invalidations);
+    let s = d
+        .submit(&mut [fill(a, 4096, 1), fill(a + 8192, 4096, 2)])
+        .map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT,
+        "error {} (want -EFAULT)",
+        ename(-s.error)
+    );
+    check!(
+        s.failed_op == 0 && s.fault_addr == a,
+        "failed_op {} fault_addr {:#x} (want 0, {a:#x})",
+        s.failed_op,
+        s.fault_addr
+    );
+    // A hole in the middle: ops before it complete, the failing one is reported.
+    let b2 = Buf::new(3 * PAGE);
+    // SAFETY: punching a hole in our own mapping.
+    unsafe { libc::munmap(b2.p.add(PAGE).cast(), PAGE) };
+    let s = d
+        .submit(&mut [fill(b2.addr(), 8, 9), fill(b2.addr(), 3 * PAGE as u64, 5)])
+        .map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT && s.failed_op == 1,
+        "error {} op {}",
+        ename(-s.error),
+        s.failed_op
+    );
+    check!(
+        s.fault_addr == b2.addr() + PAGE as u64,
+        "fault_addr {:#x}",
+        s.fault_addr
+    );
+    check!(
+        b2.words()[0].load(Ordering::Relaxed) == 5,
+        "op before the hole not done"
+    );
+    Ok(())
+}
+
+fn t_gc_after_munmap(d: &Dev) -> TResult {
+    let mut b = Buf::aligned(HUGE, HUGE);
+    d.run(&mut [fill(b.addr(), PAGE as u64, 1)])?;
+    let before = d.query()?;
+    b.unmap();
+    // GC runs from the fault worker after the unmap callback: give it a moment.
+    let t0 = Instant::now();
+    loop {
+        let q = d.query()?;
+        if q.ranges_removed > before.ranges_removed {
+            check!(
+                q.ranges < before.ranges,
+                "ranges {} -> {}",
+                before.ranges,
+                q.ranges
+            );
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!(
+                "range not collected: ranges {} removed {}",
+                q.ranges, q.ranges_removed
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn t_mprotect_eperm(d: &Dev) -> TResult {
+    let b = Buf::new(16 << 10);
+    d.run(&mut [fill(b.addr(), b.len as u64, 3)])?;
+    b.protect(libc::PROT_READ)?;
+    let s = d
+        .submit(&mut [fill(b.addr() + 4096, 8, 4)])
+        .map_err(ename)?;
+    check!(
+        s.error == -libc::EPERM,
+        "FILL on PROT_READ: {} (want -EPERM)",
+        ename(-s.error)
+    );
+    check!(s.fault_addr == b.addr() + 4096);
+    // Reading is still fine, and the failed FILL wrote nothing.
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(sum == 3 * (b.len as u64 / 8), "sum {sum}");
+    b.protect(libc::PROT_NONE)?;
+    let s = d.submit(&mut [read(b.addr(), 8)]).map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT,
+        "READ on PROT_NONE: {}",
+        ename(-s.error)
+    );
+    b.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+    d.run(&mut [fill(b.addr(), 8, 4)])?;
+    check!(b.words()[0].load(Ordering::Relaxed) == 4);
+    Ok(())
+}
+
+fn t_madv_dontneed(d: &Dev) -> TResult {
+    let b = Buf::new(32 << 10);
+    d.run(&mut [fill(b.addr(), b.len as u64, 0x77)])?;
+    b.advise(0, b.len, libc::MADV_DONTNEED)?;
+    // The old pages are gone: the device must see the new zero pages, not stale ones.
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(
+        sum == 0,
+        "device read stale data after MADV_DONTNEED: sum {sum:#x}"
+    );
+    d.run(&mut [fill(b.addr(), b.len as u64, 1)])?;
+    check!(
+        b.sum(0, b.len) == (b.len / 8) as u64,
+        "CPU lost device writes"
+    );
+    Ok(())
+}
+
+fn t_fork(d: &Dev) -> TResult {
+    let b = Buf::new(16 << 10);
+    let n = (b.len / 8) as u64;
+    d.run(&mut [fill(b.addr(), b.len as u64, 5)])?;
+    let fd = d.fd;
+    // SAFETY: the child only makes syscalls and atomic stores, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        for w in b.words() {
+            w.store(99, Ordering::Relaxed);
+        }
+        // The inherited fd belongs to the parent's mm.
+        let mut s = drm_svm_accel_submit::default();
+        let mut ops = [read(b.addr(), 8)];
+        s.ops_ptr = ops.as_mut_ptr() as u64;
+        s.op_count = 1;
+        // SAFETY: plain ioctl.
+        let r = unsafe { libc::ioctl(fd, DRM_IOCTL_SVM_ACCEL_SUBMIT as libc::c_ulong, &mut s) };
+        let code = if r < 0 && errno() == libc::EXDEV {
+            0
+        } else {
+            3
+        };
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    check!(pid > 0, "fork: {}", ename(errno()));
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child: status {st:#x} (3: SUBMIT from the child was not EXDEV)"
+    );
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(
+        sum == 5 * n,
+        "parent's device view changed by the child's writes: {sum} != {}",
+        5 * n
+    );
+    check!(b.sum(0, b.len) == 5 * n, "parent's CPU view changed");
+    // After the fork the device writes again (write fault breaks COW or reuses the page);
+    // the CPU must see it.
+    d.run(&mut [fill(b.addr(), b.len as u64, 6)])?;
+    check!(
+        b.sum(0, b.len) == 6 * n,
+        "CPU does not see the device's post-fork write"
+    );
+    // And the CPU writes after the device: the device must see them.
+    b.words()[0].store(0, Ordering::Relaxed);
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(sum == 6 * n - 6, "device sum {sum} after a CPU write");
+    Ok(())
+}
+
+fn t_fork_cow_while_child_lives(d: &Dev) -> TResult {
+    // The parent writes through the CPU while the child still shares the pages: COW gives
+    // the parent new pages, and the device must follow (its old leaves point at the pages the
+    // child keeps).
+    let b = Buf::new(8 << 10);
+    let n = (b.len / 8) as u64;
+    d.run(&mut [fill(b.addr(), b.len as u64, 1)])?;
+    let mut pipe = [0i32; 2];
+    // SAFETY: plain syscall.
+    check!(unsafe { libc::pipe(pipe.as_mut_ptr()) } == 0);
+    // SAFETY: the child blocks on the pipe, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut c = 0u8;
+        // SAFETY: plain syscalls.
+        unsafe {
+            libc::read(pipe[0], (&mut c as *mut u8).cast(), 1);
+            let ok = b.sum(0, b.len) == n;
+            libc::_exit(if ok { 0 } else { 4 });
+        }
+    }
+    check!(pid > 0);
+    for w in b.words() {
+        w.store(2, Ordering::Relaxed);
+    }
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    d.run(&mut [fill(b.addr(), 8, 7)])?;
+    let parent_word = b.words()[0].load(Ordering::Relaxed);
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::write(pipe[1], b"x".as_ptr().cast(), 1);
+    }
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe {
+        libc::waitpid(pid, &mut st, 0);
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    check!(
+        sum == 2 * n,
+        "device read {sum}, parent's CPU wrote {}",
+        2 * n
+    );
+    check!(
+        parent_word == 7,
+        "device FILL not visible to the parent: {parent_word}"
+    );
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child saw the parent's or the device's writes (status {st:#x})"
+    );
+    Ok(())
+}
+
+fn t_madv_free_pageout(d: &Dev) -> TResult {
+    // MADV_FREE leaves the CPU PTEs writable but clean; a device write then dirties nothing
+    // on the CPU side. When reclaim comes for the lazily freed pages, the invalidation must
+    // mark them dirty (the device wrote them), or reclaim discards the device's data.
+    let b = Buf::new(64 << 10);
+    let n = (b.len / 8) as u64;
+    for w in b.words() {
+        w.store(1, Ordering::Relaxed);
+    }
+    // MADV_FREE queues the folios in a per-CPU batch that MADV_PAGEOUT drains only on its own
+    // CPU: stay on one CPU so reclaim really sees them.
+    let _pin = Pin::cpu0();
+    b.advise(0, b.len, libc::MADV_FREE)?;
+    d.run(&mut [fill(b.addr(), b.len as u64, 0x1234)])?;
+    let (lf0, sc0) = (
+        vmstat("pglazyfreed "),
+        vmstat("pgsteal_anon ") + vmstat("pgsteal_file "),
+    );
+    b.advise(0, b.len, libc::MADV_PAGEOUT)?;
+    let (lf, sc) = (
+        vmstat("pglazyfreed ") - lf0,
+        vmstat("pgsteal_anon ") + vmstat("pgsteal_file ") - sc0,
+    );
+    println!("    (pages lazily freed {lf}, reclaimed {sc})");
+    let cpu = b.sum(0, b.len);
+    check!(
+        cpu == 0x1234 * n,
+        "device writes lost across MADV_FREE + reclaim: CPU sum {cpu:#x}, want {:#x}",
+        0x1234 * n
+    );
+    check!(dev_sum(d, b.addr(), b.len as u64)? == 0x1234 * n);
+    Ok(())
+}
+
+/// Pins the calling thread to CPU 0 until dropped.
+struct Pin(libc::cpu_set_t);
+
+impl Pin {
+    fn cpu0() -> Pin {
+        // SAFETY: plain syscalls on the calling thread with a zeroed cpu_set_t.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old);
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut one);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+            Pin(old)
+        }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        // SAFETY: restores the saved mask.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
+fn swap_on() -> Result<bool, String> {
+    use std::process::Command;
+    if std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1) {
+        return Ok(true);
+    }
+    if std::fs::write("/sys/block/zram0/disksize", "64M").is_err() {
+        return Ok(false);
+    }
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    if !ok(Command::new("mkswap")
+        .arg("/dev/zram0")
+        .stdout(std::process::Stdio::null()))
+        || !ok(Command::new("swapon").arg("/dev/zram0"))
+    {
+        return Err("zram0 present but mkswap/swapon failed".into());
+    }
+    Ok(true)
+}
+
+fn vmstat(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn t_swap(d: &Dev) -> TResult {
+    // Device-written pages swapped out (zram) and back in: nothing lost, and the device
+    // follows the new pages.
+    if !swap_on()? {
+        println!("    (no zram0: swap test skipped)");
+        return Ok(());
+    }
+    let _pin = Pin::cpu0();
+    let b = Buf::new(256 << 10);
+    let n = (b.len / 8) as u64;
+    b.advise(0, b.len, libc::MADV_NOHUGEPAGE)?;
+    d.run(&mut [fill(b.addr(), b.len as u64, 0x5eed)])?;
+    let out0 = vmstat("pswpout ");
+    b.advise(0, b.len, libc::MADV_PAGEOUT)?;
+    let out = vmstat("pswpout ") - out0;
+    check!(out > 0, "MADV_PAGEOUT swapped nothing out");
+    let sum = dev_sum(d, b.addr(), b.len as u64)?;
+    check!(
+        sum == 0x5eed * n,
+        "device read {sum:#x} after swap-in, want {:#x} ({out} pages were swapped out)",
+        0x5eed * n
+    );
+    // Device writes, swap out again, CPU reads.
+    d.run(&mut [fill(b.addr(), b.len as u64, 0x600d)])?;
+    b.advise(0, b.len, libc::MADV_PAGEOUT)?;
+    check!(
+        b.sum(0, b.len) == 0x600d * n,
+        "CPU lost device writes across swap"
+    );
+    println!("    ({out} pages swapped out)");
+    Ok(())
+}
+
+fn t_shared_alias(d: &Dev) -> TResult {
+    // A memfd mapped twice: the same pages at two addresses (two DMA mappings of each page),
+    // file-backed (shmem) rather than anonymous.
+    let len = 32 << 10;
+    let name = CString::new("svm").unwrap();
+    // SAFETY: plain syscalls on our own fd and mappings.
+    let (fd, a, b) = unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        check!(fd >= 0, "memfd_create: {}", ename(errno()));
+        check!(libc::ftruncate(fd, len as i64) == 0);
+        let m = |_: ()| {
+            libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        let (a, b) = (m(()), m(()));
+        check!(a != libc::MAP_FAILED && b != libc::MAP_FAILED);
+        (fd, a as u64, b as u64)
+    };
+    let res = (|| -> TResult {
+        d.run(&mut [fill(a, len as u64, 0x11)])?;
+        let sa = dev_sum(d, a, len as u64)?;
+        let sb = dev_sum(d, b, len as u64)?;
+        let n = (len / 8) as u64;
+        check!(
+            sa == 0x11 * n && sb == 0x11 * n,
+            "sums through the two aliases: {sa:#x} {sb:#x}"
+        );
+        // SAFETY: our mapping.
+        let wb = unsafe { &*(b as *const AtomicU64) };
+        check!(
+            wb.load(Ordering::Relaxed) == 0x11,
+            "CPU alias does not see the device write"
+        );
+        // Truncating the file away under the device: both aliases are invalidated.
+        // SAFETY: our fd.
+        check!(unsafe { libc::ftruncate(fd, 0) } == 0);
+        let s = d.submit(&mut [read(a, 8)]).map_err(ename)?;
+        check!(
+            s.error == -libc::EFAULT,
+            "read of a truncated shared page: {}",
+            ename(-s.error)
+        );
+        Ok(())
+    })();
+    // SAFETY: ours.
+    unsafe {
+        libc::munmap(a as *mut _, len);
+        libc::munmap(b as *mut _, len);
+        libc::close(fd);
+    }
+    res
+}
+
+fn t_pfnmap(d: &Dev) -> TResult {
+    // [vvar] is a VM_PFNMAP | VM_IO mapping: hmm refuses it, so must the device.
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let Some(line) = maps.lines().find(|l| l.ends_with("[vvar]")) else {
+        println!("    (no [vvar] mapping: skipped)");
+        return Ok(());
+    };
+    let start =
+        u64::from_str_radix(line.split('-').next().unwrap(), 16).map_err(|e| e.to_string())?;
+    let s = d.submit(&mut [read(start, 8)]).map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT,
+        "device READ of [vvar]: {}",
+        ename(-s.error)
+    );
+    let (r, done) = d.prefetch(start, PAGE as u64, false);
+    check!(
+        r == Err(libc::EFAULT) && done == 0,
+        "prefetch of [vvar]: {:?}",
+        r.err().map(ename)
+    );
+    Ok(())
+}
+
+fn t_zero_pages(d: &Dev) -> TResult {
+    // Reads of untouched memory map the shared zero page (and, for THP, the huge zero page)
+    // again and again: dozens of DMA mappings of one page must be fine.
+    let small = Buf::new(64 * PAGE);
+    small.advise(0, small.len, libc::MADV_NOHUGEPAGE)?;
+    check!(dev_sum(d, small.addr(), small.len as u64)? == 0);
+    let big = Buf::aligned(10 * HUGE, HUGE);
+    big.advise(0, big.len, libc::MADV_HUGEPAGE)?;
+    let before = d.query()?;
+    let mut ops: Vec<_> = (0..10)
+        .map(|i| read(big.addr() + (i * HUGE) as u64, 64))
+        .collect();
+    d.run(&mut ops)?;
+    check!(ops.iter().all(|o| o.result == 0));
+    let q = d.query()?;
+    println!(
+        "    (2 MiB leaves over untouched THP memory: {})",
+        q.pt_huge - before.pt_huge
+    );
+    // The CPU writes: COW away from the zero pages; the device follows.
+    small.words()[PAGE / 8 * 3].store(5, Ordering::Relaxed);
+    big.words()[HUGE / 8 * 4 + 1].store(6, Ordering::Relaxed);
+    check!(
+        dev_sum(d, small.addr(), small.len as u64)? == 5,
+        "device missed the CPU's write over a zero page"
+    );
+    check!(
+        dev_sum(d, big.addr(), big.len as u64)? == 6,
+        "device missed the CPU's write over a huge zero page"
+    );
+    Ok(())
+}
+
+fn t_thp(d: &Dev) -> TResult {
+    let b = Buf::aligned(2 * HUGE, HUGE);
+    b.advise(0, b.len, libc::MADV_HUGEPAGE)?;
+    let before = d.query()?;
+    d.run(&mut [fill(b.addr(), HUGE as u64, 0xabcd)])?;
+    let q = d.query()?;
+    check!(
+        q.huge_mapped > before.huge_mapped && q.pt_huge > before.pt_huge,
+        "no 2 MiB device mapping: huge_mapped {} -> {}, pt_huge {} -> {} (THP not allocated?)",
+        before.huge_mapped,
+        q.huge_mapped,
+        before.pt_huge,
+        q.pt_huge
+    );
+    check!(
+        b.sum(0, HUGE) == 0xabcd * (HUGE / 8) as u64,
+        "CPU view of the THP"
+    );
+    // Split it: unmap one 4 KiB page in the middle. The 2 MiB leaf goes whole; the rest is
+    // still reachable through 4 KiB faults.
+    // SAFETY: our mapping.
+    unsafe { libc::munmap(b.p.add(HUGE / 2).cast(), PAGE) };
+    let q2 = d.query()?;
+    check!(
+        q2.pt_huge < q.pt_huge,
+        "huge leaf survived a partial munmap"
+    );
+    let sum = dev_sum(d, b.addr(), (HUGE / 2) as u64)?;
+    check!(sum == 0xabcd * (HUGE / 16) as u64, "after split: {sum:#x}");
+    let s = d
+        .submit(&mut [read(b.addr() + (HUGE / 2) as u64, 8)])
+        .map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT,
+        "hole in split THP: {}",
+        ename(-s.error)
+    );
+    Ok(())
+}
+
+fn t_prefetch(d: &Dev) -> TResult {
+    let b = Buf::new(256 << 10);
+    let before = d.query()?;
+    let (r, done) = d.prefetch(b.addr(), b.len as u64, true);
+    check!(
+        r.is_ok() && done == b.len as u64,
+        "prefetch: {:?} done {done}",
+        r.err().map(ename)
+    );
+    let q = d.query()?;
+    check!(
+        q.pages_mapped >= before.pages_mapped + 64,
+        "pages_mapped {} -> {}",
+        before.pages_mapped,
+        q.pages_mapped
+    );
+    // Jobs on prefetched memory need no device fault.
+    let f0 = q.device_faults;
+    d.run(&mut [fill(b.addr(), b.len as u64, 1)])?;
+    let q = d.query()?;
+    check!(
+        q.device_faults == f0,
+        "device faulted {} times on prefetched memory",
+        q.device_faults - f0
+    );
+    Ok(())
+}
+
+fn t_bad_input(d: &Dev) -> TResult {
+    let b = Buf::new(4 * PAGE);
+    let a = b.addr();
+    let pf = |s: u64, l: u64| d.prefetch(s, l, false).0.err();
+    check!(
+        pf(a + 8, PAGE as u64) == Some(libc::EINVAL),
+        "misaligned prefetch start"
+    );
+    check!(pf(a, 100) == Some(libc::EINVAL), "misaligned prefetch len");
+    check!(pf(a, 0) == Some(libc::EINVAL), "empty prefetch");
+    check!(
+        pf(0xffff_8880_0000_0000, PAGE as u64) == Some(libc::EINVAL),
+        "kernel address prefetch"
+    );
+    check!(
+        pf(u64::MAX - 4095, 8192) == Some(libc::EINVAL),
+        "overflowing prefetch"
+    );
+    // Unmapped: EFAULT, and `done` says where it stopped.
+    let hole = Buf::new(PAGE);
+    let ha = hole.addr();
+    drop(hole);
+    let (r, done) = d.prefetch(ha, PAGE as u64, false);
+    check!(
+        r == Err(libc::EFAULT) && done == 0,
+        "unmapped prefetch: {:?} done {done}",
+        r.err().map(ename)
+    );
+    // SAFETY: punching a hole into our own mapping.
+    unsafe { libc::munmap(b.p.add(2 * PAGE).cast(), PAGE) };
+    let (r, done) = d.prefetch(a, 4 * PAGE as u64, false);
+    check!(
+        r == Err(libc::EFAULT) && done == 2 * PAGE as u64,
+        "partial prefetch: {:?} done {done}",
+        r.err().map(ename)
+    );
+
+    let sub = |ops: &mut [drm_svm_accel_op]| d.submit(ops).err();
+    check!(
+        sub(&mut [fill(0xffff_8880_0000_0000, 8, 1)]) == Some(libc::EINVAL),
+        "kernel address FILL"
+    );
+    check!(
+        sub(&mut [fill(a + 4, 8, 1)]) == Some(libc::EINVAL),
+        "misaligned FILL"
+    );
+    check!(
+        sub(&mut [read(a, 12)]) == Some(libc::EINVAL),
+        "misaligned READ length"
+    );
+    check!(
+        sub(&mut [op(99, 0, a, 8, 0)]) == Some(libc::EINVAL),
+        "bad op kind"
+    );
+    let mut o = fill(a, 8, 1);
+    o.flags = 1;
+    check!(sub(&mut [o]) == Some(libc::EINVAL), "op flags");
+    check!(sub(&mut []) == Some(libc::EINVAL), "zero ops");
+    // A bad op anywhere refuses the whole job before it runs.
+    b.words()[0].store(0, Ordering::Relaxed);
+    check!(sub(&mut [fill(a, 8, 1), op(0, 0, 0, 0, 0)]) == Some(libc::EINVAL));
+    check!(
+        b.words()[0].load(Ordering::Relaxed) == 0,
+        "a refused job ran"
+    );
+    let mut s = drm_svm_accel_submit {
+        ops_ptr: 8,
+        op_count: 1,
+        ..Default::default()
+    };
+    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_SUBMIT as u64, &mut s);
+    check!(
+        r == Err(libc::EFAULT),
+        "unreadable ops array: {:?}",
+        r.err().map(ename)
+    );
+    // Device access to a VM_PFNMAP/VM_IO mapping is refused like a hole: none here to test
+    // without another driver, so the vDSO's vvar page stands in when present.
+    Ok(())
+}
+
+fn t_close_live(_d: &Dev) -> TResult {
+    // Close a bound file whose device still maps pages: teardown releases everything.
+    let b = Buf::new(64 << 10);
+    {
+        let d2 = Dev::bound()?;
+        d2.run(&mut [fill(b.addr(), b.len as u64, 8)])?;
+        let q = d2.query()?;
+        check!(q.dma_live > 0);
+    }
+    check!(
+        b.sum(0, b.len) == 8 * (b.len / 8) as u64,
+        "data lost at close"
+    );
+    // Two files bound to the same mm see the same memory.
+    let d3 = Dev::bound()?;
+    let d4 = Dev::bound()?;
+    d3.run(&mut [fill(b.addr(), 8, 11)])?;
+    check!(dev_sum(&d4, b.addr(), 8)? == 11);
+    Ok(())
+}
+
+fn t_exit_with_live(_d: &Dev) -> TResult {
+    // A child binds its own file, maps pages on the device and exits without closing: its mm
+    // goes away (MMU_NOTIFY_RELEASE) before the file is released.
+    // SAFETY: the child only makes syscalls and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match (|| -> TResult {
+            let d = Dev::bound()?;
+            let b = Buf::new(64 << 10);
+            d.run(&mut [fill(b.addr(), b.len as u64, 3)])?;
+            std::mem::forget(d);
+            std::mem::forget(b);
+            Ok(())
+        })() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("child: {e}");
+                5
+            }
+        };
+        // SAFETY: exit with the file still open.
+        unsafe { libc::_exit(code) };
+    }
+    check!(pid > 0);
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child status {st:#x}"
+    );
+    Ok(())
+}
+
+fn t_kill_during_jobs(_d: &Dev) -> TResult {
+    // A child loops on jobs that fault; SIGKILL it mid-job.
+    // SAFETY: the child only makes syscalls.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let d = match Dev::bound() {
+            Ok(d) => d,
+            Err(_) => unsafe { libc::_exit(6) },
+        };
+        loop {
+            let b = Buf::new(1 << 20);
+            let _ = d.submit(&mut [fill(b.addr(), b.len as u64, 1)]);
+        }
+    }
+    check!(pid > 0);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: our child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL,
+        "child status {st:#x}"
+    );
+    Ok(())
+}
+
+fn t_prefetch_race(d: &Arc<Dev>) -> TResult {
+    // Several threads prefetch pages of the same fresh ranges at once (faults from the ioctl
+    // threads, beside the fault worker): racing range creation, one notifier per range.
+    let b = Arc::new(Buf::aligned(4 * HUGE, HUGE));
+    let before = d.query()?;
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let hs: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (d, b, start) = (d.clone(), b.clone(), start.clone());
+            std::thread::spawn(move || -> TResult {
+                start.wait();
+                for r in 0..4u64 {
+                    let a = b.addr() + r * HUGE as u64 + t * 64 * PAGE as u64;
+                    let (res, done) = d.prefetch(a, 64 * PAGE as u64, t % 2 == 0);
+                    check!(
+                        res.is_ok() && done == 64 * PAGE as u64,
+                        "prefetch: {:?}",
+                        res.err().map(ename)
+                    );
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap()?;
+    }
+    let q = d.query()?;
+    // One range per 2 MiB block, however many threads raced for it (fewer if a range of an
+    // earlier buffer at the same address is still published).
+    check!(
+        q.ranges_created - before.ranges_created <= 4,
+        "ranges created {} for 4 blocks",
+        q.ranges_created - before.ranges_created
+    );
+    let sum = dev_sum(d, b.addr(), (4 * HUGE) as u64)?;
+    check!(sum == 0, "fresh memory reads {sum:#x}");
+    println!(
+        "    (range creation races lost: {})",
+        q.range_races - before.range_races
+    );
+    Ok(())
+}
+
+fn t_concurrent(d: &Arc<Dev>) -> TResult {
+    // Jobs on distinct ranges from several threads, while other threads churn the mm:
+    // mprotect toggling under a reader, munmap/mmap under a writer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hs = Vec::new();
+    for t in 0..3u64 {
+        let d = d.clone();
+        hs.push(std::thread::spawn(move || -> TResult {
+            let b = Buf::aligned(HUGE, HUGE);
+            for i in 0..15u64 {
+                let v = t * 1000 + i;
+                d.run(&mut [fill(b.addr(), 256 << 10, v)])?;
+                let s = dev_sum(&d, b.addr(), 256 << 10)?;
+                check!(s == v * (32 << 10), "thread {t} iter {i}: sum {s}");
+                check!(b.sum(0, 256 << 10) == v * (32 << 10));
+            }
+            Ok(())
+        }));
+    }
+    let ro = Arc::new(Buf::new(64 << 10));
+    for w in ro.words() {
+        w.store(1, Ordering::Relaxed);
+    }
+    {
+        let (d, ro, stop) = (d.clone(), ro.clone(), stop.clone());
+        hs.push(std::thread::spawn(move || -> TResult {
+            while !stop.load(Ordering::Relaxed) {
+                let s = dev_sum(&d, ro.addr(), ro.len as u64)?;
+                check!(s == (ro.len / 8) as u64, "reader under mprotect churn: {s}");
+            }
+            Ok(())
+        }));
+    }
+    {
+        let (ro, stop) = (ro.clone(), stop.clone());
+        hs.push(std::thread::spawn(move || -> TResult {
+            while !stop.load(Ordering::Relaxed) {
+                ro.protect(libc::PROT_READ)?;
+                ro.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+            }
+            Ok(())
+        }));
+    }
+    let efaults = Arc::new(AtomicU64::new(0));
+    {
+        let (d, stop, efaults) = (d.clone(), stop.clone(), efaults.clone());
+        hs.push(std::thread::spawn(move || -> TResult {
+            while !stop.load(Ordering::Relaxed) {
+                let mut b = Buf::new(1 << 20);
+                let a = b.addr();
+                let (d2, bl) = (d.clone(), b.len as u64);
+                let go = Arc::new(AtomicBool::new(false));
+                let g2 = go.clone();
+                let w = std::thread::spawn(move || {
+                    g2.store(true, Ordering::Release);
+                    d2.submit(&mut [fill(a, bl, 2)])
+                });
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(Duration::from_micros(
+                    500 * (efaults.load(Ordering::Relaxed) % 4),
+                ));
+                b.unmap();
+                match w.join().unwrap() {
+                    Ok(s) if s.error == 0 => {}
+                    Ok(s) if s.error == -libc::EFAULT => {
+                        efaults.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(s) => return Err(format!("FILL racing munmap: {}", ename(-s.error))),
+                    Err(e) => return Err(format!("FILL racing munmap: ioctl {}", ename(e))),
+                }
+            }
+            Ok(())
+        }));
+    }
+    let mut res = Ok(());
+    for (i, h) in hs.into_iter().enumerate() {
+        if i == 3 {
+            // The three job threads are done: stop the churn.
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Err(e) = h.join().unwrap() {
+            stop.store(true, Ordering::Relaxed);
+            res = res.and(Err(e));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    res?;
+    let q = d.query()?;
+    check!(q.pt_zapped == 0, "zapped leaves left: {}", q.pt_zapped);
+    println!(
+        "    (munmap races ending in EFAULT: {}; retries own/foreign {}/{}; invalidations {})",
+        efaults.load(Ordering::Relaxed),
+        q.retries_own,
+        q.retries_foreign,
+        q.invalidations
+    );
+    Ok(())
+}
+
+fn t_dma_accounting(d: &Dev) -> TResult {
+    // Every DMA mapping the engine holds is a valid leaf (the census) — none leaked.
+    let q = d.query()?;
+    check!(q.pt_zapped == 0, "zapped leaves at rest: {}", q.pt_zapped);
+    check!(
+        q.dma_live == q.pt_pages + q.pt_huge,
+        "dma_live {} != pages {} + huge {}",
+        q.dma_live,
+        q.pt_pages,
+        q.pt_huge
+    );
+    Ok(())
+}
+
+fn main() {
+    let t0 = Instant::now();
+    let mut pass = 0;
+    let mut fail = 0;
+    let mut run = |name: &str, f: &dyn Fn() -> TResult| {
+        let t = Instant::now();
+        let r = f();
+        let ms = t.elapsed().as_millis();
+        match r {
+            Ok(()) => {
+                pass += 1;
+                println!("ok   {name} ({ms} ms)");
+            }
+            Err(e) => {
+                fail += 1;
+                println!("FAIL {name} ({ms} ms): {e}");
+            }
+        }
+        let _ = std::io::stdout().flush();
+    };
+
+    run("query_unbound", &t_query_unbound);
+    run("unbound_refused", &t_unbound_refused);
+    run("bind_twice", &t_bind_twice);
+    match Dev::bound() {
+        Ok(d) => {
+            let d = Arc::new(d);
+            run("fill_cpu_reads", &|| t_fill_cpu_reads(&d));
+            run("cpu_writes_dev_reads", &|| t_cpu_writes_dev_reads(&d));
+            run("copy", &|| t_copy(&d));
+            run("add", &|| t_add(&d));
+            run("munmap_efault", &|| t_munmap_efault(&d));
+            run("gc_after_munmap", &|| t_gc_after_munmap(&d));
+            run("mprotect_eperm", &|| t_mprotect_eperm(&d));
+            run("madv_dontneed", &|| t_madv_dontneed(&d));
+            run("fork", &|| t_fork(&d));
+            run("fork_cow_while_child_lives", &|| {
+                t_fork_cow_while_child_lives(&d)
+            });
+            run("madv_free_pageout", &|| t_madv_free_pageout(&d));
+            run("swap", &|| t_swap(&d));
+            run("shared_alias", &|| t_shared_alias(&d));
+            run("pfnmap", &|| t_pfnmap(&d));
+            run("zero_pages", &|| t_zero_pages(&d));
+            run("thp", &|| t_thp(&d));
+            run("prefetch", &|| t_prefetch(&d));
+            run("bad_input", &|| t_bad_input(&d));
+            run("close_live", &|| t_close_live(&d));
+            run("exit_with_live", &|| t_exit_with_live(&d));
+            run("kill_during_jobs", &|| t_kill_during_jobs(&d));
+            run("prefetch_race", &|| t_prefetch_race(&d));
+            run("concurrent", &|| t_concurrent(&d));
+            run("dma_accounting", &|| t_dma_accounting(&d));
+            if let Ok(q) = d.query() {
+                println!(
+                    "stats: jobs {} device_faults {} batches {} faults {} errors {} pages {} huge {} dma_unmapped {} invalidations {} (hit {}) flushes {} ranges +{} -{} races {} gc {} tlb hit/miss {}/{}",
+                    q.jobs, q.device_faults, q.fault_batches, q.faults, q.fault_errors, q.pages_mapped,
+                    q.huge_mapped, q.dma_unmapped, q.invalidations, q.invalidations_hit, q.tlb_flushes,
+                    q.ranges_created, q.ranges_removed, q.range_races, q.gc_removed, q.tlb_hits, q.tlb_misses
+                );
+            }
+            // `d` stays open with live mappings: process exit releases it (mm first, then file).
+            std::mem::forget(d);
+        }
+        Err(e) => {
+            fail += 1;
+            println!("FAIL bind: {e}");
+        }
+    }
+    println!("time: {:.1} s", t0.elapsed().as_secs_f64());
+    println!("{pass} passed, {fail} failed");
+    let _ = std::io::stdout().flush();
+    std::process::exit(if fail == 0 { 0 } else { 1 });
+}
