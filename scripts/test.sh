@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: unit + property + storm tests (release), the loom models, and the
-# teeth check (every protocol step, when deleted, makes a test fail). Prints each runner's
-# summary. Set SVM_SKIP_TEETH=1 to skip the teeth rebuilds while iterating.
+# The whole test suite: unit + property + storm tests (release), the loom models, the teeth
+# check (every protocol step, when deleted, makes a test fail), then the kernel side: the
+# kernel build (installs its packages; cached by inputs outside the repo), the module, and the
+# QEMU run (hmm-tests against test_hmm, the in-VM svm_accel tests). Prints each runner's
+# summary. SVM_SKIP_TEETH=1 / SVM_SKIP_VM=1 skip those parts while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +29,9 @@ grep -q 'test result: ok' /tmp/svm-loom.log || { echo "loom suite failed"; tail 
 if [ "${SVM_SKIP_TEETH:-0}" != 1 ]; then
   step "teeth: each deleted protocol step must make a test fail"
   scripts/teeth.sh
+fi
+
+if [ "${SVM_SKIP_VM:-0}" != 1 ]; then
+  step "kernel: build (cached by inputs), module, QEMU: hmm-tests vs test_hmm, svm_accel in-VM tests"
+  scripts/vm-test.sh --quiet
 fi

@@ -392,3 +392,67 @@ fn mprotect_down_then_up() {
     assert_eq!(w.mm.cpu_read(a).unwrap(), 3);
     done(&w);
 }
+
+#[test]
+fn config_is_validated() {
+    let ok = Config::default();
+    assert_eq!(ok.validate(), Ok(()));
+    assert_eq!(ok.range_size(), 2 << 20);
+    let bad = |c: Config| assert_eq!(c.validate(), Err(Errno::EINVAL), "{c:?}");
+    for shift in [15, 31, 0, 64] {
+        bad(Config {
+            range_shift: shift,
+            ..ok
+        });
+    }
+    for shift in [16, 30] {
+        assert_eq!(
+            Config {
+                range_shift: shift,
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+    for fa in [0, 3, 1024] {
+        bad(Config {
+            fault_around_pages: fa,
+            ..ok
+        });
+    }
+    for fa in [1, 512] {
+        assert_eq!(
+            Config {
+                fault_around_pages: fa,
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+    bad(Config {
+        task_size: (1 << 48) + 4096,
+        ..ok
+    });
+    bad(Config {
+        task_size: (1 << 47) + 1,
+        ..ok
+    });
+    assert_eq!(
+        Config {
+            task_size: 1 << 48,
+            ..ok
+        }
+        .validate(),
+        Ok(())
+    );
+    assert!(
+        World::new(Config {
+            range_shift: 12,
+            ..ok
+        })
+        .is_err(),
+        "Engine::new validates"
+    );
+}
