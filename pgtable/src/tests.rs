@@ -250,11 +250,32 @@ fn edges<F: PteFormat>() {
     pt.zap(0x80_5000, 0x80_6000).unwrap();
     pt.reap(0x80_0000, 0xa0_0000, |_| {});
 
+    // A zap stops at `end`: the next page survives; for_each_leaf sees valid and zapped leaves.
+    pt.map(0x80_6000, 0, 0xb000, Perm::RO, 6).unwrap();
+    pt.map(0x80_7000, 0, 0xc000, Perm::RO, 7).unwrap();
+    let f = pt.zap(0x80_6000, 0x80_7000).unwrap();
+    assert_eq!((f.start, f.end), (0x80_6000, 0x80_7000));
+    assert!(pt.translate(0x80_7000).is_some(), "zap went past its end");
+    let mut seen = Vec::new();
+    pt.for_each_leaf(0x80_0000, 0xa0_0000, |l| seen.push((l.va, l.valid)));
+    assert_eq!(seen, [(0x80_6000, false), (0x80_7000, true)]);
+    let c = pt.census();
+    assert_eq!((c.pages, c.huge, c.zapped), (1, 1, 1));
+    assert_eq!(
+        c.tables,
+        mem.0.load(Ordering::SeqCst) as usize,
+        "census counts every live table: {c:?}"
+    );
+    pt.reap(0x80_0000, 0xa0_0000, |_| {});
+    pt.zap(0x80_7000, 0x80_8000).unwrap();
+    pt.reap(0x80_0000, 0xa0_0000, |_| {});
+
     // Two empty leaf tables unlinked at once.
     pt.prepare(0xa0_0000, 0).unwrap();
     let before = mem.0.load(Ordering::SeqCst);
     let d = pt.unlink_leaf_tables(0x80_0000, 0xc0_0000);
     assert_eq!(d.len(), 2);
+    assert!(!d.is_empty());
     // SAFETY: no device walks this test's table.
     unsafe { pt.free_deferred(d) };
     assert_eq!(mem.0.load(Ordering::SeqCst), before - 2);
