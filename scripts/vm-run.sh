@@ -3,9 +3,12 @@
 # hmm-tests against test_hmm plus the given modules/programs (see vm/init.sh),
 # and judge the serial log.
 #
-#   scripts/vm-run.sh [--module KO]... [--prog STATIC_BIN]... [--no-hmm-tests]
-#                     [--timeout SECS] [--log FILE] [--append ARGS] [--quiet]
-#                     [--mem 4G] [--smp 2]
+#   scripts/vm-run.sh [--module KO]... [--prog STATIC_BIN [--prog-args "ARGS"]]...
+#                     [--no-hmm-tests] [--timeout SECS] [--log FILE] [--append ARGS]
+#                     [--quiet] [--mem 4G] [--smp 2]
+#
+# --prog-args gives the preceding --prog its arguments (split at spaces in the
+# VM, no quoting).
 #
 # Exits 0 only if the VM printed "SVM-VM-RESULT rc=0", hmm-tests failed only
 # where vm/expected-failures-test_hmm.txt says so, THP faults allocated huge
@@ -16,12 +19,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 
-MODULES=() PROGS=() HMM_TESTS=1 QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
+MODULES=() PROGS=() PROG_ARGS=() HMM_TESTS=1 QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
 TIMEOUT="${SVM_VM_TIMEOUT:-900}"
 while (($#)); do
     case "$1" in
         --module) MODULES+=("$2"); shift 2 ;;
-        --prog) PROGS+=("$2"); shift 2 ;;
+        --prog) PROGS+=("$2"); PROG_ARGS+=(""); shift 2 ;;
+        --prog-args)
+            ((${#PROGS[@]})) || die "--prog-args needs a --prog before it"
+            [[ "$2" != *$'\n'* ]] || die "--prog-args: no newlines"
+            PROG_ARGS[${#PROGS[@]} - 1]="$2"; shift 2 ;;
         --no-hmm-tests) HMM_TESTS=0; shift ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --log) LOG="$2"; shift 2 ;;
@@ -83,7 +90,7 @@ for prog in "${PROGS[@]}"; do
     name="$(printf '%02d-%s' "$i" "$(basename "$prog")")"
     i=$((i + 1))
     echo "file /svm/progs/$name $(realpath "$prog") 0755 0 0" >> "$LIST"
-    echo "$name" >> "$WORK/progs.list"
+    echo "$name ${PROG_ARGS[i - 1]}" >> "$WORK/progs.list"   # "<name> <args...>"
 done
 echo "file /svm/modules.list $WORK/modules.list 0644 0 0" >> "$LIST"
 echo "file /svm/progs.list $WORK/progs.list 0644 0 0" >> "$LIST"

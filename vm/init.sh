@@ -70,13 +70,19 @@ for ko in $(cat /svm/modules.list 2>/dev/null); do
     [ $rc -eq 0 ] && loaded="$(echo "${ko%.ko}" | tr - _) $loaded"
 done
 
-for prog in $(cat /svm/progs.list 2>/dev/null); do
-    echo "== BEGIN prog:$prog"
-    "/svm/progs/$prog"
-    rc=$?
-    echo "== END prog:$prog rc=$rc"
-    step "prog:$prog" $rc
-done
+# One program a line: "<name> [args...]" (args split at spaces, no quoting).
+if [ -f /svm/progs.list ]; then
+    while read -r prog args <&3; do
+        [ -n "$prog" ] || continue
+        echo "== BEGIN prog:$prog"
+        [ -z "$args" ] || echo "SVM-VM-ARGS prog:$prog $args"
+        # shellcheck disable=SC2086  # split on purpose
+        "/svm/progs/$prog" $args 3<&-
+        rc=$?
+        echo "== END prog:$prog rc=$rc"
+        step "prog:$prog" $rc
+    done 3< /svm/progs.list
+fi
 
 for mod in $loaded; do
     rmmod "$mod"

@@ -2,7 +2,8 @@
 //! the test VM, and checks what the device sees against what the CPU sees.
 //!
 //! Built static (`scripts/vm-test.sh`), run by vm/init.sh. Prints one line per test and
-//! `N passed, M failed` last; exits non-zero on any failure.
+//! `N passed, M failed` last; exits non-zero on any failure. The last test is the fault storm
+//! (`storm.rs`); `--storm` runs only the storm (`scripts/vm-storm.sh`), see `USAGE`.
 
 #![allow(non_camel_case_types, non_upper_case_globals, dead_code)]
 
@@ -15,6 +16,8 @@ mod uapi {
     )]
     include!(concat!(env!("OUT_DIR"), "/uapi.rs"));
 }
+
+mod storm;
 
 use std::ffi::CString;
 use std::io::Write;
@@ -59,6 +62,9 @@ fn ename(e: i32) -> String {
         libc::EXDEV => "EXDEV".into(),
         libc::EINVAL => "EINVAL".into(),
         libc::ENOTCONN => "ENOTCONN".into(),
+        libc::ENOTTY => "ENOTTY".into(),
+        libc::EBADF => "EBADF".into(),
+        libc::ENOENT => "ENOENT".into(),
         e => format!("errno {e}"),
     }
 }
@@ -1114,6 +1120,373 @@ fn t_bad_input(d: &Dev) -> TResult {
     Ok(())
 }
 
+/// SUBMIT with a hand-made struct (pointers and counts `Dev::submit` cannot express).
+fn raw_submit(d: &Dev, ops_ptr: u64, op_count: u32) -> Result<drm_svm_accel_submit, i32> {
+    let mut s = drm_svm_accel_submit {
+        ops_ptr,
+        op_count,
+        ..Default::default()
+    };
+    d.ioctl(DRM_IOCTL_SVM_ACCEL_SUBMIT as u64, &mut s)
+        .map(|_| s)
+}
+
+fn t_bad_overflow(d: &Dev) -> TResult {
+    // Wrapping start+len / src+len / dst+len, huge lengths, ranges past TASK_SIZE, misaligned
+    // ADD, op kinds out of range: all EINVAL before anything runs.
+    let b = Buf::new(4 * PAGE);
+    let a = b.addr();
+    for w in b.words() {
+        w.store(0x77, Ordering::Relaxed);
+    }
+    let top = 0xffff_ffff_ffff_f000u64; // page aligned, top + 4096 == 2^64
+    for (s, l, what) in [
+        (a, !4095, "len 2^64-4096 (start+len wraps)"),
+        (top, 4096, "start+len == 2^64"),
+        (top, 8192, "start+len wraps past 0"),
+        (a, 1 << 62, "len 2^62"),
+        (a, 1 << 47, "len 2^47 (past TASK_SIZE)"),
+        (0x7fff_ffff_f000, 0x2000, "range crossing TASK_SIZE"),
+        (1 << 47, 4096, "start 2^47"),
+    ] {
+        for write in [false, true] {
+            let (r, done) = d.prefetch(s, l, write);
+            check!(
+                r == Err(libc::EINVAL) && done == 0,
+                "PREFETCH {what} (write {write}): {:?} done {done}",
+                r.err().map(ename)
+            );
+        }
+    }
+    for (flags, pad) in [(2u32, 0u32), (0, 1)] {
+        let mut p = drm_svm_accel_prefetch {
+            start: a,
+            len: PAGE as u64,
+            flags,
+            pad,
+            ..Default::default()
+        };
+        let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_PREFETCH as u64, &mut p);
+        check!(
+            r == Err(libc::EINVAL),
+            "PREFETCH flags {flags} pad {pad}: {:?}",
+            r.err().map(ename)
+        );
+    }
+    let wrap = u64::MAX - 7; // 8-byte aligned, wrap + 8 == 2^64
+    let cases = [
+        (fill(wrap, 16, 1), "FILL dst+len wraps"),
+        (fill(top, 4096, 1), "FILL dst+len == 2^64"),
+        (copy(a, wrap, 16), "COPY dst+len wraps"),
+        (copy(wrap, a, 16), "COPY src+len wraps"),
+        (copy(top, a, 8192), "COPY src+len wraps past 0"),
+        (read(wrap, 16), "READ src+len wraps"),
+        (add(wrap, 1), "ADD at 2^64-8 (dst+8 wraps)"),
+        (add(u64::MAX - 15, 1), "ADD above TASK_SIZE"),
+        (fill(a, 1 << 62, 1), "FILL len 2^62"),
+        (copy(a, a + 8192, 1 << 62), "COPY len 2^62"),
+        (read(a, 1 << 62), "READ len 2^62"),
+        (fill(a, !7, 1), "FILL len 2^64-8"),
+        (read(a, (1 << 30) + 8), "READ len 1 GiB + 8"),
+        (fill(0x7fff_ffff_f000, 0x2000, 1), "FILL crossing TASK_SIZE"),
+        (add(a + 4, 1), "ADD at a 4-byte aligned address"),
+        (add(a + 1, 1), "ADD at an odd address"),
+        (op(0, 0, a, 8, 0), "kind 0"),
+        (op(SVM_ACCEL_OP_READ + 1, a, a, 8, 0), "kind READ+1"),
+        (op(u32::MAX, a, a, 8, 0), "kind u32::MAX"),
+    ];
+    for (o, what) in cases {
+        let r = d.submit(&mut [o]).err();
+        check!(
+            r == Some(libc::EINVAL),
+            "{what}: {:?} (want EINVAL)",
+            r.map(ename)
+        );
+        // Behind a good op: the whole job is refused before its first op runs.
+        let r = d.submit(&mut [fill(a, 8, 0x99), o]).err();
+        check!(
+            r == Some(libc::EINVAL),
+            "{what} as op 1: {:?}",
+            r.map(ename)
+        );
+        check!(
+            b.words()[0].load(Ordering::Relaxed) == 0x77,
+            "{what}: a refused job ran its first op"
+        );
+    }
+    // The largest length is accepted and runs up to the first hole: READ 1 GiB from a page
+    // followed by a hole.
+    let g = Buf::new(2 * PAGE);
+    // SAFETY: punching a hole in our own mapping.
+    unsafe { libc::munmap(g.p.add(PAGE).cast(), PAGE) };
+    let s = d.submit(&mut [read(g.addr(), 1 << 30)]).map_err(ename)?;
+    check!(
+        s.error == -libc::EFAULT && s.failed_op == 0 && s.fault_addr == g.addr() + PAGE as u64,
+        "READ of 1 GiB over one page: error {} op {} addr {:#x}",
+        ename(-s.error),
+        s.failed_op,
+        s.fault_addr
+    );
+    Ok(())
+}
+
+fn t_bad_submit(d: &Dev) -> TResult {
+    let b = Buf::new(PAGE);
+    let a = b.addr();
+    let mut ops = [fill(a, 8, 5)];
+    let p = ops.as_mut_ptr() as u64;
+    // op_count 0 and op_count past the maximum: EINVAL at once (nothing allocated or copied,
+    // whatever ops_ptr is).
+    for (ptr, n) in [
+        (p, 0),
+        (0, 0),
+        (p, SVM_ACCEL_MAX_OPS + 1),
+        (p, 1 << 31),
+        (0, 1 << 31),
+        (p, u32::MAX),
+    ] {
+        let t = Instant::now();
+        let r = raw_submit(d, ptr, n).err();
+        let us = t.elapsed().as_micros();
+        check!(
+            r == Some(libc::EINVAL),
+            "op_count {n} ops_ptr {ptr:#x}: {:?} (want EINVAL)",
+            r.map(ename)
+        );
+        check!(us < 100_000, "op_count {n}: refused only after {us} us");
+    }
+    let mut s = drm_svm_accel_submit {
+        ops_ptr: p,
+        op_count: 1,
+        flags: 1,
+        ..Default::default()
+    };
+    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_SUBMIT as u64, &mut s);
+    check!(
+        r == Err(libc::EINVAL),
+        "SUBMIT flags 1: {:?}",
+        r.err().map(ename)
+    );
+    // ops_ptr at unmapped memory, NULL, a kernel address, the top of the address space: EFAULT.
+    let hole = Buf::new(PAGE).addr(); // unmapped again at once
+    for (ptr, what) in [
+        (hole, "unmapped page"),
+        (0, "NULL"),
+        (0xffff_8880_0000_0000, "kernel address"),
+        (!7, "2^64-8"),
+    ] {
+        for n in [1, SVM_ACCEL_MAX_OPS] {
+            let r = raw_submit(d, ptr, n).err();
+            check!(
+                r == Some(libc::EFAULT),
+                "ops_ptr {what} x{n}: {:?} (want EFAULT)",
+                r.map(ename)
+            );
+        }
+    }
+    // An array running into a hole: op 0 readable, op 1 not. EFAULT, and op 0 did not run.
+    let arr = Buf::new(2 * PAGE);
+    // SAFETY: punching a hole in our own mapping; writing an op into its first page.
+    let at = unsafe {
+        libc::munmap(arr.p.add(PAGE).cast(), PAGE);
+        let at = arr.p.add(PAGE - std::mem::size_of::<drm_svm_accel_op>());
+        std::ptr::write_unaligned(at.cast(), fill(a, 8, 6));
+        at as u64
+    };
+    let r = raw_submit(d, at, 2).err();
+    check!(
+        r == Some(libc::EFAULT),
+        "ops array running into a hole: {:?}",
+        r.map(ename)
+    );
+    check!(
+        b.words()[0].load(Ordering::Relaxed) == 0,
+        "an unreadable job ran"
+    );
+    // An ops array needs no alignment: one at an odd address runs.
+    // SAFETY: our mapping; moves the op one byte down.
+    unsafe { std::ptr::write_unaligned((at - 1) as *mut drm_svm_accel_op, fill(a, 8, 6)) };
+    let s = raw_submit(d, at - 1, 1).map_err(ename)?;
+    check!(
+        s.error == 0 && b.words()[0].load(Ordering::Relaxed) == 6,
+        "op at an odd address: error {}",
+        ename(-s.error)
+    );
+    // The maximum op_count runs: 4096 ADDs on one word, each returning the previous sum.
+    let mut many = vec![add(a + 8, 1); SVM_ACCEL_MAX_OPS as usize];
+    d.run(&mut many)?;
+    check!(
+        many.iter().enumerate().all(|(i, o)| o.result == i as u64),
+        "ADD results of a 4096-op job"
+    );
+    check!(b.words()[1].load(Ordering::Relaxed) == SVM_ACCEL_MAX_OPS as u64);
+    // A driver ioctl number past the last one (DRM_COMMAND_BASE + 4): EINVAL from DRM.
+    let mut bind = drm_svm_accel_bind::default();
+    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_BIND as u64 + 4, &mut bind);
+    check!(
+        r == Err(libc::EINVAL),
+        "unknown driver ioctl: {:?}",
+        r.err().map(ename)
+    );
+    Ok(())
+}
+
+fn t_bad_fd() -> TResult {
+    // The driver's ioctls on files that are not the device, and on closed fds.
+    let b = Buf::new(PAGE);
+    let ops = [fill(b.addr(), 8, 1)];
+    let sub = |fd: i32| -> i32 {
+        let mut s = drm_svm_accel_submit {
+            ops_ptr: ops.as_ptr() as u64,
+            op_count: 1,
+            ..Default::default()
+        };
+        // SAFETY: plain ioctl with the struct the request encodes.
+        let r = unsafe { libc::ioctl(fd, DRM_IOCTL_SVM_ACCEL_SUBMIT as libc::c_ulong, &mut s) };
+        if r < 0 {
+            errno()
+        } else {
+            0
+        }
+    };
+    let null = CString::new("/dev/null").unwrap();
+    // SAFETY: plain syscalls.
+    let fd = unsafe { libc::open(null.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    check!(fd >= 0, "open /dev/null: {}", ename(errno()));
+    let r = sub(fd);
+    let mut q = drm_svm_accel_query::default();
+    // SAFETY: plain ioctl.
+    let rq = unsafe { libc::ioctl(fd, DRM_IOCTL_SVM_ACCEL_QUERY as libc::c_ulong, &mut q) };
+    let eq = errno();
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    check!(r == libc::ENOTTY, "SUBMIT on /dev/null: {}", ename(r));
+    check!(
+        rq < 0 && eq == libc::ENOTTY,
+        "QUERY on /dev/null: {}",
+        ename(eq)
+    );
+    // A regular (tmpfs) file: ENOTTY too.
+    let name = CString::new("svm-bad-fd").unwrap();
+    // SAFETY: plain syscalls.
+    let mfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    check!(mfd >= 0);
+    let r = sub(mfd);
+    // SAFETY: ours.
+    unsafe { libc::close(mfd) };
+    check!(r == libc::ENOTTY, "SUBMIT on a memfd: {}", ename(r));
+    // A closed fd (of the device, bound), -1 and an fd number never opened: EBADF.
+    let d = Dev::bound()?;
+    let closed = d.fd;
+    drop(d);
+    for fd in [closed, -1, 1 << 20] {
+        let r = sub(fd);
+        check!(r == libc::EBADF, "SUBMIT on fd {fd}: {}", ename(r));
+    }
+    check!(
+        b.words()[0].load(Ordering::Relaxed) == 0,
+        "a job ran through a bad fd"
+    );
+    Ok(())
+}
+
+fn t_mprotect_up(d: &Dev) -> TResult {
+    // Writable device leaves, mprotect down to PROT_READ (FILL and PREFETCH_WRITE: EPERM,
+    // reads fine), then back up to RW: FILL succeeds again, with and without device faults.
+    let b = Buf::new(16 << 10);
+    let (a, len, n) = (b.addr(), b.len as u64, (b.len / 8) as u64);
+    d.run(&mut [fill(a, len, 1)])?;
+    b.protect(libc::PROT_READ)?;
+    let s = d.submit(&mut [fill(a, len, 2)]).map_err(ename)?;
+    check!(
+        s.error == -libc::EPERM && s.failed_op == 0 && s.fault_addr == a,
+        "FILL after mprotect(PROT_READ): {} at {:#x}",
+        ename(-s.error),
+        s.fault_addr
+    );
+    let (r, done) = d.prefetch(a, len, true);
+    check!(
+        r == Err(libc::EPERM) && done == 0,
+        "PREFETCH_WRITE on PROT_READ: {:?} done {done}",
+        r.err().map(ename)
+    );
+    let (r, done) = d.prefetch(a, len, false);
+    check!(
+        r.is_ok() && done == len,
+        "read PREFETCH on PROT_READ: {:?}",
+        r.err().map(ename)
+    );
+    check!(dev_sum(d, a, len)? == n, "device sum on PROT_READ");
+    b.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+    d.run(&mut [fill(a, len, 3)])?;
+    check!(b.sum(0, b.len) == 3 * n, "CPU after FILL on RW again");
+    check!(dev_sum(d, a, len)? == 3 * n);
+    // Down and up again, then PREFETCH_WRITE: the next FILL needs no device fault.
+    b.protect(libc::PROT_READ)?;
+    b.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+    let (r, done) = d.prefetch(a, len, true);
+    check!(
+        r.is_ok() && done == len,
+        "PREFETCH_WRITE after mprotect up: {:?} done {done}",
+        r.err().map(ename)
+    );
+    let f0 = d.query()?.device_faults;
+    d.run(&mut [fill(a, len, 4)])?;
+    let f1 = d.query()?.device_faults;
+    check!(f1 == f0, "{} device faults after PREFETCH_WRITE", f1 - f0);
+    check!(b.sum(0, b.len) == 4 * n, "CPU after the prefetched FILL");
+    Ok(())
+}
+
+fn t_devmem(d: &Dev) -> TResult {
+    // /dev/mem mappings are VM_IO | VM_PFNMAP (remap_pfn_range): the device must refuse them.
+    let p = CString::new("/dev/mem").unwrap();
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_SYNC | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = errno();
+        check!(e == libc::ENOENT, "open /dev/mem: {}", ename(e));
+        println!("    (no /dev/mem: CONFIG_DEVMEM is off; pfnmap covers VM_PFNMAP with [vvar])");
+        return Ok(());
+    }
+    // The BIOS area below 1 MiB may be mapped even with STRICT_DEVMEM.
+    // SAFETY: a read-only shared mapping of /dev/mem.
+    let m = unsafe {
+        libc::mmap(
+            null_mut(),
+            PAGE,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0xf0000,
+        )
+    };
+    let res = (|| -> TResult {
+        check!(m != libc::MAP_FAILED, "mmap /dev/mem: {}", ename(errno()));
+        let s = d.submit(&mut [read(m as u64, 8)]).map_err(ename)?;
+        check!(
+            s.error == -libc::EFAULT,
+            "device READ of /dev/mem: {}",
+            ename(-s.error)
+        );
+        let (r, done) = d.prefetch(m as u64, PAGE as u64, false);
+        check!(
+            r == Err(libc::EFAULT) && done == 0,
+            "PREFETCH of /dev/mem: {:?}",
+            r.err().map(ename)
+        );
+        Ok(())
+    })();
+    // SAFETY: ours.
+    unsafe {
+        if m != libc::MAP_FAILED {
+            libc::munmap(m, PAGE);
+        }
+        libc::close(fd);
+    }
+    res
+}
+
 fn t_close_live(_d: &Dev) -> TResult {
     // Close a bound file whose device still maps pages: teardown releases everything.
     let b = Buf::new(64 << 10);
@@ -1358,7 +1731,39 @@ fn t_dma_accounting(d: &Dev) -> TResult {
     Ok(())
 }
 
+const USAGE: &str = "usage: svm-vmtests [--storm] [--threads N] [--seconds S] [--mib M] [--seed X]
+                   [--churn munmap,mprotect,fork|none]
+  no --storm: every test, the storm last (with these options)
+  --storm:    only the storm (the main job: scripts/vm-storm.sh)";
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cfg = storm::StormCfg::default();
+    let mut storm_only = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--storm" => {
+                storm_only = true;
+                i += 1;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            _ => match cfg.parse_opt(&args, &mut i) {
+                Ok(true) => {}
+                Ok(false) => {
+                    eprintln!("unknown argument {:?}\n{USAGE}", args[i]);
+                    std::process::exit(2);
+                }
+                Err(e) => {
+                    eprintln!("{e}\n{USAGE}");
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
     let t0 = Instant::now();
     let mut pass = 0;
     let mut fail = 0;
@@ -1379,9 +1784,23 @@ fn main() {
         let _ = std::io::stdout().flush();
     };
 
+    if storm_only {
+        run("storm", &|| storm::run(&cfg));
+    } else {
+        suite(&mut run, &cfg);
+    }
+    println!("time: {:.1} s", t0.elapsed().as_secs_f64());
+    println!("{pass} passed, {fail} failed");
+    let _ = std::io::stdout().flush();
+    std::process::exit(if fail == 0 { 0 } else { 1 });
+}
+
+/// Every test, in order; the storm last.
+fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg) {
     run("query_unbound", &t_query_unbound);
     run("unbound_refused", &t_unbound_refused);
     run("bind_twice", &t_bind_twice);
+    run("bad_fd", &t_bad_fd);
     match Dev::bound() {
         Ok(d) => {
             let d = Arc::new(d);
@@ -1405,6 +1824,10 @@ fn main() {
             run("thp", &|| t_thp(&d));
             run("prefetch", &|| t_prefetch(&d));
             run("bad_input", &|| t_bad_input(&d));
+            run("bad_overflow", &|| t_bad_overflow(&d));
+            run("bad_submit", &|| t_bad_submit(&d));
+            run("mprotect_up", &|| t_mprotect_up(&d));
+            run("devmem", &|| t_devmem(&d));
             run("close_live", &|| t_close_live(&d));
             run("exit_with_live", &|| t_exit_with_live(&d));
             run("kill_during_jobs", &|| t_kill_during_jobs(&d));
@@ -1422,13 +1845,8 @@ fn main() {
             // `d` stays open with live mappings: process exit releases it (mm first, then file).
             std::mem::forget(d);
         }
-        Err(e) => {
-            fail += 1;
-            println!("FAIL bind: {e}");
-        }
+        Err(e) => run("bind", &|| Err(e.clone())),
     }
-    println!("time: {:.1} s", t0.elapsed().as_secs_f64());
-    println!("{pass} passed, {fail} failed");
-    let _ = std::io::stdout().flush();
-    std::process::exit(if fail == 0 { 0 } else { 1 });
+    // Last: its own file and buffer, several seconds of churn.
+    run("storm", &|| storm::run(cfg));
 }

@@ -1,0 +1,39 @@
+# shellcheck shell=bash disable=SC2034  # VMTESTS and KDIR are for the sourcing scripts
+# Shared by vm-test.sh and vm-storm.sh: builds what an svm_accel VM run needs.
+# Source it after lib/kernel-common.sh, from $SVM_ROOT; then call vm_build.
+# Sets KDIR and VMTESTS (the static svm-vmtests binary).
+
+vm_build() {
+    # --- kernel: cached; never start a second build while one runs (it would
+    # wait on the cache lock anyway, but a build for other inputs would compete
+    # for the CPUs).
+    while pgrep -f 'scripts/kernel-build\.sh' >/dev/null; do
+        echo "== waiting for a running kernel build to finish"
+        sleep 20
+    done
+    if ! KDIR="$(scripts/kdir.sh 2>/dev/null)"; then
+        echo "== building the kernel (scripts/kernel-build.sh)"
+        scripts/kernel-build.sh | tail -n 3
+        KDIR="$(scripts/kdir.sh)"
+    fi
+    echo "== kernel: $KDIR"
+
+    # --- module ---------------------------------------------------------------
+    echo "== building svm_accel.ko"
+    local mlog
+    mlog="$(mktemp)"
+    if ! scripts/module-build.sh . modules > "$mlog" 2>&1; then
+        cat "$mlog"; rm -f "$mlog"; die "module build failed"
+    fi
+    grep -vE '^make|^  (CC|LD|RUSTC|MODPOST)|\.ko$' "$mlog" || true   # warnings
+    rm -f "$mlog"
+
+    # --- vmtests (static glibc: the initramfs has no libc) ----------------------
+    echo "== building vmtests (static)"
+    (
+        cd vmtests || exit 1
+        RUSTFLAGS="-C target-feature=+crt-static" \
+            cargo build --release --quiet --target x86_64-unknown-linux-gnu
+    )
+    VMTESTS=vmtests/target/x86_64-unknown-linux-gnu/release/svm-vmtests
+}
