@@ -456,3 +456,31 @@ fn config_is_validated() {
         "Engine::new validates"
     );
 }
+
+#[test]
+fn dropping_the_engine_tears_it_down() {
+    let w = world();
+    let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::THP).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    d.write(a + M2 + PAGE, 2).unwrap();
+    assert!(w.dma.live() > 0);
+    assert!(w.mm.notifier_stats().intervals > 0);
+    let World {
+        mm,
+        dma,
+        engine,
+        mem,
+        ..
+    } = w;
+    drop(d);
+    drop(engine);
+    assert_eq!(dma.live(), 0, "engine drop released every DMA mapping");
+    assert_eq!(
+        mm.notifier_stats().intervals,
+        0,
+        "engine drop removed every notifier"
+    );
+    assert_eq!(mem.live_tables(), 0, "engine drop freed the page table");
+    assert_eq!(mm.cpu_read(a + M2 + PAGE).unwrap(), 2);
+}
