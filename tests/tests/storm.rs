@@ -13,7 +13,9 @@ fn storm(cfg: StormConfig) {
 /// Accesses per device thread: the release figure, a hundredth of it in debug builds, or
 /// divided by `SVM_STORM_SCALE` (cargo-mutants runs thousands of storms).
 fn accesses(release: u64) -> u64 {
-    let scale = std::env::var("SVM_STORM_SCALE").ok().and_then(|s| s.parse::<u64>().ok());
+    let scale = std::env::var("SVM_STORM_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
     match scale {
         Some(d) if d > 0 => release / d,
         _ if cfg!(debug_assertions) => release / 100,
