@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 step() { printf '\n==== %s\n' "$*"; }
 
 step "format and lints"
@@ -15,16 +17,22 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 
 step "unit, property and storm tests (release)"
-cargo test --workspace --release 2>&1 | tee /tmp/svm-test.log | grep -E '^(test result|running|     Running)|FAILED|panicked' || true
-if grep -q 'test result: FAILED' /tmp/svm-test.log || ! grep -q 'test result: ok' /tmp/svm-test.log; then
-  echo "cargo test failed"; grep -E 'panicked|FAILED' /tmp/svm-test.log | head -40; exit 1
+cargo test --workspace --release 2>&1 | tee "$logs/test.log" | grep -E '^(test result|running|     Running)|FAILED|panicked' || true
+if grep -q 'test result: FAILED' "$logs/test.log" || ! grep -q 'test result: ok' "$logs/test.log"; then
+  echo "cargo test failed"; grep -E 'panicked|FAILED' "$logs/test.log" | head -40; exit 1
 fi
 
-step "loom models (release, bounded preemption)"
-LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
-  cargo test --release -p svm-tests --test loom --target-dir target/loom 2>&1 | tee /tmp/svm-loom.log |
-  grep -E '^(test |test result)|panicked' || true
-grep -q 'test result: ok' /tmp/svm-loom.log || { echo "loom suite failed"; tail -50 /tmp/svm-loom.log; exit 1; }
+step "loom models (release, bounded preemption): the engine on the model, and the model's notifier"
+export LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3}
+: >"$logs/loom.log"
+for t in "svm-tests loom" "model loom_notifier"; do
+  read -r pkg test <<<"$t"
+  RUSTFLAGS="--cfg loom" cargo test --release -p "$pkg" --test "$test" --target-dir target/loom -- --nocapture 2>&1 |
+    tee -a "$logs/loom.log" | grep -E '^(test |test result)|loom:|panicked' || true
+done
+if grep -q 'test result: FAILED' "$logs/loom.log" || [ "$(grep -c 'test result: ok' "$logs/loom.log")" != 2 ]; then
+  echo "loom suite failed"; tail -50 "$logs/loom.log"; exit 1
+fi
 
 if [ "${SVM_SKIP_TEETH:-0}" != 1 ]; then
   step "teeth: each deleted protocol step must make a test fail"
