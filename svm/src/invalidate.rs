@@ -105,12 +105,13 @@ impl<P: Platform> Engine<P> {
         let Some(f) = self.pt.zap(start, end) else {
             return false;
         };
-        if cfg!(feature = "teeth-unmap-before-flush") {
-            st.mapped -= self.release(f);
+        let unmap_first = cfg!(feature = "teeth-unmap-before-flush");
+        if !unmap_first {
             self.flush(f);
-        } else {
+        }
+        st.mapped -= self.release(f);
+        if unmap_first {
             self.flush(f);
-            st.mapped -= self.release(f);
         }
         true
     }

@@ -377,6 +377,27 @@ fn nonblockable_invalidation_refuses_without_touching_anything() {
 }
 
 #[test]
+fn nonblockable_invalidation_with_nothing_mapped_proceeds() {
+    let w: World = World::builder().flush_may_sleep(true).build().unwrap();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..4 {
+        w.mm.cpu_write(a + i * PAGE, i).unwrap();
+    }
+    let mut d = w.device();
+    d.read(a).unwrap();
+    w.mm.madvise_dontneed(a, 4 * PAGE).unwrap();
+    w.mm.cpu_write(a, 9).unwrap();
+    assert_eq!(w.engine.page_table().census().pages, 0);
+    // The range still exists but maps nothing: no flush needed, so no refusal.
+    let r = w.mm.oom_reap().unwrap();
+    assert_eq!(r.skipped, 0, "{r:?}");
+    assert_eq!(w.engine.stats().nonblock_refused, 0);
+    quiet(&w);
+    w.teardown();
+    quiet(&w);
+}
+
+#[test]
 fn mprotect_down_then_up() {
     let w = world();
     let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
