@@ -115,6 +115,30 @@ fn device_write_survives_swap_of_a_swapcache_page() {
 }
 
 #[test]
+fn device_reads_do_not_dirty_pages() {
+    let w = world();
+    let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    w.mm.cpu_write(a, 1).unwrap();
+    w.mm.swap_out(a).unwrap();
+    assert_eq!(
+        w.mm.cpu_read(a).unwrap(),
+        1,
+        "swapped in: a clean swap-cache page"
+    );
+    assert_eq!(d.read(a).unwrap(), 1);
+    // Only read by the device: reclaim drops it without writeback.
+    assert_eq!(
+        w.mm.swap_out(a).unwrap(),
+        SwapOutcome::Swapped {
+            written_back: false
+        }
+    );
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 1);
+    done(&w);
+}
+
+#[test]
 fn device_write_survives_migration() {
     let w = world();
     let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
