@@ -529,3 +529,26 @@ fn dropping_the_engine_tears_it_down() {
     assert_eq!(mem.live_tables(), 0, "engine drop freed the page table");
     assert_eq!(mm.cpu_read(a + M2 + PAGE).unwrap(), 2);
 }
+
+#[test]
+fn retry_budget_ends_in_ebusy() {
+    // The deterministic clock returns k * 10 ns on its k-th reading: the deadline is taken at
+    // 10 + budget and the first check reads 20, so a 9 ns budget is spent before the first
+    // attempt and a 10 ns budget is not.
+    for (budget, want) in [(9, Err(Errno::EBUSY)), (10, Ok(()))] {
+        let cfg = Config {
+            retry_timeout_ns: budget,
+            ..Config::default()
+        };
+        let w: World = World::builder().config(cfg).clock_step(10).build().unwrap();
+        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut s = Scratch::new();
+        assert_eq!(
+            w.engine.fault(&mut s, a, Access::Write),
+            want,
+            "budget {budget}"
+        );
+        assert_eq!(w.engine.stats().retry_timeouts, u64::from(want.is_err()));
+        done(&w);
+    }
+}
