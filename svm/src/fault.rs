@@ -210,7 +210,8 @@ impl<P: Platform> Engine<P> {
     /// every page from it to the end of the walk, whatever their request flags, which would
     /// allocate or COW-break neighbours the device never asked for. So: snapshot the window
     /// with no requests, and only if the faulting page is absent (or read-only for a write)
-    /// fault that one page in a second call under the same `seq`.
+    /// fault that one page in a second call under the same `seq`, then snapshot the window
+    /// again to see what that fault brought in.
     #[allow(clippy::too_many_arguments)]
     fn hmm_window(
         &self,
@@ -223,7 +224,7 @@ impl<P: Platform> Engine<P> {
         write: bool,
     ) -> Result<(), Errno> {
         let want = HMM_PFN_VALID | if write { HMM_PFN_WRITE } else { 0 };
-        if pfns.len() > 1 {
+        let snapshot = |g: &mut <P::Mm as Mm>::ReadGuard<'_>, pfns: &mut [u64]| {
             pfns.fill(0);
             self.mm.hmm_range_fault(
                 g,
@@ -231,9 +232,12 @@ impl<P: Platform> Engine<P> {
                     notifier: iv,
                     seq,
                     start: ws,
-                    pfns: &mut *pfns,
+                    pfns,
                 },
-            )?;
+            )
+        };
+        if pfns.len() > 1 {
+            snapshot(g, &mut *pfns)?;
             if pfns[fi] & want == want {
                 return Ok(());
             }
@@ -249,7 +253,12 @@ impl<P: Platform> Engine<P> {
                 start,
                 pfns: one,
             },
-        )
+        )?;
+        if pfns.len() > 1 {
+            // Pick up what the fault brought in (a THP fault populates 512 pages).
+            snapshot(g, &mut *pfns)?;
+        }
+        Ok(())
     }
 
     /// The fault-around window: the naturally aligned block of `fault_around_pages` around

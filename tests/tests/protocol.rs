@@ -552,3 +552,49 @@ fn retry_budget_ends_in_ebusy() {
         done(&w);
     }
 }
+
+#[test]
+fn fault_around_window_is_bounded_by_its_size() {
+    let w = World::new(Config {
+        fault_around_pages: 8,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = w.mm.mmap(64 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..64 {
+        w.mm.cpu_write(a + i * PAGE, i).unwrap();
+    }
+    let mut d = w.device();
+    let p = a + 21 * PAGE;
+    assert_eq!(d.read(p).unwrap(), 21);
+    assert_eq!(
+        w.engine.page_table().census().pages,
+        8,
+        "exactly one aligned 8-page window"
+    );
+    let b = p & !(8 * PAGE - 1);
+    for i in 0..8 {
+        assert!(w.engine.page_table().translate(b + i * PAGE).is_some());
+    }
+    done(&w);
+}
+
+#[test]
+fn huge_leaves_can_be_turned_off() {
+    let w = World::new(Config {
+        huge: false,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = w.mm.mmap(M2, Prot::RW, MapFlags::THP).unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    assert!(w.mm.is_pmd_mapped(a), "the CPU maps a THP");
+    let c = w.engine.page_table().census();
+    assert_eq!(
+        (c.huge, c.pages),
+        (0, 16),
+        "4 KiB leaves over the fault-around window"
+    );
+    done(&w);
+}
