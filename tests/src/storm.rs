@@ -236,6 +236,9 @@ fn mutator_thread(s: &Shared, id: usize) {
             }
         }
         s.mutations.fetch_add(1, Ordering::Relaxed);
+        // Think time: back-to-back mmap_lock writers with none would starve the faults' readers
+        // on an idle machine (the storm measures the engine, not rwsem fairness).
+        std::thread::sleep(Duration::from_micros(300));
     }
 }
 

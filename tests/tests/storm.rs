@@ -26,7 +26,7 @@ fn accesses(release: u64) -> u64 {
 #[test]
 fn storm_default_ranges() {
     storm(StormConfig {
-        accesses_per_thread: accesses(350_000),
+        accesses_per_thread: accesses(250_000),
         ..StormConfig::default()
     });
 }
