@@ -126,6 +126,14 @@ impl Tlb {
     }
 }
 
+/// Drops every entry whose key lies in `[from, to)`.
+fn remove_range<V>(map: &mut std::collections::BTreeMap<u64, V>, from: u64, to: u64) {
+    let keys: Vec<u64> = map.range(from..to).map(|(k, _)| *k).collect();
+    for k in keys {
+        map.remove(&k);
+    }
+}
+
 impl svm::platform::DeviceTlb for Tlb {
     fn flush(&self, start: u64, end: u64) {
         lockdep::check_flush(self.0.may_sleep);
@@ -134,22 +142,8 @@ impl svm::platform::DeviceTlb for Tlb {
             return;
         }
         let mut s = self.0.st.lock();
-        let small: Vec<u64> = s
-            .small
-            .range(page_down(start)..end)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in small {
-            s.small.remove(&k);
-        }
-        let huge: Vec<u64> = s
-            .huge
-            .range(huge_down(start)..end)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in huge {
-            s.huge.remove(&k);
-        }
+        remove_range(&mut s.small, page_down(start), end);
+        remove_range(&mut s.huge, huge_down(start), end);
     }
 
     fn flush_may_sleep(&self) -> bool {
