@@ -6,6 +6,7 @@
 //! DMA-map and write the leaves under the lock. Any retry goes back to `read_begin`, within a
 //! time budget that ends in `EBUSY`.
 
+use super::config::MAX_WINDOW_PAGES;
 use super::engine::{Access, DeviceFault, Engine, Scratch};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Errno, Lock, Perm, PteFormat};
@@ -34,6 +35,9 @@ struct Retry {
     deadline: u64,
     /// Our own COW break has been counted once already.
     cow_seen: bool,
+    /// Prefetch: fault every page of `[page, span_end)` the window reaches, not just `page`
+    /// (0: a device fault, which faults only its own page).
+    span_end: u64,
     /// Map 4 KiB pages even where a 2 MiB leaf would do.
     small: bool,
 }
@@ -46,23 +50,56 @@ impl<P: Platform> Engine<P> {
     /// `EBUSY` when invalidations kept racing the fault past the retry budget; `ESRCH` once the
     /// mm is gone; `ENOMEM`.
     pub fn fault(&self, scratch: &mut Scratch, va: u64, access: Access) -> Result<(), Errno> {
-        let r = self.fault_page(scratch, va & !(PAGE - 1), access);
+        let r = self.fault_page(scratch, va & !(PAGE - 1), access, 0);
+        self.count_fault(&r);
+        r
+    }
+
+    /// Services `page` for `access` together with the pages after it up to `span_end`, as far
+    /// as one window reaches (the VMA, the range, [`MAX_WINDOW_PAGES`]): every page in the
+    /// window is requested, in one `hmm_range_fault()`, because the caller wants them all.
+    /// If that call fails, `page` alone is serviced as a device fault would be, so the error
+    /// (if any) is `page`'s own.
+    ///
+    /// [`MAX_WINDOW_PAGES`]: super::config::MAX_WINDOW_PAGES
+    fn fault_span(
+        &self,
+        scratch: &mut Scratch,
+        page: u64,
+        span_end: u64,
+        access: Access,
+    ) -> Result<(), Errno> {
+        let r = match self.fault_page(scratch, page, access, span_end) {
+            Err(Errno::EFAULT | Errno::EPERM) => self.fault_page(scratch, page, access, 0),
+            r => r,
+        };
+        self.count_fault(&r);
+        r
+    }
+
+    fn count_fault(&self, r: &Result<(), Errno>) {
         let c = if r.is_ok() {
             &self.stats.faults
         } else {
             &self.stats.fault_errors
         };
         Counters::add(c, 1);
-        r
     }
 
-    fn fault_page(&self, scratch: &mut Scratch, page: u64, access: Access) -> Result<(), Errno> {
+    fn fault_page(
+        &self,
+        scratch: &mut Scratch,
+        page: u64,
+        access: Access,
+        span_end: u64,
+    ) -> Result<(), Errno> {
         if page >= self.cfg.task_size {
             return Err(Errno::EINVAL);
         }
         let mut retry = Retry {
             deadline: self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns),
             cow_seen: false,
+            span_end,
             small: false,
         };
         loop {
@@ -109,9 +146,15 @@ impl<P: Platform> Engine<P> {
                 if write && !vma.write {
                     return Err(Errno::EPERM);
                 }
-                let (ws, n) = self.window(range, &vma, page);
+                let (ws, n) = self.window(range, &vma, page, retry.span_end);
                 let fi = ((page - ws) >> PAGE_SHIFT) as usize;
-                match self.hmm_window(&mut g, iv, seq, ws, &mut scratch.pfns[..n], fi, write) {
+                let pfns = &mut scratch.pfns[..n];
+                let r = if retry.span_end > page {
+                    self.hmm_span(&mut g, iv, seq, ws, pfns, write)
+                } else {
+                    self.hmm_window(&mut g, iv, seq, ws, pfns, fi, write)
+                };
+                match r {
                     Ok(()) => {}
                     Err(Errno::EBUSY) => {
                         drop(g);
@@ -261,9 +304,41 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    /// The fault-around window: the naturally aligned block of `fault_around_pages` around
-    /// `page`, clamped to the VMA and the range. Returns (start, pages).
-    fn window(&self, range: &Range<P>, vma: &Vma, page: u64) -> (u64, usize) {
+    /// Fills `pfns` (the window at `ws`) with hmm pfns, faulting in every page of it: the
+    /// prefetch case, where hmm's faulting of everything after the first absent page is
+    /// exactly what the caller asked for.
+    fn hmm_span(
+        &self,
+        g: &mut <P::Mm as Mm>::ReadGuard<'_>,
+        iv: &<P::Mm as Mm>::Interval,
+        seq: u64,
+        ws: u64,
+        pfns: &mut [u64],
+        write: bool,
+    ) -> Result<(), Errno> {
+        pfns.fill(HMM_PFN_REQ_FAULT | if write { HMM_PFN_REQ_WRITE } else { 0 });
+        self.mm.hmm_range_fault(
+            g,
+            &mut HmmRequest {
+                notifier: iv,
+                seq,
+                start: ws,
+                pfns,
+            },
+        )
+    }
+
+    /// The window one fault services, clamped to the VMA and the range. A device fault
+    /// (`span_end` 0) gets the naturally aligned block of `fault_around_pages` around `page`; a
+    /// prefetch gets `[page, span_end)`, at most [`MAX_WINDOW_PAGES`]. Returns (start, pages).
+    fn window(&self, range: &Range<P>, vma: &Vma, page: u64, span_end: u64) -> (u64, usize) {
+        if span_end > page {
+            let we = span_end
+                .min(vma.end)
+                .min(range.end)
+                .min(page + ((MAX_WINDOW_PAGES as u64) << PAGE_SHIFT));
+            return (page, ((we - page) >> PAGE_SHIFT) as usize);
+        }
         let fa = (self.cfg.fault_around_pages as u64) << PAGE_SHIFT;
         let b = page & !(fa - 1);
         let ws = b.max(vma.start).max(range.start);
@@ -492,11 +567,67 @@ impl<P: Platform> Engine<P> {
         let mut va = start;
         while va < end {
             if !self.mapped_for(va, access) {
-                self.fault(scratch, va, access)?;
+                self.fault_span(scratch, va, end, access)?;
             }
             va += PAGE;
             *done = va - start;
         }
         Ok(())
+    }
+
+    /// Reads the CPU page table for `[start, start + out.len() pages)` without faulting
+    /// anything in, as `hmm_range_fault()` reports it (`HMM_PFN_*` flags and map order per
+    /// page; absent pages 0 or `HMM_PFN_ERROR`), consistent under the range's notifier: the
+    /// walk is repeated until no invalidation of the range raced it. The span must lie in
+    /// one range and hold at most [`MAX_WINDOW_PAGES`] pages; `EINVAL` otherwise. Nothing
+    /// is mapped for the device.
+    pub fn snapshot(&self, start: u64, out: &mut [u64]) -> Result<(), Errno> {
+        let len = (out.len() as u64) << PAGE_SHIFT;
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if start & (PAGE - 1) != 0
+            || out.is_empty()
+            || out.len() > MAX_WINDOW_PAGES
+            || end > self.cfg.task_size
+            || self.range_key(start) != self.range_key(end - 1)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
+        loop {
+            let range = self.range_for(start)?;
+            let _inflight = InFlight::enter(&range);
+            let iv = range.interval();
+            loop {
+                if self.plat.now_ns() > deadline {
+                    Counters::add(&self.stats.retry_timeouts, 1);
+                    return Err(Errno::EBUSY);
+                }
+                let seq = iv.read_begin();
+                {
+                    let mut g = self.mm.mmap_read()?;
+                    out.fill(0);
+                    let mut req = HmmRequest {
+                        notifier: iv,
+                        seq,
+                        start,
+                        pfns: &mut *out,
+                    };
+                    match self.mm.hmm_range_fault(&mut g, &mut req) {
+                        Ok(()) => {}
+                        Err(Errno::EBUSY) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                // The lock orders this check against the callbacks' `set_seq`.
+                let st = range.lock.lock();
+                if st.dead {
+                    break;
+                }
+                if !iv.read_retry(seq) {
+                    return Ok(());
+                }
+            }
+            self.plat.relax();
+        }
     }
 }

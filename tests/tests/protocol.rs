@@ -598,3 +598,97 @@ fn huge_leaves_can_be_turned_off() {
     );
     done(&w);
 }
+
+/// A prefetch asks for every page of its span: one fault (one window, one `hmm_range_fault`
+/// with a request on each page) maps all of them, where a device fault maps only its
+/// fault-around block. A bad page in the middle stops it exactly there.
+#[test]
+fn prefetch_faults_its_span_in_one_window() {
+    let w = world();
+    let a =
+        w.mm.mmap_fixed(64 * M2, M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
+    let e = &w.engine;
+    let mut s = Scratch::new();
+    let mut done_bytes = 0;
+    e.prefetch(&mut s, a, 256 * PAGE, Access::Write, &mut done_bytes)
+        .unwrap();
+    assert_eq!(done_bytes, 256 * PAGE);
+    assert_eq!(e.stats().faults, 1, "one window for the whole span");
+    assert_eq!(e.page_table().census().pages, 256, "nothing past the span");
+    let mut d = w.device();
+    for i in 0..256 {
+        d.write(a + i * PAGE, i).unwrap();
+    }
+    assert_eq!(d.stats().faults, 0, "every page was mapped writable");
+    for i in 0..256 {
+        assert_eq!(w.mm.cpu_read(a + i * PAGE).unwrap(), i);
+    }
+    // A PROT_NONE page in the middle: the span call fails, the page-by-page fallback maps
+    // everything before it and reports where it stopped.
+    w.mm.mprotect(a + 300 * PAGE, PAGE, Prot::NONE).unwrap();
+    assert_eq!(
+        e.prefetch(
+            &mut s,
+            a + 256 * PAGE,
+            256 * PAGE,
+            Access::Read,
+            &mut done_bytes
+        ),
+        Err(Errno::EFAULT)
+    );
+    assert_eq!(done_bytes, 44 * PAGE);
+    for i in 256..300 {
+        assert_eq!(d.read(a + i * PAGE).unwrap(), 0);
+    }
+    done(&w);
+}
+
+/// `snapshot` reports what the CPU maps, page by page, and maps nothing for the device.
+#[test]
+fn snapshot_reports_the_cpu_page_table_without_faulting() {
+    use svm::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
+    let w = world();
+    let base = 80 * M2;
+    let a =
+        w.mm.mmap_fixed(base, 4 * PAGE, Prot::RW, MapFlags::ANON)
+            .unwrap();
+    w.mm.cpu_write(a, 1).unwrap();
+    assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 0, "maps the zero page");
+    w.mm.mprotect(a + 3 * PAGE, PAGE, Prot::READ).unwrap();
+    let thp =
+        w.mm.mmap_fixed(base + M2, M2, Prot::RW, MapFlags::THP)
+            .unwrap();
+    w.mm.cpu_write(thp, 2).unwrap();
+    let e = &w.engine;
+    // [a, a + 6 pages): written, zero page, untouched, read-only untouched, then a hole.
+    let mut out = [0u64; 6];
+    e.snapshot(a, &mut out).unwrap();
+    assert_eq!(
+        out[0] & (HMM_PFN_VALID | HMM_PFN_WRITE),
+        HMM_PFN_VALID | HMM_PFN_WRITE
+    );
+    assert_eq!(out[1] & (HMM_PFN_VALID | HMM_PFN_WRITE), HMM_PFN_VALID);
+    assert_eq!(out[2] & HMM_PFN_VALID, 0);
+    assert_eq!(out[3] & HMM_PFN_VALID, 0);
+    assert_eq!(out[4] & HMM_PFN_ERROR, HMM_PFN_ERROR, "no VMA");
+    let mut huge = [0u64; 512];
+    e.snapshot(thp, &mut huge).unwrap();
+    assert!(huge
+        .iter()
+        .all(|&v| v & HMM_PFN_VALID != 0 && hmm_order(v) == 9));
+    assert_eq!(e.page_table().census().pages, 0, "a snapshot maps nothing");
+    assert_eq!(e.page_table().census().huge, 0);
+    // One range at a time, at most a window, page aligned, below TASK_SIZE.
+    let mut two = [0u64; 2];
+    assert_eq!(e.snapshot(base + M2 - PAGE, &mut two), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(a + 1, &mut two), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(a, &mut []), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(a, &mut [0u64; 513]), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(1 << 47, &mut two), Err(Errno::EINVAL));
+    // A change after the snapshot shows in the next one.
+    w.mm.munmap(a, PAGE).unwrap();
+    e.snapshot(a, &mut out).unwrap();
+    assert_eq!(out[0] & HMM_PFN_ERROR, HMM_PFN_ERROR);
+    done(&w);
+}
