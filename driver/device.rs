@@ -6,7 +6,8 @@
 //! touches the page with `kmap_local_page()` while holding the TLB lock, so a flush waits for
 //! it. A miss (or a write to a read-only leaf) is a device fault: the job drops the TLB lock,
 //! queues the fault in the context's bounded fault queue and sleeps; the context's fault worker
-//! drains the queue in batches through `Engine::fault_batch`, answers every waiter, runs GC,
+//! drains the queue in batches through `Engine::fault_batch`, answers every waiter, queues GC
+//! (its own work item: a notifier removal waits for every running invalidation of the mm),
 //! and the job replays the access.
 //!
 //! Locks of this file (glue.h classes): `svm_ctx_lock` (BIND only), `svm_faultq_lock`
@@ -86,11 +87,15 @@ enum JobErr {
 /// Per open file.
 ///
 /// # Invariants
-/// `work` and `waitq` are live until drop; `bound` is null or a `KBox<Bound>` leaked by BIND,
+/// `work`, `gc_work` and `waitq` are live until drop; `bound` is null or a `KBox<Bound>` leaked by BIND,
 /// set once and freed in [`Ctx::close`], when no ioctl can run any more.
 pub struct Ctx {
     dev: *mut ffi::Device,
     work: *mut ffi::Work,
+    /// GC, queued by `MMU_NOTIFY_UNMAP` callbacks: its own work item, because
+    /// `mmu_interval_notifier_remove()` waits for every running invalidation of the mm, and
+    /// faults must not wait behind an unrelated munmap.
+    gc_work: *mut ffi::Work,
     waitq: *mut ffi::Waitq,
     bind_lock: KLock<()>,
     bound: AtomicPtr<Bound>,
@@ -134,6 +139,7 @@ impl Ctx {
         let mut ctx = Ctx {
             dev,
             work: null_mut(),
+            gc_work: null_mut(),
             waitq: null_mut(),
             bind_lock: KLock::new_mutex((), ffi::LC_CTX)?,
             bound: AtomicPtr::new(null_mut()),
@@ -154,8 +160,13 @@ impl Ctx {
         let mut b = KBox::new(ctx, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
         // SAFETY: plain allocation; the work item's data is the context it belongs to, whose
         // address the box fixes.
-        b.work = unsafe { ffi::svm_work_new((&*b as *const Ctx).cast_mut().cast()) };
+        b.work = unsafe { ffi::svm_work_new(svm_rs_work, (&*b as *const Ctx).cast_mut().cast()) };
         if b.work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // SAFETY: as above.
+        b.gc_work = unsafe { ffi::svm_work_new(svm_rs_gc, (&*b as *const Ctx).cast_mut().cast()) };
+        if b.gc_work.is_null() {
             return Err(Errno::ENOMEM);
         }
         Ok(KBox::into_raw(b))
@@ -206,7 +217,7 @@ impl Ctx {
         let mm = unsafe { ffi::svm_current_mm() };
         // SAFETY: `current->mm` of the calling task is live; the work item outlives every
         // notifier (close removes them before freeing it).
-        let kmm = unsafe { KMm::bind(mm, self.work)? };
+        let kmm = unsafe { KMm::bind(mm, self.gc_work)? };
         let parts = Parts::<KPlat> {
             mm: kmm,
             // SAFETY: the DRM device's parent, alive while a file is open.
@@ -325,7 +336,6 @@ impl Ctx {
         };
         let mut g = self.worker.lock();
         let ws = &mut *g;
-        let mut batches = 0;
         loop {
             // SAFETY: `DeviceFault` and `QEntry` are `Copy`: nothing to drop.
             unsafe {
@@ -372,16 +382,18 @@ impl Ctx {
             }
             self.wake();
             self.fault_batches.fetch_add(1, Ordering::Relaxed);
-            batches += 1;
-            self.gc(b);
-        }
-        if batches == 0 {
-            // Queued by an MMU_NOTIFY_UNMAP callback.
-            self.gc(b);
+            // A range GC passed over while this batch's faults were in flight is collected
+            // now, on the GC work item, so no fault waits for a notifier removal.
+            // SAFETY: live work item (invariant).
+            unsafe { ffi::svm_work_queue(self.gc_work) };
         }
     }
 
-    fn gc(&self, b: &Bound) {
+    /// The GC work item.
+    fn gc(&self) {
+        let Some(b) = self.bound() else {
+            return;
+        };
         if !self.closing.load(Ordering::Acquire) {
             let n = b.engine.gc();
             self.gc_removed.fetch_add(n as u64, Ordering::Relaxed);
@@ -637,15 +649,21 @@ impl Ctx {
     fn close(self: KBox<Self>) {
         self.closing.store(true, Ordering::Release);
         // SAFETY: live work item; nothing waits in a job (no ioctl runs).
-        unsafe { ffi::svm_work_cancel_sync(self.work) };
+        unsafe {
+            ffi::svm_work_cancel_sync(self.work);
+            ffi::svm_work_cancel_sync(self.gc_work);
+        }
         let p = self.bound.swap(null_mut(), Ordering::AcqRel);
         if !p.is_null() {
             // SAFETY: leaked by BIND, reclaimed once here.
             let b = unsafe { KBox::from_raw(p) };
             b.engine.teardown();
-            // Every notifier is gone, so nothing can queue the work item again.
-            // SAFETY: live work item.
-            unsafe { ffi::svm_work_cancel_sync(self.work) };
+            // Every notifier is gone, so nothing can queue the work items again.
+            // SAFETY: live work items.
+            unsafe {
+                ffi::svm_work_cancel_sync(self.work);
+                ffi::svm_work_cancel_sync(self.gc_work);
+            }
             drop(b);
         }
         // `Drop` frees the work item and the wait queue.
@@ -657,6 +675,9 @@ impl Drop for Ctx {
         // SAFETY: no bound state, no queued or running work item and no waiter are left
         // (`close`, or a `new` that failed before publishing the context); each freed once.
         unsafe {
+            if !self.gc_work.is_null() {
+                ffi::svm_work_free(self.gc_work);
+            }
             if !self.work.is_null() {
                 ffi::svm_work_free(self.work);
             }
@@ -723,7 +744,17 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
     ret(c.query(a))
 }
 
-/// The work item's function.
+/// The GC work item's function.
+///
+/// # Safety
+/// `data` is the live context the work item was created for.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_gc(data: *mut c_void) {
+    // SAFETY: per the contract (close cancels the work before freeing the context).
+    unsafe { &*data.cast::<Ctx>() }.gc();
+}
+
+/// The fault worker's function.
 ///
 /// # Safety
 /// `data` is the live context the work item was created for.

@@ -98,6 +98,8 @@ extern "C" {
     pub fn svm_set_page_dirty(pfn: u64);
     pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;
     pub fn svm_kunmap(addr: *mut u8);
+    pub fn svm_is_zero_pfn(pfn: u64) -> bool;
+    pub fn svm_vm_insert_zeroed_page(vma: *mut c_void, addr: u64) -> i32;
     pub fn svm_get_device(dev: *mut Device) -> *mut Device;
     pub fn svm_put_device(dev: *mut Device);
 
@@ -111,7 +113,7 @@ extern "C" {
     pub fn svm_fatal_signal_pending() -> bool;
     pub fn svm_task_size() -> u64;
 
-    pub fn svm_work_new(data: *mut c_void) -> *mut Work;
+    pub fn svm_work_new(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> *mut Work;
     pub fn svm_work_queue(w: *mut Work);
     pub fn svm_work_cancel_sync(w: *mut Work);
     pub fn svm_work_free(w: *mut Work);

@@ -13,6 +13,7 @@
 #include <linux/hmm.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
+#include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/platform_device.h>
@@ -32,6 +33,8 @@
 
 #include "../include/uapi/drm/svm_accel.h"
 #include "glue.h"
+/* hmm-tests' uAPI, from the kernel tree we build against (Kbuild adds $(srctree)/lib). */
+#include "test_hmm_uapi.h"
 
 /* ---- uAPI layout: fixed sizes, so 32- and 64-bit userspace agree ------- */
 
@@ -254,6 +257,7 @@ struct svm_notifier {
 
 struct svm_work {
 	struct work_struct work;
+	void (*fn)(void *data);
 	void *data;
 };
 
@@ -446,6 +450,11 @@ void *svm_kmap_pfn(u64 pfn)
 	return kmap_local_page(pfn_to_page(pfn));
 }
 
+bool svm_is_zero_pfn(u64 pfn)
+{
+	return is_zero_pfn(pfn);
+}
+
 void svm_kunmap(void *addr)
 {
 	kunmap_local(addr);
@@ -509,16 +518,17 @@ static void svm_work_fn(struct work_struct *work)
 {
 	struct svm_work *w = container_of(work, struct svm_work, work);
 
-	svm_rs_work(w->data);
+	w->fn(w->data);
 }
 
-struct svm_work *svm_work_new(void *data)
+struct svm_work *svm_work_new(void (*fn)(void *data), void *data)
 {
 	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
 
 	if (!w)
 		return NULL;
 	INIT_WORK(&w->work, svm_work_fn);
+	w->fn = fn;
 	w->data = data;
 	return w;
 }
@@ -683,6 +693,102 @@ static struct platform_driver svm_platform_driver = {
 
 static struct platform_device *svm_pdev;
 
+/* ---- dmirror front end ------------------------------------------------- */
+
+static bool dmirror;
+module_param(dmirror, bool, 0444);
+MODULE_PARM_DESC(dmirror,
+		 "also register /dev/hmm_dmirror0 and 1 (lib/test_hmm_uapi.h) backed by the svm engine; never load together with test_hmm");
+
+static_assert(sizeof(struct hmm_dmirror_cmd) == 40);
+
+int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr)
+{
+	struct page *page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	int ret;
+
+	if (!page)
+		return -ENOMEM;
+	ret = vm_insert_page(vma, addr, page);
+	/* The mapping holds its own reference (or there is none, on failure). */
+	put_page(page);
+	return ret;
+}
+
+static int svm_dm_open(struct inode *inode, struct file *filp)
+{
+	void *m;
+	int ret = svm_rs_dm_open(&svm_pdev->dev, &m);
+
+	if (ret)
+		return ret;
+	filp->private_data = m;
+	return 0;
+}
+
+static int svm_dm_release(struct inode *inode, struct file *filp)
+{
+	svm_rs_dm_release(filp->private_data);
+	return 0;
+}
+
+static long svm_dm_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+{
+	switch (cmd) {
+	case HMM_DMIRROR_READ:
+	case HMM_DMIRROR_WRITE:
+	case HMM_DMIRROR_MIGRATE_TO_DEV:
+	case HMM_DMIRROR_MIGRATE_TO_SYS:
+	case HMM_DMIRROR_SNAPSHOT:
+	case HMM_DMIRROR_EXCLUSIVE:
+	case HMM_DMIRROR_CHECK_EXCLUSIVE:
+	case HMM_DMIRROR_RELEASE:
+		return svm_rs_dm_ioctl(filp->private_data, _IOC_NR(cmd), arg);
+	}
+	return -EINVAL;
+}
+
+static int svm_dm_mmap(struct file *filp, struct vm_area_struct *vma)
+{
+	return svm_rs_dm_mmap(vma, vma->vm_start, vma->vm_end);
+}
+
+static const struct file_operations svm_dm_fops = {
+	.owner = THIS_MODULE,
+	.open = svm_dm_open,
+	.release = svm_dm_release,
+	.unlocked_ioctl = svm_dm_ioctl,
+	.mmap = svm_dm_mmap,
+	.llseek = default_llseek,
+};
+
+static struct miscdevice svm_dm_misc[2] = {
+	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror0", .fops = &svm_dm_fops },
+	{ .minor = MISC_DYNAMIC_MINOR, .name = "hmm_dmirror1", .fops = &svm_dm_fops },
+};
+static int svm_dm_registered;
+
+static int svm_dm_init(void)
+{
+	int ret;
+
+	if (!dmirror)
+		return 0;
+	for (; svm_dm_registered < ARRAY_SIZE(svm_dm_misc); svm_dm_registered++) {
+		ret = misc_register(&svm_dm_misc[svm_dm_registered]);
+		if (ret)
+			return ret;
+	}
+	pr_info("svm_accel: /dev/hmm_dmirror0 and 1 registered (dmirror=1)\n");
+	return 0;
+}
+
+static void svm_dm_exit(void)
+{
+	while (svm_dm_registered > 0)
+		misc_deregister(&svm_dm_misc[--svm_dm_registered]);
+}
+
 int svm_glue_init(void)
 {
 	int ret;
@@ -707,6 +813,12 @@ int svm_glue_init(void)
 		platform_device_unregister(svm_pdev);
 		goto err_drv;
 	}
+	ret = svm_dm_init();
+	if (ret) {
+		svm_dm_exit();
+		platform_device_unregister(svm_pdev);
+		goto err_drv;
+	}
 	return 0;
 
 err_drv:
@@ -718,6 +830,7 @@ err_wq:
 
 void svm_glue_exit(void)
 {
+	svm_dm_exit();
 	platform_device_unregister(svm_pdev);
 	platform_driver_unregister(&svm_platform_driver);
 	destroy_workqueue(svm_wq);

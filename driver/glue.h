@@ -91,6 +91,7 @@ u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err);
 void svm_dma_unmap(struct device *dev, u64 addr, u64 pfn, unsigned int order);
 void svm_set_page_dirty(u64 pfn);
 void *svm_kmap_pfn(u64 pfn);
+bool svm_is_zero_pfn(u64 pfn);
 void svm_kunmap(void *addr);
 struct device *svm_get_device(struct device *dev);
 void svm_put_device(struct device *dev);
@@ -108,11 +109,11 @@ bool svm_fatal_signal_pending(void);
 u64 svm_task_size(void);
 
 /* work items (on the module's workqueue) + wait queues */
-struct svm_work *svm_work_new(void *data);
+struct svm_work *svm_work_new(void (*fn)(void *data), void *data);
 void svm_work_queue(struct svm_work *w);
 void svm_work_cancel_sync(struct svm_work *w);
 void svm_work_free(struct svm_work *w);
-void svm_rs_work(void *data);	/* Rust */
+void svm_rs_work(void *data);	/* Rust: the accel context's fault worker */
 
 struct svm_waitq *svm_waitq_new(void);
 void svm_waitq_free(struct svm_waitq *q);
@@ -133,5 +134,14 @@ int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
 int svm_rs_prefetch(void *ctx, void *data);
 int svm_rs_query(void *ctx, void *data);
+
+/* dmirror front end (driver/dmirror.rs), with the module parameter dmirror=1 */
+struct vm_area_struct;
+int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr);
+int svm_rs_dm_open(struct device *dev, void **out);
+void svm_rs_dm_release(void *m);
+int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);
+int svm_rs_dm_mmap(struct vm_area_struct *vma, u64 start, u64 end);
+void svm_rs_dm_gc(void *m);
 
 #endif

@@ -37,6 +37,7 @@ mod sync;
 mod pgtable;
 
 mod device;
+mod dmirror;
 mod ffi;
 mod kplat;
 mod uapi;

@@ -3,33 +3,47 @@
 # hmm-tests against test_hmm plus the given modules/programs (see vm/init.sh),
 # and judge the serial log.
 #
-#   scripts/vm-run.sh [--module KO]... [--prog STATIC_BIN [--prog-args "ARGS"]]...
-#                     [--no-hmm-tests] [--timeout SECS] [--log FILE] [--append ARGS]
+#   scripts/vm-run.sh [--module KO [--module-args "PARAMS"]]...
+#                     [--prog STATIC_BIN [--prog-args "ARGS"]]...
+#                     [--dmbench STATIC_BIN [--dmbench-args "ARGS"]] [--hmmcount KO]
+#                     [--no-hmm-tests] [--bench-only] [--timeout SECS] [--log FILE] [--append ARGS]
 #                     [--quiet] [--mem 4G] [--smp 2]
 #
-# --prog-args gives the preceding --prog its arguments (split at spaces in the
-# VM, no quoting).
+# --module-args gives the preceding --module its parameters, --prog-args the
+# preceding --prog its arguments (split at spaces in the VM, no quoting).
+# hmm-tests runs against test_hmm, and again against a --module that
+# registers /dev/hmm_dmirror0 (svm_accel with dmirror=1); --dmbench runs after
+# each hmm-tests run, --hmmcount (tools/hmmcount) counts hmm_range_fault().
+# --bench-only: test_hmm and dmbench without hmm-tests (scripts/vm-bench.sh).
 #
 # Exits 0 only if the VM printed "SVM-VM-RESULT rc=0", hmm-tests failed only
-# where vm/expected-failures-test_hmm.txt says so, THP faults allocated huge
-# pages, and the kernel log has no BUG/WARNING/lockdep/KASAN/kmemleak/hung
-# task/panic/Call Trace report.
+# where vm/expected-failures-test_hmm.txt (test_hmm) or vm/unsupported-svm.txt
+# (svm) says so, THP faults allocated huge pages, and the kernel log has no
+# BUG/WARNING/lockdep/KASAN/kmemleak/hung task/panic/Call Trace report.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 
-MODULES=() PROGS=() PROG_ARGS=() HMM_TESTS=1 QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
+MODULES=() MODULE_ARGS=() PROGS=() PROG_ARGS=() HMM_TESTS=1 BENCH_ONLY=0 DMBENCH="" DMBENCH_ARGS="" HMMCOUNT="" QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
 TIMEOUT="${SVM_VM_TIMEOUT:-900}"
 while (($#)); do
     case "$1" in
-        --module) MODULES+=("$2"); shift 2 ;;
+        --module) MODULES+=("$2"); MODULE_ARGS+=(""); shift 2 ;;
+        --module-args)
+            ((${#MODULES[@]})) || die "--module-args needs a --module before it"
+            [[ "$2" != *$'\n'* ]] || die "--module-args: no newlines"
+            MODULE_ARGS[${#MODULES[@]} - 1]="$2"; shift 2 ;;
+        --dmbench) DMBENCH="$2"; shift 2 ;;
+        --dmbench-args) DMBENCH_ARGS="$2"; shift 2 ;;
+        --hmmcount) HMMCOUNT="$2"; shift 2 ;;
         --prog) PROGS+=("$2"); PROG_ARGS+=(""); shift 2 ;;
         --prog-args)
             ((${#PROGS[@]})) || die "--prog-args needs a --prog before it"
             [[ "$2" != *$'\n'* ]] || die "--prog-args: no newlines"
             PROG_ARGS[${#PROGS[@]} - 1]="$2"; shift 2 ;;
         --no-hmm-tests) HMM_TESTS=0; shift ;;
+        --bench-only) BENCH_ONLY=1; shift ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --log) LOG="$2"; shift 2 ;;
         --append) EXTRA_APPEND="$2"; shift 2 ;;
@@ -44,6 +58,7 @@ done
 KDIR="$("$SVM_ROOT/scripts/kdir.sh")"
 KCACHE="$("$SVM_ROOT/scripts/kdir.sh" --cache)"
 EXPECTED="$SVM_ROOT/vm/expected-failures-test_hmm.txt"
+UNSUPPORTED="$SVM_ROOT/vm/unsupported-svm.txt"
 
 # hmm-tests from the same kernel tree, built once per kernel key.
 HMM_TESTS_BIN="$KCACHE/hmm-tests"
@@ -67,17 +82,30 @@ LIST="$WORK/initramfs.list"   # usr/gen_init_cpio input: no root or mknod needed
     echo "dir /svm 0755 0 0"
     echo "dir /svm/modules 0755 0 0"
     echo "dir /svm/progs 0755 0 0"
-    if ((HMM_TESTS)); then
+    if ((HMM_TESTS || BENCH_ONLY)); then
         echo "file /svm/test_hmm.ko $KDIR/lib/test_hmm.ko 0644 0 0"
+    fi
+    if ((HMM_TESTS && !BENCH_ONLY)); then
         echo "file /svm/hmm-tests $HMM_TESTS_BIN 0755 0 0"
+    fi
+    if [[ -n "$DMBENCH" ]]; then
+        [[ -x "$DMBENCH" ]] || die "not an executable: $DMBENCH"
+        echo "file /svm/dmbench $(realpath "$DMBENCH") 0755 0 0"
+        printf '%s\n' "$DMBENCH_ARGS" > "$WORK/dmbench.args"
+        echo "file /svm/dmbench.args $WORK/dmbench.args 0644 0 0"
+    fi
+    if [[ -n "$HMMCOUNT" ]]; then
+        [[ -f "$HMMCOUNT" ]] || die "no such module: $HMMCOUNT"
+        echo "file /svm/hmmcount.ko $(realpath "$HMMCOUNT") 0644 0 0"
     fi
 } > "$LIST"
 
 : > "$WORK/modules.list"
-for ko in "${MODULES[@]}"; do
+for i in "${!MODULES[@]}"; do
+    ko=${MODULES[i]}
     [[ -f "$ko" ]] || die "no such module: $ko"
     echo "file /svm/modules/$(basename "$ko") $(realpath "$ko") 0644 0 0" >> "$LIST"
-    basename "$ko" >> "$WORK/modules.list"
+    echo "$(basename "$ko") ${MODULE_ARGS[i]}" >> "$WORK/modules.list"
 done
 : > "$WORK/progs.list"
 i=0
@@ -192,37 +220,110 @@ done || true
 grep -qE '^SVM-VM-STEP .* rc=[1-9]' "$LOG" && problems+=("failed steps (see above)")
 
 # hmm-tests: TAP lines "ok N name", "not ok N name", "ok N name # SKIP ...".
-if ((HMM_TESTS)); then
-    label='hmm-tests [test_hmm]'
-    section "$label" > "$WORK/hmm.out"
+# judge_hmm <driver> <list> <kind>: a failing case listed in <list> is reported
+# as <kind> (expected failure / unsupported), never as a pass; any other
+# failure fails the run.
+judge_hmm() {
+    local driver=$1 list=$2 kind=$3 label="hmm-tests [$1]" pass skip t
+    section "$label" > "$WORK/hmm-$driver.out"
     if ! grep -qF "== END $label" "$LOG"; then
         problems+=("$label did not finish")
-    else
-        pass=$(grep -E '^ok [0-9]+ ' "$WORK/hmm.out" | grep -vc '# SKIP' || true)
-        skip=$(grep -cE '^ok [0-9]+ .*# SKIP' "$WORK/hmm.out" || true)
-        mapfile -t failed < <(sed -nE 's/^not ok [0-9]+ ([^ ]+).*/\1/p' "$WORK/hmm.out")
-        mapfile -t expected < <(grep -vE '^\s*(#|$)' "$EXPECTED" | awk '$1 != "kmemleak" { print $1 }')
-        echo "$label: pass $pass, fail ${#failed[@]}, skip $skip"
-        for t in "${failed[@]}"; do
-            if printf '%s\n' "${expected[@]}" | grep -qxF "$t"; then
-                echo "  expected failure: $t"
-            elif grep -qF "# ${t##*.}: Test terminated by timeout" "$WORK/hmm.out"; then
-                # kselftest's fixed 30 s per-test wall clock, under TCG on a loaded host
-                # (migrate_multiple does 1024 migrations): upstream's driver racing a timer is
-                # reported, not a failure of ours; a kernel report would still fail the run.
+        return
+    fi
+    pass=$(grep -E '^ok [0-9]+ ' "$WORK/hmm-$driver.out" | grep -vc '# SKIP' || true)
+    skip=$(grep -cE '^ok [0-9]+ .*# SKIP' "$WORK/hmm-$driver.out" || true)
+    mapfile -t failed < <(sed -nE 's/^not ok [0-9]+ ([^ ]+).*/\1/p' "$WORK/hmm-$driver.out")
+    mapfile -t listed < <(grep -vE '^\s*(#|$)' "$list" | awk '$1 != "kmemleak" { print $1 }')
+    local nlisted=0
+    for t in "${failed[@]}"; do
+        if printf '%s\n' "${listed[@]}" | grep -qxF "$t"; then
+            nlisted=$((nlisted + 1))
+        fi
+    done
+    echo "$label: pass $pass, fail $((${#failed[@]} - nlisted)), $kind $nlisted, skip $skip"
+    for t in "${failed[@]}"; do
+        if printf '%s\n' "${listed[@]}" | grep -qxF "$t"; then
+            echo "  $kind: $t -- $(awk -v t="$t" '$1 == t { $1 = ""; sub(/^ +/, ""); print }' "$list" | cut -c1-110)"
+        elif grep -qF "# ${t##*.}: Test terminated by timeout" "$WORK/hmm-$driver.out"; then
+            # kselftest's fixed 30 s per-test wall clock, under TCG on a loaded host
+            # (migrate_multiple does 1024 migrations): upstream's driver racing a timer is
+            # reported, not a failure of ours; a kernel report would still fail the run.
+            if [[ $driver == test_hmm ]]; then
                 echo "  TIMEOUT (kselftest 30 s wall clock under TCG; informational): $t"
             else
-                echo "  UNEXPECTED FAILURE: $t"
-                problems+=("$label: unexpected failure $t")
+                echo "  UNEXPECTED FAILURE (timeout): $t"
+                problems+=("$label: timeout $t")
             fi
-        done
-        for t in "${expected[@]}"; do
-            if grep -qE "^ok [0-9]+ $t\$" "$WORK/hmm.out"; then
-                echo "  XPASS (listed in $(basename "$EXPECTED") but passed): $t"
-            fi
-        done
-        ((pass > 0)) || problems+=("$label: nothing passed")
+        else
+            echo "  UNEXPECTED FAILURE: $t"
+            problems+=("$label: unexpected failure $t")
+        fi
+    done
+    for t in "${listed[@]}"; do
+        if grep -qE "^ok [0-9]+ $t\$" "$WORK/hmm-$driver.out"; then
+            echo "  XPASS (listed in $(basename "$list") but passed): $t"
+        fi
+    done
+    ((pass > 0)) || problems+=("$label: nothing passed")
+}
+
+# One line per test: its result against each driver that ran.
+hmm_side_by_side() {
+    local f1="$WORK/hmm-test_hmm.out" f2="$WORK/hmm-svm.out"
+    [[ -f $f1 && -f $f2 ]] || return 0
+    echo "hmm-tests per test (test_hmm | svm):"
+    res() {  # res <file> <test>
+        local l
+        l=$(grep -E "^(not )?ok [0-9]+ $2( |\$)" "$1" | head -n1)
+        case "$l" in
+            "not ok"*) if awk -v t="$2" '$1 == t { f = 1 } END { exit !f }' "$UNSUPPORTED" && [[ $1 == "$f2" ]]; then
+                           echo unsupported; else echo FAIL; fi ;;
+            *"# SKIP"*) echo skip ;;
+            ok*) echo pass ;;
+            *) echo "-" ;;
+        esac
+    }
+    sed -nE 's/^(not )?ok [0-9]+ ([^ ]+).*/\2/p' "$f1" | while read -r t; do
+        printf '  %-52s %-12s %s\n' "$t" "$(res "$f1" "$t")" "$(res "$f2" "$t")"
+    done
+}
+
+# dmbench lines of both drivers, side by side with the ratio test_hmm / svm
+# (for times: > 1 means svm is faster; for MiB/s the inverse is printed).
+dmbench_table() {
+    grep -qE '^DMBENCH driver=' "$LOG" || return 0
+    echo "dmbench (medians; same VM run, same workload through the dmirror uAPI):"
+    awk '
+        /^DMBENCH driver=/ {
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+            m = f["metric"]; if (!(m in unit)) { order[++n] = m }
+            unit[m] = f["unit"]; val[f["driver"], m] = f["value"]
+        }
+        END {
+            printf "  %-28s %14s %14s %10s  %s\n", "metric", "test_hmm", "svm", "ratio", "unit"
+            for (i = 1; i <= n; i++) {
+                m = order[i]; a = val["test_hmm", m]; b = val["svm", m]; r = "-"
+                if (a != "" && b != "" && a + 0 > 0 && b + 0 > 0) {
+                    if (unit[m] ~ /MiB\/s/) r = sprintf("%.2fx", b / a)
+                    else if (m !~ /storm_ops|hmm_calls|extra/) r = sprintf("%.2fx", a / b)
+                }
+                printf "  %-28s %14s %14s %10s  %s\n", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, unit[m]
+            }
+            print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
+        }' "$LOG"
+    grep -qE '^SVM-VM-STEP label=dmbench-.* rc=[1-9]' "$LOG" && problems+=("dmbench failed")
+    return 0
+}
+
+if ((BENCH_ONLY)); then
+    dmbench_table
+elif ((HMM_TESTS)); then
+    judge_hmm test_hmm "$EXPECTED" "expected failure"
+    if grep -qF "== BEGIN hmm-tests [svm]" "$LOG"; then
+        judge_hmm svm "$UNSUPPORTED" "unsupported"
     fi
+    hmm_side_by_side
+    dmbench_table
     thp=$(sed -nE 's/^SVM-VM-THP thp_fault_alloc=([0-9]+).*/\1/p' "$LOG")
     echo "THP: $(grep -E '^SVM-VM-THP ' "$LOG" | cut -d' ' -f2- || echo 'no report')"
     [[ -n "$thp" && "$thp" -gt 0 ]] \

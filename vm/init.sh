@@ -1,8 +1,9 @@
 #!/bin/busybox sh
 # shellcheck shell=dash
 # PID 1 of the svm test VM (copied to /init by scripts/vm-run.sh).
-# Runs: hmm-tests against test_hmm, then the --module/--prog payload, then a
-# kmemleak scan.  Every step prints "SVM-VM-STEP label=<l> rc=<n>"; the last
+# Runs: hmm-tests (+ dmbench) against test_hmm, then loads the --module
+# payload and, if it registered /dev/hmm_dmirror0, runs them again against it;
+# then the --prog payload, then a kmemleak scan.  Every step prints "SVM-VM-STEP label=<l> rc=<n>"; the last
 # line is "SVM-VM-RESULT rc=<number of failed steps>".  hmm-tests results and
 # kmemleak reports are judged on the host against
 # vm/expected-failures-test_hmm.txt, so they are not steps.
@@ -43,17 +44,39 @@ echo "$thp" > /sys/kernel/mm/transparent_hugepage/enabled
 grep -q "\[$thp\]" /sys/kernel/mm/transparent_hugepage/enabled
 step "thp-$thp" $?
 
+# tools/hmmcount: a kprobe counting hmm_range_fault() calls, read by dmbench.
+if [ -f /svm/hmmcount.ko ]; then
+    insmod /svm/hmmcount.ko
+    step insmod-hmmcount $?
+fi
+
+# hmm-tests (and dmbench, if present) against whichever driver owns
+# /dev/hmm_dmirror0 now; output labelled with the driver: run_hmm_tests <driver>
+run_hmm_tests() {
+    if [ -x /svm/hmm-tests ]; then
+        echo "== BEGIN hmm-tests [$1]"
+        /svm/hmm-tests
+        echo "== END hmm-tests [$1] rc=$?"
+    fi
+    if [ -x /svm/dmbench ]; then
+        echo "== BEGIN dmbench [$1]"
+        # shellcheck disable=SC2046  # split on purpose
+        /svm/dmbench --driver "$1" $(cat /svm/dmbench.args 2>/dev/null)
+        rc=$?
+        echo "== END dmbench [$1] rc=$rc"
+        step "dmbench-$1" $rc
+    fi
+}
+
 thp_before=$(vmstat thp_fault_alloc)
-if [ -x /svm/hmm-tests ]; then
+if [ -f /svm/test_hmm.ko ]; then
     # The pid lets the host tell test_hmm's own kmemleak reports (allocated
     # by this insmod) from the payload's.
     sh -c 'echo "SVM-VM-PID insmod-test_hmm $$"; exec insmod /svm/test_hmm.ko'
     rc=$?
     step insmod-test_hmm $rc
     if [ $rc -eq 0 ]; then
-        echo "== BEGIN hmm-tests [test_hmm]"
-        /svm/hmm-tests
-        echo "== END hmm-tests [test_hmm] rc=$?"
+        run_hmm_tests test_hmm
         rmmod test_hmm
         step rmmod-test_hmm $?
     fi
@@ -61,14 +84,23 @@ fi
 echo "SVM-VM-THP thp_fault_alloc=$(($(vmstat thp_fault_alloc) - thp_before))" \
      "thp_fault_fallback=$(vmstat thp_fault_fallback)"
 
-# Payload modules, loaded in the order given (unloaded in reverse below).
+# Payload modules, one a line: "<file.ko> [module parameters]", loaded in
+# order (unloaded in reverse below).  test_hmm is gone by now: a payload that
+# registers /dev/hmm_dmirror0 (svm_accel dmirror=1) never runs beside it.
 loaded=""
-for ko in $(cat /svm/modules.list 2>/dev/null); do
-    insmod "/svm/modules/$ko"
-    rc=$?
-    step "insmod-${ko%.ko}" $rc
-    [ $rc -eq 0 ] && loaded="$(echo "${ko%.ko}" | tr - _) $loaded"
-done
+if [ -f /svm/modules.list ]; then
+    while read -r ko args <&3; do
+        [ -n "$ko" ] || continue
+        # shellcheck disable=SC2086  # split on purpose
+        insmod "/svm/modules/$ko" $args 3<&-
+        rc=$?
+        step "insmod-${ko%.ko}" $rc
+        [ $rc -eq 0 ] && loaded="$(echo "${ko%.ko}" | tr - _) $loaded"
+    done 3< /svm/modules.list
+fi
+if [ -e /dev/hmm_dmirror0 ] && { [ -x /svm/hmm-tests ] || [ -x /svm/dmbench ]; }; then
+    run_hmm_tests svm
+fi
 
 # One program a line: "<name> [args...]" (args split at spaces, no quoting).
 if [ -f /svm/progs.list ]; then
@@ -88,11 +120,21 @@ for mod in $loaded; do
     rmmod "$mod"
     step "rmmod-$mod" $?
 done
+if [ -f /svm/hmmcount.ko ]; then
+    rmmod hmmcount
+    step rmmod-hmmcount $?
+fi
 
 # kmemleak only reports objects that were at least 5 s old when the scan
 # started and stayed unreferenced over two scans (the first scan just records
 # checksums).  A scan takes >10 s here, so usually no extra wait is needed.
-if [ -w /sys/kernel/debug/kmemleak ]; then
+kmemleak=1
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in svm.kmemleak=0) kmemleak=0 ;; esac
+done
+if [ $kmemleak -eq 0 ]; then
+    echo "kmemleak: not checked (svm.kmemleak=0: a kernel without it, scripts/vm-bench.sh)"
+elif [ -w /sys/kernel/debug/kmemleak ]; then
     t0=$(date +%s)
     echo scan > /sys/kernel/debug/kmemleak
     t1=$(date +%s)

@@ -10,7 +10,21 @@ KBUILD_SCRIPT_VERSION=1
 
 KERNEL_PKG=linux-source-6.12
 KERNEL_TARBALL=/usr/src/linux-source-6.12.tar.xz
-KERNEL_FRAGMENT="$SVM_ROOT/kernel/config.fragment"
+# Flavour: "debug" (default: lockdep, KASAN, kmemleak, ...; what CI tests) or "perf" (the
+# same fragment up to its "# --- debugging" section, plus kernel/perf.fragment: the benchmark
+# kernel of vm-bench.sh).
+SVM_KERNEL_FLAVOUR="${SVM_KERNEL_FLAVOUR:-debug}"
+case "$SVM_KERNEL_FLAVOUR" in
+    debug) KERNEL_FRAGMENT="$SVM_ROOT/kernel/config.fragment" ;;
+    perf)
+        mkdir -p "$SVM_CACHE"
+        KERNEL_FRAGMENT="$SVM_CACHE/config.fragment.perf"
+        { sed '/^# --- debugging/,$d' "$SVM_ROOT/kernel/config.fragment"
+          cat "$SVM_ROOT/kernel/perf.fragment"; } > "$KERNEL_FRAGMENT.$$"
+        mv "$KERNEL_FRAGMENT.$$" "$KERNEL_FRAGMENT"
+        ;;
+    *) echo "error: SVM_KERNEL_FLAVOUR must be debug or perf" >&2; exit 1 ;;
+esac
 
 # Debian's rustc-web (with rust-web-src) is the only rustc here that has the
 # library sources the kernel needs; the rustup one on PATH has no rust-src.

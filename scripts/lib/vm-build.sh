@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2034  # VMTESTS and KDIR are for the sourcing scripts
 # Shared by vm-test.sh and vm-storm.sh: builds what an svm_accel VM run needs.
 # Source it after lib/kernel-common.sh, from $SVM_ROOT; then call vm_build.
-# Sets KDIR and VMTESTS (the static svm-vmtests binary).
+# Sets KDIR, VMTESTS and DMBENCH (static binaries of vmtests/) and HMMCOUNT
+# (tools/hmmcount/hmmcount.ko).
 
 vm_build() {
     # --- kernel: cached; never start a second build while one runs (it would
@@ -27,6 +28,13 @@ vm_build() {
     fi
     grep -vE '^make|^  (CC|LD|RUSTC|MODPOST)|\.ko$' "$mlog" || true   # warnings
     rm -f "$mlog"
+    echo "== building tools/hmmcount/hmmcount.ko"
+    mlog="$(mktemp)"
+    if ! scripts/module-build.sh tools/hmmcount modules > "$mlog" 2>&1; then
+        cat "$mlog"; rm -f "$mlog"; die "hmmcount module build failed"
+    fi
+    rm -f "$mlog"
+    HMMCOUNT=tools/hmmcount/hmmcount.ko
 
     # --- vmtests (static glibc: the initramfs has no libc) ----------------------
     echo "== building vmtests (static)"
@@ -36,4 +44,5 @@ vm_build() {
             cargo build --release --quiet --target x86_64-unknown-linux-gnu
     )
     VMTESTS=vmtests/target/x86_64-unknown-linux-gnu/release/svm-vmtests
+    DMBENCH=vmtests/target/x86_64-unknown-linux-gnu/release/dmbench
 }

@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A dmirror-compatible front end: `/dev/hmm_dmirror0` and `1`, speaking the uAPI of the
+//! kernel's own HMM test driver (`lib/test_hmm_uapi.h`, `lib/test_hmm.c`) so the upstream
+//! `hmm-tests` binary runs unchanged against the svm engine. Registered only with the module
+//! parameter `dmirror=1`, and never to be loaded together with `test_hmm.ko` (both want the
+//! same device names).
+//!
+//! Everything behind it is the engine's: one engine per open file, bound to the opener's mm
+//! (as test_hmm inserts its whole-mm notifier at open), per-range notifiers, the engine's page
+//! table, `dma_map_page()` per page. The "device" of a READ or WRITE command is the calling
+//! thread copying through the device TLB and page table ([`TlbCursor`]), one page per TLB
+//! lock hold, like the accel driver's jobs.
+//!
+//! Semantics follow test_hmm's, counter for counter:
+//! - READ/WRITE copy `npages` pages between `addr` and the user buffer `ptr`. A page the
+//!   device cannot access (no leaf, or read-only for WRITE) ends the pass: the rest of the
+//!   command, from that page on, is faulted in (`Engine::prefetch`) and `faults` counts one;
+//!   then the pass resumes. `cpages` is the number of pages copied. On success the command
+//!   struct is written back; on error only the errno is returned (as test_hmm).
+//! - SNAPSHOT writes one `HMM_DMIRROR_PROT_*` byte per page from `Engine::snapshot` (the CPU
+//!   page table as `hmm_range_fault()` reports it, no faulting), in 64-page chunks.
+//! - RELEASE (drop the device's private memory) succeeds: there is none.
+//! - MIGRATE_TO_DEV, MIGRATE_TO_SYS, EXCLUSIVE and CHECK_EXCLUSIVE need device-private memory
+//!   or `make_device_exclusive_range()`, which the engine does not do: `EOPNOTSUPP`.
+//! - `mmap` of the device file inserts zeroed pages (`vm_insert_page()`, a mixed map), as
+//!   test_hmm's does, for hmm-tests' `mixedmap`.
+//!
+//! Differences, on purpose: a command from another mm than the opener's is refused with
+//! `EXDEV` (test_hmm would operate on the opener's mm); a command longer than 1 GiB is
+//! `EINVAL` (test_hmm's bounce `kvmalloc()` would warn past `INT_MAX`).
+
+use crate::config::Config;
+use crate::engine::{Access, Parts, Scratch};
+use crate::ffi;
+use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb};
+use crate::pgtable::table::PAGE_SHIFT;
+use crate::pgtable::Errno;
+use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
+use core::ffi::c_void;
+use core::mem::MaybeUninit;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+
+const PAGE: u64 = 1 << PAGE_SHIFT;
+/// Largest command (the bounce buffer is this big).
+const MAX_BYTES: u64 = 1 << 30;
+/// test_hmm's SNAPSHOT chunk (its on-stack pfn array).
+const SNAPSHOT_CHUNK: usize = 64;
+/// Fault-in rounds of one READ or WRITE before it gives up with `EBUSY`.
+const MAX_ROUNDS: u64 = 1000;
+/// Fault-in works in chunks of this size, checking for a fatal signal between them.
+const PREFETCH_CHUNK: u64 = 2 << 20;
+
+const EOPNOTSUPP: Errno = Errno(95);
+
+// `_IOC_NR` of the `HMM_DMIRROR_*` commands; glue.c checks the full command word.
+const NR_READ: u32 = 0;
+const NR_WRITE: u32 = 1;
+const NR_MIGRATE_TO_DEV: u32 = 2;
+const NR_MIGRATE_TO_SYS: u32 = 3;
+const NR_SNAPSHOT: u32 = 4;
+const NR_EXCLUSIVE: u32 = 5;
+const NR_CHECK_EXCLUSIVE: u32 = 6;
+const NR_RELEASE: u32 = 7;
+
+// `HMM_DMIRROR_PROT_*`.
+const PROT_ERROR: u8 = 0xff;
+const PROT_NONE: u8 = 0x00;
+const PROT_READ: u8 = 0x01;
+const PROT_WRITE: u8 = 0x02;
+const PROT_PMD: u8 = 0x04;
+const PROT_PUD: u8 = 0x08;
+const PROT_ZERO: u8 = 0x10;
+
+/// `struct hmm_dmirror_cmd` (5 × `__u64`; glue.c asserts the size).
+#[derive(Default)]
+struct Cmd {
+    addr: u64,
+    ptr: u64,
+    npages: u64,
+    cpages: u64,
+    faults: u64,
+}
+
+const CMD_BYTES: usize = 40;
+
+impl Cmd {
+    fn read(uarg: usize) -> Result<Self, Errno> {
+        let mut b = [0u8; CMD_BYTES];
+        UserSlice::new(uarg, CMD_BYTES)
+            .reader()
+            .read_slice(&mut b)
+            .map_err(|_| Errno::EFAULT)?;
+        let w = |i: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(x)
+        };
+        Ok(Cmd {
+            addr: w(0),
+            ptr: w(1),
+            npages: w(2),
+            cpages: w(3),
+            faults: w(4),
+        })
+    }
+
+    fn write(&self, uarg: usize) -> Result<(), Errno> {
+        let mut b = [0u8; CMD_BYTES];
+        for (i, v) in [self.addr, self.ptr, self.npages, self.cpages, self.faults]
+            .iter()
+            .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        UserSlice::new(uarg, CMD_BYTES)
+            .writer()
+            .write_slice(&b)
+            .map_err(|_| Errno::EFAULT)
+    }
+}
+
+/// One open `/dev/hmm_dmirrorN`.
+///
+/// # Invariants
+/// `engine` is set before the file is published and lives until [`Mirror::release`];
+/// `gc_work` is live until drop, and every notifier that can queue it is removed (teardown)
+/// before it is freed.
+pub struct Mirror {
+    mm: *mut ffi::MmStruct,
+    engine: Option<KArc<KEngine>>,
+    gc_work: *mut ffi::Work,
+    closing: AtomicBool,
+}
+
+impl Mirror {
+    fn open(dev: *mut ffi::Device) -> Result<KBox<Mirror>, Errno> {
+        // SAFETY: no preconditions.
+        let mm = unsafe { ffi::svm_current_mm() };
+        if mm.is_null() {
+            return Err(Errno::EINVAL);
+        }
+        let mut m = KBox::new(
+            Mirror {
+                mm,
+                engine: None,
+                gc_work: null_mut(),
+                closing: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: plain allocation; the work item's data is the mirror, whose address the box
+        // fixes.
+        m.gc_work = unsafe { ffi::svm_work_new(svm_rs_dm_gc, (&*m as *const Mirror).cast_mut().cast()) };
+        if m.gc_work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // SAFETY: `current->mm` is live; `gc_work` outlives every notifier (release tears the
+        // engine down before dropping the mirror).
+        let kmm = unsafe { KMm::bind(mm, m.gc_work)? };
+        let parts = Parts::<KPlat> {
+            mm: kmm,
+            // SAFETY: the module's platform device, registered while any file is open.
+            dma: unsafe { KDma::new(dev)? },
+            tlb: KTlb::new()?,
+            mem: KMem,
+        };
+        let cfg = Config {
+            // SAFETY: no preconditions.
+            task_size: unsafe { ffi::svm_task_size() },
+            ..Config::default()
+        };
+        m.engine = Some(KEngine::new(KPlat, parts, cfg)?);
+        Ok(m)
+    }
+
+    fn ioctl(&self, nr: u32, uarg: usize) -> Result<(), Errno> {
+        let mut cmd = Cmd::read(uarg)?;
+        let end = cmd.addr.wrapping_add(cmd.npages.wrapping_shl(PAGE_SHIFT));
+        if cmd.addr & (PAGE - 1) != 0 || cmd.addr >= end {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_current_mm() } != self.mm {
+            return Err(Errno::EXDEV);
+        }
+        // Set by `open` before publication (invariant).
+        let e = self.engine.as_deref().ok_or(Errno::EINVAL)?;
+        cmd.cpages = 0;
+        cmd.faults = 0;
+        match nr {
+            NR_READ | NR_WRITE => self.copy(e, &mut cmd, nr == NR_WRITE)?,
+            NR_SNAPSHOT => snapshot(e, &mut cmd)?,
+            NR_RELEASE => {}
+            NR_MIGRATE_TO_DEV | NR_MIGRATE_TO_SYS | NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => {
+                return Err(EOPNOTSUPP)
+            }
+            _ => return Err(Errno::EINVAL),
+        }
+        cmd.write(uarg)
+    }
+
+    /// READ (`write` false) or WRITE: see the module documentation.
+    fn copy(&self, e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
+        let bytes = cmd.npages << PAGE_SHIFT;
+        if bytes > MAX_BYTES || cmd.addr.checked_add(bytes).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let n = cmd.npages as usize;
+        let mut bounce: KVVec<u8> =
+            KVVec::with_capacity(bytes as usize, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let spare: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
+        if write {
+            // SAFETY: the spare capacity holds `bytes` bytes.
+            let raw = unsafe { core::slice::from_raw_parts_mut(spare, bytes as usize) };
+            UserSlice::new(cmd.ptr as usize, bytes as usize)
+                .reader()
+                .read_raw(raw)
+                .map_err(|_| Errno::EFAULT)?;
+        }
+        let access = if write { Access::Write } else { Access::Read };
+        let mut done = 0usize;
+        loop {
+            while done < n {
+                let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
+                // SAFETY: page `done` of the bounce buffer's capacity.
+                let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
+                if !device_copy(e, va, buf, write) {
+                    break;
+                }
+                done += 1;
+            }
+            if done == n {
+                break;
+            }
+            if cmd.faults >= MAX_ROUNDS {
+                // Every round ends with the rest faulted in; only an invalidation storm
+                // on these very pages gets here.
+                return Err(Errno::EBUSY);
+            }
+            self.fault_in(e, cmd.addr + ((done as u64) << PAGE_SHIFT), end_of(cmd), access)?;
+            cmd.faults += 1;
+        }
+        cmd.cpages = n as u64;
+        if !write {
+            // SAFETY: every page of the buffer was written by `device_copy`.
+            unsafe { bounce.set_len(bytes as usize) };
+            UserSlice::new(cmd.ptr as usize, bytes as usize)
+                .writer()
+                .write_slice(&bounce)
+                .map_err(|_| Errno::EFAULT)?;
+        }
+        Ok(())
+    }
+
+    /// Faults `[start, end)` in for `access`: one "device fault" of test_hmm's counting.
+    fn fault_in(&self, e: &KEngine, start: u64, end: u64, access: Access) -> Result<(), Errno> {
+        // Per round, not per file: threads sharing the file fault in parallel, as the
+        // engine allows (4 KiB, small next to a round's work).
+        let b = KBox::<Scratch>::new_uninit(GFP_KERNEL | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
+        let mut s = unsafe { b.assume_init() };
+        let mut va = start;
+        while va < end {
+            // SAFETY: no preconditions.
+            if unsafe { ffi::svm_fatal_signal_pending() } {
+                return Err(Errno::EINTR);
+            }
+            let l = (end - va).min(PREFETCH_CHUNK - (va & (PREFETCH_CHUNK - 1)));
+            let mut d = 0;
+            let r = e.prefetch(&mut s, va, l, access, &mut d);
+            va += d;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn release(self: KBox<Self>) {
+        // GC must not run concurrently with teardown: stop it (a GC queued after this sees
+        // `closing` and does nothing), tear down, then make sure no queued run is left.
+        self.closing.store(true, Ordering::Release);
+        // SAFETY: live work item (invariant).
+        unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
+        if let Some(e) = self.engine.as_ref() {
+            e.teardown();
+        }
+        // Every notifier is gone: nothing can queue the GC work again.
+        // SAFETY: live work item (invariant).
+        unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
+        // `Drop` frees the work item after the engine.
+    }
+
+    fn gc(&self) {
+        if !self.closing.load(Ordering::Acquire) {
+            if let Some(e) = self.engine.as_ref() {
+                e.gc();
+            }
+        }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        // The engine first: it was torn down (`release`) or never had a notifier (a failed
+        // `open`), so no callback can queue the work item any more.
+        drop(self.engine.take());
+        if !self.gc_work.is_null() {
+            // SAFETY: no queued or running work (`release` cancelled it, or no notifier ever
+            // existed); freed once.
+            unsafe {
+                ffi::svm_work_cancel_sync(self.gc_work);
+                ffi::svm_work_free(self.gc_work);
+            }
+        }
+    }
+}
+
+/// One device access of the page at `va`: copies it to `buf` (or from `buf` for a write)
+/// through the device TLB and page table. False: the device faulted (no access).
+fn device_copy(e: &KEngine, va: u64, buf: *mut u8, write: bool) -> bool {
+    let mut cur = e.tlb().begin();
+    let Some(pfn) = cur.translate(e.page_table(), va, write) else {
+        return false;
+    };
+    // SAFETY: the pfn is a page the device may access now: its leaf is valid, and a flush
+    // (which precedes any unmap or free of the page) waits for the TLB lock `cur` holds.
+    // `buf` is a whole page of the bounce buffer, which nothing else touches.
+    unsafe {
+        let p = ffi::svm_kmap_pfn(pfn);
+        if write {
+            core::ptr::copy_nonoverlapping(buf, p, PAGE as usize);
+        } else {
+            core::ptr::copy_nonoverlapping(p, buf, PAGE as usize);
+        }
+        ffi::svm_kunmap(p);
+    }
+    drop(cur);
+    true
+}
+
+/// SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
+fn snapshot(e: &KEngine, cmd: &mut Cmd) -> Result<(), Errno> {
+    let end = end_of(cmd);
+    let range = 1u64 << e.config().range_shift;
+    let mut pfns = [0u64; SNAPSHOT_CHUNK];
+    let mut perm = [0u8; SNAPSHOT_CHUNK];
+    let mut va = cmd.addr;
+    while va < end {
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_fatal_signal_pending() } {
+            return Err(Errno::EINTR);
+        }
+        // A chunk never crosses a range (the engine snapshots one range at a time).
+        let next = end
+            .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
+            .min((va | (range - 1)).saturating_add(1));
+        let k = ((next - va) >> PAGE_SHIFT) as usize;
+        e.snapshot(va, &mut pfns[..k])?;
+        for (p, &v) in perm.iter_mut().zip(pfns[..k].iter()) {
+            *p = prot_of(v);
+        }
+        UserSlice::new((cmd.ptr + cmd.cpages) as usize, k)
+            .writer()
+            .write_slice(&perm[..k])
+            .map_err(|_| Errno::EFAULT)?;
+        cmd.cpages += k as u64;
+        va = next;
+    }
+    Ok(())
+}
+
+fn end_of(cmd: &Cmd) -> u64 {
+    cmd.addr + (cmd.npages << PAGE_SHIFT)
+}
+
+/// test_hmm's `dmirror_mkentry()` for memory without device pages.
+fn prot_of(v: u64) -> u8 {
+    if v & HMM_PFN_ERROR != 0 {
+        return PROT_ERROR;
+    }
+    if v & HMM_PFN_VALID == 0 {
+        return PROT_NONE;
+    }
+    // SAFETY: no preconditions.
+    let mut p = if unsafe { ffi::svm_is_zero_pfn(crate::platform::hmm_pfn(v)) } {
+        PROT_ZERO
+    } else {
+        PROT_NONE
+    };
+    p |= if v & HMM_PFN_WRITE != 0 {
+        PROT_WRITE
+    } else {
+        PROT_READ
+    };
+    match hmm_order(v) {
+        9 => p | PROT_PMD,
+        18 => p | PROT_PUD,
+        _ => p,
+    }
+}
+
+// ---- entry points called by glue.c --------------------------------------------------------
+
+/// `open` of `/dev/hmm_dmirrorN`: a mirror of the caller's mm in `*out`; 0 or -errno.
+///
+/// # Safety
+/// `dev` is the module's live platform device; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_dm_open(dev: *mut ffi::Device, out: *mut *mut c_void) -> i32 {
+    match Mirror::open(dev) {
+        Ok(m) => {
+            // SAFETY: per the contract.
+            unsafe { *out = KBox::into_raw(m).cast() };
+            0
+        }
+        Err(e) => -e.0,
+    }
+}
+
+/// `release`.
+///
+/// # Safety
+/// `m` came from `svm_rs_dm_open`, and no ioctl or mmap on it runs or will run.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_dm_release(m: *mut c_void) {
+    // SAFETY: per the contract.
+    unsafe { KBox::from_raw(m.cast::<Mirror>()) }.release();
+}
+
+/// `unlocked_ioctl`, with the command's `_IOC_NR` (glue.c checked the rest of it).
+///
+/// # Safety
+/// `m` came from `svm_rs_dm_open` and is not released.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_dm_ioctl(m: *mut c_void, nr: u32, uarg: usize) -> i32 {
+    // SAFETY: per the contract.
+    let m = unsafe { &*m.cast::<Mirror>() };
+    match m.ioctl(nr, uarg) {
+        Ok(()) => 0,
+        Err(e) => -e.0,
+    }
+}
+
+/// `mmap`: a zeroed page at each page of `[start, end)` of `vma`.
+///
+/// # Safety
+/// `vma` is the VMA being mapped, its `mmap_lock` held for write by the caller.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_dm_mmap(vma: *mut c_void, start: u64, end: u64) -> i32 {
+    let mut va = start;
+    while va < end {
+        // SAFETY: per the contract.
+        let rc = unsafe { ffi::svm_vm_insert_zeroed_page(vma, va) };
+        if rc != 0 {
+            return rc;
+        }
+        va += PAGE;
+    }
+    0
+}
+
+/// The GC work item's function.
+///
+/// # Safety
+/// `data` is the live mirror the work item was created for.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_dm_gc(data: *mut c_void) {
+    // SAFETY: per the contract (release cancels the work before freeing the mirror).
+    unsafe { &*data.cast::<Mirror>() }.gc();
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The kernel side of the benchmarks (issue 5): our engine vs test_hmm on a
+# NON-debug kernel ("perf" flavour: kernel/config.fragment without its
+# debugging section, plus kernel/perf.fragment), same VM run, same workload
+# through test_hmm's dmirror uAPI (vmtests' dmbench), hmm_range_fault() calls
+# counted by tools/hmmcount.  Prints vm-run.sh's side-by-side table.  Not in
+# CI: it builds a second kernel (~10 min on 2 cores, cached by inputs).
+#
+#   scripts/vm-bench.sh [--mib M] [--trials N] [vm-run.sh options, e.g. --smp 4]
+set -euo pipefail
+export SVM_KERNEL_FLAVOUR=perf
+source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
+cd "$SVM_ROOT"
+
+MIB=64 TRIALS=5 PASS=()
+while (($#)); do
+    case "$1" in
+        --mib) MIB="$2"; shift 2 ;;
+        --trials) TRIALS="$2"; shift 2 ;;
+        *) PASS+=("$1"); shift ;;
+    esac
+done
+
+while pgrep -f 'scripts/kernel-build\.sh' >/dev/null; do
+    echo "== waiting for a running kernel build to finish"; sleep 20
+done
+scripts/kernel-build.sh | tail -n 2
+KDIR="$(scripts/kdir.sh)"
+KCACHE="$(scripts/kdir.sh --cache)"
+
+# The modules, built against the perf kernel in a copy of the sources (the
+# repo's own build products belong to the debug kernel).
+MOD="$KCACHE/modules"
+rm -rf "$MOD"; mkdir -p "$MOD/tools"
+cp -r Kbuild driver svm pgtable include "$MOD/"
+cp -r tools/hmmcount "$MOD/tools/"
+find "$MOD" \( -name '*.o' -o -name '*.ko' -o -name '*.cmd' -o -name '*.mod*' \) -delete
+scripts/module-build.sh "$MOD" modules > "$MOD/build.log" 2>&1 || { cat "$MOD/build.log"; die "module build failed"; }
+scripts/module-build.sh "$MOD/tools/hmmcount" modules >> "$MOD/build.log" 2>&1 || { cat "$MOD/build.log"; die "hmmcount build failed"; }
+(
+    cd vmtests
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release --quiet --target x86_64-unknown-linux-gnu
+)
+mkdir -p "$SVM_CACHE/vm-logs"
+LOG="$SVM_CACHE/vm-logs/vm-bench-$(date +%Y%m%d-%H%M%S).log"
+scripts/vm-run.sh --bench-only --module "$MOD/svm_accel.ko" --module-args dmirror=1 \
+    --dmbench vmtests/target/x86_64-unknown-linux-gnu/release/dmbench \
+    --dmbench-args "--mib $MIB --trials $TRIALS" --hmmcount "$MOD/tools/hmmcount/hmmcount.ko" \
+    --append svm.kmemleak=0 --quiet --log "$LOG" "${PASS[@]}"
+echo "kernel: $(cat "$KCACHE/build-time.txt" 2>/dev/null | head -n1) [perf flavour: $KDIR]"

@@ -1,0 +1,323 @@
+//! dmbench: the same workload through the dmirror uAPI (`lib/test_hmm_uapi.h`) of whichever
+//! driver owns `/dev/hmm_dmirror0` -- `test_hmm.ko`, or svm_accel loaded with `dmirror=1` --
+//! so the two can be compared side by side in one VM run (scripts/vm-run.sh prints the
+//! table). Every result is one line:
+//!
+//! `DMBENCH driver=<name> metric=<metric> value=<median> unit=<unit> trials=<n>`
+//!
+//! `hmm_range_fault()` calls are counted by the hmmcount kprobe module when it is loaded
+//! (`/sys/module/hmmcount/parameters/calls`); a retry after an invalidation is one more
+//! call, so calls with an unrelated munmap storm minus calls without it are the storm's
+//! false retries, measured the same way for both drivers.
+//!
+//! usage: dmbench --driver NAME [--mib M] [--trials N]
+
+use std::fs;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+const PAGE: usize = 4096;
+const M2: usize = 2 << 20;
+
+/// `struct hmm_dmirror_cmd`.
+#[repr(C)]
+#[derive(Default)]
+struct Cmd {
+    addr: u64,
+    ptr: u64,
+    npages: u64,
+    cpages: u64,
+    faults: u64,
+}
+
+/// `_IOWR('H', nr, struct hmm_dmirror_cmd)`.
+const fn iowr(nr: u64) -> u64 {
+    (3 << 30) | ((std::mem::size_of::<Cmd>() as u64) << 16) | ((b'H' as u64) << 8) | nr
+}
+const HMM_DMIRROR_READ: u64 = iowr(0);
+
+const COUNTER: &str = "/sys/module/hmmcount/parameters/calls";
+
+fn calls() -> Option<u64> {
+    fs::read_to_string(COUNTER).ok()?.trim().parse().ok()
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("dmbench: {msg}: {}", std::io::Error::last_os_error());
+    std::process::exit(1)
+}
+
+/// An anonymous private mapping, `align`-aligned, CPU-written so every page is a real page
+/// (the device reads memory, not the zero page).
+struct Buf {
+    map: *mut u8,
+    map_len: usize,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a plain memory region; the threads using it only read it through the device.
+unsafe impl Send for Buf {}
+// SAFETY: as above.
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    fn new(len: usize, thp: bool) -> Buf {
+        let map_len = len + M2;
+        // SAFETY: a fresh anonymous mapping.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            die("mmap");
+        }
+        let ptr = ((map as usize + M2 - 1) & !(M2 - 1)) as *mut u8;
+        let advice = if thp {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
+        // SAFETY: inside the mapping.
+        if unsafe { libc::madvise(ptr.cast(), len, advice) } != 0 {
+            die("madvise");
+        }
+        for off in (0..len).step_by(PAGE) {
+            // SAFETY: inside the mapping.
+            unsafe { ptr.add(off).write_volatile((off / PAGE) as u8 | 1) };
+        }
+        Buf {
+            map: map.cast(),
+            map_len,
+            ptr,
+            len,
+        }
+    }
+
+    fn unmap(self) -> f64 {
+        let t = Instant::now();
+        // SAFETY: our mapping, unmapped once.
+        if unsafe { libc::munmap(self.map.cast(), self.map_len) } != 0 {
+            die("munmap");
+        }
+        let s = t.elapsed().as_secs_f64();
+        std::mem::forget(self);
+        s
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.map.cast(), self.map_len) };
+    }
+}
+
+/// HMM_DMIRROR_READ of `[addr, addr + len)` into `out`; returns the command's `faults`.
+fn read(fd: i32, addr: *const u8, len: usize, out: &mut [u8]) -> u64 {
+    let mut c = Cmd {
+        addr: addr as u64,
+        ptr: out.as_mut_ptr() as u64,
+        npages: (len / PAGE) as u64,
+        ..Cmd::default()
+    };
+    loop {
+        // SAFETY: `c` is a valid command; `out` holds `len` bytes.
+        let r = unsafe { libc::ioctl(fd, HMM_DMIRROR_READ as _, &mut c) };
+        if r == 0 {
+            break;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            die("HMM_DMIRROR_READ");
+        }
+    }
+    if c.cpages as usize != len / PAGE {
+        eprintln!("dmbench: READ copied {} of {} pages", c.cpages, len / PAGE);
+        std::process::exit(1);
+    }
+    c.faults
+}
+
+fn open_dev() -> i32 {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/hmm_dmirror0".as_ptr(), libc::O_RDWR) };
+    if fd < 0 {
+        die("open /dev/hmm_dmirror0");
+    }
+    fd
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Out {
+    driver: String,
+    trials: usize,
+}
+
+impl Out {
+    fn put(&self, metric: &str, mut v: Vec<f64>, unit: &str) {
+        let m = median(&mut v);
+        println!(
+            "DMBENCH driver={} metric={metric} value={m:.3} unit={unit} trials={}",
+            self.driver, self.trials
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Fault-in (first READ), re-read (second READ) and munmap of `mib` MiB.
+fn single(o: &Out, mib: usize, thp: bool) {
+    let len = mib << 20;
+    let mut out = vec![0u8; len];
+    let tag = if thp { "thp" } else { "4k" };
+    let (mut fin, mut rer, mut unm, mut fcalls) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..o.trials {
+        let fd = open_dev();
+        let b = Buf::new(len, thp);
+        let c0 = calls();
+        let t = Instant::now();
+        let faults = read(fd, b.ptr, b.len, &mut out);
+        fin.push(t.elapsed().as_secs_f64() * 1e6 / mib as f64);
+        if let (Some(a), Some(z)) = (c0, calls()) {
+            fcalls.push((z - a) as f64 * 1000.0 / (len / PAGE) as f64);
+        }
+        if faults != 1 {
+            eprintln!("dmbench: fault-in took {faults} rounds (expected 1)");
+        }
+        for (i, off) in (0..len).step_by(PAGE).enumerate() {
+            if out[off] != (i as u8 | 1) {
+                eprintln!("dmbench: wrong data at page {i}");
+                std::process::exit(1);
+            }
+        }
+        let t = Instant::now();
+        let faults = read(fd, b.ptr, b.len, &mut out);
+        rer.push(t.elapsed().as_secs_f64() * 1e6 / mib as f64);
+        if faults != 0 {
+            eprintln!("dmbench: re-read faulted {faults} times (expected 0)");
+        }
+        unm.push(b.unmap() * 1e6 / mib as f64);
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+    o.put(&format!("fault_in_{tag}"), fin, "us/MiB");
+    o.put(&format!("reread_{tag}"), rer, "us/MiB");
+    o.put(&format!("munmap_{tag}"), unm, "us/MiB");
+    if !fcalls.is_empty() {
+        o.put(&format!("hmm_calls_fault_in_{tag}"), fcalls, "calls/1000 pages");
+    }
+}
+
+/// Two threads fault disjoint buffers (READ in 256 KiB steps) through one device file,
+/// with or without a third thread that mmaps, touches and munmaps 64 KiB elsewhere in a
+/// loop. Returns (MiB/s over both threads, hmm calls, storm operations).
+fn disjoint(mib_each: usize, storm: bool) -> (f64, Option<u64>, u64) {
+    let len = mib_each << 20;
+    let step = 256 << 10;
+    let fd = open_dev();
+    let bufs: Vec<Arc<Buf>> = (0..2).map(|_| Arc::new(Buf::new(len, false))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let stormer = storm.then(|| {
+        let (stop, ops) = (stop.clone(), ops.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let b = Buf::new(64 << 10, false);
+                drop(b);
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let c0 = calls();
+    let t = Instant::now();
+    let workers: Vec<_> = bufs
+        .iter()
+        .map(|b| {
+            let b = b.clone();
+            thread::spawn(move || {
+                let mut out = vec![0u8; step];
+                for off in (0..b.len).step_by(step) {
+                    // SAFETY: inside the buffer.
+                    read(fd, unsafe { b.ptr.add(off) }, step, &mut out);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let c1 = calls();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = stormer {
+        s.join().unwrap();
+    }
+    drop(bufs);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    let calls = c0.zip(c1).map(|(a, z)| z - a);
+    ((2 * mib_each) as f64 / secs, calls, ops.load(Ordering::Relaxed))
+}
+
+fn main() {
+    let mut driver = None;
+    let mut mib = 32usize;
+    let mut trials = 3usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| die("missing value"));
+        match a.as_str() {
+            "--driver" => driver = Some(val()),
+            "--mib" => mib = val().parse().unwrap_or_else(|_| die("--mib")),
+            "--trials" => trials = val().parse().unwrap_or_else(|_| die("--trials")),
+            _ => {
+                eprintln!("usage: dmbench --driver NAME [--mib M] [--trials N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let o = Out {
+        driver: driver.unwrap_or_else(|| "unknown".into()),
+        trials,
+    };
+    if calls().is_none() {
+        eprintln!("dmbench: {COUNTER} missing: no hmm_range_fault() counts");
+    }
+    single(&o, mib, false);
+    single(&o, mib, true);
+    let pages = 2 * ((mib / 2) << 20) / PAGE;
+    let (mut quiet, mut busy, mut extra, mut rate) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..o.trials {
+        let (q, cq, _) = disjoint(mib / 2, false);
+        let (b, cb, ops) = disjoint(mib / 2, true);
+        quiet.push(q);
+        busy.push(b);
+        rate.push(ops as f64);
+        if let (Some(cq), Some(cb)) = (cq, cb) {
+            extra.push((cb as f64 - cq as f64) * 1000.0 / pages as f64);
+        }
+    }
+    o.put("disjoint2_quiet", quiet, "MiB/s");
+    o.put("disjoint2_storm", busy, "MiB/s");
+    o.put("storm_ops", rate, "munmaps");
+    if !extra.is_empty() {
+        o.put("storm_extra_hmm_calls", extra, "calls/1000 pages");
+    }
+}
