@@ -116,7 +116,7 @@ pub struct BenchConfig {
 impl Default for BenchConfig {
     fn default() -> Self {
         BenchConfig {
-            trials: 5,
+            trials: 7,
             fault_around: 1,
             faults_4k: 16384,
             faults_2m: 256,
@@ -189,6 +189,8 @@ pub struct SweepPoint {
     pub tput: f64,
     /// Median `read_begin` waits per 1000 faults.
     pub waits: f64,
+    /// Median invalidating operations per second the mutator achieved.
+    pub ops: f64,
 }
 
 /// The median of `v` (NaN for none).
@@ -589,7 +591,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> (Vec<Row>, Vec<
     }
     let mut sweep = Vec::new();
     for &rate in &cfg.sweep_rates {
-        let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = vec![Default::default(); fl.len()];
+        let mut per: Vec<[Vec<f64>; 4]> = vec![Default::default(); fl.len()];
         for t in 0..cfg.trials {
             for k in 0..fl.len() {
                 let i = (t + k) % fl.len();
@@ -601,18 +603,19 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> (Vec<Row>, Vec<
                     f.name
                 ));
                 let s = storm(f, cfg.storm_pages, cfg.storm_ms, rate, &mut r.problems);
-                per[i].0.push(s.retries);
-                per[i].1.push(s.tput);
-                per[i].2.push(s.waits);
+                for (v, x) in per[i].iter_mut().zip([s.retries, s.tput, s.waits, s.ops]) {
+                    v.push(x);
+                }
             }
         }
-        for (f, (re, tp, wa)) in fl.iter().zip(per) {
+        for (f, [re, tp, wa, op]) in fl.iter().zip(per) {
             sweep.push(SweepPoint {
                 key: f.key.into(),
                 rate,
                 retries: median(&re),
                 tput: median(&tp),
                 waits: median(&wa),
+                ops: median(&op),
             });
         }
     }
@@ -946,12 +949,13 @@ pub fn json(cfg: &BenchConfig, rows: &[Row], sweep: &[SweepPoint]) -> String {
     for (i, p) in sweep.iter().enumerate() {
         let _ = write!(
             o,
-            "    {{\"key\": {}, \"rate\": {}, \"retries\": {}, \"tput\": {}, \"waits\": {}}}",
+            "    {{\"key\": {}, \"rate\": {}, \"retries\": {}, \"tput\": {}, \"waits\": {}, \"ops\": {}}}",
             json_str(&p.key),
             p.rate,
             json_num(p.retries),
             json_num(p.tput),
-            json_num(p.waits)
+            json_num(p.waits),
+            json_num(p.ops)
         );
         o.push_str(if i + 1 < sweep.len() { ",\n" } else { "\n" });
     }

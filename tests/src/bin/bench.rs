@@ -6,7 +6,7 @@
 //! column measures and `bench/RESULTS.md` for a run.
 //!
 //! Options:
-//! - `--trials N` (5), `--fault-around N` (1), `--faults-4k N` (16384), `--faults-2m N` (256),
+//! - `--trials N` (7), `--fault-around N` (1), `--faults-4k N` (16384), `--faults-2m N` (256),
 //!   `--tput-pages N` (32768 per thread), `--storm-pages N` (8192), `--storm-ms N` (250),
 //!   `--storm-rate N` (2000 invalidating operations/s), `--sweep-rates A,B,..` (storm rates
 //!   for the plot; none), `--mirror-mib N` (256), `--configs ours,gpusvm,test_hmm` (all);
