@@ -185,12 +185,12 @@ fn main() -> ExitCode {
     if !sweep.is_empty() {
         println!();
         println!(
-            "storm-rate sweep (medians): config, ops/s target, retries/1k, faults/s, rb waits/1k"
+            "storm-rate sweep (medians): config, ops/s target, ops/s achieved, retries/1k, faults/s, rb waits/1k"
         );
         for p in &sweep {
             println!(
-                "  {:<9} {:>6} {:>9.2} {:>10.0} {:>9.2}",
-                p.key, p.rate, p.retries, p.tput, p.waits
+                "  {:<9} {:>6} {:>8.0} {:>9.2} {:>10.0} {:>9.2}",
+                p.key, p.rate, p.ops, p.retries, p.tput, p.waits
             );
         }
     }
