@@ -50,6 +50,8 @@ pub const LC_CTX: u32 = 3;
 pub const LC_WORKER: u32 = 4;
 pub const LC_FAULTQ: u32 = 5;
 pub const LC_TLB: u32 = 6;
+pub const LC_ENGINE: u32 = 7;
+pub const LC_ENGINE_RW: u32 = 8;
 
 extern "C" {
     pub fn svm_spin_new(cls: u32) -> *mut c_void;
@@ -62,6 +64,13 @@ extern "C" {
     pub fn svm_mutex_lock(l: *mut c_void);
     pub fn svm_mutex_trylock(l: *mut c_void) -> bool;
     pub fn svm_mutex_unlock(l: *mut c_void);
+    pub fn svm_rwsem_new(cls: u32) -> *mut c_void;
+    pub fn svm_rwsem_free(l: *mut c_void);
+    pub fn svm_rwsem_down_read(l: *mut c_void);
+    pub fn svm_rwsem_up_read(l: *mut c_void);
+    pub fn svm_rwsem_down_write(l: *mut c_void);
+    pub fn svm_rwsem_down_write_trylock(l: *mut c_void) -> bool;
+    pub fn svm_rwsem_up_write(l: *mut c_void);
 
     pub fn svm_current_mm() -> *mut MmStruct;
     pub fn svm_mm_bind(mm: *mut MmStruct) -> i32;

@@ -17,6 +17,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/platform_device.h>
+#include <linux/rwsem.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -67,6 +68,8 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_WORKER] = "svm_worker_lock",
 	[SVM_LC_FAULTQ] = "svm_faultq_lock",
 	[SVM_LC_TLB] = "svm_tlb_lock",
+	[SVM_LC_ENGINE] = "svm_engine_lock",
+	[SVM_LC_ENGINE_RW] = "svm_engine_rwsem",
 };
 
 void *svm_spin_new(unsigned int cls)
@@ -138,6 +141,53 @@ void svm_mutex_unlock(void *l)
 }
 
 /*
+ * The engine-wide rwsem of LockScope::EngineRwsem (drm_gpusvm's notifier_lock):
+ * read side around a fault's commit, write side in the invalidation callback.
+ */
+void *svm_rwsem_new(unsigned int cls)
+{
+	struct rw_semaphore *s;
+
+	if (WARN_ON(cls >= SVM_LC_NR))
+		return NULL;
+	s = kmalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return NULL;
+	__init_rwsem(s, svm_lock_names[cls], &svm_lock_keys[cls]);
+	return s;
+}
+
+void svm_rwsem_free(void *l)
+{
+	kfree(l);
+}
+
+void svm_rwsem_down_read(void *l)
+{
+	down_read(l);
+}
+
+void svm_rwsem_up_read(void *l)
+{
+	up_read(l);
+}
+
+void svm_rwsem_down_write(void *l)
+{
+	down_write(l);
+}
+
+bool svm_rwsem_down_write_trylock(void *l)
+{
+	return down_write_trylock(l);
+}
+
+void svm_rwsem_up_write(void *l)
+{
+	up_write(l);
+}
+
+/*
  * Teach lockdep the engine's lock order and its reclaim rule at module load,
  * as dma-resv.c does, so a violation is reported on first use rather than when
  * reclaim happens to hit it: mmap_lock -> range lock -> {table, TLB} lock, and
@@ -147,17 +197,29 @@ void svm_mutex_unlock(void *l)
 static int svm_lockdep_prime(void)
 {
 	struct mutex *range = svm_mutex_new(SVM_LC_RANGE);
+	struct mutex *engine = svm_mutex_new(SVM_LC_ENGINE);
+	struct rw_semaphore *engine_rw = svm_rwsem_new(SVM_LC_ENGINE_RW);
 	spinlock_t *table = svm_spin_new(SVM_LC_TABLE);
 	spinlock_t *tlb = svm_spin_new(SVM_LC_TLB);
 	struct mm_struct *mm = current->mm;
 	int ret = -ENOMEM;
 
-	if (!range || !table || !tlb)
+	if (!range || !engine || !engine_rw || !table || !tlb)
 		goto out;
+	/*
+	 * The engine-wide locks of the baseline lock scopes sit between
+	 * mmap_lock and the range lock: mmap_lock -> engine -> range.
+	 */
 	if (mm) {
 		mmap_read_lock(mm);
+		mutex_lock(engine);
 		mutex_lock(range);
 		mutex_unlock(range);
+		mutex_unlock(engine);
+		down_write(engine_rw);
+		mutex_lock(range);
+		mutex_unlock(range);
+		up_write(engine_rw);
 		mmap_read_unlock(mm);
 	}
 	fs_reclaim_acquire(GFP_KERNEL);
@@ -167,11 +229,23 @@ static int svm_lockdep_prime(void)
 	spin_lock(tlb);
 	spin_unlock(tlb);
 	mutex_unlock(range);
+	/* One engine uses one of the two kinds: never nest them here. */
+	mutex_lock(engine);
+	mutex_lock(range);
+	mutex_unlock(range);
+	mutex_unlock(engine);
+	down_write(engine_rw);
+	mutex_lock(range);
+	mutex_unlock(range);
+	up_write(engine_rw);
 	fs_reclaim_release(GFP_KERNEL);
 	ret = 0;
 out:
 	if (range)
 		svm_mutex_free(range);
+	if (engine)
+		svm_mutex_free(engine);
+	svm_rwsem_free(engine_rw);
 	kfree(table);
 	kfree(tlb);
 	return ret;

@@ -26,6 +26,8 @@ enum svm_lock_class {
 	SVM_LC_WORKER = 4, /* mutex: the fault worker's scratch */
 	SVM_LC_FAULTQ = 5, /* spinlock: the device fault queue */
 	SVM_LC_TLB = 6,    /* spinlock: the device TLB, held across each device access */
+	SVM_LC_ENGINE = 7, /* mutex: engine-wide lock of LockScope::EngineMutex (baseline) */
+	SVM_LC_ENGINE_RW = 8, /* rwsem: engine-wide lock of LockScope::EngineRwsem (baseline) */
 	SVM_LC_NR
 };
 
@@ -39,6 +41,13 @@ void svm_mutex_free(void *l);
 void svm_mutex_lock(void *l);
 bool svm_mutex_trylock(void *l);
 void svm_mutex_unlock(void *l);
+void *svm_rwsem_new(unsigned int cls);
+void svm_rwsem_free(void *l);
+void svm_rwsem_down_read(void *l);
+void svm_rwsem_up_read(void *l);
+void svm_rwsem_down_write(void *l);
+bool svm_rwsem_down_write_trylock(void *l);
+void svm_rwsem_up_write(void *l);
 
 /* mm */
 struct mm_struct *svm_current_mm(void);

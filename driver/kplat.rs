@@ -6,7 +6,7 @@
 //!
 //! | trait | kernel |
 //! |---|---|
-//! | `LockFamily` → [`KLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`) or `struct mutex` (`Range`, `Index`), one static lockdep class each |
+//! | `LockFamily` → [`KLock`], [`KRwLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`) or `struct mutex` (`Range`, `Index`, `Engine`), or `struct rw_semaphore` (the engine-wide rwsem), one static lockdep class each |
 //! | `SharedPtr` → [`KArc`] | `kernel::sync::Arc` |
 //! | `RangeMap` → [`KMap`] | `kernel::rbtree::RBTree` under a mutex of the index class |
 //! | `Mm` → [`KMm`], `Interval` → [`KInterval`] | `mm_struct` (mmgrab), `mmu_interval_notifier`, `hmm_range_fault()` |
@@ -16,7 +16,9 @@
 
 use crate::engine::Engine;
 use crate::ffi;
-use crate::pgtable::{Errno, Lock, LockClass, LockFamily, PageTable, PtMem, Table, X86Format};
+use crate::pgtable::{
+    Errno, Lock, LockClass, LockFamily, PageTable, PtMem, RwLock, Table, X86Format,
+};
 use crate::platform::{
     DeviceTlb, Dma, Event, HmmRequest, Interval, InvalidateFn, Invalidation, Mm, Platform,
     RangeMap, SharedPtr, Vma,
@@ -178,6 +180,9 @@ impl<T> Lock<T> for KLock<T> {
             LockClass::Table => KLock::new_spin(data, ffi::LC_TABLE),
             LockClass::Range => KLock::new_mutex(data, ffi::LC_RANGE),
             LockClass::Index => KLock::new_mutex(data, ffi::LC_INDEX),
+            // The engine-wide mutex of `LockScope::EngineMutex`: a sleeping lock, since the
+            // invalidation callback waits for the device TLB flush under it.
+            LockClass::Engine => KLock::new_mutex(data, ffi::LC_ENGINE),
         }
     }
 
@@ -190,11 +195,136 @@ impl<T> Lock<T> for KLock<T> {
     }
 }
 
+/// A kernel `struct rw_semaphore` owned by the C glue (kmalloc'd; 6.12's Rust bindings have
+/// no rwsem), protecting a `T`. The engine uses it only as the engine-wide lock of
+/// `LockScope::EngineRwsem` (drm_gpusvm's `notifier_lock`), so every instance gets the
+/// `svm_engine_rwsem` lockdep class whatever [`LockClass`] asks for.
+///
+/// # Invariants
+/// `raw` is a live rwsem created by the glue and freed on drop; `data` is only read with the
+/// read or write side held, and only written with the write side held (or through
+/// `&mut self`).
+pub struct KRwLock<T> {
+    raw: NonNull<c_void>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the rwsem serialises writers against everyone; the raw lock may be used from any
+// thread.
+unsafe impl<T: Send> Send for KRwLock<T> {}
+// SAFETY: readers share `&T` concurrently (hence `T: Sync`); writers get `&mut T` only
+// exclusively (hence `T: Send`).
+unsafe impl<T: Send + Sync> Sync for KRwLock<T> {}
+
+impl<T> Drop for KRwLock<T> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live, unlocked (no guard can outlive `&self`), and freed once here.
+        unsafe { ffi::svm_rwsem_free(self.raw.as_ptr()) }
+    }
+}
+
+/// Holding the read side of a [`KRwLock`]. Not `Send`: released by the task that took it.
+pub struct KRwReadGuard<'a, T> {
+    lock: &'a KRwLock<T>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T> Deref for KRwReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the read side is held: no writer can run.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for KRwReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the read side.
+        unsafe { ffi::svm_rwsem_up_read(self.lock.raw.as_ptr()) }
+    }
+}
+
+/// Holding the write side of a [`KRwLock`]. Not `Send`: released by the task that took it.
+pub struct KRwWriteGuard<'a, T> {
+    lock: &'a KRwLock<T>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<T> Deref for KRwWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the write side is held.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for KRwWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the write side is held, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for KRwWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the write side.
+        unsafe { ffi::svm_rwsem_up_write(self.lock.raw.as_ptr()) }
+    }
+}
+
+impl<T> RwLock<T> for KRwLock<T> {
+    type ReadGuard<'a>
+        = KRwReadGuard<'a, T>
+    where
+        Self: 'a;
+    type WriteGuard<'a>
+        = KRwWriteGuard<'a, T>
+    where
+        Self: 'a;
+
+    fn new(data: T, _class: LockClass) -> Result<Self, Errno> {
+        // SAFETY: plain allocation; NULL on failure.
+        let raw = unsafe { ffi::svm_rwsem_new(ffi::LC_ENGINE_RW) };
+        Ok(KRwLock {
+            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
+            data: UnsafeCell::new(data),
+        })
+    }
+
+    fn read(&self) -> KRwReadGuard<'_, T> {
+        // SAFETY: `raw` is a live rwsem.
+        unsafe { ffi::svm_rwsem_down_read(self.raw.as_ptr()) };
+        KRwReadGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn write(&self) -> KRwWriteGuard<'_, T> {
+        // SAFETY: `raw` is a live rwsem.
+        unsafe { ffi::svm_rwsem_down_write(self.raw.as_ptr()) };
+        KRwWriteGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn try_write(&self) -> Option<KRwWriteGuard<'_, T>> {
+        // SAFETY: `raw` is a live rwsem.
+        let ok = unsafe { ffi::svm_rwsem_down_write_trylock(self.raw.as_ptr()) };
+        ok.then(|| KRwWriteGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
+    }
+}
+
 /// The engine's lock family.
 pub struct KLocks;
 
 impl LockFamily for KLocks {
     type Lock<T: Send> = KLock<T>;
+    type RwLock<T: Send + Sync> = KRwLock<T>;
 }
 
 // ---- Arc ------------------------------------------------------------------

@@ -29,6 +29,8 @@ mod invalidate;
 mod platform;
 #[path = "../svm/src/range.rs"]
 mod range;
+#[path = "../svm/src/serial.rs"]
+mod serial;
 #[path = "../svm/src/stats.rs"]
 mod stats;
 #[path = "../svm/src/sync.rs"]

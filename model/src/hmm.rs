@@ -218,6 +218,12 @@ pub(crate) fn hmm_range_fault(
                 .into(),
         );
     }
+    if lockdep::holds_engine() {
+        lockdep::report(
+            "hmm_range_fault() under the engine lock (its faults call the callbacks that take it)"
+                .into(),
+        );
+    }
     if !req.notifier.belongs_to(mm) {
         mm.violations
             .record("mm", "hmm_range_fault() with a notifier of another mm");

@@ -25,7 +25,7 @@ pub use device::{Device, DeviceStats, Tlb};
 pub use dma::{DmaMapping, DmaStats, DmaTracker};
 pub use mm::{MapFlags, MmConfig, MmHandle, OomReport, Prot, ReadGuard, SwapOutcome};
 pub use notifier::{Interval, NotifierStats, TraceEntry};
-pub use platform::{ModelArc, ModelLock, ModelLocks, ModelMap, ModelPlatform};
+pub use platform::{ModelArc, ModelLock, ModelLocks, ModelMap, ModelPlatform, ModelRwLock};
 pub use tablemem::TableMem;
 pub use violations::Violations;
 pub use world::{World, WorldBuilder};

@@ -9,6 +9,9 @@
 //! Rules checked (each names the kernel check it stands for):
 //! - nothing is taken under a page-table lock (`LockClass::Table` is innermost);
 //! - never two range locks at once (lockdep: same class nested without annotation);
+//! - the engine-wide lock of a baseline lock scope (`LockClass::Engine`) never under a range
+//!   or table lock (it is outside them), never twice (a recursive read of a rwsem deadlocks
+//!   behind a waiting writer), never blocking in a non-blockable invalidation;
 //! - a blocking range-lock acquisition inside a non-blockable invalidation
 //!   (`non_block_start()` + `might_sleep()` in `mutex_lock()`);
 //! - `mmap_lock` taken under an engine lock, recursively, or inside an invalidation callback
@@ -16,7 +19,8 @@
 //! - `mmu_interval_read_begin()`, `mmu_interval_notifier_insert()`/`_remove()` under an engine
 //!   lock or from a callback (`lock_map_acquire(&__mmu_notifier_invalidate_range_start_map)`);
 //!   insert also under `mmap_lock` (`might_lock(&mm->mmap_lock)`);
-//! - a `GFP_KERNEL` allocation (page-table page, `Arc`, index node) under a range or table lock,
+//! - a `GFP_KERNEL` allocation (page-table page, `Arc`, index node) under a range, engine or
+//!   table lock,
 //!   inside a callback, or in a non-blockable section (`fs_reclaim` priming, `might_alloc()`);
 //! - `dma_map_page()` outside the range lock (I4);
 //! - a sleeping TLB flush in a non-blockable invalidation;
@@ -32,10 +36,11 @@ const RANGE: usize = 1;
 const INDEX: usize = 2;
 const MMAP_READ: usize = 3;
 const MMAP_WRITE: usize = 4;
+const ENGINE: usize = 5;
 
 #[derive(Default)]
 struct ThreadState {
-    held: [u32; 5],
+    held: [u32; 6],
     in_callback: u32,
     non_block: u32,
     sink: Option<Violations>,
@@ -54,6 +59,7 @@ fn idx(c: LockClass) -> usize {
         LockClass::Table => TABLE,
         LockClass::Range => RANGE,
         LockClass::Index => INDEX,
+        LockClass::Engine => ENGINE,
     }
 }
 
@@ -102,6 +108,8 @@ fn engine_locks(s: &ThreadState) -> Option<&'static str> {
         Some("a page-table lock")
     } else if s.held[INDEX] > 0 {
         Some("the range-index lock")
+    } else if s.held[ENGINE] > 0 {
+        Some("the engine lock")
     } else {
         None
     }
@@ -118,6 +126,21 @@ pub(crate) fn acquire(class: LockClass, blocking: bool) {
         }
         if class == LockClass::Range && s.held[RANGE] > 0 && blocking {
             msgs.push("second range lock taken while holding one (never two range locks)".into());
+        }
+        if class == LockClass::Engine && s.held[RANGE] > 0 {
+            msgs.push(
+                "engine lock taken while holding a range lock (the engine lock is outside every range lock)".into(),
+            );
+        }
+        if class == LockClass::Engine && s.held[ENGINE] > 0 && blocking {
+            msgs.push(
+                "engine lock taken while holding it (a recursive rwsem read deadlocks behind a waiting writer)".into(),
+            );
+        }
+        if class == LockClass::Engine && blocking && s.non_block > 0 {
+            msgs.push(
+                "blocking engine-lock acquisition in a non-blockable invalidation (must try and return false)".into(),
+            );
         }
         if class == LockClass::Range && blocking && s.non_block > 0 {
             msgs.push(
@@ -208,6 +231,11 @@ pub(crate) fn check_alloc(what: &str) {
                 "{what}: GFP_KERNEL allocation under a page-table lock"
             ));
         }
+        if s.held[ENGINE] > 0 {
+            msgs.push(format!(
+                "{what}: GFP_KERNEL allocation under the engine lock (reclaim takes it)"
+            ));
+        }
         if s.in_callback > 0 {
             msgs.push(format!(
                 "{what}: GFP_KERNEL allocation inside an invalidation callback"
@@ -258,6 +286,11 @@ pub(crate) fn check_invalidate_start(what: &str) {
 /// Whether this thread holds a range lock.
 pub(crate) fn holds_range() -> bool {
     with(|s| s.held[RANGE] > 0)
+}
+
+/// Whether this thread holds the engine-wide lock of a baseline lock scope.
+pub(crate) fn holds_engine() -> bool {
+    with(|s| s.held[ENGINE] > 0)
 }
 
 /// Whether this thread runs inside an invalidation callback.

@@ -1,6 +1,7 @@
 //! `ModelPlatform`: the `svm::platform::Platform` the engine runs on in userspace.
 //!
-//! Locks are the shim's mutexes (loom's under `--cfg loom`) with lockdep bookkeeping; `Arc` is
+//! Locks are the shim's mutexes and reader/writer locks (loom's under `--cfg loom`) with
+//! lockdep bookkeeping; `Arc` is
 //! the shim's `Arc`; the range index is a mutex-protected `BTreeMap`; page-table memory is
 //! [`TableMem`]; the mm, DMA and TLB are the simulated kernel services of this crate.
 
@@ -12,7 +13,7 @@ use crate::sync;
 use crate::tablemem::TableMem;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use pgtable::{Errno, Lock, LockClass, LockFamily, PteFormat, X86Format};
+use pgtable::{Errno, Lock, LockClass, LockFamily, PteFormat, RwLock, X86Format};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use svm::platform::{Platform, RangeMap, SharedPtr};
@@ -82,11 +83,111 @@ impl<T> Lock<T> for ModelLock<T> {
     }
 }
 
+/// A reader/writer lock of the engine (the engine-wide rwsem of `LockScope::EngineRwsem`): the
+/// shim's `RwLock` (loom's under `--cfg loom`), with lockdep bookkeeping by class.
+pub struct ModelRwLock<T> {
+    inner: sync::RwLock<T>,
+    class: LockClass,
+}
+
+/// Read guard of [`ModelRwLock`].
+pub struct ModelReadGuard<'a, T> {
+    g: sync::RwLockReadGuard<'a, T>,
+    class: LockClass,
+}
+
+impl<T> Deref for ModelReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.g
+    }
+}
+
+impl<T> Drop for ModelReadGuard<'_, T> {
+    fn drop(&mut self) {
+        lockdep::release(self.class);
+    }
+}
+
+/// Write guard of [`ModelRwLock`].
+pub struct ModelWriteGuard<'a, T> {
+    g: sync::RwLockWriteGuard<'a, T>,
+    class: LockClass,
+}
+
+impl<T> Deref for ModelWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.g
+    }
+}
+
+impl<T> DerefMut for ModelWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.g
+    }
+}
+
+impl<T> Drop for ModelWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        lockdep::release(self.class);
+    }
+}
+
+impl<T> RwLock<T> for ModelRwLock<T> {
+    type ReadGuard<'a>
+        = ModelReadGuard<'a, T>
+    where
+        Self: 'a;
+    type WriteGuard<'a>
+        = ModelWriteGuard<'a, T>
+    where
+        Self: 'a;
+
+    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
+        Ok(ModelRwLock {
+            inner: sync::RwLock::new(data),
+            class,
+        })
+    }
+
+    fn read(&self) -> ModelReadGuard<'_, T> {
+        lockdep::acquire(self.class, true);
+        let g = self.inner.read();
+        lockdep::acquired(self.class);
+        ModelReadGuard {
+            g,
+            class: self.class,
+        }
+    }
+
+    fn write(&self) -> ModelWriteGuard<'_, T> {
+        lockdep::acquire(self.class, true);
+        let g = self.inner.write();
+        lockdep::acquired(self.class);
+        ModelWriteGuard {
+            g,
+            class: self.class,
+        }
+    }
+
+    fn try_write(&self) -> Option<ModelWriteGuard<'_, T>> {
+        lockdep::acquire(self.class, false);
+        let g = self.inner.try_write()?;
+        lockdep::acquired(self.class);
+        Some(ModelWriteGuard {
+            g,
+            class: self.class,
+        })
+    }
+}
+
 /// The lock family of the model.
 pub struct ModelLocks;
 
 impl LockFamily for ModelLocks {
     type Lock<T: Send> = ModelLock<T>;
+    type RwLock<T: Send + Sync> = ModelRwLock<T>;
 }
 
 /// The engine's reference-counted pointer: the shim `Arc` (loom's under `--cfg loom`).

@@ -62,6 +62,42 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A reader/writer lock whose methods never report poisoning. `std`'s (futex-based on Linux)
+/// lets a waiting writer hold off new readers, as the kernel's rwsem does.
+#[derive(Debug, Default)]
+pub struct RwLock<T>(imp::RwLock<T>);
+
+/// Read guard of [`RwLock`].
+pub type RwLockReadGuard<'a, T> = imp::RwLockReadGuard<'a, T>;
+/// Write guard of [`RwLock`].
+pub type RwLockWriteGuard<'a, T> = imp::RwLockWriteGuard<'a, T>;
+
+impl<T> RwLock<T> {
+    /// A new unlocked lock.
+    pub fn new(v: T) -> Self {
+        RwLock(imp::RwLock::new(v))
+    }
+
+    /// Takes the read side, waiting as long as needed.
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the write side, waiting as long as needed.
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the write side only if it is free now.
+    pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
+        match self.0.try_write() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 /// A condition variable paired with [`Mutex`].
 #[derive(Debug, Default)]
 pub struct Condvar(imp::Condvar);

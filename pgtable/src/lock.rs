@@ -8,7 +8,7 @@
 //! (the OOM reaper) depends on it.
 
 use super::errno::Errno;
-use core::ops::DerefMut;
+use core::ops::{Deref, DerefMut};
 
 /// Which lock this is, so a platform can give each kind its own lockdep class and name.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -22,6 +22,11 @@ pub enum LockClass {
     Range,
     /// The engine's range index (short critical sections, never held across a call out).
     Index,
+    /// The engine-wide lock of the baseline lock scopes (`svm::config::LockScope`): a mutex
+    /// (test_hmm's `dmirror->mutex`) or a reader/writer semaphore (drm_gpusvm's
+    /// `notifier_lock`). Outside every range lock, inside `mmap_lock`; a kernel backend makes
+    /// it a sleeping lock (the callback waits for the device TLB flush under it).
+    Engine,
 }
 
 /// A lock protecting a `T`.
@@ -41,8 +46,36 @@ pub trait Lock<T>: Sized {
     fn try_lock(&self) -> Option<Self::Guard<'_>>;
 }
 
-/// A family of locks: how a platform builds a [`Lock`] for any protected type.
+/// A reader/writer lock protecting a `T` (kernel: `struct rw_semaphore`). Like the kernel's
+/// rwsem, a backend should let a waiting writer hold off new readers, so a stream of readers
+/// cannot starve it.
+pub trait RwLock<T>: Sized {
+    /// Proof of holding the read side.
+    type ReadGuard<'a>: Deref<Target = T>
+    where
+        Self: 'a;
+    /// Proof of holding the write side.
+    type WriteGuard<'a>: DerefMut<Target = T>
+    where
+        Self: 'a;
+
+    /// Creates an unlocked lock. Fallible because a kernel backend may allocate.
+    fn new(data: T, class: LockClass) -> Result<Self, Errno>;
+
+    /// Acquires the read side (`down_read()`), sleeping as long as needed.
+    fn read(&self) -> Self::ReadGuard<'_>;
+
+    /// Acquires the write side (`down_write()`), sleeping as long as needed.
+    fn write(&self) -> Self::WriteGuard<'_>;
+
+    /// Acquires the write side only if it is free now (`down_write_trylock()`).
+    fn try_write(&self) -> Option<Self::WriteGuard<'_>>;
+}
+
+/// A family of locks: how a platform builds a [`Lock`] or an [`RwLock`] for any protected type.
 pub trait LockFamily: 'static {
     /// The lock type for data `T`.
     type Lock<T: Send>: Lock<T> + Send + Sync;
+    /// The reader/writer lock type for data `T`.
+    type RwLock<T: Send + Sync>: RwLock<T> + Send + Sync;
 }

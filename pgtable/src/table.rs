@@ -569,32 +569,68 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// leaf. The caller must own the span exclusively (no other writer of those leaf tables:
     /// the engine holds the lock of the range that owns them) and must flush the device TLB
     /// (page-walk caches included) for the span before calling [`PageTable::free_deferred`].
+    ///
+    /// The span may be as large as the whole address space (a range of `1 << 47` bytes): the
+    /// walk descends only into linked tables, so its cost is bounded by the tables present,
+    /// not by the span (a blind 2 MiB stride over 128 TiB would be 2^26 walks).
     pub fn unlink_leaf_tables(&self, start: u64, end: u64) -> Deferred {
         let mut d = Deferred { head: 0, count: 0 };
         let span = 1u64 << HUGE_SHIFT;
-        let mut va = (start + span - 1) & !(span - 1);
-        while va + span <= end.min(VA_LIMIT) {
-            if let Ok(t1) = self.walk(va, 1) {
-                let tb1 = self.table(t1);
-                let i = index(va, 1);
-                let _g = tb1.lock.lock();
-                let pte = tb1.pte[i].load(Ordering::Acquire);
+        // Only level-0 tables wholly inside the span: round the start up, the end down.
+        let first = match start.checked_add(span - 1) {
+            Some(s) => s & !(span - 1),
+            None => return d,
+        };
+        let last = end.min(VA_LIMIT) & !(span - 1);
+        if first < last {
+            self.unlink_in(self.root, LEVELS - 1, first, last, &mut d);
+        }
+        d
+    }
+
+    /// [`PageTable::unlink_leaf_tables`] below table `t` at `level` (>= 1), for the 2 MiB
+    /// aligned `[start, end)`.
+    fn unlink_in(
+        &self,
+        t: NonNull<Table<M::Lock>>,
+        level: u8,
+        start: u64,
+        end: u64,
+        d: &mut Deferred,
+    ) {
+        let span = 1u64 << level_shift(level);
+        let tb = self.table(t);
+        let mut va = start & !(span - 1);
+        while va < end {
+            let i = index(va, level);
+            if level > 1 {
+                let pte = tb.pte[i].load(Ordering::Acquire);
+                if let Some(c) = self.child(pte, level) {
+                    self.unlink_in(c, level - 1, start.max(va), end.min(va + span), d);
+                }
+            } else {
+                // Level 1: entry `i` links the leaf table of one 2 MiB block. The lock of this
+                // level-1 table serialises us with `prepare()` installing a sibling entry.
+                let _g = tb.lock.lock();
+                let pte = tb.pte[i].load(Ordering::Acquire);
                 if let Some(c) = self.child(pte, 1) {
                     let ct = self.table(c);
                     // The child's writers hold the range lock our caller holds, so its entries
                     // cannot change; no need to take a second table lock here.
                     let empty = ct.pte.iter().all(|e| e.load(Ordering::Acquire) == 0);
                     if empty {
-                        tb1.pte[i].store(0, Ordering::Release);
+                        tb.pte[i].store(0, Ordering::Release);
                         ct.pte[0].store(d.head, Ordering::Relaxed);
                         d.head = self.mem.pa(c);
                         d.count += 1;
                     }
                 }
             }
-            va += span;
+            va = match va.checked_add(span) {
+                Some(v) => v,
+                None => break,
+            };
         }
-        d
     }
 
     /// Frees tables unlinked by [`PageTable::unlink_leaf_tables`].

@@ -162,6 +162,38 @@ fn unlink_skips_tables_in_use() {
     assert!(pt.unlink_leaf_tables(0x40_0000, 0x5f_f000).is_empty());
 }
 
+/// A span as large as the whole device address space (a range of `range_shift` 47 or 48)
+/// unlinks only the empty leaf tables wholly inside it, far apart as they are, and visits only
+/// linked tables: a blind 2 MiB stride over 2^48 bytes would be 2^27 walks, far too slow for a
+/// unit test.
+#[test]
+fn unlink_over_the_whole_address_space_walks_only_linked_tables() {
+    let mem = Mem::default();
+    let pt = PageTable::<X86Format, _>::new(mem.clone()).unwrap();
+    // Three leaf tables in three different level-3 slots, one of them still in use.
+    let vas = [0x20_0000u64, 0x7f_ff00_0000 & !(M2 - 1), VA_LIMIT - M2];
+    for va in vas {
+        pt.prepare(va, 0).unwrap();
+    }
+    pt.map(vas[1] + 0x1000, 0, 0x1000, Perm::RO, 1).unwrap();
+    let before = mem.0.load(Ordering::SeqCst);
+    // Unaligned bounds round inwards: the first block is not wholly inside, the last is.
+    let d = pt.unlink_leaf_tables(0x20_1000, VA_LIMIT);
+    assert_eq!(d.len(), 1, "only the empty table wholly inside the span");
+    // SAFETY: no device walks this test's table.
+    unsafe { pt.free_deferred(d) };
+    assert_eq!(mem.0.load(Ordering::SeqCst), before - 1);
+    let d = pt.unlink_leaf_tables(0, u64::MAX);
+    assert_eq!(d.len(), 1, "the first block; the one in use stays");
+    // SAFETY: as above.
+    unsafe { pt.free_deferred(d) };
+    assert!(pt.translate(vas[1] + 0x1000).is_some());
+    assert!(pt.unlink_leaf_tables(0, VA_LIMIT).is_empty());
+    // A span too small to hold one whole 2 MiB block, and one at the very top of u64.
+    assert!(pt.unlink_leaf_tables(vas[1], vas[1] + M2 - 1).is_empty());
+    assert!(pt.unlink_leaf_tables(u64::MAX - 10, u64::MAX).is_empty());
+}
+
 #[test]
 fn concurrent_prepare_installs_one_table_per_slot() {
     for _ in 0..50 {

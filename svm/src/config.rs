@@ -6,11 +6,41 @@ use super::pgtable::Errno;
 /// Most pages one fault services (fault-around window), and the scratch buffer size.
 pub const MAX_WINDOW_PAGES: usize = 512;
 
+/// Smallest `range_shift` (64 KiB).
+pub const MIN_RANGE_SHIFT: u32 = 16;
+/// Largest `range_shift`: one range over a whole 47-bit user address space (x86-64 without
+/// LA57), which is test_hmm's one notifier over the mm.
+pub const MAX_RANGE_SHIFT: u32 = 47;
+
+/// What serialises fault commits and invalidations beside each range's own lock.
+///
+/// Every scope keeps the range lock and the whole per-range protocol; the engine-wide scopes
+/// only add one lock around the range lock's critical sections, so correctness is the same
+/// and only concurrency changes. They exist to measure this design against the reference
+/// designs with the same code (`Documentation/design.md`, "Granularity and the baselines").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LockScope {
+    /// The range lock alone: faults and invalidations on different ranges share no engine
+    /// lock (this design).
+    #[default]
+    PerRange,
+    /// One engine-wide mutex taken around every critical section that takes a range lock:
+    /// fault commit (with `read_retry`), invalidation (zap, flush, unmap), GC and teardown.
+    /// test_hmm's `dmirror->mutex`.
+    EngineMutex,
+    /// One engine-wide reader/writer semaphore: the read side around fault commit (with
+    /// `read_retry`), the write side around invalidation, GC and teardown. drm_gpusvm's
+    /// `notifier_lock`.
+    EngineRwsem,
+}
+
 /// Tunables a driver sets once, when it creates an engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// log2 of a range's span: each range owns one interval notifier, one lock, and the device
-    /// mappings of that span. 21 (2 MiB) by default; 16 (64 KiB) ..= 30 (1 GiB).
+    /// mappings of that span. 21 (2 MiB) by default; 16 (64 KiB) ..= 47 (128 TiB: one range
+    /// over the whole address space), and a range no larger than `task_size` rounded up to a
+    /// power of two.
     pub range_shift: u32,
     /// Pages serviced per fault: the naturally aligned block of this many pages around the
     /// faulting one, clamped to its VMA and range. A power of two, 1 ..= 512.
@@ -24,6 +54,8 @@ pub struct Config {
     pub downgrade_on_wrprotect: bool,
     /// Highest user address + 1 (`TASK_SIZE`); faults at or above it are `EINVAL`.
     pub task_size: u64,
+    /// Engine-wide serialisation on top of the range locks ([`LockScope::PerRange`]: none).
+    pub lock_scope: LockScope,
 }
 
 impl Default for Config {
@@ -35,6 +67,7 @@ impl Default for Config {
             huge: true,
             downgrade_on_wrprotect: true,
             task_size: 1 << 47,
+            lock_scope: LockScope::PerRange,
         }
     }
 }
@@ -43,12 +76,20 @@ impl Config {
     /// Refuses settings the engine cannot honour.
     pub fn validate(&self) -> Result<(), Errno> {
         let fa = self.fault_around_pages;
-        if !(16..=30).contains(&self.range_shift)
+        let task_ok = self.task_size != 0
+            && self.task_size <= super::pgtable::table::VA_LIMIT
+            && self.task_size & ((1 << PAGE_SHIFT) - 1) == 0;
+        // Checked before `range_size()`, which shifts by it.
+        let shift_ok = (MIN_RANGE_SHIFT..=MAX_RANGE_SHIFT).contains(&self.range_shift);
+        // A range larger than the address space (rounded up: the kernel's TASK_SIZE is one
+        // page short of a power of two) is meaningless. This also keeps every range,
+        // `key << range_shift .. + range_size()`, at or below `VA_LIMIT`, without overflow.
+        if !task_ok
+            || !shift_ok
+            || self.range_size() > self.task_size.next_power_of_two()
             || fa == 0
             || !fa.is_power_of_two()
             || fa as usize > MAX_WINDOW_PAGES
-            || self.task_size > super::pgtable::table::VA_LIMIT
-            || self.task_size & ((1 << PAGE_SHIFT) - 1) != 0
         {
             return Err(Errno::EINVAL);
         }

@@ -6,6 +6,7 @@ use super::config::{Config, MAX_WINDOW_PAGES};
 use super::pgtable::{Errno, PageTable};
 use super::platform::{Mm, Platform, RangeMap, SharedPtr};
 use super::range::Range;
+use super::serial::Serial;
 use super::stats::{Counters, Stats};
 
 /// Kind of device access.
@@ -87,6 +88,8 @@ pub struct Engine<P: Platform> {
     pub(crate) tlb: P::Tlb,
     pub(crate) pt: PageTable<P::Fmt, P::Mem>,
     pub(crate) ranges: P::Map<RangeRef<P>>,
+    /// The engine-wide lock of `cfg.lock_scope` (none for the default, per-range scope).
+    pub(crate) serial: Serial<P>,
     pub(crate) stats: Counters,
 }
 
@@ -104,6 +107,7 @@ impl<P: Platform> Engine<P> {
             tlb: parts.tlb,
             pt,
             ranges: RangeMap::new()?,
+            serial: Serial::new(cfg.lock_scope)?,
             stats: Counters::default(),
         })
     }
@@ -152,6 +156,12 @@ impl<P: Platform> Engine<P> {
             key = k + 1;
         }
         n
+    }
+
+    /// Bytes of engine metadata per range (the `Range` itself; its notifier is the
+    /// platform's, its mappings live in the page table), for memory accounting.
+    pub fn range_metadata_bytes(&self) -> usize {
+        core::mem::size_of::<Range<P>>()
     }
 
     pub(crate) fn range_key(&self, va: u64) -> u64 {

@@ -189,6 +189,7 @@ impl<P: Platform> Engine<P> {
                 Ok(()) => {}
                 Err(Errno::EBUSY) => {
                     // A 2 MiB leaf covers pages we will map as 4 KiB: release it first.
+                    let _serial = self.serial.fault();
                     let mut st = range.lock.lock();
                     if st.dead {
                         return Ok(false);
@@ -200,7 +201,9 @@ impl<P: Platform> Engine<P> {
                 Err(e) => return Err(e),
             }
 
-            // Step 5.
+            // Step 5. The engine-wide lock of a baseline lock scope (none by default) goes
+            // outside the range lock and is held to the end of the commit.
+            let _serial = self.serial.fault();
             let mut st = range.lock.lock();
             if st.dead {
                 return Ok(false);

@@ -44,6 +44,7 @@ impl<P: Platform> Engine<P> {
     /// released. Returns whether this call removed it.
     fn retire(&self, key: u64, r: &RangeRef<P>, force: bool) -> bool {
         {
+            let _serial = self.serial.invalidate();
             let mut st = r.lock.lock();
             if st.dead {
                 return false;

@@ -42,6 +42,20 @@ impl<P: Platform> Engine<P> {
         Counters::add(&self.stats.invalidations, 1);
         let start = inv.start.max(range.start);
         let end = inv.end.min(range.end);
+        // The engine-wide lock of a baseline lock scope (none by default) goes outside the
+        // range lock (declared first, so it is released last); a non-blockable call only
+        // tries either.
+        let _serial = if inv.blockable {
+            self.serial.invalidate()
+        } else {
+            match self.serial.try_invalidate() {
+                Some(g) => g,
+                None => {
+                    Counters::add(&self.stats.nonblock_refused, 1);
+                    return false;
+                }
+            }
+        };
         let mut st = if inv.blockable {
             range.lock.lock()
         } else {

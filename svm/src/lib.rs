@@ -19,10 +19,11 @@ mod gc;
 mod invalidate;
 pub mod platform;
 mod range;
+mod serial;
 pub mod stats;
 mod sync;
 
-pub use config::Config;
+pub use config::{Config, LockScope};
 pub use engine::{Access, DeviceFault, Engine, Parts, Scratch};
 pub use platform::Platform;
 pub use stats::Stats;

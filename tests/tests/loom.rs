@@ -9,16 +9,21 @@ use loom::sync::Arc;
 use loom::thread;
 use model::{MapFlags, Prot, World};
 use pgtable::Errno;
-use svm::Config;
+use svm::{Config, LockScope};
 
 const PAGE: u64 = 4096;
 const M2: u64 = 2 << 20;
 
 /// One page per fault keeps the state small; the protocol is the same.
 fn world() -> Arc<World> {
+    world_with(Config::default())
+}
+
+/// [`world`] with another range size or lock scope.
+fn world_with(cfg: Config) -> Arc<World> {
     let cfg = Config {
         fault_around_pages: 1,
-        ..Config::default()
+        ..cfg
     };
     Arc::new(
         World::builder()
@@ -211,6 +216,64 @@ fn invalidate_vs_teardown() {
 fn nonblockable_invalidation_under_contention() {
     model(|| {
         let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        w.device().write(a, 1).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let _ = w2.device().write(a + PAGE, 2);
+        });
+        let r = w.mm.oom_reap().unwrap();
+        t.join().unwrap();
+        if r.skipped == 0 && !r.contended {
+            assert!(
+                w.engine.page_table().translate(a).is_none(),
+                "reaped page still mapped"
+            );
+        }
+        w.check_quiescent().unwrap_or_else(|e| panic!("{r:?}: {e}"));
+        finish(&w);
+    });
+}
+
+/// The baseline lock scopes add an engine-wide lock outside the range lock: a fault's commit
+/// (read side / mutex) racing an invalidation (write side / mutex) of the same range must
+/// still never commit the old page, and must not deadlock.
+#[test]
+fn baseline_scopes_fault_vs_invalidate() {
+    for (shift, scope) in [(29, LockScope::EngineRwsem), (47, LockScope::EngineMutex)] {
+        model(move || {
+            let w = world_with(Config {
+                range_shift: shift,
+                lock_scope: scope,
+                ..Config::default()
+            });
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || {
+                let mut d = w2.device();
+                d.write(a, 2).unwrap();
+                d.read(a).unwrap()
+            });
+            w.mm.migrate(a).unwrap();
+            assert_eq!(t.join().unwrap(), 2);
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "device write lost");
+            finish(&w);
+        });
+    }
+}
+
+/// The OOM reaper under the engine mutex while a fault may hold it: the non-blockable
+/// callback only tries the engine lock, and either refuses having changed nothing or does the
+/// whole job.
+#[test]
+fn nonblockable_invalidation_vs_engine_mutex() {
+    model(|| {
+        let w = world_with(Config {
+            range_shift: 47,
+            lock_scope: LockScope::EngineMutex,
+            ..Config::default()
+        });
         let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
         w.device().write(a, 1).unwrap();
         let w2 = w.clone();

@@ -11,10 +11,13 @@
 //! four one of the last pages an operation named (so that chains such as "write, MADV_FREE,
 //! device write, swap out" on one page are common).
 //!
-//! Two machines: x86 PTEs with 2 MiB ranges, and GFX9 PTEs with 64 KiB ranges. Both use a
-//! fault-around window of 4 pages. Each case is 10 to 40 steps; a case costs well under a
+//! Four machines: x86 PTEs with 2 MiB ranges, GFX9 PTEs with 64 KiB ranges, and the two
+//! baseline granularities of `Documentation/design.md` ("Granularity and the baselines"): x86
+//! PTEs with one range over the whole address space and the engine mutex (test_hmm-like), and
+//! with 512 MiB ranges and the engine rwsem (drm_gpusvm-like). All use a fault-around window
+//! of 4 pages. Each case is 10 to 40 steps; a case costs well under a
 //! millisecond in release, so the default is 1024 cases per machine in release and 512 in
-//! debug (about 1 s and 8 s for the file). `PROPTEST_CASES` overrides it.
+//! debug (about 1 s and 8 s per machine). `PROPTEST_CASES` overrides it.
 //!
 //! The oracle's rules, where the kernel allows more than one outcome:
 //! - A page `MADV_FREE` left in place reads its value or 0 (reclaim may discard it while it is
@@ -37,7 +40,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use svm::{Access, Config, DeviceFault, Scratch};
+use svm::{Access, Config, DeviceFault, LockScope, Scratch};
 
 const PAGE: u64 = 4096;
 const REGION: u64 = 2 << 20;
@@ -453,10 +456,11 @@ impl Space {
 // ---------------------------------------------------------------------------------------------
 // The system under test.
 
-/// A machine to test: a PTE format and a range size.
+/// A machine to test: a PTE format, a range size and a lock scope.
 trait Flavor: 'static {
     type Fmt: PteFormat;
     const RANGE_SHIFT: u32;
+    const LOCK_SCOPE: LockScope = LockScope::PerRange;
 }
 
 /// x86-64 PTEs, 2 MiB ranges (huge device leaves possible).
@@ -473,6 +477,23 @@ impl Flavor for Gfx9Ranges64K {
     const RANGE_SHIFT: u32 = 16;
 }
 
+/// test_hmm's granularity: one range over the whole address space (both regions in it), and
+/// the engine mutex around every range-lock critical section.
+struct X86WholeAsMutex;
+impl Flavor for X86WholeAsMutex {
+    type Fmt = X86Format;
+    const RANGE_SHIFT: u32 = 47;
+    const LOCK_SCOPE: LockScope = LockScope::EngineMutex;
+}
+
+/// drm_gpusvm's granularity: 512 MiB ranges (both regions in one) and the engine rwsem.
+struct X86Ranges512MRwsem;
+impl Flavor for X86Ranges512MRwsem {
+    type Fmt = X86Format;
+    const RANGE_SHIFT: u32 = 29;
+    const LOCK_SCOPE: LockScope = LockScope::EngineRwsem;
+}
+
 struct Sut<F: PteFormat> {
     // Leaked instead of dropped when a step panicked (see `Drop`).
     w: ManuallyDrop<World<F>>,
@@ -485,10 +506,11 @@ struct Sut<F: PteFormat> {
 }
 
 impl<F: PteFormat> Sut<F> {
-    fn new(range_shift: u32) -> Self {
+    fn new(range_shift: u32, lock_scope: LockScope) -> Self {
         let cfg = Config {
             fault_around_pages: 4,
             range_shift,
+            lock_scope,
             ..Config::default()
         };
         let w = World::<F>::builder().config(cfg).build().expect("world");
@@ -829,7 +851,7 @@ impl<Fl: Flavor> StateMachineTest for SmTest<Fl> {
     type Reference = Ops;
 
     fn init_test(_: &RefState) -> Self::SystemUnderTest {
-        Sut::new(Fl::RANGE_SHIFT)
+        Sut::new(Fl::RANGE_SHIFT, Fl::LOCK_SCOPE)
     }
 
     fn apply(mut sut: Self::SystemUnderTest, _: &RefState, op: Op) -> Self::SystemUnderTest {
@@ -868,4 +890,12 @@ prop_state_machine! {
     /// GFX9 PTE format, 64 KiB ranges.
     #[test]
     fn gfx9_64k_ranges(sequential 10..=40 => SmTest<Gfx9Ranges64K>);
+
+    /// x86 PTE format, one range over the whole address space, engine mutex (test_hmm-like).
+    #[test]
+    fn x86_whole_as_range_engine_mutex(sequential 10..=40 => SmTest<X86WholeAsMutex>);
+
+    /// x86 PTE format, 512 MiB ranges, engine rwsem (drm_gpusvm-like).
+    #[test]
+    fn x86_512m_ranges_engine_rwsem(sequential 10..=40 => SmTest<X86Ranges512MRwsem>);
 }

@@ -4,7 +4,7 @@
 
 use model::{MapFlags, Prot, SwapOutcome, World};
 use pgtable::{Errno, Gfx9Format};
-use svm::{Access, Config, DeviceFault, Scratch};
+use svm::{Access, Config, DeviceFault, LockScope, Scratch};
 
 const PAGE: u64 = 4096;
 const M2: u64 = 2 << 20;
@@ -444,13 +444,13 @@ fn config_is_validated() {
     assert_eq!(ok.validate(), Ok(()));
     assert_eq!(ok.range_size(), 2 << 20);
     let bad = |c: Config| assert_eq!(c.validate(), Err(Errno::EINVAL), "{c:?}");
-    for shift in [15, 31, 0, 64] {
+    for shift in [15, 48, 0, 64] {
         bad(Config {
             range_shift: shift,
             ..ok
         });
     }
-    for shift in [16, 30] {
+    for shift in [16, 30, 31, 47] {
         assert_eq!(
             Config {
                 range_shift: shift,
@@ -500,6 +500,38 @@ fn config_is_validated() {
         .is_err(),
         "Engine::new validates"
     );
+    // A range may cover the whole address space, rounded up to a power of two (the kernel's
+    // TASK_SIZE is a page short of 1 << 47), but not more.
+    for (shift, task_size) in [
+        (47, (1 << 47) - 4096),
+        (40, 1 << 40),
+        (40, (1 << 39) + 4096),
+    ] {
+        let c = Config {
+            range_shift: shift,
+            task_size,
+            ..ok
+        };
+        assert_eq!(c.validate(), Ok(()), "{c:?}");
+    }
+    for (shift, task_size) in [(47, 1 << 40), (41, (1 << 40) - 4096), (21, 0)] {
+        bad(Config {
+            range_shift: shift,
+            task_size,
+            ..ok
+        });
+    }
+    for scope in [LockScope::EngineMutex, LockScope::EngineRwsem] {
+        assert_eq!(
+            Config {
+                lock_scope: scope,
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+    assert_eq!(ok.lock_scope, LockScope::PerRange, "the default scope");
 }
 
 #[test]
@@ -691,4 +723,149 @@ fn snapshot_reports_the_cpu_page_table_without_faulting() {
     e.snapshot(a, &mut out).unwrap();
     assert_eq!(out[0] & HMM_PFN_ERROR, HMM_PFN_ERROR);
     done(&w);
+}
+
+/// test_hmm's granularity: one range (one notifier, one lock) over the whole address space,
+/// and the engine mutex around every range-lock critical section. Far-apart buffers share the
+/// range; unmapping one leaves the other mapped; GC keeps the range while anything is mapped
+/// and, once nothing is, unlinks the empty leaf tables all over the address space.
+#[test]
+fn one_range_over_the_whole_address_space() {
+    let w = World::new(Config {
+        range_shift: 47,
+        lock_scope: LockScope::EngineMutex,
+        ..Config::default()
+    })
+    .unwrap();
+    let lo =
+        w.mm.mmap_fixed(0x1000_0000, M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
+    let hi =
+        w.mm.mmap_fixed(0x7f00_0000_0000, 2 * M2, Prot::RW, MapFlags::THP)
+            .unwrap();
+    let mut d = w.device();
+    d.write(lo, 1).unwrap();
+    d.write(hi + PAGE, 2).unwrap();
+    d.write(hi + M2, 3).unwrap();
+    assert_eq!(w.engine.range_count(), 1, "one range for everything");
+    assert_eq!(w.engine.stats().ranges_created, 1);
+    assert_eq!(w.mm.notifier_stats().intervals, 1);
+    assert!(
+        w.engine.stats().huge_mapped > 0,
+        "huge leaves inside the big range"
+    );
+    quiet(&w);
+    w.mm.munmap(lo, M2).unwrap();
+    assert_eq!(d.read(lo), Err(Errno::EFAULT));
+    assert_eq!(
+        d.read(hi + PAGE).unwrap(),
+        2,
+        "the other buffer stays mirrored"
+    );
+    assert_eq!(w.gc(), 0, "the range is in use");
+    let tables = w.mem.live_tables();
+    w.mm.munmap(hi, 2 * M2).unwrap();
+    assert_eq!(w.gc(), 1, "nothing mapped: the range goes");
+    assert_eq!(w.engine.range_count(), 0);
+    assert!(
+        w.mem.live_tables() < tables,
+        "empty leaf tables anywhere in the address space are freed"
+    );
+    quiet(&w);
+    // Faults create it again.
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    d.write(a, 4).unwrap();
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 4);
+    assert_eq!(w.engine.range_count(), 1);
+    done(&w);
+}
+
+/// drm_gpusvm's granularity: 512 MiB ranges and the engine rwsem (read side for fault
+/// commits, write side for invalidations). Huge leaves, fork's write-protect, mprotect and GC
+/// behave as with the default ranges.
+#[test]
+fn gpusvm_like_ranges_with_the_engine_rwsem() {
+    let w = World::new(Config {
+        range_shift: 29,
+        lock_scope: LockScope::EngineRwsem,
+        ..Config::default()
+    })
+    .unwrap();
+    let a =
+        w.mm.mmap_fixed(0x4000_0000, 4 * M2, Prot::RW, MapFlags::THP)
+            .unwrap();
+    let b =
+        w.mm.mmap_fixed(0x6000_0000, M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    d.write(a + 3 * M2, 2).unwrap();
+    d.write(b, 3).unwrap();
+    assert_eq!(
+        w.engine.range_count(),
+        2,
+        "0x4000_0000 and 0x6000_0000: two 512 MiB ranges"
+    );
+    assert!(w.engine.stats().huge_mapped >= 2);
+    let child = w.mm.fork().unwrap();
+    assert!(
+        !w.engine.page_table().translate(a).unwrap().perm.write,
+        "fork revoked device write"
+    );
+    assert_eq!(d.read(a).unwrap(), 1, "read mapping survives the fork");
+    d.write(a, 5).unwrap();
+    assert_eq!(child.cpu_read(a).unwrap(), 1, "COW isolates the child");
+    child.exit();
+    w.mm.mprotect(b, M2, Prot::READ).unwrap();
+    assert_eq!(d.write(b, 4), Err(Errno::EPERM));
+    assert_eq!(d.read(b).unwrap(), 3);
+    w.mm.munmap(b, M2).unwrap();
+    assert_eq!(w.gc(), 1);
+    assert_eq!(w.engine.range_count(), 1);
+    assert_eq!(w.mm.cpu_read(a).unwrap(), 5);
+    done(&w);
+}
+
+/// The OOM reaper's non-blockable path under each baseline scope, with nothing contended: it
+/// takes the engine lock with a trylock and does the whole job; with a flush that may sleep it
+/// refuses having touched nothing, as in the default scope.
+#[test]
+fn nonblockable_invalidation_under_baseline_scopes() {
+    for (shift, scope) in [(47, LockScope::EngineMutex), (29, LockScope::EngineRwsem)] {
+        let cfg = Config {
+            range_shift: shift,
+            lock_scope: scope,
+            ..Config::default()
+        };
+        let w: World = World::builder().config(cfg).build().unwrap();
+        let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        let r = w.mm.oom_reap().unwrap();
+        assert_eq!((r.skipped, r.contended), (0, false), "{scope:?}: {r:?}");
+        assert!(w.engine.page_table().translate(a).is_none(), "{scope:?}");
+        quiet(&w);
+        w.teardown();
+        quiet(&w);
+
+        let w: World = World::builder()
+            .config(cfg)
+            .flush_may_sleep(true)
+            .build()
+            .unwrap();
+        let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        let r = w.mm.oom_reap().unwrap();
+        assert!(r.skipped >= 1, "{scope:?}: {r:?}");
+        assert_eq!(w.engine.stats().nonblock_refused, 1);
+        assert_eq!(
+            d.read(a).unwrap(),
+            1,
+            "{scope:?}: refused callback changed nothing"
+        );
+        quiet(&w);
+        w.teardown();
+        quiet(&w);
+    }
 }

@@ -1,6 +1,6 @@
 //! Fault storms (release mode runs millions of checked accesses; debug runs a short one).
 
-use svm::Config;
+use svm::{Config, LockScope};
 use svm_tests::storm::{run, table, StormConfig};
 
 fn storm(cfg: StormConfig) {
@@ -39,6 +39,37 @@ fn storm_small_ranges_no_fault_around() {
         engine: Config {
             range_shift: 16,
             fault_around_pages: 1,
+            ..Config::default()
+        },
+        ..StormConfig::default()
+    });
+}
+
+/// test_hmm's granularity (one range over the whole address space, engine mutex): the same
+/// protocol, so the same checks hold; only concurrency differs.
+#[test]
+fn storm_whole_address_space_range_engine_mutex() {
+    storm(StormConfig {
+        accesses_per_thread: accesses(100_000),
+        seed: 11,
+        engine: Config {
+            range_shift: 47,
+            lock_scope: LockScope::EngineMutex,
+            ..Config::default()
+        },
+        ..StormConfig::default()
+    });
+}
+
+/// drm_gpusvm's granularity (512 MiB ranges, engine rwsem).
+#[test]
+fn storm_512m_ranges_engine_rwsem() {
+    storm(StormConfig {
+        accesses_per_thread: accesses(100_000),
+        seed: 13,
+        engine: Config {
+            range_shift: 29,
+            lock_scope: LockScope::EngineRwsem,
             ..Config::default()
         },
         ..StormConfig::default()

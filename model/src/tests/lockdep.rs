@@ -1,8 +1,8 @@
 //! The locking-rule checks.
 
 use super::{Reg, MB2};
-use crate::{MmHandle, ModelLock, TableMem, Violations};
-use pgtable::{Lock, LockClass, PtMem, X86Format};
+use crate::{MmHandle, ModelLock, ModelRwLock, TableMem, Violations};
+use pgtable::{Lock, LockClass, PtMem, RwLock, X86Format};
 use svm::platform::{Interval as _, Mm};
 
 #[test]
@@ -76,4 +76,88 @@ fn no_scope_panics() {
     let b = ModelLock::new((), LockClass::Range).unwrap();
     let _g = a.lock();
     let _h = b.lock();
+}
+
+/// The engine-wide lock of the baseline lock scopes: outside the range lock, inside
+/// `mmap_lock`, never recursive, never blocking in a non-blockable callback, and nothing that
+/// may sleep on an invalidation or allocate under it.
+#[test]
+fn engine_lock_order() {
+    let mm = MmHandle::new();
+    mm.mmu_notifier_register().unwrap();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let reg = Reg::new(&mm, 0, MB2);
+    let m = ModelLock::new((), LockClass::Engine).unwrap();
+    let rw = ModelRwLock::new((), LockClass::Engine).unwrap();
+    let r = ModelLock::new((), LockClass::Range).unwrap();
+    let t = ModelLock::new((), LockClass::Table).unwrap();
+    {
+        let _m = mm.mmap_read().unwrap();
+        let _e = m.lock();
+        let _g = r.lock();
+        let _h = t.lock();
+    }
+    {
+        let _e = rw.read();
+        let _g = r.lock();
+    }
+    {
+        let _e = rw.write();
+        let _g = r.lock();
+    }
+    assert!(
+        v.is_empty(),
+        "mmap_lock -> engine -> range -> table is the order: {v:?}"
+    );
+    {
+        let _g = r.lock();
+        drop(m.lock());
+        assert_eq!(v.count(), 1, "engine mutex under a range lock");
+        drop(rw.read());
+        assert_eq!(v.count(), 2, "engine rwsem under a range lock");
+    }
+    {
+        let _e = rw.read();
+        let _f = rw.read();
+        assert_eq!(v.count(), 3, "recursive read of the engine rwsem");
+        assert!(rw.try_write().is_none(), "read side held: try_write fails");
+        assert_eq!(v.count(), 3, "a trylock is never a recursion report");
+    }
+    {
+        let _e = m.lock();
+        reg.iv().read_begin();
+        assert_eq!(v.count(), 4, "read_begin under the engine lock");
+        let _m = mm.mmap_read().unwrap();
+        assert_eq!(v.count(), 5, "mmap_lock under the engine lock");
+    }
+    {
+        let mem = TableMem::new::<X86Format>(v.clone());
+        let _e = rw.write();
+        let tb = mem.alloc().unwrap();
+        assert_eq!(v.count(), 6, "GFP_KERNEL under the engine lock");
+        // SAFETY: allocated just above and never linked anywhere.
+        unsafe { mem.free(tb) };
+    }
+    {
+        let _t = t.lock();
+        let _e = m.lock();
+        assert_eq!(v.count(), 7, "engine lock under a table lock");
+    }
+}
+
+#[test]
+fn engine_lock_in_a_nonblockable_callback() {
+    let v = Violations::new();
+    let _s = v.scope();
+    let m = ModelLock::new((), LockClass::Engine).unwrap();
+    let rw = ModelRwLock::new((), LockClass::Engine).unwrap();
+    let _cb = crate::lockdep::enter_callback(false);
+    assert!(m.try_lock().is_some());
+    assert!(rw.try_write().is_some());
+    assert!(v.is_empty(), "trylocks are the way: {v:?}");
+    drop(m.lock());
+    assert_eq!(v.count(), 1);
+    drop(rw.write());
+    assert_eq!(v.count(), 2);
 }
