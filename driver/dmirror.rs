@@ -8,8 +8,8 @@
 //! Everything behind it is the engine's: one engine per open file, bound to the opener's mm
 //! (as test_hmm inserts its whole-mm notifier at open), per-range notifiers, the engine's page
 //! table, `dma_map_page()` per page. The "device" of a READ or WRITE command is the calling
-//! thread copying through the device TLB and page table ([`TlbCursor`]), one page per TLB
-//! lock hold, like the accel driver's jobs.
+//! thread, a copy engine without a TLB: it walks the engine's page table under the device TLB
+//! lock ([`TlbCursor::walk`]), 16 pages per lock hold, so a flush waits for its copies.
 //!
 //! Semantics follow test_hmm's, counter for counter:
 //! - READ/WRITE copy `npages` pages between `addr` and the user buffer `ptr`. A page the
@@ -32,7 +32,7 @@
 use crate::config::Config;
 use crate::engine::{Access, Parts, Scratch};
 use crate::ffi;
-use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb};
+use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb, TlbCursor};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
@@ -48,6 +48,8 @@ const PAGE: u64 = 1 << PAGE_SHIFT;
 const MAX_BYTES: u64 = 1 << 30;
 /// test_hmm's SNAPSHOT chunk (its on-stack pfn array).
 const SNAPSHOT_CHUNK: usize = 64;
+/// Pages copied per hold of the TLB lock (64 KiB).
+const COPY_BATCH: usize = 16;
 /// Fault-in rounds of one READ or WRITE before it gives up with `EBUSY`.
 const MAX_ROUNDS: u64 = 1000;
 /// Fault-in works in chunks of this size, checking for a fatal signal between them.
@@ -225,13 +227,22 @@ impl Mirror {
         let mut done = 0usize;
         loop {
             while done < n {
-                let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
-                // SAFETY: page `done` of the bounce buffer's capacity.
-                let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
-                if !device_copy(e, va, buf, write) {
+                // One TLB-lock hold per batch: a flush waits for at most a batch of copies.
+                let stop = (done + COPY_BATCH).min(n);
+                let mut cur = e.tlb().begin();
+                while done < stop {
+                    let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
+                    // SAFETY: page `done` of the bounce buffer's capacity.
+                    let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
+                    if !device_copy(e, &mut cur, va, buf, write) {
+                        break;
+                    }
+                    done += 1;
+                }
+                drop(cur);
+                if done < stop {
                     break;
                 }
-                done += 1;
             }
             if done == n {
                 break;
@@ -318,11 +329,10 @@ impl Drop for Mirror {
     }
 }
 
-/// One device access of the page at `va`: copies it to `buf` (or from `buf` for a write)
-/// through the device TLB and page table. False: the device faulted (no access).
-fn device_copy(e: &KEngine, va: u64, buf: *mut u8, write: bool) -> bool {
-    let mut cur = e.tlb().begin();
-    let Some(pfn) = cur.translate(e.page_table(), va, write) else {
+/// One device access of the page at `va` through `cur` (the TLB lock held): copies it to
+/// `buf` (or from `buf` for a write). False: the device faulted (no access).
+fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, write: bool) -> bool {
+    let Some(pfn) = cur.walk(e.page_table(), va, write) else {
         return false;
     };
     // SAFETY: the pfn is a page the device may access now: its leaf is valid, and a flush
@@ -337,7 +347,6 @@ fn device_copy(e: &KEngine, va: u64, buf: *mut u8, write: bool) -> bool {
         }
         ffi::svm_kunmap(p);
     }
-    drop(cur);
     true
 }
 

@@ -846,6 +846,20 @@ pub struct TlbCursor<'a> {
 
 impl TlbCursor<'_> {
     /// The pfn of the 4 KiB page holding `va`, if the device may access it (`write`: for
+    /// writing), by a page-table walk that bypasses and does not fill the TLB: the access
+    /// path of a copy engine without a TLB (the dmirror front end). Holding the TLB lock is
+    /// what makes it safe: a flush, which follows every zap, waits for the lock, so the leaf
+    /// read here cannot be released while the caller still uses the page.
+    pub fn walk(&mut self, pt: &PageTable<X86Format, KMem>, va: u64, write: bool) -> Option<u64> {
+        let t = pt.translate(va)?;
+        if write && !t.perm.write {
+            return None;
+        }
+        let span = if t.level == 1 { 1u64 << 21 } else { 1u64 << 12 };
+        Some(t.aux + ((va & (span - 1)) >> 12))
+    }
+
+    /// The pfn of the 4 KiB page holding `va`, if the device may access it (`write`: for
     /// writing): from a TLB entry, else by walking `pt` and caching the leaf. `None` is a
     /// device fault (no leaf, or a read-only leaf for a write).
     pub fn translate(

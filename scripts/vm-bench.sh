@@ -12,7 +12,7 @@ export SVM_KERNEL_FLAVOUR=perf
 source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 cd "$SVM_ROOT"
 
-MIB=64 TRIALS=5 PASS=()
+MIB=128 TRIALS=7 PASS=()
 while (($#)); do
     case "$1" in
         --mib) MIB="$2"; shift 2 ;;
@@ -46,6 +46,6 @@ mkdir -p "$SVM_CACHE/vm-logs"
 LOG="$SVM_CACHE/vm-logs/vm-bench-$(date +%Y%m%d-%H%M%S).log"
 scripts/vm-run.sh --bench-only --module "$MOD/svm_accel.ko" --module-args dmirror=1 \
     --dmbench vmtests/target/x86_64-unknown-linux-gnu/release/dmbench \
-    --dmbench-args "--mib $MIB --trials $TRIALS" --hmmcount "$MOD/tools/hmmcount/hmmcount.ko" \
+    --bench-rounds "$TRIALS" --dmbench-args "--mib $MIB --trials 1" --hmmcount "$MOD/tools/hmmcount/hmmcount.ko" \
     --append svm.kmemleak=0 --quiet --log "$LOG" "${PASS[@]}"
 echo "kernel: $(cat "$KCACHE/build-time.txt" 2>/dev/null | head -n1) [perf flavour: $KDIR]"

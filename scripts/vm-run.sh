@@ -6,7 +6,7 @@
 #   scripts/vm-run.sh [--module KO [--module-args "PARAMS"]]...
 #                     [--prog STATIC_BIN [--prog-args "ARGS"]]...
 #                     [--dmbench STATIC_BIN [--dmbench-args "ARGS"]] [--hmmcount KO]
-#                     [--no-hmm-tests] [--bench-only] [--timeout SECS] [--log FILE] [--append ARGS]
+#                     [--no-hmm-tests] [--bench-only [--bench-rounds N]] [--timeout SECS] [--log FILE] [--append ARGS]
 #                     [--quiet] [--mem 4G] [--smp 2]
 #
 # --module-args gives the preceding --module its parameters, --prog-args the
@@ -14,7 +14,9 @@
 # hmm-tests runs against test_hmm, and again against a --module that
 # registers /dev/hmm_dmirror0 (svm_accel with dmirror=1); --dmbench runs after
 # each hmm-tests run, --hmmcount (tools/hmmcount) counts hmm_range_fault().
-# --bench-only: test_hmm and dmbench without hmm-tests (scripts/vm-bench.sh).
+# --bench-only: test_hmm and dmbench without hmm-tests (scripts/vm-bench.sh);
+# --bench-rounds N: N rounds alternating test_hmm and the first --module, one
+# dmbench run each (give dmbench --trials 1); the table shows medians over all.
 #
 # Exits 0 only if the VM printed "SVM-VM-RESULT rc=0", hmm-tests failed only
 # where vm/expected-failures-test_hmm.txt (test_hmm) or vm/unsupported-svm.txt
@@ -25,7 +27,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 
-MODULES=() MODULE_ARGS=() PROGS=() PROG_ARGS=() HMM_TESTS=1 BENCH_ONLY=0 DMBENCH="" DMBENCH_ARGS="" HMMCOUNT="" QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
+MODULES=() MODULE_ARGS=() PROGS=() PROG_ARGS=() HMM_TESTS=1 BENCH_ONLY=0 BENCH_ROUNDS=0 DMBENCH="" DMBENCH_ARGS="" HMMCOUNT="" QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
 TIMEOUT="${SVM_VM_TIMEOUT:-900}"
 while (($#)); do
     case "$1" in
@@ -44,6 +46,7 @@ while (($#)); do
             PROG_ARGS[${#PROGS[@]} - 1]="$2"; shift 2 ;;
         --no-hmm-tests) HMM_TESTS=0; shift ;;
         --bench-only) BENCH_ONLY=1; shift ;;
+        --bench-rounds) BENCH_ROUNDS="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --log) LOG="$2"; shift 2 ;;
         --append) EXTRA_APPEND="$2"; shift 2 ;;
@@ -121,6 +124,11 @@ for prog in "${PROGS[@]}"; do
     echo "$name ${PROG_ARGS[i - 1]}" >> "$WORK/progs.list"   # "<name> <args...>"
 done
 echo "file /svm/modules.list $WORK/modules.list 0644 0 0" >> "$LIST"
+if ((BENCH_ROUNDS > 0)); then
+    ((BENCH_ONLY && ${#MODULES[@]})) || die "--bench-rounds needs --bench-only and a --module"
+    echo "$BENCH_ROUNDS" > "$WORK/bench.rounds"
+    echo "file /svm/bench.rounds $WORK/bench.rounds 0644 0 0" >> "$LIST"
+fi
 echo "file /svm/progs.list $WORK/progs.list 0644 0 0" >> "$LIST"
 
 INITRD="$WORK/initramfs.cpio.gz"
@@ -135,7 +143,14 @@ fi
 # leaving a half-dead VM until the timeout.  No -cpu max: ~5x slower on TCG.
 # One socket per vCPU: SeaBIOS's MP table lists only the first CPU of each
 # package, and without ACPI the kernel would bring up a single CPU.
-APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers $EXTRA_APPEND"
+# Under TCG the guest TSC is the host's, but the vCPUs' TSCs look unsynchronised and the
+# PIT calibration fails at random, so the kernel would fall back to the jiffies clocksource
+# (4 ms steps at HZ=250), useless for dmbench's timings: give it the host's TSC rate and
+# call the TSC reliable.
+TSC_KHZ=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo 2>/dev/null || true)
+APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers tsc=reliable"
+[[ -z "$TSC_KHZ" ]] || APPEND+=" tsc_early_khz=$TSC_KHZ"
+APPEND+=" $EXTRA_APPEND"
 QEMU=(qemu-system-x86_64 -machine "${SVM_QEMU_MACHINE:-q35}" -accel "tcg,thread=multi"
       -m "$MEM" -smp "$SMP,sockets=$SMP,cores=1,threads=1" -nographic -no-reboot
       -kernel "$KDIR/arch/x86/boot/bzImage" -initrd "$INITRD" -append "$APPEND")
@@ -297,9 +312,21 @@ dmbench_table() {
         /^DMBENCH driver=/ {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
             m = f["metric"]; if (!(m in unit)) { order[++n] = m }
-            unit[m] = f["unit"]; val[f["driver"], m] = f["value"]
+            unit[m] = f["unit"]; k = f["driver"] SUBSEP m
+            vals[k, ++cnt[k]] = f["value"] + 0
         }
         END {
+            # The median of each (driver, metric) over every run that reported it.
+            for (k in cnt) {
+                c = cnt[k]
+                for (i = 2; i <= c; i++) {
+                    x = vals[k, i]
+                    for (j = i - 1; j >= 1 && vals[k, j] > x; j--) vals[k, j + 1] = vals[k, j]
+                    vals[k, j + 1] = x
+                }
+                med = (c % 2) ? vals[k, (c + 1) / 2] : (vals[k, c / 2] + vals[k, c / 2 + 1]) / 2
+                val[k] = sprintf("%.3f", med); runs[k] = c
+            }
             printf "  %-28s %14s %14s %10s  %s\n", "metric", "test_hmm", "svm", "ratio", "unit"
             for (i = 1; i <= n; i++) {
                 m = order[i]; a = val["test_hmm", m]; b = val["svm", m]; r = "-"
@@ -310,6 +337,7 @@ dmbench_table() {
                 printf "  %-28s %14s %14s %10s  %s\n", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, unit[m]
             }
             print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
+            for (k in runs) if (runs[k] > 1) { printf "  (medians over %d alternating rounds)\n", runs[k]; break }
         }' "$LOG"
     grep -qE '^SVM-VM-STEP label=dmbench-.* rc=[1-9]' "$LOG" && problems+=("dmbench failed")
     return 0

@@ -54,22 +54,42 @@ fi
 # /dev/hmm_dmirror0 now; output labelled with the driver: run_hmm_tests <driver>
 run_hmm_tests() {
     if [ -x /svm/hmm-tests ]; then
-        echo "== BEGIN hmm-tests [$1]"
+        echo "== BEGIN hmm-tests [$1] uptime=$(cut -d' ' -f1 /proc/uptime)"
         /svm/hmm-tests
-        echo "== END hmm-tests [$1] rc=$?"
+        echo "== END hmm-tests [$1] rc=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
     fi
     if [ -x /svm/dmbench ]; then
-        echo "== BEGIN dmbench [$1]"
+        echo "== BEGIN dmbench [$1] uptime=$(cut -d' ' -f1 /proc/uptime)"
         # shellcheck disable=SC2046  # split on purpose
         /svm/dmbench --driver "$1" $(cat /svm/dmbench.args 2>/dev/null)
         rc=$?
-        echo "== END dmbench [$1] rc=$rc"
+        echo "== END dmbench [$1] rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
         step "dmbench-$1" $rc
     fi
 }
 
 thp_before=$(vmstat thp_fault_alloc)
-if [ -f /svm/test_hmm.ko ]; then
+if [ -f /svm/bench.rounds ]; then
+    # Benchmark mode (scripts/vm-bench.sh): the two drivers alternate, one dmbench trial
+    # each per round, so drift over the run hits both alike.  The payload module is the
+    # first line of modules.list (svm_accel dmirror=1); vm-run.sh takes the medians.
+    read -r pko pargs < /svm/modules.list
+    r=0
+    while [ $r -lt "$(cat /svm/bench.rounds)" ]; do
+        insmod /svm/test_hmm.ko
+        step "insmod-test_hmm-$r" $?
+        run_hmm_tests test_hmm
+        rmmod test_hmm
+        step "rmmod-test_hmm-$r" $?
+        # shellcheck disable=SC2086  # split on purpose
+        insmod "/svm/modules/$pko" $pargs
+        step "insmod-${pko%.ko}-$r" $?
+        run_hmm_tests svm
+        rmmod "$(echo "${pko%.ko}" | tr - _)"
+        step "rmmod-${pko%.ko}-$r" $?
+        r=$((r + 1))
+    done
+elif [ -f /svm/test_hmm.ko ]; then
     # The pid lets the host tell test_hmm's own kmemleak reports (allocated
     # by this insmod) from the payload's.
     sh -c 'echo "SVM-VM-PID insmod-test_hmm $$"; exec insmod /svm/test_hmm.ko'
@@ -88,7 +108,7 @@ echo "SVM-VM-THP thp_fault_alloc=$(($(vmstat thp_fault_alloc) - thp_before))" \
 # order (unloaded in reverse below).  test_hmm is gone by now: a payload that
 # registers /dev/hmm_dmirror0 (svm_accel dmirror=1) never runs beside it.
 loaded=""
-if [ -f /svm/modules.list ]; then
+if [ -f /svm/modules.list ] && [ ! -f /svm/bench.rounds ]; then
     while read -r ko args <&3; do
         [ -n "$ko" ] || continue
         # shellcheck disable=SC2086  # split on purpose
@@ -98,7 +118,8 @@ if [ -f /svm/modules.list ]; then
         [ $rc -eq 0 ] && loaded="$(echo "${ko%.ko}" | tr - _) $loaded"
     done 3< /svm/modules.list
 fi
-if [ -e /dev/hmm_dmirror0 ] && { [ -x /svm/hmm-tests ] || [ -x /svm/dmbench ]; }; then
+if [ ! -f /svm/bench.rounds ] && [ -e /dev/hmm_dmirror0 ] \
+   && { [ -x /svm/hmm-tests ] || [ -x /svm/dmbench ]; }; then
     run_hmm_tests svm
 fi
 

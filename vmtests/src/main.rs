@@ -65,6 +65,7 @@ fn ename(e: i32) -> String {
         libc::ENOTTY => "ENOTTY".into(),
         libc::EBADF => "EBADF".into(),
         libc::ENOENT => "ENOENT".into(),
+        libc::EOPNOTSUPP => "EOPNOTSUPP".into(),
         e => format!("errno {e}"),
     }
 }
@@ -1795,12 +1796,208 @@ fn main() {
     std::process::exit(if fail == 0 { 0 } else { 1 });
 }
 
+// ---- the dmirror front end (svm_accel dmirror=1; hmm-tests covers the rest) ---------
+
+const DMIRROR: &str = "/dev/hmm_dmirror0";
+
+/// `struct hmm_dmirror_cmd` (lib/test_hmm_uapi.h).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct DmCmd {
+    addr: u64,
+    ptr: u64,
+    npages: u64,
+    cpages: u64,
+    faults: u64,
+}
+
+/// `_IOWR('H', nr, struct hmm_dmirror_cmd)`.
+const fn dm_iowr(nr: u64) -> u64 {
+    (3 << 30) | ((std::mem::size_of::<DmCmd>() as u64) << 16) | ((b'H' as u64) << 8) | nr
+}
+
+/// One dmirror command: Ok(cmd as written back) or Err(errno).
+fn dm(fd: i32, nr: u64, c: DmCmd) -> Result<DmCmd, i32> {
+    let mut c = c;
+    // SAFETY: plain ioctl on a command struct.
+    let r = unsafe { libc::ioctl(fd, dm_iowr(nr) as libc::c_ulong, &mut c) };
+    if r == 0 {
+        Ok(c)
+    } else {
+        Err(errno())
+    }
+}
+
+/// The front end's own contract (driver/dmirror.rs) beyond what hmm-tests asserts: every
+/// bad command is refused with an errno, the unsupported ones with EOPNOTSUPP, a command
+/// from another mm with EXDEV; good ones still work after all that.
+fn t_dmirror_bad_input() -> TResult {
+    let p = CString::new(DMIRROR).unwrap();
+    // SAFETY: plain open.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR) };
+    check!(fd >= 0, "open {DMIRROR}: {}", ename(errno()));
+    let b = Buf::new(16 << 10);
+    let mut out = vec![0u8; 16 << 10];
+    let good = DmCmd {
+        addr: b.addr(),
+        ptr: out.as_mut_ptr() as u64,
+        npages: 4,
+        ..DmCmd::default()
+    };
+    let expect = |what: &str, r: Result<DmCmd, i32>, e: i32| -> TResult {
+        match r {
+            Err(got) if got == e => Ok(()),
+            Err(got) => Err(format!("{what}: {} (expected {})", ename(got), ename(e))),
+            Ok(_) => Err(format!("{what}: succeeded (expected {})", ename(e))),
+        }
+    };
+    let (read, write, snapshot) = (0, 1, 4);
+    expect(
+        "misaligned addr",
+        dm(
+            fd,
+            read,
+            DmCmd {
+                addr: good.addr + 8,
+                ..good
+            },
+        ),
+        libc::EINVAL,
+    )?;
+    expect(
+        "0 pages",
+        dm(fd, read, DmCmd { npages: 0, ..good }),
+        libc::EINVAL,
+    )?;
+    expect(
+        "wrapping",
+        dm(
+            fd,
+            read,
+            DmCmd {
+                npages: u64::MAX >> 12,
+                ..good
+            },
+        ),
+        libc::EINVAL,
+    )?;
+    expect(
+        "over 1 GiB",
+        dm(
+            fd,
+            read,
+            DmCmd {
+                npages: (1 << 18) + 1,
+                ..good
+            },
+        ),
+        libc::EINVAL,
+    )?;
+    expect(
+        "kernel address",
+        dm(
+            fd,
+            read,
+            DmCmd {
+                addr: 0xffff_8880_0000_0000,
+                ..good
+            },
+        ),
+        libc::EINVAL,
+    )?;
+    expect(
+        "hole",
+        dm(
+            fd,
+            read,
+            DmCmd {
+                addr: 4096,
+                npages: 1,
+                ..good
+            },
+        ),
+        libc::EFAULT,
+    )?;
+    expect(
+        "unwritable ptr",
+        dm(fd, read, DmCmd { ptr: 8, ..good }),
+        libc::EFAULT,
+    )?;
+    expect(
+        "unreadable ptr",
+        dm(fd, write, DmCmd { ptr: 8, ..good }),
+        libc::EFAULT,
+    )?;
+    expect(
+        "snapshot, unwritable ptr",
+        dm(fd, snapshot, DmCmd { ptr: 8, ..good }),
+        libc::EFAULT,
+    )?;
+    for nr in [2, 3, 5, 6] {
+        expect(&format!("command {nr}"), dm(fd, nr, good), libc::EOPNOTSUPP)?;
+    }
+    expect("unknown command", dm(fd, 8, good), libc::EINVAL)?;
+    // SAFETY: a NULL argument: the driver must fault, not oops.
+    let r = unsafe { libc::ioctl(fd, dm_iowr(read) as libc::c_ulong, 0usize) };
+    check!(
+        r < 0 && errno() == libc::EFAULT,
+        "NULL cmd: {}",
+        ename(errno())
+    );
+    check!(
+        dm(fd, 7, good).is_ok(),
+        "RELEASE: nothing to release, succeeds"
+    );
+    // The good command works, once, with one fault round, and sees the CPU's data.
+    for (i, w) in b.words().iter().enumerate() {
+        w.store(i as u64, Ordering::Relaxed);
+    }
+    let c = dm(fd, read, good).map_err(|e| format!("READ: {}", ename(e)))?;
+    check!(
+        c.cpages == 4 && c.faults == 1,
+        "READ: cpages {} faults {}",
+        c.cpages,
+        c.faults
+    );
+    check!(
+        out[8] == 1 && out[4096] == 0 && out[4096 + 8] == 2,
+        "READ: wrong data"
+    );
+    let c = dm(fd, read, good).map_err(|e| format!("READ again: {}", ename(e)))?;
+    check!(c.faults == 0, "READ again faulted {} times", c.faults);
+    // A child may not use the parent's mirror (another mm).
+    // SAFETY: the child only makes an ioctl, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match dm(fd, read, good) {
+            Err(e) if e == libc::EXDEV => 0,
+            _ => 3,
+        };
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    check!(pid > 0, "fork: {}", ename(errno()));
+    let mut st = 0;
+    // SAFETY: our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child: status {st:#x} (3: READ through the parent's mirror was not EXDEV)"
+    );
+    // SAFETY: our fd.
+    check!(unsafe { libc::close(fd) } == 0, "close: {}", ename(errno()));
+    Ok(())
+}
+
 /// Every test, in order; the storm last.
 fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg) {
     run("query_unbound", &t_query_unbound);
     run("unbound_refused", &t_unbound_refused);
     run("bind_twice", &t_bind_twice);
     run("bad_fd", &t_bad_fd);
+    if std::path::Path::new(DMIRROR).exists() {
+        run("dmirror_bad_input", &t_dmirror_bad_input);
+    }
     match Dev::bound() {
         Ok(d) => {
             let d = Arc::new(d);

@@ -221,18 +221,33 @@ fn single(o: &Out, mib: usize, thp: bool) {
     o.put(&format!("reread_{tag}"), rer, "us/MiB");
     o.put(&format!("munmap_{tag}"), unm, "us/MiB");
     if !fcalls.is_empty() {
-        o.put(&format!("hmm_calls_fault_in_{tag}"), fcalls, "calls/1000 pages");
+        o.put(
+            &format!("hmm_calls_fault_in_{tag}"),
+            fcalls,
+            "calls/1000 pages",
+        );
     }
 }
 
-/// Two threads fault disjoint buffers (READ in 256 KiB steps) through one device file,
-/// with or without a third thread that mmaps, touches and munmaps 64 KiB elsewhere in a
-/// loop. Returns (MiB/s over both threads, hmm calls, storm operations).
-fn disjoint(mib_each: usize, storm: bool) -> (f64, Option<u64>, u64) {
+/// `threads` threads fault disjoint buffers (READ in 256 KiB steps) through one device file
+/// (or one each, `fd_each`: separate mirrors, so nothing of the driver is shared),
+/// with or without another thread that mmaps, touches and munmaps 64 KiB elsewhere in a
+/// loop. Returns (MiB/s over all faulting threads, hmm calls, storm operations).
+fn disjoint(
+    threads: usize,
+    mib_each: usize,
+    storm: bool,
+    fd_each: bool,
+) -> (f64, Option<u64>, u64) {
     let len = mib_each << 20;
     let step = 256 << 10;
     let fd = open_dev();
-    let bufs: Vec<Arc<Buf>> = (0..2).map(|_| Arc::new(Buf::new(len, false))).collect();
+    let fds: Vec<i32> = (0..threads)
+        .map(|_| if fd_each { open_dev() } else { fd })
+        .collect();
+    let bufs: Vec<Arc<Buf>> = (0..threads)
+        .map(|_| Arc::new(Buf::new(len, false)))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let stormer = storm.then(|| {
@@ -249,7 +264,8 @@ fn disjoint(mib_each: usize, storm: bool) -> (f64, Option<u64>, u64) {
     let t = Instant::now();
     let workers: Vec<_> = bufs
         .iter()
-        .map(|b| {
+        .zip(fds.iter())
+        .map(|(b, &fd)| {
             let b = b.clone();
             thread::spawn(move || {
                 let mut out = vec![0u8; step];
@@ -270,10 +286,18 @@ fn disjoint(mib_each: usize, storm: bool) -> (f64, Option<u64>, u64) {
         s.join().unwrap();
     }
     drop(bufs);
+    for &f in fds.iter().filter(|&&f| f != fd) {
+        // SAFETY: our fd.
+        unsafe { libc::close(f) };
+    }
     // SAFETY: our fd.
     unsafe { libc::close(fd) };
     let calls = c0.zip(c1).map(|(a, z)| z - a);
-    ((2 * mib_each) as f64 / secs, calls, ops.load(Ordering::Relaxed))
+    (
+        (2 * mib_each) as f64 / secs,
+        calls,
+        ops.load(Ordering::Relaxed),
+    )
 }
 
 fn main() {
@@ -303,10 +327,16 @@ fn main() {
     single(&o, mib, false);
     single(&o, mib, true);
     let pages = 2 * ((mib / 2) << 20) / PAGE;
-    let (mut quiet, mut busy, mut extra, mut rate) = (vec![], vec![], vec![], vec![]);
+    let (mut one, mut quiet, mut busy, mut extra, mut rate) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut two_fds = vec![];
     for _ in 0..o.trials {
-        let (q, cq, _) = disjoint(mib / 2, false);
-        let (b, cb, ops) = disjoint(mib / 2, true);
+        let (q1, _, _) = disjoint(1, mib / 2, false, false);
+        let (q, cq, _) = disjoint(2, mib / 2, false, false);
+        let (q2, _, _) = disjoint(2, mib / 2, false, true);
+        let (b, cb, ops) = disjoint(2, mib / 2, true, false);
+        one.push(q1);
+        two_fds.push(q2);
         quiet.push(q);
         busy.push(b);
         rate.push(ops as f64);
@@ -314,7 +344,9 @@ fn main() {
             extra.push((cb as f64 - cq as f64) * 1000.0 / pages as f64);
         }
     }
+    o.put("disjoint1_quiet", one, "MiB/s");
     o.put("disjoint2_quiet", quiet, "MiB/s");
+    o.put("disjoint2_quiet_2fds", two_fds, "MiB/s");
     o.put("disjoint2_storm", busy, "MiB/s");
     o.put("storm_ops", rate, "munmaps");
     if !extra.is_empty() {
