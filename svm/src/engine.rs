@@ -3,7 +3,7 @@
 //! `invalidate.rs`, GC and teardown in `gc.rs`.
 
 use super::config::{Config, MAX_WINDOW_PAGES};
-use super::pgtable::{Errno, PageTable};
+use super::pgtable::{Errno, Lock, PageTable};
 use super::platform::{Mm, Platform, RangeMap, SharedPtr};
 use super::range::Range;
 use super::serial::Serial;
@@ -181,7 +181,11 @@ impl<P: Platform> Engine<P> {
                     return Ok(r);
                 }
                 // GC killed it but has not unpublished it yet: do that part for it, so the
-                // fault need not wait for the GC worker.
+                // fault need not wait for the GC worker. But only once GC has left the dead
+                // range's critical section: it unlinks and frees the range's leaf tables
+                // under that lock, and a successor range must not map into a table of this
+                // span that is about to be freed (no engine lock is held here).
+                drop(r.lock.lock());
                 self.ranges.remove_if(key, |v| P::Arc::ptr_eq(v, &r));
                 continue;
             }

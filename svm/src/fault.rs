@@ -375,7 +375,8 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Classifies and counts one retry. A write fault's first retry after a `CLEAR` of at most
-    /// one folio around its own page is taken as its own COW break; everything else is foreign.
+    /// one folio overlapping the pages it faulted is taken as its own COW break (and restarts
+    /// the retry budget); everything else is foreign.
     fn count_retry(
         &self,
         range: &Range<P>,
@@ -384,8 +385,10 @@ impl<P: Platform> Engine<P> {
         access: Access,
         retry: &mut Retry,
     ) {
+        // The pages this fault asked hmm to fault: its own, or a prefetch's whole window.
+        let hi = retry.span_end.max(page + PAGE);
         let own_cow = |st: &RangeState| match st.last {
-            Some((s, e, Event::Clear)) => s <= page && page < e && e - s <= HUGE,
+            Some((s, e, Event::Clear)) => s < hi && page < e && e - s <= HUGE,
             _ => false,
         };
         let own = access == Access::Write
@@ -396,6 +399,11 @@ impl<P: Platform> Engine<P> {
             };
         if own {
             retry.cow_seen = true;
+            // Not charged to the retry budget: the attempt made progress (hmm broke COW on
+            // our pages). A prefetch window's COW breaks under a slow kernel can take longer
+            // than the whole budget, and the retry that follows would then never run. Once
+            // per fault (`cow_seen`), so the budget still bounds everything else.
+            retry.deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
             Counters::add(&self.stats.retries_own, 1);
         } else {
             Counters::add(&self.stats.retries_foreign, 1);
