@@ -121,11 +121,66 @@ fn fatal_signal_pending() -> bool {
     unsafe { ffi::svm_fatal_signal_pending() }
 }
 
-fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
+pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
     // 4 KiB: allocated zeroed in place rather than built on the stack.
     let b = KBox::<Scratch>::new_uninit(GFP_KERNEL | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
     // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
     Ok(unsafe { b.assume_init() })
+}
+
+/// An engine with the default configuration for the device `dev`, mirroring `mm`; `gc_work`
+/// is queued after every `MMU_NOTIFY_UNMAP` callback. Shared by BIND and the dmirror front end.
+///
+/// # Safety
+/// `mm` is the calling task's live `current->mm`; `dev` is the module's platform device,
+/// registered while any file is open; `gc_work` outlives every notifier of the engine (its
+/// owner tears the engine down before freeing it).
+pub(crate) unsafe fn new_engine(
+    dev: *mut ffi::Device,
+    mm: *mut ffi::MmStruct,
+    gc_work: *mut ffi::Work,
+) -> Result<KArc<KEngine>, Errno> {
+    // SAFETY: per the contract.
+    let kmm = unsafe { KMm::bind(mm, gc_work)? };
+    let parts = Parts::<KPlat> {
+        mm: kmm,
+        // SAFETY: per the contract.
+        dma: unsafe { KDma::new(dev)? },
+        tlb: KTlb::new()?,
+        mem: KMem,
+    };
+    let cfg = Config {
+        // SAFETY: no preconditions.
+        task_size: unsafe { ffi::svm_task_size() },
+        ..Config::default()
+    };
+    KEngine::new(KPlat, parts, cfg)
+}
+
+/// `Engine::prefetch` of `[start, start + len)` in chunks, stopping with `EINTR` at a fatal
+/// signal between them. `done` says how many bytes from `start` are populated, as the
+/// engine's does.
+pub(crate) fn prefetch_killable(
+    e: &KEngine,
+    start: u64,
+    len: u64,
+    access: Access,
+    done: &mut u64,
+) -> Result<(), Errno> {
+    *done = 0;
+    let mut scratch = zeroed_scratch()?;
+    while *done < len {
+        if fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+        let s = start + *done;
+        let l = (len - *done).min(PREFETCH_CHUNK - (s & (PREFETCH_CHUNK - 1)));
+        let mut d = 0;
+        let r = e.prefetch(&mut scratch, s, l, access, &mut d);
+        *done += d;
+        r?;
+    }
+    Ok(())
 }
 
 impl Ctx {
@@ -215,22 +270,10 @@ impl Ctx {
         }
         // SAFETY: no preconditions.
         let mm = unsafe { ffi::svm_current_mm() };
-        // SAFETY: `current->mm` of the calling task is live; the work item outlives every
-        // notifier (close removes them before freeing it).
-        let kmm = unsafe { KMm::bind(mm, self.gc_work)? };
-        let parts = Parts::<KPlat> {
-            mm: kmm,
-            // SAFETY: the DRM device's parent, alive while a file is open.
-            dma: unsafe { KDma::new(self.dev)? },
-            tlb: KTlb::new()?,
-            mem: KMem,
-        };
-        let cfg = Config {
-            // SAFETY: no preconditions.
-            task_size: unsafe { ffi::svm_task_size() },
-            ..Config::default()
-        };
-        let engine = KEngine::new(KPlat, parts, cfg)?;
+        // SAFETY: `current->mm` of the calling task is live; `dev` is the DRM device's parent,
+        // alive while a file is open; the work item outlives every notifier (close removes
+        // them before freeing it).
+        let engine = unsafe { new_engine(self.dev, mm, self.gc_work)? };
         let b = KBox::new(Bound { mm, engine }, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
@@ -571,19 +614,7 @@ impl Ctx {
         } else {
             Access::Read
         };
-        let mut scratch = zeroed_scratch()?;
-        while a.done < a.len {
-            if fatal_signal_pending() {
-                return Err(Errno::EINTR);
-            }
-            let s = a.start + a.done;
-            let l = (a.len - a.done).min(PREFETCH_CHUNK - (s & (PREFETCH_CHUNK - 1)));
-            let mut d = 0;
-            let r = b.engine.prefetch(&mut scratch, s, l, access, &mut d);
-            a.done += d;
-            r?;
-        }
-        Ok(())
+        prefetch_killable(&b.engine, a.start, a.len, access, &mut a.done)
     }
 
     // ---- QUERY ----------------------------------------------------------------------

@@ -29,18 +29,19 @@
 //! `EXDEV` (test_hmm would operate on the opener's mm); a command longer than 1 GiB is
 //! `EINVAL` (test_hmm's bounce `kvmalloc()` would warn past `INT_MAX`).
 
-use crate::config::Config;
-use crate::engine::{Access, Parts, Scratch};
+use crate::device::{new_engine, prefetch_killable};
+use crate::engine::Access;
 use crate::ffi;
-use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb, TlbCursor};
+use crate::kplat::{KArc, KEngine, TlbCursor};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
 use core::ffi::c_void;
-use core::mem::MaybeUninit;
+use core::mem::{size_of, MaybeUninit};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
+use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 
 const PAGE: u64 = 1 << PAGE_SHIFT;
@@ -52,8 +53,6 @@ const SNAPSHOT_CHUNK: usize = 64;
 const COPY_BATCH: usize = 16;
 /// Fault-in rounds of one READ or WRITE before it gives up with `EBUSY`.
 const MAX_ROUNDS: u64 = 1000;
-/// Fault-in works in chunks of this size, checking for a fatal signal between them.
-const PREFETCH_CHUNK: u64 = 2 << 20;
 
 const EOPNOTSUPP: Errno = Errno(95);
 
@@ -77,6 +76,7 @@ const PROT_PUD: u8 = 0x08;
 const PROT_ZERO: u8 = 0x10;
 
 /// `struct hmm_dmirror_cmd` (5 × `__u64`; glue.c asserts the size).
+#[repr(C)]
 #[derive(Default)]
 struct Cmd {
     addr: u64,
@@ -86,40 +86,23 @@ struct Cmd {
     faults: u64,
 }
 
-const CMD_BYTES: usize = 40;
+// SAFETY: five `u64`s and no padding: every bit pattern is a valid `Cmd`.
+unsafe impl FromBytes for Cmd {}
+// SAFETY: five `u64`s and no padding: no uninitialised bytes.
+unsafe impl AsBytes for Cmd {}
 
 impl Cmd {
     fn read(uarg: usize) -> Result<Self, Errno> {
-        let mut b = [0u8; CMD_BYTES];
-        UserSlice::new(uarg, CMD_BYTES)
+        UserSlice::new(uarg, size_of::<Cmd>())
             .reader()
-            .read_slice(&mut b)
-            .map_err(|_| Errno::EFAULT)?;
-        let w = |i: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            u64::from_ne_bytes(x)
-        };
-        Ok(Cmd {
-            addr: w(0),
-            ptr: w(1),
-            npages: w(2),
-            cpages: w(3),
-            faults: w(4),
-        })
+            .read::<Cmd>()
+            .map_err(|_| Errno::EFAULT)
     }
 
     fn write(&self, uarg: usize) -> Result<(), Errno> {
-        let mut b = [0u8; CMD_BYTES];
-        for (i, v) in [self.addr, self.ptr, self.npages, self.cpages, self.faults]
-            .iter()
-            .enumerate()
-        {
-            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
-        }
-        UserSlice::new(uarg, CMD_BYTES)
+        UserSlice::new(uarg, size_of::<Cmd>())
             .writer()
-            .write_slice(&b)
+            .write(self)
             .map_err(|_| Errno::EFAULT)
     }
 }
@@ -160,22 +143,10 @@ impl Mirror {
         if m.gc_work.is_null() {
             return Err(Errno::ENOMEM);
         }
-        // SAFETY: `current->mm` is live; `gc_work` outlives every notifier (release tears the
-        // engine down before dropping the mirror).
-        let kmm = unsafe { KMm::bind(mm, m.gc_work)? };
-        let parts = Parts::<KPlat> {
-            mm: kmm,
-            // SAFETY: the module's platform device, registered while any file is open.
-            dma: unsafe { KDma::new(dev)? },
-            tlb: KTlb::new()?,
-            mem: KMem,
-        };
-        let cfg = Config {
-            // SAFETY: no preconditions.
-            task_size: unsafe { ffi::svm_task_size() },
-            ..Config::default()
-        };
-        m.engine = Some(KEngine::new(KPlat, parts, cfg)?);
+        // SAFETY: `current->mm` is live; `dev` is the module's platform device, registered
+        // while any file is open; `gc_work` outlives every notifier (release tears the engine
+        // down before dropping the mirror).
+        m.engine = Some(unsafe { new_engine(dev, mm, m.gc_work)? });
         Ok(m)
     }
 
@@ -194,7 +165,7 @@ impl Mirror {
         cmd.cpages = 0;
         cmd.faults = 0;
         match nr {
-            NR_READ | NR_WRITE => self.copy(e, &mut cmd, nr == NR_WRITE)?,
+            NR_READ | NR_WRITE => copy(e, &mut cmd, nr == NR_WRITE)?,
             NR_SNAPSHOT => snapshot(e, &mut cmd)?,
             NR_RELEASE => {}
             NR_MIGRATE_TO_DEV | NR_MIGRATE_TO_SYS | NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => {
@@ -203,90 +174,6 @@ impl Mirror {
             _ => return Err(Errno::EINVAL),
         }
         cmd.write(uarg)
-    }
-
-    /// READ (`write` false) or WRITE: see the module documentation.
-    fn copy(&self, e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
-        let bytes = cmd.npages << PAGE_SHIFT;
-        if bytes > MAX_BYTES || cmd.addr.checked_add(bytes).is_none() {
-            return Err(Errno::EINVAL);
-        }
-        let n = cmd.npages as usize;
-        let mut bounce: KVVec<u8> =
-            KVVec::with_capacity(bytes as usize, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
-        let spare: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
-        if write {
-            // SAFETY: the spare capacity holds `bytes` bytes.
-            let raw = unsafe { core::slice::from_raw_parts_mut(spare, bytes as usize) };
-            UserSlice::new(cmd.ptr as usize, bytes as usize)
-                .reader()
-                .read_raw(raw)
-                .map_err(|_| Errno::EFAULT)?;
-        }
-        let access = if write { Access::Write } else { Access::Read };
-        let mut done = 0usize;
-        loop {
-            while done < n {
-                // One TLB-lock hold per batch: a flush waits for at most a batch of copies.
-                let stop = (done + COPY_BATCH).min(n);
-                let mut cur = e.tlb().begin();
-                while done < stop {
-                    let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
-                    // SAFETY: page `done` of the bounce buffer's capacity.
-                    let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
-                    if !device_copy(e, &mut cur, va, buf, write) {
-                        break;
-                    }
-                    done += 1;
-                }
-                drop(cur);
-                if done < stop {
-                    break;
-                }
-            }
-            if done == n {
-                break;
-            }
-            if cmd.faults >= MAX_ROUNDS {
-                // Every round ends with the rest faulted in; only an invalidation storm
-                // on these very pages gets here.
-                return Err(Errno::EBUSY);
-            }
-            self.fault_in(e, cmd.addr + ((done as u64) << PAGE_SHIFT), end_of(cmd), access)?;
-            cmd.faults += 1;
-        }
-        cmd.cpages = n as u64;
-        if !write {
-            // SAFETY: every page of the buffer was written by `device_copy`.
-            unsafe { bounce.set_len(bytes as usize) };
-            UserSlice::new(cmd.ptr as usize, bytes as usize)
-                .writer()
-                .write_slice(&bounce)
-                .map_err(|_| Errno::EFAULT)?;
-        }
-        Ok(())
-    }
-
-    /// Faults `[start, end)` in for `access`: one "device fault" of test_hmm's counting.
-    fn fault_in(&self, e: &KEngine, start: u64, end: u64, access: Access) -> Result<(), Errno> {
-        // Per round, not per file: threads sharing the file fault in parallel, as the
-        // engine allows (4 KiB, small next to a round's work).
-        let b = KBox::<Scratch>::new_uninit(GFP_KERNEL | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
-        // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
-        let mut s = unsafe { b.assume_init() };
-        let mut va = start;
-        while va < end {
-            // SAFETY: no preconditions.
-            if unsafe { ffi::svm_fatal_signal_pending() } {
-                return Err(Errno::EINTR);
-            }
-            let l = (end - va).min(PREFETCH_CHUNK - (va & (PREFETCH_CHUNK - 1)));
-            let mut d = 0;
-            let r = e.prefetch(&mut s, va, l, access, &mut d);
-            va += d;
-            r?;
-        }
-        Ok(())
     }
 
     fn release(self: KBox<Self>) {
@@ -327,6 +214,70 @@ impl Drop for Mirror {
             }
         }
     }
+}
+
+/// READ (`write` false) or WRITE: see the module documentation.
+fn copy(e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
+    let bytes = cmd.npages << PAGE_SHIFT;
+    if bytes > MAX_BYTES || cmd.addr.checked_add(bytes).is_none() {
+        return Err(Errno::EINVAL);
+    }
+    let n = cmd.npages as usize;
+    let mut bounce: KVVec<u8> =
+        KVVec::with_capacity(bytes as usize, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+    let spare: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
+    if write {
+        // SAFETY: the spare capacity holds `bytes` bytes.
+        let raw = unsafe { core::slice::from_raw_parts_mut(spare, bytes as usize) };
+        UserSlice::new(cmd.ptr as usize, bytes as usize)
+            .reader()
+            .read_raw(raw)
+            .map_err(|_| Errno::EFAULT)?;
+    }
+    let access = if write { Access::Write } else { Access::Read };
+    let mut done = 0usize;
+    loop {
+        while done < n {
+            // One TLB-lock hold per batch: a flush waits for at most a batch of copies.
+            let stop = (done + COPY_BATCH).min(n);
+            let mut cur = e.tlb().begin();
+            while done < stop {
+                let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
+                // SAFETY: page `done` of the bounce buffer's capacity.
+                let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
+                if !device_copy(e, &mut cur, va, buf, write) {
+                    break;
+                }
+                done += 1;
+            }
+            drop(cur);
+            if done < stop {
+                break;
+            }
+        }
+        if done == n {
+            break;
+        }
+        if cmd.faults >= MAX_ROUNDS {
+            // Every round ends with the rest faulted in; only an invalidation storm
+            // on these very pages gets here.
+            return Err(Errno::EBUSY);
+        }
+        // One "device fault" of test_hmm's counting: the rest of the command faulted in.
+        let start = cmd.addr + ((done as u64) << PAGE_SHIFT);
+        prefetch_killable(e, start, end_of(cmd) - start, access, &mut 0)?;
+        cmd.faults += 1;
+    }
+    cmd.cpages = n as u64;
+    if !write {
+        // SAFETY: every page of the buffer was written by `device_copy`.
+        unsafe { bounce.set_len(bytes as usize) };
+        UserSlice::new(cmd.ptr as usize, bytes as usize)
+            .writer()
+            .write_slice(&bounce)
+            .map_err(|_| Errno::EFAULT)?;
+    }
+    Ok(())
 }
 
 /// One device access of the page at `va` through `cur` (the TLB lock held): copies it to

@@ -17,8 +17,10 @@ mod uapi {
     include!(concat!(env!("OUT_DIR"), "/uapi.rs"));
 }
 
+mod dmirror_uapi;
 mod storm;
 
+use dmirror_uapi::{dm_iowr, DmCmd};
 use std::ffi::CString;
 use std::io::Write;
 use std::ptr::null_mut;
@@ -1799,22 +1801,6 @@ fn main() {
 // ---- the dmirror front end (svm_accel dmirror=1; hmm-tests covers the rest) ---------
 
 const DMIRROR: &str = "/dev/hmm_dmirror0";
-
-/// `struct hmm_dmirror_cmd` (lib/test_hmm_uapi.h).
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct DmCmd {
-    addr: u64,
-    ptr: u64,
-    npages: u64,
-    cpages: u64,
-    faults: u64,
-}
-
-/// `_IOWR('H', nr, struct hmm_dmirror_cmd)`.
-const fn dm_iowr(nr: u64) -> u64 {
-    (3 << 30) | ((std::mem::size_of::<DmCmd>() as u64) << 16) | ((b'H' as u64) << 8) | nr
-}
 
 /// One dmirror command: Ok(cmd as written back) or Err(errno).
 fn dm(fd: i32, nr: u64, c: DmCmd) -> Result<DmCmd, i32> {

@@ -12,6 +12,10 @@
 //!
 //! usage: dmbench --driver NAME [--mib M] [--trials N]
 
+#[path = "../dmirror_uapi.rs"]
+mod dmirror_uapi;
+
+use dmirror_uapi::{DmCmd as Cmd, HMM_DMIRROR_READ};
 use std::fs;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,23 +25,6 @@ use std::time::Instant;
 
 const PAGE: usize = 4096;
 const M2: usize = 2 << 20;
-
-/// `struct hmm_dmirror_cmd`.
-#[repr(C)]
-#[derive(Default)]
-struct Cmd {
-    addr: u64,
-    ptr: u64,
-    npages: u64,
-    cpages: u64,
-    faults: u64,
-}
-
-/// `_IOWR('H', nr, struct hmm_dmirror_cmd)`.
-const fn iowr(nr: u64) -> u64 {
-    (3 << 30) | ((std::mem::size_of::<Cmd>() as u64) << 16) | ((b'H' as u64) << 8) | nr
-}
-const HMM_DMIRROR_READ: u64 = iowr(0);
 
 const COUNTER: &str = "/sys/module/hmmcount/parameters/calls";
 
