@@ -16,6 +16,9 @@ cases=(
   "teeth-no-set-dirty        protocol  device_write_survives_madv_free_and_reclaim"
   "teeth-no-wp-downgrade     protocol  fork_revokes_device_write"
   "teeth-no-gc-recheck       protocol  gc_spares_a_range_in_use"
+  "teeth-stale-callback-zaps loom      loser_callback_spares_winner"
+  "teeth-stale-callback-zaps loom      dead_range_callback_spares_successor"
+  "teeth-stale-callback-zaps storm     storm_default_ranges"
 )
 
 fail=0

@@ -340,4 +340,9 @@ impl<F: PteFormat> Platform for ModelPlatform<F> {
     fn relax(&self) {
         sync::thread::yield_now();
     }
+
+    fn warn(&self, what: &str) {
+        // The kernel logs it; here it is a violation of the thread's world (or a panic).
+        crate::lockdep::report(format!("engine invariant: {what}"));
+    }
 }

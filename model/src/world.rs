@@ -301,6 +301,12 @@ impl<F: PteFormat> World<F> {
                 ));
             }
         }
+        let errs = self.engine.stats().accounting_errors;
+        if errs != 0 {
+            p.push(format!(
+                "{errs} engine accounting errors (leaves reaped that a range did not map)"
+            ));
+        }
         if let Err(v) = self.violations.check() {
             p.push(v);
         }

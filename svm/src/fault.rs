@@ -194,6 +194,7 @@ impl<P: Platform> Engine<P> {
                     if st.dead {
                         return Ok(false);
                     }
+                    st.owner = true;
                     let b = page & !(HUGE - 1);
                     self.evict(&mut st, b, b + HUGE);
                     continue;
@@ -208,6 +209,9 @@ impl<P: Platform> Engine<P> {
             if st.dead {
                 return Ok(false);
             }
+            // Only published ranges reach a commit (the loser of a creation race never does),
+            // and one unpublished since is dead: this range owns its span now.
+            st.owner = true;
             if !cfg!(feature = "teeth-no-read-retry") && iv.read_retry(seq) {
                 self.count_retry(range, Some(&st), page, access, retry);
                 continue;
@@ -218,6 +222,7 @@ impl<P: Platform> Engine<P> {
                 drop(st);
                 let mut fake = RangeState {
                     dead: false,
+                    owner: true,
                     mapped: 0,
                     last: None,
                 };

@@ -239,4 +239,9 @@ pub trait Platform: Send + Sync + Sized + 'static {
     fn now_ns(&self) -> u64;
     /// Lets others run between retries (`cond_resched()`).
     fn relax(&self);
+    /// Reports a broken engine invariant that the engine survived (kernel: `WARN_ONCE`-style
+    /// log line). Counted in [`super::stats::Stats::accounting_errors`] as well.
+    fn warn(&self, what: &str) {
+        let _ = what;
+    }
 }

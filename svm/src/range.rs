@@ -17,6 +17,15 @@ use core::sync::atomic::AtomicBool as PlainBool;
 pub(crate) struct RangeState {
     /// Removed (by GC or teardown): a fault that finds this must look the range up again.
     pub(crate) dead: bool,
+    /// The range owns its span: it was published, and a fault has committed through it or its
+    /// creator saw the publication succeed. Until then nothing can be mapped through it (a
+    /// commit sets this first, under the lock), and the loser of a creation race never gets
+    /// here. Its callback zaps and reaps leaves of the shared page table only while this is
+    /// set and `dead` is not: a notifier stays registered, and its callback keeps running,
+    /// both before its range is published (or lost the race) and after GC unpublished it
+    /// until `mmu_interval_notifier_remove()` returns, which the kernel defers past a running
+    /// invalidation. A successor range owns the span's leaves then, under its own lock.
+    pub(crate) owner: bool,
     /// Device leaves of this range holding a DMA mapping (4 KiB or 2 MiB each).
     pub(crate) mapped: usize,
     /// The last invalidation seen `(start, end, event)`, to tell a fault's own COW break from
@@ -115,6 +124,7 @@ impl<P: Platform> Range<P> {
             lock: RangeLock::<P>::new(
                 RangeState {
                     dead: false,
+                    owner: false,
                     mapped: 0,
                     last: None,
                 },

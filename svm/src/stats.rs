@@ -54,6 +54,14 @@ stats! {
     range_races,
     /// Device faults dropped as duplicates by batch service.
     batch_duplicates,
+    /// Broken bookkeeping invariants caught and survived (a range reaping more leaves than it
+    /// mapped). Always 0 unless the engine has a bug; the tests require 0.
+    accounting_errors,
+    /// Ranges created and removed again because the fault that created them failed and
+    /// nothing else uses them (holes, PROT_NONE, a full range budget).
+    ranges_reaped_empty,
+    /// Range creations refused because the engine holds `Config::max_ranges` ranges in use.
+    range_limit_hits,
 }
 
 impl Counters {

@@ -7,7 +7,7 @@
 //! no DMA mapping, no zapped leaf and no violation.
 
 use crate::rng::Rng;
-use model::{MapFlags, Prot, World};
+use model::{MapFlags, MmConfig, Prot, World};
 use pgtable::Errno;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -212,6 +212,16 @@ fn mutator_thread(s: &Shared, id: usize) {
                 std::thread::yield_now();
                 let _ = mm.mprotect(page, len.min(s.data + s.cfg.data_bytes - page), Prot::RW);
             }
+            7 => {
+                // A whole range (or 2 MiB) of the churn buffer unmapped and mapped again: GC
+                // collects the range while device faults re-create it, so range death, range
+                // creation races and deferred notifier removal meet invalidations.
+                let span = s.cfg.engine.range_size().clamp(M2, s.cfg.churn_bytes);
+                let va = s.churn + rng.below(s.cfg.churn_bytes / span) * span;
+                let _ = mm
+                    .munmap(va, span)
+                    .and_then(|_| mm.mmap_fixed(va, span, Prot::RW, MapFlags::THP).map(|_| ()));
+            }
             _ => {
                 let start = rng.below(churn_pages);
                 let len = (1 + rng.below(64)).min(churn_pages - start) * PAGE;
@@ -244,7 +254,14 @@ fn mutator_thread(s: &Shared, id: usize) {
 
 /// Runs a storm.
 pub fn run(cfg: StormConfig) -> StormReport {
-    let w: World = World::builder().config(cfg.engine).build().expect("world");
+    let w: World = World::builder()
+        .config(cfg.engine)
+        .mm_config(MmConfig {
+            notifier_jitter_us: 50,
+            ..MmConfig::default()
+        })
+        .build()
+        .expect("world");
     let data =
         w.mm.mmap(cfg.data_bytes, Prot::RW, MapFlags::THP)
             .expect("data buffer");
@@ -279,7 +296,7 @@ pub fn run(cfg: StormConfig) -> StormReport {
         std::thread::spawn(move || {
             while !s.stop.load(Ordering::Relaxed) {
                 s.gc_ranges.fetch_add(s.w.gc() as u64, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_micros(500));
             }
         })
     };

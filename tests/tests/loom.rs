@@ -191,6 +191,56 @@ fn fault_vs_gc() {
     });
 }
 
+/// Two creators of one range, and an invalidation of the winner's page while the loser's
+/// notifier is still registered: the loser's callback runs (its notifier overlaps the span)
+/// but must leave the winner's leaves alone; only the winner's callback, under the winner's
+/// lock, may zap them (issue 9: a loser zapping and reaping them underflowed its count).
+#[test]
+fn loser_callback_spares_winner() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.device().write(a, 1).unwrap());
+        w.device().write(a + PAGE, 2).unwrap();
+        w.mm.migrate(a + PAGE).unwrap();
+        t.join().unwrap();
+        assert_eq!(w.mm.cpu_read(a).unwrap(), 1);
+        assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 2);
+        assert!(w.engine.page_table().translate(a + PAGE).is_none());
+        finish(&w);
+    });
+}
+
+/// GC retiring a range while a fault re-creates its span and an invalidation hits the new
+/// mapping: the dead range's notifier stays registered until `interval_remove` returns (and
+/// the kernel defers that past a running invalidation), so its callback still runs, and must
+/// not zap or reap the successor's leaves under the dead range's lock.
+#[test]
+fn dead_range_callback_spares_successor() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
+        w.device().write(a, 1).unwrap();
+        w.mm.munmap(a, M2).unwrap();
+        w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            w2.gc();
+        });
+        w.device().write(a, 7).unwrap();
+        w.mm.migrate(a).unwrap();
+        t.join().unwrap();
+        assert_eq!(w.mm.cpu_read(a).unwrap(), 7);
+        assert!(
+            w.engine.page_table().translate(a).is_none(),
+            "migration did not reach the device"
+        );
+        w.gc();
+        finish(&w);
+    });
+}
+
 /// An invalidation racing teardown.
 #[test]
 fn invalidate_vs_teardown() {

@@ -69,6 +69,13 @@ pub struct MmConfig {
     pub task_size: u64,
     /// Where `mmap` starts looking for free space.
     pub mmap_base: u64,
+    /// Sleep this many µs right after `mmu_interval_notifier_insert()` and right before
+    /// `mmu_interval_notifier_remove()` (0: never; ignored under loom). The kernel may sleep
+    /// or be preempted at both points, and defers a remove past a running invalidation, so a
+    /// notifier whose range is not (or no longer) published lives on while invalidations run;
+    /// the storms widen those windows with this (issue 9: the model found range death and the
+    /// creation race only once they were wide).
+    pub notifier_jitter_us: u32,
 }
 
 impl Default for MmConfig {
@@ -77,6 +84,7 @@ impl Default for MmConfig {
             huge_zero_page: true,
             task_size: 1 << 47,
             mmap_base: 0x1000_0000,
+            notifier_jitter_us: 0,
         }
     }
 }
@@ -399,6 +407,18 @@ impl MmHandle {
     }
 }
 
+impl MmHandle {
+    /// See [`MmConfig::notifier_jitter_us`].
+    fn jitter(&self) {
+        #[cfg(not(loom))]
+        if self.0.cfg.notifier_jitter_us != 0 {
+            std::thread::sleep(std::time::Duration::from_micros(
+                self.0.cfg.notifier_jitter_us.into(),
+            ));
+        }
+    }
+}
+
 impl Default for MmHandle {
     fn default() -> Self {
         Self::new()
@@ -428,6 +448,7 @@ impl svm::platform::Mm for MmHandle {
         }
         let r = self.0.notifier.insert(start, len, cookie as usize, ops);
         self.0.mmput(true);
+        self.jitter();
         // -EOVERFLOW in the kernel.
         r.map_err(|_| Errno::EINVAL)
     }
@@ -438,6 +459,7 @@ impl svm::platform::Mm for MmHandle {
                 .violations
                 .record("notifier", "interval removed through another mm");
         }
+        self.jitter();
         interval.remove();
     }
 
