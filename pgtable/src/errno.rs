@@ -26,6 +26,8 @@ impl Errno {
     pub const EXDEV: Errno = Errno(18);
     /// Misaligned, overflowing or kernel addresses; bad configuration.
     pub const EINVAL: Errno = Errno(22);
+    /// A per-context resource limit is reached (ranges in use: `Config::max_ranges`).
+    pub const ENOSPC: Errno = Errno(28);
 
     /// The symbolic name, for logs and test failure messages.
     pub fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Errno {
             16 => "EBUSY",
             18 => "EXDEV",
             22 => "EINVAL",
+            28 => "ENOSPC",
             _ => "E?",
         }
     }

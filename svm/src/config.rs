@@ -56,6 +56,11 @@ pub struct Config {
     pub task_size: u64,
     /// Engine-wide serialisation on top of the range locks ([`LockScope::PerRange`]: none).
     pub lock_scope: LockScope,
+    /// Most ranges the engine holds at once (each costs a notifier, a lock and an index
+    /// node). Creating one more first collects the ranges that map nothing; if every range
+    /// is in use the fault fails with `ENOSPC`. 1 ..= 2^32; the default, 2^16, mirrors
+    /// 128 GiB with 2 MiB ranges.
+    pub max_ranges: usize,
 }
 
 impl Default for Config {
@@ -68,6 +73,7 @@ impl Default for Config {
             downgrade_on_wrprotect: true,
             task_size: 1 << 47,
             lock_scope: LockScope::PerRange,
+            max_ranges: 1 << 16,
         }
     }
 }
@@ -90,6 +96,8 @@ impl Config {
             || fa == 0
             || !fa.is_power_of_two()
             || fa as usize > MAX_WINDOW_PAGES
+            || self.max_ranges == 0
+            || self.max_ranges as u64 > 1 << 32
         {
             return Err(Errno::EINVAL);
         }

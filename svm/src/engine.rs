@@ -8,6 +8,7 @@ use super::platform::{Mm, Platform, RangeMap, SharedPtr};
 use super::range::Range;
 use super::serial::Serial;
 use super::stats::{Counters, Stats};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Kind of device access.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]
@@ -91,6 +92,8 @@ pub struct Engine<P: Platform> {
     /// The engine-wide lock of `cfg.lock_scope` (none for the default, per-range scope).
     pub(crate) serial: Serial<P>,
     pub(crate) stats: Counters,
+    /// Ranges published in `ranges` now (bounded by `cfg.max_ranges`).
+    pub(crate) live: AtomicUsize,
 }
 
 impl<P: Platform> Engine<P> {
@@ -109,6 +112,7 @@ impl<P: Platform> Engine<P> {
             ranges: RangeMap::new()?,
             serial: Serial::new(cfg.lock_scope)?,
             stats: Counters::default(),
+            live: AtomicUsize::new(0),
         })
     }
 
@@ -168,12 +172,32 @@ impl<P: Platform> Engine<P> {
         va >> self.cfg.range_shift
     }
 
-    /// Finds the live range covering `va`, or creates one.
+    /// Unpublishes `r` from `key` if it is still there; keeps the live count.
+    pub(crate) fn unpublish(&self, key: u64, r: &RangeRef<P>) {
+        if self
+            .ranges
+            .remove_if(key, |v| P::Arc::ptr_eq(v, r))
+            .is_some()
+        {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a VMA covers `va` now: a range is created only where one does (a fault on a
+    /// hole must not leave a notifier, a lock and an index node behind).
+    fn vma_at(&self, va: u64) -> Result<(), Errno> {
+        let g = self.mm.mmap_read()?;
+        self.mm.vma(&g, va).map(|_| ()).ok_or(Errno::EFAULT)
+    }
+
+    /// Finds the live range covering `va`, or creates one (`need_vma`: only where a VMA is,
+    /// else `EFAULT`). `ENOSPC` when the engine holds `Config::max_ranges` ranges that are
+    /// all in use.
     ///
     /// Creation registers the notifier *before* publishing the range, with no lock held
     /// (`mmu_interval_notifier_insert()` may sleep and takes `mmap_lock`); of two racing
     /// creators one publishes, the other removes its own notifier, again outside every lock.
-    pub(crate) fn range_for(&self, va: u64) -> Result<RangeRef<P>, Errno> {
+    pub(crate) fn range_for(&self, va: u64, need_vma: bool) -> Result<RangeRef<P>, Errno> {
         let key = self.range_key(va);
         loop {
             if let Some(r) = self.ranges.get(key) {
@@ -186,8 +210,18 @@ impl<P: Platform> Engine<P> {
                 // under that lock, and a successor range must not map into a table of this
                 // span that is about to be freed (no engine lock is held here).
                 drop(r.lock.lock());
-                self.ranges.remove_if(key, |v| P::Arc::ptr_eq(v, &r));
+                self.unpublish(key, &r);
                 continue;
+            }
+            if need_vma {
+                self.vma_at(va)?;
+            }
+            if self.live.load(Ordering::Acquire) >= self.cfg.max_ranges {
+                self.collect_empty();
+                if self.live.load(Ordering::Acquire) >= self.cfg.max_ranges {
+                    Counters::add(&self.stats.range_limit_hits, 1);
+                    return Err(Errno::ENOSPC);
+                }
             }
             let start = key << self.cfg.range_shift;
             let size = self.cfg.range_size();
@@ -202,6 +236,9 @@ impl<P: Platform> Engine<P> {
             r.interval.put(iv);
             match self.ranges.insert(key, r.clone()) {
                 Ok(Ok(())) => {
+                    // Counted after the fact: racing creators may overshoot the limit by
+                    // their number, never more.
+                    self.live.fetch_add(1, Ordering::AcqRel);
                     Counters::add(&self.stats.ranges_created, 1);
                     return Ok(r);
                 }

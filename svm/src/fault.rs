@@ -103,10 +103,18 @@ impl<P: Platform> Engine<P> {
             small: false,
         };
         loop {
-            let range = self.range_for(page)?;
-            let _inflight = InFlight::enter(&range);
-            if self.fault_in(&range, scratch, page, access, &mut retry)? {
-                return Ok(());
+            let range = self.range_for(page, true)?;
+            let r = {
+                let _inflight = InFlight::enter(&range);
+                self.fault_in(&range, scratch, page, access, &mut retry)
+            };
+            match r {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    self.retire_if_empty(&range);
+                    return Err(e);
+                }
             }
             // The range was removed under us: look it up again.
             if self.plat.now_ns() > retry.deadline {
@@ -610,40 +618,67 @@ impl<P: Platform> Engine<P> {
         }
         let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
         loop {
-            let range = self.range_for(start)?;
-            let _inflight = InFlight::enter(&range);
-            let iv = range.interval();
-            loop {
-                if self.plat.now_ns() > deadline {
-                    Counters::add(&self.stats.retry_timeouts, 1);
-                    return Err(Errno::EBUSY);
+            let range = self.range_for(start, false)?;
+            let r = {
+                let _inflight = InFlight::enter(&range);
+                self.snapshot_in(&range, start, out, deadline)
+            };
+            match r {
+                Ok(true) => {}
+                // The range was removed under us: look it up again.
+                Ok(false) => {
+                    self.plat.relax();
+                    continue;
                 }
-                let seq = iv.read_begin();
-                {
-                    let mut g = self.mm.mmap_read()?;
-                    out.fill(0);
-                    let mut req = HmmRequest {
-                        notifier: iv,
-                        seq,
-                        start,
-                        pfns: &mut *out,
-                    };
-                    match self.mm.hmm_range_fault(&mut g, &mut req) {
-                        Ok(()) => {}
-                        Err(Errno::EBUSY) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                // The lock orders this check against the callbacks' `set_seq`.
-                let st = range.lock.lock();
-                if st.dead {
-                    break;
-                }
-                if !iv.read_retry(seq) {
-                    return Ok(());
+                Err(e) => {
+                    self.retire_if_empty(&range);
+                    return Err(e);
                 }
             }
-            self.plat.relax();
+            // A snapshot maps nothing: a range created for it alone goes again.
+            self.retire_if_empty(&range);
+            return Ok(());
+        }
+    }
+
+    /// One range's part of [`Engine::snapshot`]. Ok(false): the range died.
+    fn snapshot_in(
+        &self,
+        range: &Range<P>,
+        start: u64,
+        out: &mut [u64],
+        deadline: u64,
+    ) -> Result<bool, Errno> {
+        let iv = range.interval();
+        loop {
+            if self.plat.now_ns() > deadline {
+                Counters::add(&self.stats.retry_timeouts, 1);
+                return Err(Errno::EBUSY);
+            }
+            let seq = iv.read_begin();
+            {
+                let mut g = self.mm.mmap_read()?;
+                out.fill(0);
+                let mut req = HmmRequest {
+                    notifier: iv,
+                    seq,
+                    start,
+                    pfns: &mut *out,
+                };
+                match self.mm.hmm_range_fault(&mut g, &mut req) {
+                    Ok(()) => {}
+                    Err(Errno::EBUSY) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            // The lock orders this check against the callbacks' `set_seq`.
+            let st = range.lock.lock();
+            if st.dead {
+                return Ok(false);
+            }
+            if !iv.read_retry(seq) {
+                return Ok(true);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 use super::engine::{Engine, RangeRef};
 use super::pgtable::table::{Flush, HUGE_SHIFT};
 use super::pgtable::Lock;
-use super::platform::{Mm, Platform, RangeMap, SharedPtr};
+use super::platform::{Mm, Platform, RangeMap};
 use super::stats::Counters;
 use super::sync::Ordering;
 
@@ -22,6 +22,29 @@ impl<P: Platform> Engine<P> {
         while let Some((k, r)) = self.ranges.next_from(key) {
             key = k + 1;
             if r.gc_pending.swap(false, Ordering::AcqRel) && self.retire(k, &r, false) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes `r` if it maps nothing and no fault is in flight on it: what a failed fault or
+    /// a snapshot leaves behind is collected at once, so holes and PROT_NONE cost no range.
+    /// Call with no lock held and without an `InFlight` on `r`.
+    pub(crate) fn retire_if_empty(&self, r: &RangeRef<P>) {
+        if self.retire(self.range_key(r.start), r, false) {
+            Counters::add(&self.stats.ranges_reaped_empty, 1);
+        }
+    }
+
+    /// Removes every range that maps nothing and has no fault in flight (the range budget
+    /// ran out). Returns how many it removed.
+    pub(crate) fn collect_empty(&self) -> usize {
+        let mut n = 0;
+        let mut key = 0;
+        while let Some((k, r)) = self.ranges.next_from(key) {
+            key = k + 1;
+            if self.retire(k, &r, false) {
                 n += 1;
             }
         }
@@ -79,7 +102,7 @@ impl<P: Platform> Engine<P> {
                 }
             }
         }
-        self.ranges.remove_if(key, |v| P::Arc::ptr_eq(v, r));
+        self.unpublish(key, r);
         self.mm.interval_remove(r.interval());
         Counters::add(&self.stats.ranges_removed, 1);
         true

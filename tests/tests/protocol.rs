@@ -869,3 +869,76 @@ fn nonblockable_invalidation_under_baseline_scopes() {
         quiet(&w);
     }
 }
+
+/// Issue 9: hostile faults cost no kernel memory. 10^5 device faults on holes, PROT_NONE and
+/// read-only memory, and snapshots of holes, leave no range behind: a hole gets none (no VMA),
+/// a failed fault or a snapshot removes the range it created.
+#[test]
+fn hostile_faults_leave_no_ranges() {
+    let w = world();
+    let mut d = w.device();
+    let none = w.mm.mmap(64 * M2, Prot::NONE, MapFlags::ANON).unwrap();
+    let ro = w.mm.mmap(64 * M2, Prot::READ, MapFlags::ANON).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = [0u64; 4];
+    for i in 0..100_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let off = (x % (64 * M2)) & !(PAGE - 1);
+        match i % 4 {
+            0 => assert_eq!(
+                d.read((x % (1 << 46)) & !(PAGE - 1) | 1 << 45),
+                Err(Errno::EFAULT)
+            ),
+            1 => assert_eq!(d.read(none + off), Err(Errno::EFAULT)),
+            2 => assert_eq!(d.write(ro + off, 1), Err(Errno::EPERM)),
+            _ => w
+                .engine
+                .snapshot((1 << 45) + (off & !(4 * PAGE - 1)), &mut out)
+                .unwrap(),
+        }
+        assert!(
+            w.engine.range_count() <= 1,
+            "ranges pile up: {}",
+            w.engine.range_count()
+        );
+    }
+    assert_eq!(w.engine.range_count(), 0);
+    let s = w.engine.stats();
+    assert!(s.ranges_reaped_empty >= 50_000, "{s:?}");
+    assert_eq!(w.mm.notifier_stats().intervals, 0);
+    done(&w);
+}
+
+/// Issue 9: `Config::max_ranges` bounds the ranges in use; at the limit, ranges that map
+/// nothing are collected first, and only then does a fault fail with `ENOSPC`.
+#[test]
+fn range_budget_collects_empty_ranges_then_refuses() {
+    let w = World::new(Config {
+        max_ranges: 4,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut d = w.device();
+    let a = w.mm.mmap(8 * M2, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..4 {
+        d.write(a + i * M2, i).unwrap();
+    }
+    assert_eq!(d.write(a + 4 * M2, 4), Err(Errno::ENOSPC));
+    assert_eq!(w.engine.stats().range_limit_hits, 1);
+    // The CPU takes range 1's page away (not an unmap: no GC is queued); the range maps
+    // nothing now, so the next creation collects it.
+    w.mm.madvise_dontneed(a + M2, M2).unwrap();
+    d.write(a + 4 * M2, 4).unwrap();
+    assert_eq!(w.engine.range_count(), 4);
+    assert_eq!(d.write(a + 5 * M2, 5), Err(Errno::ENOSPC));
+    // Unmapping and GC make room too.
+    w.mm.munmap(a, M2).unwrap();
+    w.gc();
+    d.write(a + 5 * M2, 5).unwrap();
+    for i in 2..6 {
+        assert_eq!(w.mm.cpu_read(a + i * M2).unwrap(), i);
+    }
+    done(&w);
+}
