@@ -34,6 +34,8 @@ struct Inner {
     frees: AtomicU64,
     poison: u64,
     violations: Violations,
+    walk_jitter: std::sync::atomic::AtomicBool,
+    walks: AtomicU64,
 }
 
 /// Page-table memory (cloneable handle; the engine owns one, tests keep another).
@@ -51,7 +53,16 @@ impl TableMem {
             frees: AtomicU64::new(0),
             poison: F::leaf(POISON_DMA, Perm::RW, 1),
             violations,
+            walk_jitter: std::sync::atomic::AtomicBool::new(false),
+            walks: AtomicU64::new(0),
         }))
+    }
+
+    /// Yield in every eighth walk step ([`PtMem::va`]) before checking the table is still live: a
+    /// walk that the protocol does not protect then meets a concurrent free often enough for
+    /// the storms to see it (not under loom, which cannot preempt inside the walk).
+    pub fn set_walk_jitter(&self, on: bool) {
+        self.0.walk_jitter.store(on, Ordering::Relaxed);
     }
 
     /// Tables allocated and not yet freed.
@@ -150,7 +161,23 @@ unsafe impl PtMem for TableMem {
     }
 
     unsafe fn va(&self, pa: u64) -> NonNull<T> {
-        // SAFETY: per the trait contract `pa` came from `pa()` of a table not yet freed.
+        // KASAN's view: a walk that follows a link into a freed table is a use-after-free,
+        // whatever it reads there (the poison, or a table already reused). Quarantine keeps
+        // the memory valid, so the check can report instead of crashing.
+        #[cfg(not(loom))]
+        if self.0.walk_jitter.load(Ordering::Relaxed)
+            && self.0.walks.fetch_add(1, Ordering::Relaxed) % 8 == 0
+        {
+            std::thread::yield_now();
+        }
+        if !lock(&self.0.live).contains(&(pa as usize)) {
+            self.0.violations.record(
+                "pgtable",
+                format!("walk reached table {pa:#x} after it was freed (use-after-free)"),
+            );
+        }
+        // SAFETY: per the trait contract `pa` came from `pa()` of a table not yet freed (and
+        // a table freed anyway sits in quarantine, still allocated).
         unsafe { NonNull::new_unchecked(pa as *mut T) }
     }
 }

@@ -107,6 +107,7 @@ impl<F: PteFormat> WorldBuilder<F> {
         let dma = DmaTracker::new(&mm, violations.clone());
         let tlb = Tlb::new(self.tlb_entries, self.flush_may_sleep);
         let mem = TableMem::new::<F>(violations.clone());
+        mem.set_walk_jitter(self.mm.notifier_jitter_us != 0);
         let plat = match self.clock_step {
             Some(s) => ModelPlatform::<F>::with_clock_step(s),
             None => ModelPlatform::<F>::new(),

@@ -663,21 +663,54 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         unsafe { self.mem.free(t) };
     }
 
-    /// Counts tables and leaves (valid and zapped), for memory accounting and tests.
+    /// Counts tables and leaves (valid and zapped), for tests at rest: the walk follows every
+    /// link without any protection, so no level-0 table may be freed meanwhile. A live
+    /// engine counts with [`PageTable::census_guarded`].
     pub fn census(&self) -> Census {
+        self.census_guarded(|_, descend| descend())
+    }
+
+    /// [`PageTable::census`], safe while level-0 tables are being freed: tables above level 0
+    /// are freed only when the page table is dropped, and a level-0 table is descended into
+    /// only inside `guard(va, descend)`, which must call `descend` only while nobody can free
+    /// the level-0 table of the 2 MiB block at `va` (the engine holds the owning range's
+    /// walk guard). A table not descended into is still counted as one table.
+    pub fn census_guarded(&self, mut guard: impl FnMut(u64, &mut dyn FnMut())) -> Census {
         let mut c = Census::default();
-        self.census_in(self.root, LEVELS - 1, &mut c);
+        self.census_in(self.root, LEVELS - 1, 0, &mut c, &mut guard);
         c
     }
 
-    fn census_in(&self, t: NonNull<Table<M::Lock>>, level: u8, c: &mut Census) {
+    fn census_in(
+        &self,
+        t: NonNull<Table<M::Lock>>,
+        level: u8,
+        base: u64,
+        c: &mut Census,
+        guard: &mut dyn FnMut(u64, &mut dyn FnMut()),
+    ) {
         c.tables += 1;
         for i in 0..ENTRIES {
+            let va = base + ((i as u64) << level_shift(level));
             let pte = self.table(t).pte[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
+                Entry::Table(_) if level == 1 => {
+                    let mut seen = false;
+                    guard(va, &mut || {
+                        seen = true;
+                        // Read again under the guard: it may have been freed since.
+                        let pte = self.table(t).pte[i].load(Ordering::Acquire);
+                        if let Some(leaf) = self.child(pte, 1) {
+                            self.census_in(leaf, 0, va, c, &mut |_, d| d());
+                        }
+                    });
+                    if !seen {
+                        c.tables += 1;
+                    }
+                }
                 Entry::Table(pa) if level > 0 => {
-                    // SAFETY: linked tables are live.
-                    self.census_in(unsafe { self.mem.va(pa) }, level - 1, c)
+                    // SAFETY: linked tables above level 0 are live until the table is dropped.
+                    self.census_in(unsafe { self.mem.va(pa) }, level - 1, va, c, guard)
                 }
                 Entry::Leaf { .. } if level == 1 => c.huge += 1,
                 Entry::Leaf { .. } => c.pages += 1,

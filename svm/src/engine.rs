@@ -3,9 +3,10 @@
 //! `invalidate.rs`, GC and teardown in `gc.rs`.
 
 use super::config::{Config, MAX_WINDOW_PAGES};
+use super::pgtable::table::{Census, HUGE_SHIFT};
 use super::pgtable::{Errno, Lock, PageTable};
 use super::platform::{Mm, Platform, RangeMap, SharedPtr};
-use super::range::Range;
+use super::range::{InFlight, Range};
 use super::serial::Serial;
 use super::stats::{Counters, Stats};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -162,6 +163,24 @@ impl<P: Platform> Engine<P> {
         n
     }
 
+    /// What the device page table holds now, counted while faults, invalidations and GC run
+    /// (QUERY, debugfs): a level-0 table is counted inside only under its range's walk guard
+    /// (see `InFlight`), so GC cannot free it under the count.
+    pub fn census(&self) -> Census {
+        let huge_ranges = self.cfg.range_shift >= HUGE_SHIFT;
+        self.pt.census_guarded(|va, descend| {
+            if !huge_ranges {
+                // Leaf tables are freed only by GC of ranges of 2 MiB or more.
+                return descend();
+            }
+            if let Some(r) = self.ranges.get(self.range_key(va)) {
+                if let Some(_walk) = InFlight::enter(&r) {
+                    descend();
+                }
+            }
+        })
+    }
+
     /// Bytes of engine metadata per range (the `Range` itself; its notifier is the
     /// platform's, its mappings live in the page table), for memory accounting.
     pub fn range_metadata_bytes(&self) -> usize {
@@ -209,8 +228,11 @@ impl<P: Platform> Engine<P> {
                 // range's critical section: it unlinks and frees the range's leaf tables
                 // under that lock, and a successor range must not map into a table of this
                 // span that is about to be freed (no engine lock is held here).
-                drop(r.lock.lock());
-                self.unpublish(key, &r);
+                // GC may also have found it in use and revived it: only a range still dead
+                // under its lock is unpublished.
+                if r.lock.lock().dead {
+                    self.unpublish(key, &r);
+                }
                 continue;
             }
             if need_vma {

@@ -11,8 +11,8 @@ use super::engine::{Access, DeviceFault, Engine, Scratch};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Errno, Lock, Perm, PteFormat};
 use super::platform::{
-    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, Vma, HMM_PFN_REQ_FAULT,
-    HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
+    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
+    HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
 };
 use super::range::{InFlight, Range, RangeState};
 use super::stats::Counters;
@@ -104,9 +104,9 @@ impl<P: Platform> Engine<P> {
         };
         loop {
             let range = self.range_for(page, true)?;
-            let r = {
-                let _inflight = InFlight::enter(&range);
-                self.fault_in(&range, scratch, page, access, &mut retry)
+            let r = match InFlight::enter(&range) {
+                Some(_inflight) => self.fault_in(&range, scratch, page, access, &mut retry),
+                None => Ok(false),
             };
             match r {
                 Ok(true) => return Ok(()),
@@ -566,7 +566,15 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Whether the device can already perform `access` at `page` (a hint: the device retries).
+    /// The walk holds an [`InFlight`] on the page's range, so GC cannot free the leaf table
+    /// under it; no range, no mapping.
     fn mapped_for(&self, page: u64, access: Access) -> bool {
+        let Some(r) = self.ranges.get(self.range_key(page)) else {
+            return false;
+        };
+        let Some(_walk) = InFlight::enter(&r) else {
+            return false;
+        };
         matches!(self.pt.translate(page), Some(t) if t.perm.write || access == Access::Read)
     }
 
@@ -619,9 +627,9 @@ impl<P: Platform> Engine<P> {
         let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
         loop {
             let range = self.range_for(start, false)?;
-            let r = {
-                let _inflight = InFlight::enter(&range);
-                self.snapshot_in(&range, start, out, deadline)
+            let r = match InFlight::enter(&range) {
+                Some(_inflight) => self.snapshot_in(&range, start, out, deadline),
+                None => Ok(false),
             };
             match r {
                 Ok(true) => {}

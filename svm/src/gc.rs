@@ -72,22 +72,30 @@ impl<P: Platform> Engine<P> {
             if st.dead {
                 return false;
             }
+            // Dead first, then look for walkers (see `InFlight`): a fault or walk that entered
+            // before this store is seen below; one that enters after it sees `dead` and backs
+            // off, so nothing walks the leaf tables freed below.
+            st.dead = true;
+            r.dead.store(true, Ordering::SeqCst);
             if !force && !cfg!(feature = "teeth-no-gc-recheck") {
-                if r.inflight.load(Ordering::Acquire) > 0 {
-                    // Look again on the next pass.
-                    r.gc_pending.store(true, Ordering::Release);
-                    return false;
-                }
-                if st.mapped > 0 {
-                    // Faulted in again since the unmap: in use.
+                let busy = r.inflight.load(Ordering::SeqCst) > 0
+                    && !cfg!(feature = "teeth-gc-ignores-walkers");
+                if busy || st.mapped > 0 {
+                    // In use (a fault in flight, or faulted in again since the unmap): alive
+                    // again. A fault that saw the transient `dead` looks the range up again
+                    // and finds it (`range_for` re-checks under this lock).
+                    st.dead = false;
+                    r.dead.store(false, Ordering::SeqCst);
+                    if busy {
+                        // Look again on the next pass.
+                        r.gc_pending.store(true, Ordering::Release);
+                    }
                     return false;
                 }
             }
             if force {
                 self.evict(&mut st, r.start, r.end);
             }
-            st.dead = true;
-            r.dead.store(true, Ordering::Release);
             if self.cfg.range_shift >= HUGE_SHIFT {
                 let d = self.pt.unlink_leaf_tables(r.start, r.end);
                 if !d.is_empty() {
@@ -96,8 +104,10 @@ impl<P: Platform> Engine<P> {
                         end: r.end,
                     });
                     // SAFETY: unlinked above and the device TLB (with its page-walk cache) was
-                    // flushed for their span; no fault can walk into them: the range is dead
-                    // and its faults re-check that under this lock before touching tables.
+                    // flushed for their span. No engine walk can be in them: walks outside this
+                    // lock hold an `InFlight`, none was held when `dead` was set (or GC, which
+                    // alone frees here, backed off above; teardown runs when no fault can
+                    // start), and later ones see `dead` and walk nothing.
                     unsafe { self.pt.free_deferred(d) };
                 }
             }

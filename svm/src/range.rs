@@ -148,18 +148,30 @@ impl<P: Platform> Range<P> {
     }
 }
 
-/// Counts a fault as in flight on a range for as long as it lives.
+/// Counts a fault (or a walk of the range's leaf tables) as in flight on a live range for as
+/// long as it lives: GC neither kills the range nor frees its leaf tables meanwhile.
+///
+/// The handshake with [`Engine::retire`](super::engine::Engine) is Dekker's: this side
+/// increments `inflight` and then reads `dead`; GC sets `dead` and then reads `inflight`, all
+/// `SeqCst`, so at least one of them sees the other. Either GC backs off, or this side does
+/// and walks nothing; a page-table walk outside every lock (prefetch's and batch service's
+/// "already mapped?" check, `prepare` before the range lock) is safe only under this.
 pub(crate) struct InFlight<'a, P: Platform>(pub(crate) &'a Range<P>);
 
 impl<'a, P: Platform> InFlight<'a, P> {
-    pub(crate) fn enter(r: &'a Range<P>) -> Self {
-        r.inflight.fetch_add(1, Ordering::AcqRel);
-        InFlight(r)
+    /// Enters `r` unless GC is killing or has killed it (then: look the range up again).
+    pub(crate) fn enter(r: &'a Range<P>) -> Option<Self> {
+        r.inflight.fetch_add(1, Ordering::SeqCst);
+        let f = InFlight(r);
+        if r.dead.load(Ordering::SeqCst) && !cfg!(feature = "teeth-gc-ignores-walkers") {
+            return None;
+        }
+        Some(f)
     }
 }
 
 impl<P: Platform> Drop for InFlight<'_, P> {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }

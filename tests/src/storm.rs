@@ -12,7 +12,7 @@ use pgtable::Errno;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use svm::{Config, Stats};
+use svm::{Access, Config, DeviceFault, Scratch, Stats};
 
 const PAGE: u64 = 4096;
 const M2: u64 = 2 << 20;
@@ -120,7 +120,9 @@ fn tag(id: usize, n: u64) -> u64 {
 }
 
 fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
+    let _v = s.w.violations.scope();
     let mut d = s.w.device();
+    let mut scratch = Box::new(Scratch::new());
     let mut rng = Rng::new(s.cfg.seed ^ ((id as u64 + 1) * 0x1234_5678));
     let pages = s.cfg.data_bytes / PAGE;
     let n = s.cfg.device_threads as u64;
@@ -167,6 +169,28 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
             let va = s.data + rng.below(pages) * PAGE;
             if let Err(e) = d.read(va) {
                 refuse(e);
+            }
+        } else if r < 88 {
+            // Prefetch or a fault batch in the churn buffer (where GC frees leaf tables): their
+            // lock-free "already mapped?" walks race table freeing; the model's table memory
+            // reports a walk into a freed table. Errors are expected here.
+            let pages = rng.below(32) + 1;
+            let va = s.churn + rng.below(s.cfg.churn_bytes / PAGE - pages) * PAGE;
+            let access = if rng.one_in(2) {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            if rng.one_in(2) {
+                let mut done = 0;
+                let _ =
+                    s.w.engine
+                        .prefetch(&mut scratch, va, pages * PAGE, access, &mut done);
+            } else {
+                let mut batch: Vec<DeviceFault> = (0..pages)
+                    .map(|i| DeviceFault::new(va + rng.below(pages) * PAGE + i % 2, access))
+                    .collect();
+                s.w.engine.fault_batch(&mut scratch, &mut batch);
             }
         } else {
             // Churn buffer: anything may fail; the device still checks every access it makes.
@@ -294,8 +318,11 @@ pub fn run(cfg: StormConfig) -> StormReport {
     let gc = {
         let s = s.clone();
         std::thread::spawn(move || {
+            let _v = s.w.violations.scope();
             while !s.stop.load(Ordering::Relaxed) {
                 s.gc_ranges.fetch_add(s.w.gc() as u64, Ordering::Relaxed);
+                // QUERY's census walks the table while GC frees leaf tables.
+                let _ = s.w.engine.census();
                 std::thread::sleep(Duration::from_micros(500));
             }
         })

@@ -74,7 +74,9 @@ pub struct MmConfig {
     /// or be preempted at both points, and defers a remove past a running invalidation, so a
     /// notifier whose range is not (or no longer) published lives on while invalidations run;
     /// the storms widen those windows with this (issue 9: the model found range death and the
-    /// creation race only once they were wide).
+    /// creation race only once they were wide). A world built with it also yields in every
+    /// page-table walk step (`TableMem::set_walk_jitter`), so a walk that follows a link
+    /// while another thread frees the table behind it is caught.
     pub notifier_jitter_us: u32,
 }
 
