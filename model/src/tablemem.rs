@@ -166,7 +166,7 @@ unsafe impl PtMem for TableMem {
         // the memory valid, so the check can report instead of crashing.
         #[cfg(not(loom))]
         if self.0.walk_jitter.load(Ordering::Relaxed)
-            && self.0.walks.fetch_add(1, Ordering::Relaxed) % 8 == 0
+            && self.0.walks.fetch_add(1, Ordering::Relaxed) & 7 == 0
         {
             std::thread::yield_now();
         }
