@@ -155,11 +155,7 @@ impl<P: Platform> Engine<P> {
     /// Number of ranges published now.
     pub fn range_count(&self) -> usize {
         let mut n = 0;
-        let mut key = 0;
-        while let Some((k, _)) = self.ranges.next_from(key) {
-            n += 1;
-            key = k + 1;
-        }
+        self.each_range(|_, _| n += 1);
         n
     }
 

@@ -18,14 +18,28 @@ impl<P: Platform> Engine<P> {
     /// lock held, never concurrently with [`Engine::teardown`]. Returns how many it removed.
     pub fn gc(&self) -> usize {
         let mut n = 0;
-        let mut key = 0;
-        while let Some((k, r)) = self.ranges.next_from(key) {
-            key = k + 1;
-            if r.gc_pending.swap(false, Ordering::AcqRel) && self.retire(k, &r, false) {
+        self.each_range(|k, r| {
+            if r.gc_pending.swap(false, Ordering::AcqRel) && self.retire(k, r, false) {
                 n += 1;
             }
-        }
+        });
         n
+    }
+
+    /// Calls `f` on every published range in key order, letting others run every 64 ranges
+    /// (a context may hold `Config::max_ranges` of them; `cond_resched()` in the kernel).
+    pub(crate) fn each_range(&self, mut f: impl FnMut(u64, &RangeRef<P>)) {
+        let mut key = 0;
+        let mut seen = 0u32;
+        while let Some((k, r)) = self.ranges.next_from(key) {
+            // k <= VA_LIMIT >> MIN_RANGE_SHIFT: no overflow.
+            key = k + 1;
+            f(k, &r);
+            seen = seen.wrapping_add(1);
+            if seen & 63 == 0 {
+                self.plat.relax();
+            }
+        }
     }
 
     /// Removes `r` if it maps nothing and no fault is in flight on it: what a failed fault or
@@ -41,13 +55,11 @@ impl<P: Platform> Engine<P> {
     /// ran out). Returns how many it removed.
     pub(crate) fn collect_empty(&self) -> usize {
         let mut n = 0;
-        let mut key = 0;
-        while let Some((k, r)) = self.ranges.next_from(key) {
-            key = k + 1;
-            if self.retire(k, &r, false) {
+        self.each_range(|k, r| {
+            if self.retire(k, r, false) {
                 n += 1;
             }
-        }
+        });
         n
     }
 
@@ -55,11 +67,9 @@ impl<P: Platform> Engine<P> {
     /// dirtied as needed). Call once no fault can start any more and the GC worker is stopped;
     /// works before and after the mm exited. Idempotent.
     pub fn teardown(&self) {
-        let mut key = 0;
-        while let Some((k, r)) = self.ranges.next_from(key) {
-            key = k + 1;
-            self.retire(k, &r, true);
-        }
+        self.each_range(|k, r| {
+            self.retire(k, r, true);
+        });
     }
 
     /// Kills range `r` (at `key`) and removes its notifier. Without `force` (GC) a range with
