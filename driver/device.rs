@@ -5,10 +5,16 @@
 //! memory access goes through the device TLB and the engine's page table ([`TlbCursor`]), and
 //! touches the page with `kmap_local_page()` while holding the TLB lock, so a flush waits for
 //! it. A miss (or a write to a read-only leaf) is a device fault: the job drops the TLB lock,
-//! queues the fault in the context's bounded fault queue and sleeps; the context's fault worker
-//! drains the queue in batches through `Engine::fault_batch`, answers every waiter, queues GC
-//! (its own work item: a notifier removal waits for every running invalidation of the mm),
-//! and the job replays the access.
+//! queues the fault in the context's bounded fault queue and sleeps (killably); the context's
+//! fault worker drains the queue in batches through `Engine::fault_batch`, answers every
+//! waiter, queues GC (its own work item: a notifier removal waits for every running
+//! invalidation of the mm), and the job replays the access.
+//!
+//! Nothing a job or the file's release does waits for the fault worker uninterruptibly: a
+//! fault may sit in `handle_mm_fault()` as long as its backing store likes (FUSE, NFS), and a
+//! killed process must still exit. A waiter is refcounted, so a killed job leaves while the
+//! worker may still answer it, and the release of the file hands the teardown (which waits
+//! for the worker) to a work item.
 //!
 //! Locks of this file (glue.h classes): `svm_ctx_lock` (BIND only), `svm_faultq_lock`
 //! (spinlock, queue only, nothing nested), `svm_worker_lock` (the worker's scratch; held across
@@ -27,6 +33,7 @@ use core::ffi::c_void;
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
 /// Device fault queue entries.
@@ -44,20 +51,28 @@ const PAGE: u64 = 1 << PAGE_SHIFT;
 const ENOTCONN: Errno = Errno(107);
 
 /// One raised device fault and the job waiting for it.
-#[derive(Clone, Copy)]
 struct QEntry {
     va: u64,
     access: Access,
-    w: *const Waiter,
+    w: Arc<Waiter>,
 }
 
-// SAFETY: `w` is only dereferenced by the worker while the waiter sleeps for its answer.
-unsafe impl Send for QEntry {}
-
-/// A job's wait slot, on its stack until the worker answered.
+/// A job's wait slot, shared by the job and its queue entry: a job killed while its fault is
+/// outstanding leaves, and the worker answers into the slot all the same.
 struct Waiter {
     done: AtomicU32,
     err: AtomicI32,
+}
+
+/// Drops every entry of `v` (answered or orphaned waiters), keeping its capacity.
+fn clear_entries(v: &mut KVec<QEntry>) {
+    let n = v.len();
+    // SAFETY: the length is 0 before the `n` initialised entries are dropped in place, so
+    // none can be dropped twice.
+    unsafe {
+        v.set_len(0);
+        core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(v.as_mut_ptr(), n));
+    }
 }
 
 struct FaultQueue {
@@ -87,11 +102,14 @@ enum JobErr {
 /// Per open file.
 ///
 /// # Invariants
-/// `work`, `gc_work` and `waitq` are live until drop; `bound` is null or a `KBox<Bound>` leaked by BIND,
-/// set once and freed in [`Ctx::close`], when no ioctl can run any more.
+/// `work`, `gc_work`, `release_work` and `waitq` are live until drop; `bound` is null or a
+/// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::close`], when no ioctl can run
+/// any more.
 pub struct Ctx {
     dev: *mut ffi::Device,
     work: *mut ffi::Work,
+    /// Runs [`Ctx::close`] after the file's release, which must not wait for the worker.
+    release_work: *mut ffi::Work,
     /// GC, queued by `MMU_NOTIFY_UNMAP` callbacks: its own work item, because
     /// `mmu_interval_notifier_remove()` waits for every running invalidation of the mm, and
     /// faults must not wait behind an unrelated munmap.
@@ -119,6 +137,13 @@ fn ret(r: Result<(), Errno>) -> i32 {
 fn fatal_signal_pending() -> bool {
     // SAFETY: no preconditions.
     unsafe { ffi::svm_fatal_signal_pending() }
+}
+
+/// A scheduling point for the loops a user can make long (a voluntary-preemption kernel
+/// preempts nowhere else; spinlock sections end with no reschedule there).
+pub(crate) fn resched() {
+    // SAFETY: no preconditions; every caller holds no spinlock.
+    unsafe { ffi::svm_cond_resched() }
 }
 
 pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
@@ -173,6 +198,7 @@ pub(crate) fn prefetch_killable(
         if fatal_signal_pending() {
             return Err(Errno::EINTR);
         }
+        resched();
         let s = start + *done;
         let l = (len - *done).min(PREFETCH_CHUNK - (s & (PREFETCH_CHUNK - 1)));
         let mut d = 0;
@@ -194,6 +220,7 @@ impl Ctx {
         let mut ctx = Ctx {
             dev,
             work: null_mut(),
+            release_work: null_mut(),
             gc_work: null_mut(),
             waitq: null_mut(),
             bind_lock: KLock::new_mutex((), ffi::LC_CTX)?,
@@ -222,6 +249,13 @@ impl Ctx {
         // SAFETY: as above.
         b.gc_work = unsafe { ffi::svm_work_new(svm_rs_gc, (&*b as *const Ctx).cast_mut().cast()) };
         if b.gc_work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // SAFETY: as above. Allocated now so that the release cannot fail.
+        b.release_work = unsafe {
+            ffi::svm_work_new_teardown(svm_rs_release, (&*b as *const Ctx).cast_mut().cast())
+        };
+        if b.release_work.is_null() {
             return Err(Errno::ENOMEM);
         }
         Ok(KBox::into_raw(b))
@@ -253,9 +287,13 @@ impl Ctx {
         unsafe { ffi::svm_waitq_wake(self.waitq) }
     }
 
-    fn wait_ne(&self, p: &AtomicU32, old: u32) {
+    /// Sleeps until `*p != old`; `Intr` on a fatal signal.
+    fn wait_ne(&self, p: &AtomicU32, old: u32) -> Result<(), JobErr> {
         // SAFETY: live wait queue; `p` outlives the wait.
-        unsafe { ffi::svm_waitq_wait_ne(self.waitq, p.as_ptr(), old) }
+        match unsafe { ffi::svm_waitq_wait_ne_killable(self.waitq, p.as_ptr(), old) } {
+            0 => Ok(()),
+            _ => Err(JobErr::Intr),
+        }
     }
 
     // ---- BIND ---------------------------------------------------------------
@@ -298,6 +336,7 @@ impl Ctx {
             if fatal_signal_pending() {
                 return Err(JobErr::Intr);
             }
+            resched();
             let (va, acc) = {
                 let mut cur = tlb.begin();
                 let mut pfns = [0u64; 2];
@@ -337,38 +376,48 @@ impl Ctx {
             if replays > MAX_REPLAYS {
                 return Err(JobErr::Fault(Errno::EBUSY, va));
             }
-            self.device_fault(va, acc)
-                .map_err(|e| JobErr::Fault(e, va))?;
+            self.device_fault(va, acc)?;
         }
     }
 
-    /// Raises a device fault and sleeps until the fault worker answered it.
-    fn device_fault(&self, va: u64, access: Access) -> Result<(), Errno> {
+    /// Raises a device fault and sleeps until the fault worker answered it, or until a fatal
+    /// signal (`Intr`; the worker may still answer the waiter, which it co-owns).
+    fn device_fault(&self, va: u64, access: Access) -> Result<(), JobErr> {
         self.device_faults.fetch_add(1, Ordering::Relaxed);
-        let w = Waiter {
-            done: AtomicU32::new(0),
-            err: AtomicI32::new(0),
-        };
+        let w = Arc::new(
+            Waiter {
+                done: AtomicU32::new(0),
+                err: AtomicI32::new(0),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(|_| JobErr::Fault(Errno::ENOMEM, va))?;
         loop {
             let gen = self.drained.load(Ordering::Acquire);
+            // Made before the spinlock; dropped after it if the queue is full.
+            let e = QEntry {
+                va,
+                access,
+                w: w.clone(),
+            };
             {
                 let mut q = self.fq.lock();
                 if q.q.len() < QDEPTH {
                     // Within capacity: never allocates.
-                    q.q.push(QEntry { va, access, w: &w }, GFP_ATOMIC)
-                        .map_err(|_| Errno::ENOMEM)?;
+                    q.q.push(e, GFP_ATOMIC)
+                        .map_err(|_| JobErr::Fault(Errno::ENOMEM, va))?;
                     break;
                 }
             }
             // Full: let the worker drain it, then try again.
             self.queue_work();
-            self.wait_ne(&self.drained, gen);
+            self.wait_ne(&self.drained, gen)?;
         }
         self.queue_work();
-        self.wait_ne(&w.done, 0);
+        self.wait_ne(&w.done, 0)?;
         match w.err.load(Ordering::Acquire) {
             0 => Ok(()),
-            e => Err(Errno(e)),
+            e => Err(JobErr::Fault(Errno(e), va)),
         }
     }
 
@@ -380,26 +429,35 @@ impl Ctx {
         let mut g = self.worker.lock();
         let ws = &mut *g;
         loop {
-            // SAFETY: `DeviceFault` and `QEntry` are `Copy`: nothing to drop.
-            unsafe {
-                ws.batch.set_len(0);
-                ws.waiters.set_len(0);
-            }
+            // Jobs keep faulting while the worker runs: let others have the CPU between
+            // batches (a workqueue worker is not preempted on a voluntary kernel).
+            resched();
+            // SAFETY: `DeviceFault` is `Copy`: nothing to drop.
+            unsafe { ws.batch.set_len(0) };
             {
                 let mut q = self.fq.lock();
-                for e in q.q.iter() {
-                    // Within capacity (both hold QDEPTH): never allocate.
-                    let _ = ws.batch.push(DeviceFault::new(e.va, e.access), GFP_ATOMIC);
-                    let _ = ws.waiters.push(*e, GFP_ATOMIC);
+                let n = q.q.len();
+                // SAFETY: moves the `n` initialised entries out; the length is 0 first, so
+                // none stays behind to be dropped twice.
+                unsafe {
+                    q.q.set_len(0);
+                    let src = q.q.as_ptr();
+                    for i in 0..n {
+                        let e = core::ptr::read(src.add(i));
+                        // Within capacity (all three hold QDEPTH and `ws`'s are empty):
+                        // never allocate, never fail.
+                        let _ = ws.batch.push(DeviceFault::new(e.va, e.access), GFP_ATOMIC);
+                        let _ = ws.waiters.push(e, GFP_ATOMIC);
+                    }
                 }
-                // SAFETY: `QEntry` is `Copy`.
-                unsafe { q.q.set_len(0) };
             }
             self.drained.fetch_add(1, Ordering::Release);
             self.wake();
             if ws.waiters.is_empty() {
                 break;
             }
+            // SAFETY: no preconditions (0 unless a test set the module parameter).
+            unsafe { ffi::svm_fault_delay() };
             b.engine.fault_batch(&mut ws.scratch, &mut ws.batch);
             for w in ws.waiters.iter() {
                 let page = w.va >> PAGE_SHIFT;
@@ -416,14 +474,12 @@ impl Ctx {
                     Err(Errno::EPERM) if w.access == Access::Read => 0,
                     Err(e) => e.0,
                 };
-                // SAFETY: the waiter sleeps until `done` is set; after the release store the
-                // slot is never touched again.
-                unsafe {
-                    (*w.w).err.store(err, Ordering::Relaxed);
-                    (*w.w).done.store(1, Ordering::Release);
-                }
+                w.w.err.store(err, Ordering::Relaxed);
+                w.w.done.store(1, Ordering::Release);
             }
             self.wake();
+            // Our references to the waiters, including those of jobs that were killed.
+            clear_entries(&mut ws.waiters);
             self.fault_batches.fetch_add(1, Ordering::Relaxed);
             // A range GC passed over while this batch's faults were in flight is collected
             // now, on the GC work item, so no fault waits for a notifier removal.
@@ -571,10 +627,19 @@ impl Ctx {
         }
         self.jobs.fetch_add(1, Ordering::Relaxed);
         for (i, op) in ops.iter().enumerate() {
+            // Ops of length 0 make no access: check between ops too.
+            if fatal_signal_pending() {
+                return Err(Errno::EINTR);
+            }
+            resched();
             match self.run_op(b, op) {
                 Ok(r) => {
                     if op.kind == uapi::OP_ADD || op.kind == uapi::OP_READ {
-                        let at = a.ops_ptr as usize + i * sz + uapi::OP_RESULT_OFFSET;
+                        // The array was readable, so this cannot wrap; checked all the same,
+                        // as everything derived from a user pointer.
+                        let at = (a.ops_ptr as usize)
+                            .checked_add(i * sz + uapi::OP_RESULT_OFFSET)
+                            .ok_or(Errno::EFAULT)?;
                         UserSlice::new(at, 8)
                             .writer()
                             .write_slice(&r.to_ne_bytes())
@@ -674,12 +739,14 @@ impl Ctx {
 
     // ---- close --------------------------------------------------------------------
 
-    /// Tears the context down: no ioctl runs any more (the file is gone). The mm may have
-    /// exited long ago (its `MMU_NOTIFY_RELEASE` already zapped everything): teardown then
-    /// only removes the notifiers.
+    /// Tears the context down, from `release_work`: no ioctl runs any more (the file is
+    /// gone), though the worker may still be servicing the faults of jobs that were killed.
+    /// The mm may have exited long ago (its `MMU_NOTIFY_RELEASE` already zapped everything):
+    /// teardown then only removes the notifiers.
     fn close(self: KBox<Self>) {
         self.closing.store(true, Ordering::Release);
-        // SAFETY: live work item; nothing waits in a job (no ioctl runs).
+        // SAFETY: live work items; this waits for a running worker (here, in a work item,
+        // not in the exiting task).
         unsafe {
             ffi::svm_work_cancel_sync(self.work);
             ffi::svm_work_cancel_sync(self.gc_work);
@@ -705,7 +772,12 @@ impl Drop for Ctx {
     fn drop(&mut self) {
         // SAFETY: no bound state, no queued or running work item and no waiter are left
         // (`close`, or a `new` that failed before publishing the context); each freed once.
+        // `release_work` may be the work item running this: a work function may free its own
+        // work item (the workqueue core does not touch it after the call).
         unsafe {
+            if !self.release_work.is_null() {
+                ffi::svm_work_free(self.release_work);
+            }
             if !self.gc_work.is_null() {
                 ffi::svm_work_free(self.gc_work);
             }
@@ -727,16 +799,32 @@ pub extern "C" fn svm_rs_open(dev: *mut ffi::Device) -> *mut c_void {
     Ctx::new(dev).map(|p| p.cast()).unwrap_or(null_mut())
 }
 
-/// DRM `postclose`.
+/// DRM `postclose`: queues the teardown. Tearing down waits for the fault worker, which may
+/// be stuck on a fault of a job that was killed; the task releasing the file (often an exiting
+/// one) must not wait for it. Module exit flushes the workqueue.
 ///
 /// # Safety
 /// `ctx` came from `svm_rs_open`, and no ioctl on it runs or will run.
 #[no_mangle]
 pub unsafe extern "C" fn svm_rs_postclose(ctx: *mut c_void) {
     if !ctx.is_null() {
-        // SAFETY: per the contract.
-        unsafe { KBox::from_raw(ctx.cast::<Ctx>()) }.close();
+        // SAFETY: per the contract; the context lives until `release_work` frees it.
+        let c = unsafe { &*ctx.cast::<Ctx>() };
+        // GC stops now; the worker, if running, finishes its batch.
+        c.closing.store(true, Ordering::Release);
+        // SAFETY: live work item (invariant), queued once: the file is released once.
+        unsafe { ffi::svm_work_queue(c.release_work) };
     }
+}
+
+/// The release work item's function: the context's teardown.
+///
+/// # Safety
+/// `data` is the context the work item was created for, released (`svm_rs_postclose`).
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_release(data: *mut c_void) {
+    // SAFETY: per the contract; nothing else frees it.
+    unsafe { KBox::from_raw(data.cast::<Ctx>()) }.close();
 }
 
 /// # Safety

@@ -26,10 +26,14 @@
 //!   test_hmm's does, for hmm-tests' `mixedmap`.
 //!
 //! Differences, on purpose: a command from another mm than the opener's is refused with
-//! `EXDEV` (test_hmm would operate on the opener's mm); a command longer than 1 GiB is
-//! `EINVAL` (test_hmm's bounce `kvmalloc()` would warn past `INT_MAX`).
+//! `EXDEV` (test_hmm would operate on the opener's mm); a command longer than 1 GiB, or whose
+//! span reaches past `TASK_SIZE`, is `EINVAL`, and one whose user buffer does, `EFAULT`, before
+//! anything is allocated; READ and WRITE go through a 64 KiB bounce buffer, chunk by chunk,
+//! where test_hmm allocates one as large as the command (so a WRITE whose user buffer has a
+//! hole part way may have written the chunks before it); an `mmap` of the device is limited
+//! to 1 GiB. Every value of a command is checked before it is shifted or added to.
 
-use crate::device::{new_engine, prefetch_killable};
+use crate::device::{new_engine, prefetch_killable, resched};
 use crate::engine::Access;
 use crate::ffi;
 use crate::kplat::{KArc, KEngine, TlbCursor};
@@ -45,11 +49,12 @@ use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 
 const PAGE: u64 = 1 << PAGE_SHIFT;
-/// Largest command (the bounce buffer is this big).
+/// Largest command, and largest `mmap` of the device.
 const MAX_BYTES: u64 = 1 << 30;
+const MAX_PAGES: u64 = MAX_BYTES >> PAGE_SHIFT;
 /// test_hmm's SNAPSHOT chunk (its on-stack pfn array).
 const SNAPSHOT_CHUNK: usize = 64;
-/// Pages copied per hold of the TLB lock (64 KiB).
+/// Pages copied per hold of the TLB lock, and the bounce buffer (64 KiB).
 const COPY_BATCH: usize = 16;
 /// Fault-in rounds of one READ or WRITE before it gives up with `EBUSY`.
 const MAX_ROUNDS: u64 = 1000;
@@ -57,28 +62,28 @@ const MAX_ROUNDS: u64 = 1000;
 const EOPNOTSUPP: Errno = Errno(95);
 
 // `_IOC_NR` of the `HMM_DMIRROR_*` commands; glue.c checks the full command word.
-const NR_READ: u32 = 0;
-const NR_WRITE: u32 = 1;
-const NR_MIGRATE_TO_DEV: u32 = 2;
-const NR_MIGRATE_TO_SYS: u32 = 3;
-const NR_SNAPSHOT: u32 = 4;
-const NR_EXCLUSIVE: u32 = 5;
-const NR_CHECK_EXCLUSIVE: u32 = 6;
-const NR_RELEASE: u32 = 7;
+pub(crate) const NR_READ: u32 = 0;
+pub(crate) const NR_WRITE: u32 = 1;
+pub(crate) const NR_MIGRATE_TO_DEV: u32 = 2;
+pub(crate) const NR_MIGRATE_TO_SYS: u32 = 3;
+pub(crate) const NR_SNAPSHOT: u32 = 4;
+pub(crate) const NR_EXCLUSIVE: u32 = 5;
+pub(crate) const NR_CHECK_EXCLUSIVE: u32 = 6;
+pub(crate) const NR_RELEASE: u32 = 7;
 
 // `HMM_DMIRROR_PROT_*`.
-const PROT_ERROR: u8 = 0xff;
-const PROT_NONE: u8 = 0x00;
-const PROT_READ: u8 = 0x01;
-const PROT_WRITE: u8 = 0x02;
-const PROT_PMD: u8 = 0x04;
-const PROT_PUD: u8 = 0x08;
-const PROT_ZERO: u8 = 0x10;
+pub(crate) const PROT_ERROR: u8 = 0xff;
+pub(crate) const PROT_NONE: u8 = 0x00;
+pub(crate) const PROT_READ: u8 = 0x01;
+pub(crate) const PROT_WRITE: u8 = 0x02;
+pub(crate) const PROT_PMD: u8 = 0x04;
+pub(crate) const PROT_PUD: u8 = 0x08;
+pub(crate) const PROT_ZERO: u8 = 0x10;
 
 /// `struct hmm_dmirror_cmd` (5 × `__u64`; glue.c asserts the size).
 #[repr(C)]
 #[derive(Default)]
-struct Cmd {
+pub(crate) struct Cmd {
     addr: u64,
     ptr: u64,
     npages: u64,
@@ -139,7 +144,8 @@ impl Mirror {
         .map_err(|_| Errno::ENOMEM)?;
         // SAFETY: plain allocation; the work item's data is the mirror, whose address the box
         // fixes.
-        m.gc_work = unsafe { ffi::svm_work_new(svm_rs_dm_gc, (&*m as *const Mirror).cast_mut().cast()) };
+        m.gc_work =
+            unsafe { ffi::svm_work_new(svm_rs_dm_gc, (&*m as *const Mirror).cast_mut().cast()) };
         if m.gc_work.is_null() {
             return Err(Errno::ENOMEM);
         }
@@ -152,9 +158,29 @@ impl Mirror {
 
     fn ioctl(&self, nr: u32, uarg: usize) -> Result<(), Errno> {
         let mut cmd = Cmd::read(uarg)?;
-        let end = cmd.addr.wrapping_add(cmd.npages.wrapping_shl(PAGE_SHIFT));
-        if cmd.addr & (PAGE - 1) != 0 || cmd.addr >= end {
+        // Every field is hostile: bound `npages` before shifting it (2^52 + 1 pages would
+        // shift to 4 KiB), and refuse a span that wraps or leaves user space, before any work.
+        if cmd.addr & (PAGE - 1) != 0 || cmd.npages == 0 || cmd.npages > MAX_PAGES {
             return Err(Errno::EINVAL);
+        }
+        let end = cmd
+            .addr
+            .checked_add(cmd.npages << PAGE_SHIFT)
+            .ok_or(Errno::EINVAL)?;
+        // SAFETY: no preconditions.
+        let task_size = unsafe { ffi::svm_task_size() };
+        if end > task_size {
+            return Err(Errno::EINVAL);
+        }
+        // The user buffer, as access_ok() would judge it: READ/WRITE copy a page per page,
+        // SNAPSHOT writes a byte per page.
+        let ubytes = match nr {
+            NR_READ | NR_WRITE => cmd.npages << PAGE_SHIFT,
+            NR_SNAPSHOT => cmd.npages,
+            _ => 0,
+        };
+        if ubytes != 0 && !matches!(cmd.ptr.checked_add(ubytes), Some(u) if u <= task_size) {
+            return Err(Errno::EFAULT);
         }
         // SAFETY: no preconditions.
         if unsafe { ffi::svm_current_mm() } != self.mm {
@@ -216,67 +242,72 @@ impl Drop for Mirror {
     }
 }
 
-/// READ (`write` false) or WRITE: see the module documentation.
+/// READ (`write` false) or WRITE: see the module documentation. `ioctl` checked the command:
+/// `npages` in `1..=MAX_PAGES`, both spans below `TASK_SIZE`, so nothing here can overflow.
 fn copy(e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
-    let bytes = cmd.npages << PAGE_SHIFT;
-    if bytes > MAX_BYTES || cmd.addr.checked_add(bytes).is_none() {
-        return Err(Errno::EINVAL);
-    }
-    let n = cmd.npages as usize;
-    let mut bounce: KVVec<u8> =
-        KVVec::with_capacity(bytes as usize, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
-    let spare: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
-    if write {
-        // SAFETY: the spare capacity holds `bytes` bytes.
-        let raw = unsafe { core::slice::from_raw_parts_mut(spare, bytes as usize) };
-        UserSlice::new(cmd.ptr as usize, bytes as usize)
-            .reader()
-            .read_raw(raw)
-            .map_err(|_| Errno::EFAULT)?;
-    }
+    let n = cmd.npages;
+    let end = end_of(cmd);
     let access = if write { Access::Write } else { Access::Read };
-    let mut done = 0usize;
-    loop {
-        while done < n {
-            // One TLB-lock hold per batch: a flush waits for at most a batch of copies.
-            let stop = (done + COPY_BATCH).min(n);
+    let mut bounce: KVVec<u8> =
+        KVVec::with_capacity(COPY_BATCH << PAGE_SHIFT, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+    let buf: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
+    let mut done = 0u64;
+    while done < n {
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_fatal_signal_pending() } {
+            return Err(Errno::EINTR);
+        }
+        resched();
+        let k = (n - done).min(COPY_BATCH as u64) as usize;
+        let bytes = k << PAGE_SHIFT;
+        let uptr = (cmd.ptr + (done << PAGE_SHIFT)) as usize;
+        // SAFETY: the bounce buffer's capacity holds `COPY_BATCH` pages.
+        let chunk = unsafe { core::slice::from_raw_parts_mut(buf, bytes) };
+        if write {
+            UserSlice::new(uptr, bytes)
+                .reader()
+                .read_raw(chunk)
+                .map_err(|_| Errno::EFAULT)?;
+        }
+        // The chunk's pages, one TLB-lock hold per pass: a flush waits for at most a chunk
+        // of copies. A page the device cannot access ends the pass.
+        let mut i = 0usize;
+        loop {
             let mut cur = e.tlb().begin();
-            while done < stop {
-                let va = cmd.addr + ((done as u64) << PAGE_SHIFT);
-                // SAFETY: page `done` of the bounce buffer's capacity.
-                let buf = unsafe { spare.add(done << PAGE_SHIFT).cast::<u8>() };
-                if !device_copy(e, &mut cur, va, buf, write) {
+            while i < k {
+                let va = cmd.addr + ((done + i as u64) << PAGE_SHIFT);
+                // SAFETY: page `i` of the chunk.
+                let p = unsafe { buf.add(i << PAGE_SHIFT).cast::<u8>() };
+                if !device_copy(e, &mut cur, va, p, write) {
                     break;
                 }
-                done += 1;
+                i += 1;
             }
             drop(cur);
-            if done < stop {
+            if i == k {
                 break;
             }
+            if cmd.faults >= MAX_ROUNDS {
+                // Every round ends with the rest faulted in; only an invalidation storm
+                // on these very pages gets here.
+                return Err(Errno::EBUSY);
+            }
+            // One "device fault" of test_hmm's counting: the rest of the command faulted in.
+            let start = cmd.addr + ((done + i as u64) << PAGE_SHIFT);
+            prefetch_killable(e, start, end - start, access, &mut 0)?;
+            cmd.faults += 1;
         }
-        if done == n {
-            break;
+        if !write {
+            // SAFETY: `device_copy` wrote every page of the chunk.
+            let data = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), bytes) };
+            UserSlice::new(uptr, bytes)
+                .writer()
+                .write_slice(data)
+                .map_err(|_| Errno::EFAULT)?;
         }
-        if cmd.faults >= MAX_ROUNDS {
-            // Every round ends with the rest faulted in; only an invalidation storm
-            // on these very pages gets here.
-            return Err(Errno::EBUSY);
-        }
-        // One "device fault" of test_hmm's counting: the rest of the command faulted in.
-        let start = cmd.addr + ((done as u64) << PAGE_SHIFT);
-        prefetch_killable(e, start, end_of(cmd) - start, access, &mut 0)?;
-        cmd.faults += 1;
+        done += k as u64;
     }
-    cmd.cpages = n as u64;
-    if !write {
-        // SAFETY: every page of the buffer was written by `device_copy`.
-        unsafe { bounce.set_len(bytes as usize) };
-        UserSlice::new(cmd.ptr as usize, bytes as usize)
-            .writer()
-            .write_slice(&bounce)
-            .map_err(|_| Errno::EFAULT)?;
-    }
+    cmd.cpages = n;
     Ok(())
 }
 
@@ -313,6 +344,7 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd) -> Result<(), Errno> {
         if unsafe { ffi::svm_fatal_signal_pending() } {
             return Err(Errno::EINTR);
         }
+        resched();
         // A chunk never crosses a range (the engine snapshots one range at a time).
         let next = end
             .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
@@ -404,14 +436,23 @@ pub unsafe extern "C" fn svm_rs_dm_ioctl(m: *mut c_void, nr: u32, uarg: usize) -
     }
 }
 
-/// `mmap`: a zeroed page at each page of `[start, end)` of `vma`.
+/// `mmap`: a zeroed page at each page of `[start, end)` of `vma`, which is at most 1 GiB
+/// (each page is kernel memory allocated now); a fatal signal (the OOM killer's) ends it.
 ///
 /// # Safety
 /// `vma` is the VMA being mapped, its `mmap_lock` held for write by the caller.
 #[no_mangle]
 pub unsafe extern "C" fn svm_rs_dm_mmap(vma: *mut c_void, start: u64, end: u64) -> i32 {
+    if end.wrapping_sub(start) > MAX_BYTES {
+        return -Errno::ENOMEM.0;
+    }
     let mut va = start;
     while va < end {
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_fatal_signal_pending() } {
+            return -Errno::EINTR.0;
+        }
+        resched();
         // SAFETY: per the contract.
         let rc = unsafe { ffi::svm_vm_insert_zeroed_page(vma, va) };
         if rc != 0 {

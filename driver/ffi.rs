@@ -39,7 +39,7 @@ pub struct VmaInfo {
     pub read: u32,
     pub write: u32,
     pub io: u32,
-    pub pad: u32,
+    pub refuse: u32,
 }
 
 /// `enum svm_lock_class`.
@@ -52,6 +52,9 @@ pub const LC_FAULTQ: u32 = 5;
 pub const LC_TLB: u32 = 6;
 pub const LC_ENGINE: u32 = 7;
 pub const LC_ENGINE_RW: u32 = 8;
+
+/// Entries of `svm_abi` (glue.h `SVM_ABI_NR`; glue.c asserts the same number).
+pub const ABI_NR: usize = 30;
 
 extern "C" {
     pub fn svm_spin_new(cls: u32) -> *mut c_void;
@@ -121,19 +124,24 @@ extern "C" {
     pub fn svm_cond_resched();
     pub fn svm_fatal_signal_pending() -> bool;
     pub fn svm_task_size() -> u64;
+    pub fn svm_fault_delay();
 
     pub fn svm_work_new(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> *mut Work;
+    pub fn svm_work_new_teardown(
+        f: unsafe extern "C" fn(*mut c_void),
+        data: *mut c_void,
+    ) -> *mut Work;
     pub fn svm_work_queue(w: *mut Work);
     pub fn svm_work_cancel_sync(w: *mut Work);
     pub fn svm_work_free(w: *mut Work);
 
     pub fn svm_waitq_new() -> *mut Waitq;
     pub fn svm_waitq_free(q: *mut Waitq);
-    pub fn svm_waitq_wait_ne(q: *mut Waitq, p: *const u32, old: u32);
+    pub fn svm_waitq_wait_ne_killable(q: *mut Waitq, p: *const u32, old: u32) -> i32;
     pub fn svm_waitq_wake(q: *mut Waitq);
 
-    pub static svm_uapi_sizes: [u32; 5];
+    pub static svm_abi: [u64; ABI_NR];
 
-    pub fn svm_glue_init() -> i32;
+    pub fn svm_glue_init(dma_bits: u32) -> i32;
     pub fn svm_glue_exit();
 }

@@ -8,9 +8,11 @@
  */
 #include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
+#include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
 #include <linux/hmm.h>
+#include <linux/magic.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/miscdevice.h>
@@ -23,6 +25,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/timekeeping.h>
+#include <linux/userfaultfd_k.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
@@ -37,20 +40,113 @@
 /* hmm-tests' uAPI, from the kernel tree we build against (Kbuild adds $(srctree)/lib). */
 #include "test_hmm_uapi.h"
 
-/* ---- uAPI layout: fixed sizes, so 32- and 64-bit userspace agree ------- */
+/* ---- ABI the Rust side hard-codes ---------------------------------------- */
 
+/*
+ * uAPI layout: fixed sizes and offsets, so 32- and 64-bit userspace agree.  driver/uapi.rs
+ * const-asserts the same numbers against its mirror (compile time on both sides).
+ */
+#define SVM_OFF(s, f, n) static_assert(offsetof(struct s, f) == (n))
 static_assert(sizeof(struct drm_svm_accel_bind) == 8);
+SVM_OFF(drm_svm_accel_bind, flags, 0);
+SVM_OFF(drm_svm_accel_bind, pad, 4);
 static_assert(sizeof(struct drm_svm_accel_op) == 48);
+SVM_OFF(drm_svm_accel_op, kind, 0);
+SVM_OFF(drm_svm_accel_op, flags, 4);
+SVM_OFF(drm_svm_accel_op, src, 8);
+SVM_OFF(drm_svm_accel_op, dst, 16);
+SVM_OFF(drm_svm_accel_op, len, 24);
+SVM_OFF(drm_svm_accel_op, value, 32);
+SVM_OFF(drm_svm_accel_op, result, 40);
 static_assert(sizeof(struct drm_svm_accel_submit) == 32);
+SVM_OFF(drm_svm_accel_submit, ops_ptr, 0);
+SVM_OFF(drm_svm_accel_submit, op_count, 8);
+SVM_OFF(drm_svm_accel_submit, flags, 12);
+SVM_OFF(drm_svm_accel_submit, error, 16);
+SVM_OFF(drm_svm_accel_submit, failed_op, 20);
+SVM_OFF(drm_svm_accel_submit, fault_addr, 24);
 static_assert(sizeof(struct drm_svm_accel_prefetch) == 32);
+SVM_OFF(drm_svm_accel_prefetch, start, 0);
+SVM_OFF(drm_svm_accel_prefetch, len, 8);
+SVM_OFF(drm_svm_accel_prefetch, flags, 16);
+SVM_OFF(drm_svm_accel_prefetch, pad, 20);
+SVM_OFF(drm_svm_accel_prefetch, done, 24);
 static_assert(sizeof(struct drm_svm_accel_query) == 272);
+SVM_OFF(drm_svm_accel_query, flags, 0);
+SVM_OFF(drm_svm_accel_query, range_shift, 4);
+SVM_OFF(drm_svm_accel_query, fault_around_pages, 8);
+SVM_OFF(drm_svm_accel_query, pte_format, 12);
+SVM_OFF(drm_svm_accel_query, page_sizes, 16);
+SVM_OFF(drm_svm_accel_query, fault_queue_depth, 24);
+SVM_OFF(drm_svm_accel_query, tlb_entries, 28);
+SVM_OFF(drm_svm_accel_query, pte_format_name, 32);
+SVM_OFF(drm_svm_accel_query, pt_tables, 48);
+SVM_OFF(drm_svm_accel_query, dma_live, 88);
+SVM_OFF(drm_svm_accel_query, jobs, 96);
+SVM_OFF(drm_svm_accel_query, gc_removed, 136);
+SVM_OFF(drm_svm_accel_query, faults, 144);
+SVM_OFF(drm_svm_accel_query, batch_duplicates, 264);
 
-const unsigned int svm_uapi_sizes[5] = {
-	sizeof(struct drm_svm_accel_bind),
-	sizeof(struct drm_svm_accel_op),
-	sizeof(struct drm_svm_accel_submit),
-	sizeof(struct drm_svm_accel_prefetch),
-	sizeof(struct drm_svm_accel_query),
+/* test_hmm's uAPI, which driver/dmirror.rs speaks. */
+static_assert(sizeof(struct hmm_dmirror_cmd) == 40);
+SVM_OFF(hmm_dmirror_cmd, addr, 0);
+SVM_OFF(hmm_dmirror_cmd, ptr, 8);
+SVM_OFF(hmm_dmirror_cmd, npages, 16);
+SVM_OFF(hmm_dmirror_cmd, cpages, 24);
+SVM_OFF(hmm_dmirror_cmd, faults, 32);
+/* glue.c's ioctl switch checks the full command words, Rust dispatches on _IOC_NR. */
+static_assert(_IOC_NR(HMM_DMIRROR_READ) == 0 && _IOC_NR(HMM_DMIRROR_WRITE) == 1 &&
+	      _IOC_NR(HMM_DMIRROR_MIGRATE_TO_DEV) == 2 && _IOC_NR(HMM_DMIRROR_MIGRATE_TO_SYS) == 3 &&
+	      _IOC_NR(HMM_DMIRROR_SNAPSHOT) == 4 && _IOC_NR(HMM_DMIRROR_EXCLUSIVE) == 5 &&
+	      _IOC_NR(HMM_DMIRROR_CHECK_EXCLUSIVE) == 6 && _IOC_NR(HMM_DMIRROR_RELEASE) == 7);
+static_assert(HMM_DMIRROR_PROT_ERROR == 0xff && HMM_DMIRROR_PROT_NONE == 0 &&
+	      HMM_DMIRROR_PROT_READ == 1 && HMM_DMIRROR_PROT_WRITE == 2 &&
+	      HMM_DMIRROR_PROT_PMD == 4 && HMM_DMIRROR_PROT_PUD == 8 && HMM_DMIRROR_PROT_ZERO == 0x10);
+
+/*
+ * hmm's pfn encoding, as svm/src/platform.rs writes it (a later kernel moved ORDER_SHIFT and
+ * added flags below it: this is where a port finds out).
+ */
+static_assert(HMM_PFN_VALID == 1UL << 63);
+static_assert(HMM_PFN_WRITE == 1UL << 62);
+static_assert(HMM_PFN_ERROR == 1UL << 61);
+static_assert(HMM_PFN_ORDER_SHIFT == 56);
+static_assert(HMM_PFN_FLAGS == 0xffUL << 56);
+static_assert(HMM_PFN_REQ_FAULT == HMM_PFN_VALID && HMM_PFN_REQ_WRITE == HMM_PFN_WRITE);
+
+/* The headers' values, for module init to compare with the Rust constants (glue.h). */
+static_assert(SVM_ABI_NR == 30);
+const u64 svm_abi[SVM_ABI_NR] = {
+	[SVM_ABI_HMM_PFN_VALID] = HMM_PFN_VALID,
+	[SVM_ABI_HMM_PFN_WRITE] = HMM_PFN_WRITE,
+	[SVM_ABI_HMM_PFN_ERROR] = HMM_PFN_ERROR,
+	[SVM_ABI_HMM_PFN_ORDER_SHIFT] = HMM_PFN_ORDER_SHIFT,
+	[SVM_ABI_HMM_PFN_FLAGS] = HMM_PFN_FLAGS,
+	[SVM_ABI_HMM_PFN_REQ_FAULT] = HMM_PFN_REQ_FAULT,
+	[SVM_ABI_HMM_PFN_REQ_WRITE] = HMM_PFN_REQ_WRITE,
+	[SVM_ABI_SIZE_BIND] = sizeof(struct drm_svm_accel_bind),
+	[SVM_ABI_SIZE_OP] = sizeof(struct drm_svm_accel_op),
+	[SVM_ABI_SIZE_SUBMIT] = sizeof(struct drm_svm_accel_submit),
+	[SVM_ABI_SIZE_PREFETCH] = sizeof(struct drm_svm_accel_prefetch),
+	[SVM_ABI_SIZE_QUERY] = sizeof(struct drm_svm_accel_query),
+	[SVM_ABI_OP_RESULT_OFFSET] = offsetof(struct drm_svm_accel_op, result),
+	[SVM_ABI_MAX_OPS] = SVM_ACCEL_MAX_OPS,
+	[SVM_ABI_DMIRROR_CMD_SIZE] = sizeof(struct hmm_dmirror_cmd),
+	[SVM_ABI_DMIRROR_NR_READ] = _IOC_NR(HMM_DMIRROR_READ),
+	[SVM_ABI_DMIRROR_NR_WRITE] = _IOC_NR(HMM_DMIRROR_WRITE),
+	[SVM_ABI_DMIRROR_NR_MIGRATE_TO_DEV] = _IOC_NR(HMM_DMIRROR_MIGRATE_TO_DEV),
+	[SVM_ABI_DMIRROR_NR_MIGRATE_TO_SYS] = _IOC_NR(HMM_DMIRROR_MIGRATE_TO_SYS),
+	[SVM_ABI_DMIRROR_NR_SNAPSHOT] = _IOC_NR(HMM_DMIRROR_SNAPSHOT),
+	[SVM_ABI_DMIRROR_NR_EXCLUSIVE] = _IOC_NR(HMM_DMIRROR_EXCLUSIVE),
+	[SVM_ABI_DMIRROR_NR_CHECK_EXCLUSIVE] = _IOC_NR(HMM_DMIRROR_CHECK_EXCLUSIVE),
+	[SVM_ABI_DMIRROR_NR_RELEASE] = _IOC_NR(HMM_DMIRROR_RELEASE),
+	[SVM_ABI_DMIRROR_PROT_ERROR] = HMM_DMIRROR_PROT_ERROR,
+	[SVM_ABI_DMIRROR_PROT_NONE] = HMM_DMIRROR_PROT_NONE,
+	[SVM_ABI_DMIRROR_PROT_READ] = HMM_DMIRROR_PROT_READ,
+	[SVM_ABI_DMIRROR_PROT_WRITE] = HMM_DMIRROR_PROT_WRITE,
+	[SVM_ABI_DMIRROR_PROT_PMD] = HMM_DMIRROR_PROT_PMD,
+	[SVM_ABI_DMIRROR_PROT_PUD] = HMM_DMIRROR_PROT_PUD,
+	[SVM_ABI_DMIRROR_PROT_ZERO] = HMM_DMIRROR_PROT_ZERO,
 };
 
 /* ---- locks ------------------------------------------------------------- */
@@ -300,6 +396,21 @@ void svm_mmap_read_unlock(struct mm_struct *mm)
 	mmput_async(mm);
 }
 
+/*
+ * memfd_secret(2) memory.  vma_is_secretmem() and secretmem_aops are not exported; every
+ * secretmem file lives on the secretmem pseudo filesystem, whose magic is uAPI.
+ */
+static bool svm_vma_is_secretmem(struct vm_area_struct *vma)
+{
+	return IS_ENABLED(CONFIG_SECRETMEM) && vma->vm_file &&
+	       file_inode(vma->vm_file)->i_sb->s_magic == SECRETMEM_MAGIC;
+}
+
+/*
+ * Everything the engine needs to decide whether the device may touch a VMA, before it calls
+ * hmm_range_fault() on it: hmm refuses VM_IO/VM_PFNMAP itself, but not secretmem (GUP does)
+ * and cannot wait for a userfaultfd handler.
+ */
 bool svm_vma_lookup(struct mm_struct *mm, u64 addr, struct svm_vma_info *out)
 {
 	struct vm_area_struct *vma;
@@ -313,7 +424,11 @@ bool svm_vma_lookup(struct mm_struct *mm, u64 addr, struct svm_vma_info *out)
 	out->read = !!(vma->vm_flags & VM_READ);
 	out->write = !!(vma->vm_flags & VM_WRITE);
 	out->io = !!(vma->vm_flags & (VM_IO | VM_PFNMAP));
-	out->pad = 0;
+	out->refuse = 0;
+	if (svm_vma_is_secretmem(vma))
+		out->refuse |= SVM_VMA_REFUSE_SECRETMEM;
+	if (userfaultfd_armed(vma))
+		out->refuse |= SVM_VMA_REFUSE_UFFD;
 	return true;
 }
 
@@ -586,6 +701,26 @@ u64 svm_task_size(void)
 	return TASK_SIZE_MAX;
 }
 
+/*
+ * A test hook: the accel fault worker stalls this long before servicing each batch, as a
+ * fault on slow or stuck backing storage (FUSE, NFS) would, so vmtests can kill a job while
+ * its fault is outstanding.  Writing 0 ends a running stall within 10 ms.
+ */
+static unsigned int fault_delay_ms;
+module_param(fault_delay_ms, uint, 0644);
+MODULE_PARM_DESC(fault_delay_ms,
+		 "testing: the fault worker stalls this many ms before each batch (default 0)");
+
+void svm_fault_delay(void)
+{
+	unsigned int waited = 0;
+
+	while (waited < READ_ONCE(fault_delay_ms)) {
+		msleep(10);
+		waited += 10;
+	}
+}
+
 /* ---- work items and wait queues ---------------------------------------- */
 
 static void svm_work_fn(struct work_struct *work)
@@ -596,6 +731,23 @@ static void svm_work_fn(struct work_struct *work)
 }
 
 struct svm_work *svm_work_new(void (*fn)(void *data), void *data)
+{
+	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
+
+	if (!w)
+		return NULL;
+	INIT_WORK(&w->work, svm_work_fn);
+	w->fn = fn;
+	w->data = data;
+	return w;
+}
+
+/*
+ * The same, for a work item that tears a context down and so cancels the context's other
+ * work items: this INIT_WORK site gives it a lockdep class of its own, without which lockdep
+ * takes that cancel for a work item flushing its own class.
+ */
+struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data)
 {
 	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
 
@@ -641,13 +793,13 @@ void svm_waitq_free(struct svm_waitq *q)
 }
 
 /*
- * Uninterruptible on purpose: the waiter's slot lives on the waiting job's
- * stack until the fault worker has answered it.  Fault service is bounded
- * (the engine's retry budget), so this wait is too.
+ * Killable: a fault can sit in handle_mm_fault() for as long as its backing store wants
+ * (FUSE, NFS), and a killed job must not wait for it.  The waiter's slot is refcounted
+ * (driver/device.rs), so the worker may still answer it after the job left.
  */
-void svm_waitq_wait_ne(struct svm_waitq *q, const u32 *p, u32 old)
+int svm_waitq_wait_ne_killable(struct svm_waitq *q, const u32 *p, u32 old)
 {
-	wait_event(q->wq, smp_load_acquire(p) != old);
+	return wait_event_killable(q->wq, smp_load_acquire(p) != old) ? -EINTR : 0;
 }
 
 void svm_waitq_wake(struct svm_waitq *q)
@@ -716,17 +868,40 @@ static const struct drm_driver svm_drm_driver = {
 	.minor = 1,
 };
 
+/* Address bits of the device's PTE format (svm_glue_init). */
+static unsigned int svm_dma_bits;
+
+/* As PCI's attribute of the same name: the DMA mask the driver set, in bits. */
+static ssize_t dma_mask_bits_show(struct device *dev, struct device_attribute *attr,
+				  char *buf)
+{
+	return sysfs_emit(buf, "%d\n", fls64(dma_get_mask(dev)));
+}
+static DEVICE_ATTR_RO(dma_mask_bits);
+
+static struct attribute *svm_dev_attrs[] = {
+	&dev_attr_dma_mask_bits.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(svm_dev);
+
 static int svm_probe(struct platform_device *pdev)
 {
 	struct drm_device *drm;
 	int ret;
 
-	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
+	/*
+	 * A device PTE holds svm_dma_bits of address (52 for the x86-64 format): a wider mask
+	 * would let dma_map_page() return addresses the PTE truncates.
+	 */
+	if (WARN_ON(svm_dma_bits < 32 || svm_dma_bits > 64))
+		return -EINVAL;
+	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(svm_dma_bits));
 	if (ret)
 		return ret;
 	/*
-	 * The device maps user pages in place: refuse one that would bounce, or
-	 * that needs cache maintenance (see SVM_DMA_ATTRS).
+	 * The device maps user pages in place: refuse one that would bounce (memory above
+	 * the mask), or that needs cache maintenance (see SVM_DMA_ATTRS).
 	 */
 	if (dma_addressing_limited(&pdev->dev)) {
 		dev_err(&pdev->dev, "DMA addressing limited (would bounce), refusing\n");
@@ -745,7 +920,8 @@ static int svm_probe(struct platform_device *pdev)
 		return ret;
 	}
 	platform_set_drvdata(pdev, drm);
-	dev_info(&pdev->dev, "registered accel minor %d\n", drm->accel->index);
+	dev_info(&pdev->dev, "registered accel minor %d, DMA mask %u bits\n", drm->accel->index,
+		 svm_dma_bits);
 	return 0;
 }
 
@@ -762,6 +938,7 @@ static struct platform_driver svm_platform_driver = {
 	.remove = svm_remove,
 	.driver = {
 		.name = "svm_accel",
+		.dev_groups = svm_dev_groups,
 	},
 };
 
@@ -773,8 +950,6 @@ static bool dmirror;
 module_param(dmirror, bool, 0444);
 MODULE_PARM_DESC(dmirror,
 		 "also register /dev/hmm_dmirror0 and 1 (lib/test_hmm_uapi.h) backed by the svm engine; never load together with test_hmm");
-
-static_assert(sizeof(struct hmm_dmirror_cmd) == 40);
 
 int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr)
 {
@@ -863,10 +1038,11 @@ static void svm_dm_exit(void)
 		misc_deregister(&svm_dm_misc[--svm_dm_registered]);
 }
 
-int svm_glue_init(void)
+int svm_glue_init(unsigned int dma_bits)
 {
 	int ret;
 
+	svm_dma_bits = dma_bits;
 	ret = svm_lockdep_prime();
 	if (ret)
 		return ret;
@@ -904,6 +1080,12 @@ err_wq:
 
 void svm_glue_exit(void)
 {
+	/*
+	 * Every file is closed (the fops hold a module reference), but the accel contexts'
+	 * teardowns run on svm_wq (svm_rs_postclose): let them finish while the device is
+	 * still bound, so no DMA mapping outlives the driver.
+	 */
+	flush_workqueue(svm_wq);
 	svm_dm_exit();
 	platform_device_unregister(svm_pdev);
 	platform_driver_unregister(&svm_platform_driver);

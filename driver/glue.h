@@ -61,9 +61,16 @@ struct svm_vma_info {
 	u64 end;
 	u32 read;
 	u32 write;
-	u32 io;
-	u32 pad;
+	u32 io;		/* VM_IO | VM_PFNMAP */
+	u32 refuse;	/* SVM_VMA_REFUSE_*: memory the device must not touch */
 };
+/* memfd_secret: its pages are not in the direct map (the device would oops kmapping them). */
+#define SVM_VMA_REFUSE_SECRETMEM	(1u << 0)
+/*
+ * userfaultfd-armed: 6.12's hmm_vma_fault() faults without FAULT_FLAG_ALLOW_RETRY, so a
+ * missing page gets SIGBUS (and a DEBUG_VM stack dump) instead of waiting for the handler.
+ */
+#define SVM_VMA_REFUSE_UFFD		(1u << 1)
 bool svm_vma_lookup(struct mm_struct *mm, u64 addr, struct svm_vma_info *out);
 
 /* Event numbers passed to svm_rs_invalidate (platform::Event order). */
@@ -116,9 +123,11 @@ u64 svm_now_ns(void);
 void svm_cond_resched(void);
 bool svm_fatal_signal_pending(void);
 u64 svm_task_size(void);
+void svm_fault_delay(void);	/* the fault_delay_ms module parameter (tests) */
 
 /* work items (on the module's workqueue) + wait queues */
 struct svm_work *svm_work_new(void (*fn)(void *data), void *data);
+struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data);
 void svm_work_queue(struct svm_work *w);
 void svm_work_cancel_sync(struct svm_work *w);
 void svm_work_free(struct svm_work *w);
@@ -126,19 +135,61 @@ void svm_rs_work(void *data);	/* Rust: the accel context's fault worker */
 
 struct svm_waitq *svm_waitq_new(void);
 void svm_waitq_free(struct svm_waitq *q);
-void svm_waitq_wait_ne(struct svm_waitq *q, const u32 *p, u32 old);
+int svm_waitq_wait_ne_killable(struct svm_waitq *q, const u32 *p, u32 old);
 void svm_waitq_wake(struct svm_waitq *q);
 
-/* uAPI struct sizes, checked by Rust at init against its mirror */
-extern const unsigned int svm_uapi_sizes[5];
+/*
+ * Kernel ABI values the Rust side hard-codes (svm/src/platform.rs, driver/uapi.rs,
+ * driver/dmirror.rs).  glue.c static_asserts each against the kernel's (and our uAPI's)
+ * headers at compile time, and exports the headers' values in svm_abi[] in this order;
+ * module init compares them with the Rust constants (driver/svm_accel.rs), so neither side
+ * can drift alone.  Keep SVM_ABI_NR equal to ffi::ABI_NR.
+ */
+enum svm_abi_idx {
+	SVM_ABI_HMM_PFN_VALID,
+	SVM_ABI_HMM_PFN_WRITE,
+	SVM_ABI_HMM_PFN_ERROR,
+	SVM_ABI_HMM_PFN_ORDER_SHIFT,
+	SVM_ABI_HMM_PFN_FLAGS,
+	SVM_ABI_HMM_PFN_REQ_FAULT,
+	SVM_ABI_HMM_PFN_REQ_WRITE,
+	SVM_ABI_SIZE_BIND,
+	SVM_ABI_SIZE_OP,
+	SVM_ABI_SIZE_SUBMIT,
+	SVM_ABI_SIZE_PREFETCH,
+	SVM_ABI_SIZE_QUERY,
+	SVM_ABI_OP_RESULT_OFFSET,
+	SVM_ABI_MAX_OPS,
+	SVM_ABI_DMIRROR_CMD_SIZE,
+	SVM_ABI_DMIRROR_NR_READ,
+	SVM_ABI_DMIRROR_NR_WRITE,
+	SVM_ABI_DMIRROR_NR_MIGRATE_TO_DEV,
+	SVM_ABI_DMIRROR_NR_MIGRATE_TO_SYS,
+	SVM_ABI_DMIRROR_NR_SNAPSHOT,
+	SVM_ABI_DMIRROR_NR_EXCLUSIVE,
+	SVM_ABI_DMIRROR_NR_CHECK_EXCLUSIVE,
+	SVM_ABI_DMIRROR_NR_RELEASE,
+	SVM_ABI_DMIRROR_PROT_ERROR,
+	SVM_ABI_DMIRROR_PROT_NONE,
+	SVM_ABI_DMIRROR_PROT_READ,
+	SVM_ABI_DMIRROR_PROT_WRITE,
+	SVM_ABI_DMIRROR_PROT_PMD,
+	SVM_ABI_DMIRROR_PROT_PUD,
+	SVM_ABI_DMIRROR_PROT_ZERO,
+	SVM_ABI_NR
+};
+extern const u64 svm_abi[SVM_ABI_NR];
 
-/* driver boilerplate: called by the Rust module init/exit */
-int svm_glue_init(void);
+/*
+ * driver boilerplate: called by the Rust module init/exit.  dma_bits: the address bits the
+ * device's PTE format holds; probe sets the DMA mask to exactly that.
+ */
+int svm_glue_init(unsigned int dma_bits);
 void svm_glue_exit(void);
 
 /* Rust: per-file context and ioctls */
 void *svm_rs_open(struct device *dev);
-void svm_rs_postclose(void *ctx);
+void svm_rs_postclose(void *ctx);	/* defers the teardown to a work item */
 int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
 int svm_rs_prefetch(void *ctx, void *data);

@@ -608,7 +608,10 @@ impl Mm for KMm {
             end: v.end,
             read: v.read != 0,
             write: v.write != 0,
-            io: v.io != 0,
+            // The engine refuses `io` VMAs with `EFAULT` before calling hmm on them: so must
+            // it refuse memfd_secret memory (not in the direct map: the device's kmap would
+            // oops) and userfaultfd-armed memory (hmm cannot wait for the handler; see glue.h).
+            io: v.io != 0 || v.refuse != 0,
         })
     }
 

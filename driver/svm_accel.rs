@@ -54,18 +54,79 @@ module! {
 
 struct SvmAccel;
 
+/// What the Rust side hard-codes for each entry of glue.c's `svm_abi` (glue.h's
+/// `enum svm_abi_idx` order). glue.c static_asserts the kernel's headers against the same
+/// values at compile time; init compares both tables, so a change on either side alone
+/// refuses to load instead of misreading hmm's pfns or a user's struct.
+const RUST_ABI: [(u64, &str); ffi::ABI_NR] = {
+    use core::mem::size_of;
+    use platform::*;
+    [
+        (HMM_PFN_VALID, "HMM_PFN_VALID"),
+        (HMM_PFN_WRITE, "HMM_PFN_WRITE"),
+        (HMM_PFN_ERROR, "HMM_PFN_ERROR"),
+        (HMM_PFN_ORDER_SHIFT as u64, "HMM_PFN_ORDER_SHIFT"),
+        (HMM_PFN_FLAGS, "HMM_PFN_FLAGS"),
+        (HMM_PFN_REQ_FAULT, "HMM_PFN_REQ_FAULT"),
+        (HMM_PFN_REQ_WRITE, "HMM_PFN_REQ_WRITE"),
+        (size_of::<uapi::Bind>() as u64, "bind size"),
+        (size_of::<uapi::Op>() as u64, "op size"),
+        (size_of::<uapi::Submit>() as u64, "submit size"),
+        (size_of::<uapi::Prefetch>() as u64, "prefetch size"),
+        (size_of::<uapi::Query>() as u64, "query size"),
+        (uapi::OP_RESULT_OFFSET as u64, "op result offset"),
+        (uapi::MAX_OPS as u64, "SVM_ACCEL_MAX_OPS"),
+        (size_of::<dmirror::Cmd>() as u64, "dmirror cmd size"),
+        (dmirror::NR_READ as u64, "HMM_DMIRROR_READ"),
+        (dmirror::NR_WRITE as u64, "HMM_DMIRROR_WRITE"),
+        (dmirror::NR_MIGRATE_TO_DEV as u64, "MIGRATE_TO_DEV"),
+        (dmirror::NR_MIGRATE_TO_SYS as u64, "MIGRATE_TO_SYS"),
+        (dmirror::NR_SNAPSHOT as u64, "HMM_DMIRROR_SNAPSHOT"),
+        (dmirror::NR_EXCLUSIVE as u64, "HMM_DMIRROR_EXCLUSIVE"),
+        (dmirror::NR_CHECK_EXCLUSIVE as u64, "CHECK_EXCLUSIVE"),
+        (dmirror::NR_RELEASE as u64, "HMM_DMIRROR_RELEASE"),
+        (dmirror::PROT_ERROR as u64, "PROT_ERROR"),
+        (dmirror::PROT_NONE as u64, "PROT_NONE"),
+        (dmirror::PROT_READ as u64, "PROT_READ"),
+        (dmirror::PROT_WRITE as u64, "PROT_WRITE"),
+        (dmirror::PROT_PMD as u64, "PROT_PMD"),
+        (dmirror::PROT_PUD as u64, "PROT_PUD"),
+        (dmirror::PROT_ZERO as u64, "PROT_ZERO"),
+    ]
+};
+
+/// The address bits a leaf of the device's PTE format holds (52 for x86-64): the widest
+/// DMA address the device can be given. Read off the format itself, by encoding an all-ones
+/// address and decoding what survived.
+fn pte_addr_bits<F: pgtable::PteFormat>() -> u32 {
+    match F::decode(F::leaf(!0xfff, pgtable::Perm::RO, 0), 0) {
+        pgtable::Entry::Leaf { addr, .. } => 64 - addr.leading_zeros(),
+        _ => 0,
+    }
+}
+
 impl kernel::Module for SvmAccel {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         // SAFETY: a constant array of the glue.
-        let c_sizes = unsafe { ffi::svm_uapi_sizes };
-        for (i, (&c, &r)) in c_sizes.iter().zip(uapi::SIZES.iter()).enumerate() {
-            if c as usize != r {
-                pr_err!("uAPI struct {} is {} bytes in C, {} in Rust\n", i, c, r);
-                return Err(EINVAL);
+        let c_abi = unsafe { &ffi::svm_abi };
+        let mut bad = false;
+        for (&c, &(r, what)) in c_abi.iter().zip(RUST_ABI.iter()) {
+            if c != r {
+                pr_err!(
+                    "ABI mismatch: {} is {:#x} in the kernel headers, {:#x} in Rust\n",
+                    what,
+                    c,
+                    r
+                );
+                bad = true;
             }
         }
+        if bad {
+            return Err(EINVAL);
+        }
+        let dma_bits = pte_addr_bits::<<kplat::KPlat as platform::Platform>::Fmt>();
         // SAFETY: called once, from module init.
-        let rc = unsafe { ffi::svm_glue_init() };
+        let rc = unsafe { ffi::svm_glue_init(dma_bits) };
         if rc != 0 {
             return Err(Error::from_errno(rc));
         }

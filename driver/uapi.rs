@@ -102,15 +102,50 @@ pub struct Query {
     pub batch_duplicates: u64,
 }
 
-/// Sizes in the order of glue.c's `svm_uapi_sizes`.
-pub const SIZES: [usize; 5] = [
-    core::mem::size_of::<Bind>(),
-    core::mem::size_of::<Op>(),
-    core::mem::size_of::<Submit>(),
-    core::mem::size_of::<Prefetch>(),
-    core::mem::size_of::<Query>(),
-];
-
+// The layout glue.c static_asserts for the C header (same numbers): checked at compile time
+// on both sides, and the sizes once more against C's at load time (`svm_abi`).
+macro_rules! off {
+    ($t:ty, $f:ident, $n:expr) => {
+        const _: () = assert!(core::mem::offset_of!($t, $f) == $n);
+    };
+}
+const _: () = assert!(core::mem::size_of::<Bind>() == 8);
+off!(Bind, flags, 0);
+off!(Bind, pad, 4);
 const _: () = assert!(core::mem::size_of::<Op>() == 48);
+off!(Op, kind, 0);
+off!(Op, flags, 4);
+off!(Op, src, 8);
+off!(Op, dst, 16);
+off!(Op, len, 24);
+off!(Op, value, 32);
+off!(Op, result, 40);
+const _: () = assert!(core::mem::offset_of!(Op, result) == OP_RESULT_OFFSET);
 const _: () = assert!(core::mem::size_of::<Submit>() == 32);
+off!(Submit, ops_ptr, 0);
+off!(Submit, op_count, 8);
+off!(Submit, flags, 12);
+off!(Submit, error, 16);
+off!(Submit, failed_op, 20);
+off!(Submit, fault_addr, 24);
+const _: () = assert!(core::mem::size_of::<Prefetch>() == 32);
+off!(Prefetch, start, 0);
+off!(Prefetch, len, 8);
+off!(Prefetch, flags, 16);
+off!(Prefetch, pad, 20);
+off!(Prefetch, done, 24);
 const _: () = assert!(core::mem::size_of::<Query>() == 272);
+off!(Query, flags, 0);
+off!(Query, range_shift, 4);
+off!(Query, fault_around_pages, 8);
+off!(Query, pte_format, 12);
+off!(Query, page_sizes, 16);
+off!(Query, fault_queue_depth, 24);
+off!(Query, tlb_entries, 28);
+off!(Query, pte_format_name, 32);
+off!(Query, pt_tables, 48);
+off!(Query, dma_live, 88);
+off!(Query, jobs, 96);
+off!(Query, gc_removed, 136);
+off!(Query, faults, 144);
+off!(Query, batch_duplicates, 264);

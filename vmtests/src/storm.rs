@@ -236,6 +236,10 @@ struct Shared {
     owned: (u64, usize),
     /// The munmap zone.
     zone: (u64, usize),
+    /// Held by a munmap churn thread across one munmap, and across one mmap with its madvise
+    /// and CPU touch: the two threads interleave those steps on the same pieces, but neither
+    /// unmaps a piece between the other's mmap and its touch (a SIGSEGV in the storm).
+    zone_map: Mutex<()>,
 }
 
 impl Shared {
@@ -686,14 +690,19 @@ fn churn_munmap_stream(sh: &Shared, seed: u64, stream: u64) {
             unsafe { libc::madvise(p, len, libc::MADV_DONTNEED) };
             sh.c.dontneeds.fetch_add(1, Relaxed);
         } else {
-            // SAFETY: the zone is ours; nothing but zone jobs (that may fail with EFAULT)
-            // touches it.
-            if unsafe { libc::munmap(p, len) } != 0 {
+            let unmapped = {
+                let _g = sh.zone_map.lock().unwrap();
+                // SAFETY: the zone is ours; nothing but zone jobs (that may fail with EFAULT)
+                // and the other churn thread (under `zone_map`) touches it.
+                unsafe { libc::munmap(p, len) }
+            };
+            if unmapped != 0 {
                 sh.problem(format!("munmap {a:#x}+{len:#x}: {}", ename(errno())));
                 return;
             }
             sh.c.munmaps.fetch_add(1, Relaxed);
             sleep_us(rng.below(2000));
+            let g = sh.zone_map.lock().unwrap();
             // SAFETY: re-creates the piece we just unmapped; NOREPLACE never clobbers a
             // mapping someone else put in the hole meanwhile.
             let q = unsafe {
@@ -709,6 +718,7 @@ fn churn_munmap_stream(sh: &Shared, seed: u64, stream: u64) {
             if q == libc::MAP_FAILED && errno() == libc::EEXIST {
                 // The other munmap thread mapped an overlapping piece again first: what is
                 // left of ours stays a hole until a later piece covers it.
+                drop(g);
                 sleep_us(3000 + rng.below(7000));
                 continue;
             }
@@ -728,13 +738,14 @@ fn churn_munmap_stream(sh: &Shared, seed: u64, stream: u64) {
             } else {
                 libc::MADV_NOHUGEPAGE
             };
-            // SAFETY: our fresh mapping.
+            // SAFETY: our fresh mapping (`zone_map` held: nobody unmaps it meanwhile).
             unsafe { libc::madvise(p, len, adv) };
             if rng.chance(50) {
                 // CPU touch: allocates the page (a THP for an advised 2 MiB piece).
-                // SAFETY: mapped RW just now.
+                // SAFETY: mapped RW just now, and still (`zone_map` held).
                 unsafe { (p as *mut u64).write_volatile(rng.next()) };
             }
+            drop(g);
         }
         sleep_us(3000 + rng.below(7000));
     }
@@ -892,6 +903,7 @@ pub fn run(cfg: &StormCfg) -> TResult {
         slices,
         owned: (base, cfg.threads * slice_len),
         zone: (base + owned_len as u64, zone_len),
+        zone_map: Mutex::new(()),
     });
 
     let t_setup = Instant::now();
@@ -906,9 +918,9 @@ pub fn run(cfg: &StormCfg) -> TResult {
     ]
     .into_iter()
     .zip(["munmap", "munmap", "mprotect", "fork"])
-        .filter(|(_, name)| cfg.churn.iter().any(|c| c == name))
-        .map(|(f, _)| f)
-        .collect();
+    .filter(|(_, name)| cfg.churn.iter().any(|c| c == name))
+    .map(|(f, _)| f)
+    .collect();
     let start = Arc::new(Barrier::new(cfg.threads + churn_fns.len() + 1));
     let fin = Arc::new(Barrier::new(cfg.threads + 1));
     let owners: Vec<_> = (0..cfg.threads)

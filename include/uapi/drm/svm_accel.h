@@ -67,14 +67,17 @@ struct drm_svm_accel_op {
  * services it through the engine and the access is replayed.
  *
  * Returns 0 when the job ran: `error` is then 0, or the negative errno of the
- * first fault that could not be serviced (-EFAULT hole/PROT_NONE/VM_IO,
- * -EPERM write to read-only memory, -EBUSY retry budget, -ENOMEM,
- * -ESRCH mm gone), with the index of the failing op in `failed_op` and the
- * faulting address in `fault_addr`; ops before `failed_op` completed.
+ * first fault that could not be serviced (-EFAULT hole/PROT_NONE/VM_IO/
+ * VM_PFNMAP, memfd_secret or userfaultfd-registered memory, -EPERM write to
+ * read-only memory, -EBUSY retry budget, -ENOMEM, -ESRCH mm gone), with the
+ * index of the failing op in `failed_op` and the faulting address in
+ * `fault_addr`; ops before `failed_op` completed.
  * Returns a negative errno without running anything for a bad request
  * (-EINVAL: bad kind, flags, alignment, op_count 0 or > SVM_ACCEL_MAX_OPS,
  * kernel address; -EFAULT: ops array unreadable), and -EINTR when a fatal
- * signal stopped the job between accesses.  flags must be 0.
+ * signal stopped the job, between accesses or while it waited for a device
+ * fault to be serviced.  flags must be 0; error, failed_op and fault_addr
+ * are outputs only.
  */
 struct drm_svm_accel_submit {
 	__u64 ops_ptr;
@@ -111,7 +114,8 @@ struct drm_svm_accel_prefetch {
 /*
  * QUERY: capabilities, and (when bound) the engine's statistics and a census
  * of the device page table.  Works on an unbound file (flags lacks
- * SVM_ACCEL_QUERY_BOUND and every counter is 0).  Input fields must be 0.
+ * SVM_ACCEL_QUERY_BOUND and every counter is 0).  Output only: whatever the
+ * caller passes in is ignored and overwritten.
  */
 struct drm_svm_accel_query {
 	/* capabilities */
