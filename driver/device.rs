@@ -177,6 +177,8 @@ pub(crate) unsafe fn new_engine(
     let cfg = Config {
         // SAFETY: no preconditions.
         task_size: unsafe { ffi::svm_task_size() },
+        // SAFETY: no preconditions.
+        max_ranges: unsafe { ffi::svm_max_ranges() } as usize,
         ..Config::default()
     };
     KEngine::new(KPlat, parts, cfg)
@@ -704,7 +706,8 @@ impl Ctx {
         q.flags = uapi::QUERY_BOUND;
         q.range_shift = e.config().range_shift;
         q.fault_around_pages = e.config().fault_around_pages;
-        let c = e.page_table().census();
+        // Counted under each range's walk guard: GC may be freeing leaf tables right now.
+        let c = e.census();
         q.pt_tables = c.tables as u64;
         q.pt_pages = c.pages as u64;
         q.pt_huge = c.huge as u64;

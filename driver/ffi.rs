@@ -124,6 +124,7 @@ extern "C" {
     pub fn svm_cond_resched();
     pub fn svm_fatal_signal_pending() -> bool;
     pub fn svm_task_size() -> u64;
+    pub fn svm_max_ranges() -> u32;
     pub fn svm_fault_delay();
 
     pub fn svm_work_new(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> *mut Work;

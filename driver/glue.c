@@ -706,6 +706,18 @@ u64 svm_task_size(void)
  * fault on slow or stuck backing storage (FUSE, NFS) would, so vmtests can kill a job while
  * its fault is outstanding.  Writing 0 ends a running stall within 10 ms.
  */
+static unsigned int max_ranges = 1 << 16;
+module_param(max_ranges, uint, 0644);
+MODULE_PARM_DESC(max_ranges,
+	"most ranges (notifier, lock, index node: 2 MiB of VA each) one context holds in use; "
+	"at the limit empty ranges are collected, then faults fail with -ENOSPC (default 65536)");
+
+/* Read once per context, at BIND or open: 1 ..= 2^32 (0 reads as 1). */
+unsigned int svm_max_ranges(void)
+{
+	return max(READ_ONCE(max_ranges), 1U);
+}
+
 static unsigned int fault_delay_ms;
 module_param(fault_delay_ms, uint, 0644);
 MODULE_PARM_DESC(fault_delay_ms,

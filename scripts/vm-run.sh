@@ -148,7 +148,9 @@ fi
 # (4 ms steps at HZ=250), useless for dmbench's timings: give it the host's TSC rate and
 # call the TSC reliable.
 TSC_KHZ=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo 2>/dev/null || true)
-APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers tsc=reliable"
+# numa=fake=2: two NUMA nodes, as the machines drivers ship on have; move_pages() between them
+# migrates mirrored pages (vmtests dmirror_refault_under_migration).
+APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers tsc=reliable numa=fake=2"
 [[ -z "$TSC_KHZ" ]] || APPEND+=" tsc_early_khz=$TSC_KHZ"
 APPEND+=" $EXTRA_APPEND"
 QEMU=(qemu-system-x86_64 -machine "${SVM_QEMU_MACHINE:-q35}" -accel "tcg,thread=multi"

@@ -2705,6 +2705,115 @@ fn dm(fd: i32, nr: u64, c: DmCmd) -> Result<DmCmd, i32> {
     }
 }
 
+/// `move_pages(2)` of `pages` (page addresses) of this process to `node`; pages that cannot
+/// move (busy, already there) are fine.
+fn move_pages(pages: &[u64], node: i32) -> TResult {
+    let ptrs: Vec<*mut libc::c_void> = pages.iter().map(|&a| a as *mut libc::c_void).collect();
+    let nodes = vec![node; pages.len()];
+    let mut status = vec![0i32; pages.len()];
+    // SAFETY: arrays of `pages.len()` entries each; pid 0 is ourselves; MPOL_MF_MOVE (2).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            pages.len(),
+            ptrs.as_ptr(),
+            nodes.as_ptr(),
+            status.as_mut_ptr(),
+            2,
+        )
+    };
+    check!(r >= 0, "move_pages: {}", ename(errno()));
+    Ok(())
+}
+
+/// hmm-tests' `anon_write_child` flake (issue 9): between a dmirror WRITE's fault round and
+/// its copy, an invalidation from outside (compaction, khugepaged, NUMA migration) may take
+/// freshly faulted pages away again; faulting them in once more is a retry, not a second
+/// device fault. Here a thread migrates the buffer between the two fake NUMA nodes
+/// (`numa=fake=2`) while WRITE and READ commands run: `faults` must stay at most 1 per
+/// command, and every word must arrive.
+fn t_dmirror_refault_under_migration() -> TResult {
+    check!(
+        std::path::Path::new("/sys/devices/system/node/node1").exists(),
+        "no second NUMA node: the VM boots with numa=fake=2"
+    );
+    let p = CString::new(DMIRROR).unwrap();
+    // SAFETY: plain open.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR) };
+    check!(fd >= 0, "open {DMIRROR}: {}", ename(errno()));
+    const NP: usize = 256;
+    let b = Arc::new(Buf::aligned(NP * PAGE, HUGE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let migrator = {
+        let (b, stop) = (b.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64, String> {
+            let pages: Vec<u64> = (0..NP as u64).map(|i| b.addr() + i * PAGE as u64).collect();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                move_pages(&pages, (n % 2) as i32)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    };
+    let mut src = vec![0u64; NP * PAGE / 8];
+    let mut back = vec![0u64; NP * PAGE / 8];
+    let mut worst = 0;
+    let mut res: TResult = Ok(());
+    for round in 0..40u64 {
+        for (i, w) in src.iter_mut().enumerate() {
+            *w = round << 32 | i as u64;
+        }
+        let cmd = DmCmd {
+            addr: b.addr(),
+            ptr: src.as_mut_ptr() as u64,
+            npages: NP as u64,
+            ..DmCmd::default()
+        };
+        let r = dm(fd, 1, cmd).and_then(|w| {
+            dm(
+                fd,
+                0,
+                DmCmd {
+                    ptr: back.as_mut_ptr() as u64,
+                    ..cmd
+                },
+            )
+            .map(|r| (w, r))
+        });
+        match r {
+            Ok((w, r)) => {
+                worst = worst.max(w.faults).max(r.faults);
+                if w.faults > 1 || r.faults > 1 || w.cpages != NP as u64 {
+                    res = Err(format!(
+                        "round {round}: WRITE faults {} cpages {}, READ faults {}",
+                        w.faults, w.cpages, r.faults
+                    ));
+                    break;
+                }
+                if back != src
+                    || b.words()[NP * PAGE / 8 - 1].load(Ordering::Relaxed)
+                        != src[NP * PAGE / 8 - 1]
+                {
+                    res = Err(format!("round {round}: data lost"));
+                    break;
+                }
+            }
+            Err(e) => {
+                res = Err(format!("round {round}: {}", ename(e)));
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moves = migrator.join().unwrap()?;
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    println!("    ({moves} move_pages passes of {NP} pages, most faults per command {worst})");
+    res
+}
+
 /// The front end's own contract (driver/dmirror.rs) beyond what hmm-tests asserts: every
 /// bad command is refused with an errno, the unsupported ones with EOPNOTSUPP, a command
 /// from another mm with EXDEV; good ones still work after all that.
@@ -3062,6 +3171,10 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     if std::path::Path::new(DMIRROR).exists() {
         run("dmirror_bad_input", &t_dmirror_bad_input);
         run("dmirror_hostile", &t_dmirror_hostile);
+        run(
+            "dmirror_refault_under_migration",
+            &t_dmirror_refault_under_migration,
+        );
     }
     match Dev::bound() {
         Ok(d) => {
