@@ -105,8 +105,9 @@ extern "C" {
         pfns: *mut u64,
     ) -> i32;
 
-    pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, err: *mut i32) -> u64;
-    pub fn svm_dma_unmap(dev: *mut Device, addr: u64, pfn: u64, order: u32);
+    pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, write: bool, err: *mut i32)
+        -> u64;
+    pub fn svm_dma_unmap(dev: *mut Device, addr: u64, order: u32, write: bool);
     pub fn svm_set_page_dirty(pfn: u64);
     pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;
     pub fn svm_kunmap(addr: *mut u8);

@@ -587,32 +587,22 @@ int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u6
 #define SVM_DMA_ATTRS DMA_ATTR_SKIP_CPU_SYNC
 
 /*
- * The direction of a page's mapping, the same at map and unmap time.  The
- * engine maps everything DMA_BIDIRECTIONAL (a read mapping can be upgraded to
- * writable in place), except that the shared zero pages are never writable
- * (hmm never reports them so; a write fault replaces them first): those get
- * DMA_TO_DEVICE, which dma-debug exempts from its limit of 7 overlapping
- * mappings of one cacheline -- every untouched page a read fault sees is the
- * same zero page.  huge_zero_folio is not exported: it is recognised as a
- * PMD-order folio that is neither anonymous nor in a file mapping.
+ * The engine picks the direction (svm/src/platform.rs, `Dma`): DMA_BIDIRECTIONAL
+ * for a page the CPU may write (a read mapping can then be upgraded to writable
+ * in place), DMA_TO_DEVICE for a page it may only read -- the zero pages, KSM
+ * pages, COW-shared pages -- which dma-debug exempts from its limit of 7
+ * overlapping mappings of one cacheline (a KSM page or the zero page is one
+ * page behind many addresses).  Unmap passes the direction of the map.
  */
-static enum dma_data_direction svm_dma_dir(u64 pfn, unsigned int order)
+static enum dma_data_direction svm_dma_dir(bool write)
 {
-	struct folio *folio;
-
-	if (is_zero_pfn(pfn))
-		return DMA_TO_DEVICE;
-	folio = page_folio(pfn_to_page(pfn));
-	if (order == HPAGE_PMD_ORDER && folio_order(folio) == HPAGE_PMD_ORDER &&
-	    !READ_ONCE(folio->mapping) && !folio_is_zone_device(folio))
-		return DMA_TO_DEVICE;
-	return DMA_BIDIRECTIONAL;
+	return write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
 }
 
-u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err)
+u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, bool write, int *err)
 {
 	dma_addr_t a = dma_map_page_attrs(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order,
-					  svm_dma_dir(pfn, order), SVM_DMA_ATTRS);
+					  svm_dma_dir(write), SVM_DMA_ATTRS);
 
 	if (dma_mapping_error(dev, a)) {
 		*err = -ENOMEM;
@@ -622,10 +612,9 @@ u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err)
 	return a;
 }
 
-void svm_dma_unmap(struct device *dev, u64 addr, u64 pfn, unsigned int order)
+void svm_dma_unmap(struct device *dev, u64 addr, unsigned int order, bool write)
 {
-	dma_unmap_page_attrs(dev, addr, PAGE_SIZE << order, svm_dma_dir(pfn, order),
-			     SVM_DMA_ATTRS);
+	dma_unmap_page_attrs(dev, addr, PAGE_SIZE << order, svm_dma_dir(write), SVM_DMA_ATTRS);
 }
 
 /* As ib_umem_odp_unmap_dma_pages(): the pages are not pinned, so no _lock. */

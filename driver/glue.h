@@ -103,8 +103,8 @@ bool svm_rs_invalidate(const void *cb, const void *cookie, struct svm_notifier *
 		       u64 end, unsigned int event, bool blockable, unsigned long cur_seq);
 
 /* DMA + pages */
-u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, int *err);
-void svm_dma_unmap(struct device *dev, u64 addr, u64 pfn, unsigned int order);
+u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, bool write, int *err);
+void svm_dma_unmap(struct device *dev, u64 addr, unsigned int order, bool write);
 void svm_set_page_dirty(u64 pfn);
 void *svm_kmap_pfn(u64 pfn);
 bool svm_is_zero_pfn(u64 pfn);

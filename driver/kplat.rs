@@ -14,7 +14,7 @@
 //! | `PtMem` → [`KMem`] | order-2 pages from `__get_free_pages()`, `virt_to_phys()` |
 //! | `DeviceTlb` → [`KTlb`] | the software device's TLB behind a spinlock the device holds across each access |
 
-use crate::engine::Engine;
+use crate::engine::{leaf_pfn, Engine};
 use crate::ffi;
 use crate::pgtable::{
     Errno, Lock, LockClass, LockFamily, PageTable, PtMem, RwLock, Table, X86Format,
@@ -680,10 +680,10 @@ impl Drop for KDma {
 }
 
 impl Dma for KDma {
-    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno> {
+    fn map(&self, pfn: u64, order: u32, write: bool) -> Result<u64, Errno> {
         let mut err = 0;
         // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine contract).
-        let a = unsafe { ffi::svm_dma_map(self.dev.as_ptr(), pfn, order, &mut err) };
+        let a = unsafe { ffi::svm_dma_map(self.dev.as_ptr(), pfn, order, write, &mut err) };
         if err != 0 {
             return Err(Errno::ENOMEM);
         }
@@ -692,10 +692,10 @@ impl Dma for KDma {
         Ok(a)
     }
 
-    fn unmap(&self, addr: u64, pfn: u64, order: u32) {
-        // SAFETY: `addr` came from `map` of `pfn` with this order, unmapped once (engine
+    fn unmap(&self, addr: u64, _pfn: u64, order: u32, write: bool) {
+        // SAFETY: `addr` came from `map` with this order and direction, unmapped once (engine
         // contract).
-        unsafe { ffi::svm_dma_unmap(self.dev.as_ptr(), addr, pfn, order) };
+        unsafe { ffi::svm_dma_unmap(self.dev.as_ptr(), addr, order, write) };
         self.live.fetch_sub(1, Ordering::Relaxed);
         DMA_LIVE.fetch_sub(1, Ordering::Relaxed);
     }
@@ -859,7 +859,7 @@ impl TlbCursor<'_> {
             return None;
         }
         let span = if t.level == 1 { 1u64 << 21 } else { 1u64 << 12 };
-        Some(t.aux + ((va & (span - 1)) >> 12))
+        Some(leaf_pfn(t.aux) + ((va & (span - 1)) >> 12))
     }
 
     /// The pfn of the 4 KiB page holding `va`, if the device may access it (`write`: for
@@ -902,9 +902,9 @@ impl TlbCursor<'_> {
             base,
             shift,
             write: t.perm.write,
-            pfn: t.aux,
+            pfn: leaf_pfn(t.aux),
         };
-        Some(t.aux + ((va - base) >> 12))
+        Some(leaf_pfn(t.aux) + ((va - base) >> 12))
     }
 }
 

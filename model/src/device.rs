@@ -374,10 +374,19 @@ impl<F: PteFormat> Device<F> {
             );
             return Err(Errno::EFAULT);
         }
-        let Some(pfn) = self.dma.resolve(addr) else {
+        let Some(map) = self.dma.lookup(addr) else {
             bad("I4", format!("device access at va {va:#x} through DMA address {addr:#x}, which is not mapped (use after dma_unmap)"));
             return Err(Errno::EFAULT);
         };
+        let pfn = map.pfn + (addr - map.addr) / PAGE_SIZE;
+        if op.is_write() && !map.write {
+            bad(
+                "I4",
+                format!(
+                    "device write at va {va:#x} through a DMA_TO_DEVICE mapping of pfn {pfn:#x}"
+                ),
+            );
+        }
         if !m.alive(pfn) {
             let what = if m.ever_allocated(pfn) {
                 "freed"

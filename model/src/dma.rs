@@ -30,6 +30,8 @@ pub struct DmaMapping {
     pub pfn: u64,
     /// `PAGE_SIZE << order` bytes.
     pub order: u32,
+    /// `DMA_BIDIRECTIONAL` (the device may write); else `DMA_TO_DEVICE` (it only reads).
+    pub write: bool,
 }
 
 impl DmaMapping {
@@ -55,6 +57,9 @@ pub struct DmaStats {
 pub(crate) struct State {
     next: u64,
     live: BTreeMap<u64, DmaMapping>,
+    /// Live device-writable mappings per first pfn: `CONFIG_DMA_API_DEBUG`'s active-cacheline
+    /// overlap count (it tracks the mapping's first cacheline, and skips `DMA_TO_DEVICE`).
+    writable_overlap: std::collections::HashMap<u64, u32>,
 }
 
 impl State {
@@ -85,6 +90,7 @@ impl DmaTracker {
             st: Mutex::new(State {
                 next: DMA_BASE,
                 live: BTreeMap::new(),
+                writable_overlap: Default::default(),
             }),
             machine: mm.0.machine.clone(),
             violations,
@@ -136,7 +142,7 @@ impl DmaTracker {
 }
 
 impl svm::platform::Dma for DmaTracker {
-    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno> {
+    fn map(&self, pfn: u64, order: u32, write: bool) -> Result<u64, Errno> {
         lockdep::check_dma_map();
         if order != 0 && order != 9 {
             self.0.violations.record(
@@ -165,11 +171,34 @@ impl svm::platform::Dma for DmaTracker {
         // Never collide with the poison address of freed page tables.
         debug_assert!(addr > POISON_DMA);
         st.next = addr + size;
-        st.live.insert(addr, DmaMapping { addr, pfn, order });
+        st.live.insert(
+            addr,
+            DmaMapping {
+                addr,
+                pfn,
+                order,
+                write,
+            },
+        );
+        if write {
+            // dma-debug's ACTIVE_CACHELINE_MAX_OVERLAP: more than 7 device-writable mappings of
+            // one cacheline at once WARNs ("potentially leaking dma-mappings"): a page the
+            // device may only read (the zero page, a KSM page) must be mapped DMA_TO_DEVICE.
+            let n = st.writable_overlap.entry(pfn).or_insert(0);
+            *n += 1;
+            if *n > 8 {
+                let n = *n;
+                drop(st);
+                self.0.violations.record(
+                    "I4",
+                    format!("DMA-API: exceeded 7 overlapping mappings of pfn {pfn:#x} ({n} device-writable mappings)"),
+                );
+            }
+        }
         Ok(addr)
     }
 
-    fn unmap(&self, addr: u64, pfn: u64, order: u32) {
+    fn unmap(&self, addr: u64, pfn: u64, order: u32, write: bool) {
         let mut st = self.lock();
         match st.live.get(&addr).copied() {
             None => {
@@ -179,18 +208,26 @@ impl svm::platform::Dma for DmaTracker {
                     format!("dma_unmap_page({addr:#x}, pfn {pfn:#x}, order {order}) of an address not mapped (double unmap?)"),
                 );
             }
-            Some(m) if m.pfn != pfn || m.order != order => {
+            Some(m) if m.pfn != pfn || m.order != order || m.write != write => {
                 drop(st);
                 self.0.violations.record(
                     "I4",
                     format!(
-                        "dma_unmap_page({addr:#x}) with pfn {pfn:#x} order {order}, mapped as pfn {:#x} order {}",
-                        m.pfn, m.order
+                        "dma_unmap_page({addr:#x}) with pfn {pfn:#x} order {order} write {write}, mapped as pfn {:#x} order {} write {}",
+                        m.pfn, m.order, m.write
                     ),
                 );
             }
-            Some(_) => {
+            Some(m) => {
                 st.live.remove(&addr);
+                if m.write {
+                    if let Some(n) = st.writable_overlap.get_mut(&m.pfn) {
+                        *n -= 1;
+                        if *n == 0 {
+                            st.writable_overlap.remove(&m.pfn);
+                        }
+                    }
+                }
                 self.0.unmaps.fetch_add(1, Ordering::Relaxed);
             }
         }

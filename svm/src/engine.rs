@@ -11,6 +11,22 @@ use super::serial::Serial;
 use super::stats::{Counters, Stats};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+/// In a leaf's software word (`aux`, beside the pfn of its (head) page): the leaf's DMA
+/// mapping is `DMA_BIDIRECTIONAL` (the CPU could write the page when it was mapped); without
+/// it, `DMA_TO_DEVICE`, and the leaf can only become writable through a new mapping.
+pub(crate) const AUX_DMA_WRITE: u64 = 1 << 63;
+
+/// The pfn of the (head) page behind a leaf, from its software word
+/// ([`pgtable::table::Translation::aux`]).
+pub const fn leaf_pfn(aux: u64) -> u64 {
+    aux & !AUX_DMA_WRITE
+}
+
+/// A leaf's software word: its page and the direction of its DMA mapping.
+pub(crate) const fn leaf_aux(pfn: u64, dma_write: bool) -> u64 {
+    pfn | if dma_write { AUX_DMA_WRITE } else { 0 }
+}
+
 /// Kind of device access.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]
 pub enum Access {

@@ -7,7 +7,7 @@
 //! time budget that ends in `EBUSY`.
 
 use super::config::MAX_WINDOW_PAGES;
-use super::engine::{Access, DeviceFault, Engine, Scratch};
+use super::engine::{leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Errno, Lock, Perm, PteFormat};
 use super::platform::{
@@ -433,30 +433,36 @@ impl<P: Platform> Engine<P> {
         access: Access,
     ) -> Result<Commit, Errno> {
         let head = hmm_pfn(fpfn) - ((page - block) >> PAGE_SHIFT);
+        let dma_write =
+            fpfn & HMM_PFN_WRITE != 0 || cfg!(feature = "teeth-dma-always-bidirectional");
         let perm = Perm {
-            write: access == Access::Write && fpfn & HMM_PFN_WRITE != 0,
+            write: access == Access::Write && dma_write,
         };
         if let Some(l) = self.pt.get(block, 1) {
-            if l.valid && l.aux == head {
-                if perm.write && !l.perm.write {
-                    self.pt.map(block, 1, l.addr, perm, head)?;
-                    Counters::add(&self.stats.huge_mapped, 1);
+            if l.valid && leaf_pfn(l.aux) == head {
+                if !perm.write || l.perm.write {
+                    return Ok(Commit::Done);
                 }
-                return Ok(Commit::Done);
+                if l.aux & AUX_DMA_WRITE != 0 {
+                    self.pt.map(block, 1, l.addr, perm, l.aux)?;
+                    Counters::add(&self.stats.huge_mapped, 1);
+                    return Ok(Commit::Done);
+                }
+                // Mapped DMA_TO_DEVICE while the CPU could only read it: a new mapping.
             }
-            // Another folio than the one mapped: cannot be without an invalidation, but if it
-            // is, release the old mapping the safe way before reusing the slot.
+            // Another folio than the one mapped (cannot be without an invalidation, but if it
+            // is), or a read-only mapping to replace: release it the safe way first.
             self.evict(st, block, block + HUGE);
         }
-        let addr = self.dma.map(head, HUGE_ORDER)?;
-        match self.pt.map(block, 1, addr, perm, head) {
+        let addr = self.dma.map(head, HUGE_ORDER, dma_write)?;
+        match self.pt.map(block, 1, addr, perm, leaf_aux(head, dma_write)) {
             Ok(_) => {
                 st.mapped += 1;
                 Counters::add(&self.stats.huge_mapped, 1);
                 Ok(Commit::Done)
             }
             Err(e) => {
-                self.dma.unmap(addr, head, HUGE_ORDER);
+                self.dma.unmap(addr, head, HUGE_ORDER, dma_write);
                 match e {
                     Errno::EINVAL | Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
                     e => Err(e),
@@ -501,28 +507,33 @@ impl<P: Platform> Engine<P> {
         access: Access,
     ) -> Result<Commit, Errno> {
         let pfn = hmm_pfn(v);
+        let dma_write = v & HMM_PFN_WRITE != 0 || cfg!(feature = "teeth-dma-always-bidirectional");
         let perm = Perm {
-            write: access == Access::Write && v & HMM_PFN_WRITE != 0,
+            write: access == Access::Write && dma_write,
         };
         if let Some(l) = self.pt.get(va, 0) {
-            if l.valid && l.aux == pfn {
-                if perm.write && !l.perm.write {
-                    self.pt.map(va, 0, l.addr, perm, pfn)?;
-                    Counters::add(&self.stats.pages_mapped, 1);
+            if l.valid && leaf_pfn(l.aux) == pfn {
+                if !perm.write || l.perm.write {
+                    return Ok(Commit::Done);
                 }
-                return Ok(Commit::Done);
+                if l.aux & AUX_DMA_WRITE != 0 {
+                    self.pt.map(va, 0, l.addr, perm, l.aux)?;
+                    Counters::add(&self.stats.pages_mapped, 1);
+                    return Ok(Commit::Done);
+                }
+                // Mapped DMA_TO_DEVICE while the CPU could only read it: a new mapping.
             }
             self.evict(st, va, va + PAGE);
         }
-        let addr = self.dma.map(pfn, 0)?;
-        match self.pt.map(va, 0, addr, perm, pfn) {
+        let addr = self.dma.map(pfn, 0, dma_write)?;
+        match self.pt.map(va, 0, addr, perm, leaf_aux(pfn, dma_write)) {
             Ok(_) => {
                 st.mapped += 1;
                 Counters::add(&self.stats.pages_mapped, 1);
                 Ok(Commit::Done)
             }
             Err(e) => {
-                self.dma.unmap(addr, pfn, 0);
+                self.dma.unmap(addr, pfn, 0, dma_write);
                 match e {
                     Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
                     e => Err(e),

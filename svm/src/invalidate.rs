@@ -7,7 +7,7 @@
 //! second, concurrent invalidation of the same range cannot return while the first one's zapped
 //! entries may still sit in the TLB.
 
-use super::engine::Engine;
+use super::engine::{leaf_pfn, Engine, AUX_DMA_WRITE};
 use super::pgtable::table::{Flush, HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::Lock;
 use super::platform::{DeviceTlb, Dma, Event, Interval, Invalidation, Mm, Platform};
@@ -109,7 +109,7 @@ impl<P: Platform> Engine<P> {
         }
         match self
             .pt
-            .write_protect(start, end, |l| self.dma.set_dirty(l.aux))
+            .write_protect(start, end, |l| self.dma.set_dirty(leaf_pfn(l.aux)))
         {
             Some(f) => {
                 self.flush(f);
@@ -152,15 +152,17 @@ impl<P: Platform> Engine<P> {
     /// mapped with, after marking the page dirty if the device could write it.
     fn release(&self, f: Flush) -> usize {
         let n = self.pt.reap(f.start, f.end, |l| {
+            let pfn = leaf_pfn(l.aux);
             if l.perm.write && !cfg!(feature = "teeth-no-set-dirty") {
-                self.dma.set_dirty(l.aux);
+                self.dma.set_dirty(pfn);
             }
             let order = if l.level == 1 {
                 HUGE_SHIFT - PAGE_SHIFT
             } else {
                 0
             };
-            self.dma.unmap(l.addr, l.aux, order);
+            self.dma
+                .unmap(l.addr, pfn, order, l.aux & AUX_DMA_WRITE != 0);
         });
         Counters::add(&self.stats.dma_unmapped, n as u64);
         n

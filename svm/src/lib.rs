@@ -24,6 +24,6 @@ pub mod stats;
 mod sync;
 
 pub use config::{Config, LockScope};
-pub use engine::{Access, DeviceFault, Engine, Parts, Scratch};
+pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, Scratch};
 pub use platform::Platform;
 pub use stats::Stats;

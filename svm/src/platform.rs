@@ -169,15 +169,19 @@ pub trait Mm: Send + Sync {
     ) -> Result<(), Errno>;
 }
 
-/// DMA mapping against the device (`dma_map_page()` family). All mappings are
-/// `DMA_BIDIRECTIONAL`: a page mapped for a read fault can be upgraded to writable without a
-/// remap, and every unmap passes the direction and size of its map.
+/// DMA mapping against the device (`dma_map_page()` family). A page the CPU may write (hmm
+/// reports `HMM_PFN_WRITE`) is mapped `DMA_BIDIRECTIONAL`, even for a read fault, so its leaf
+/// can be upgraded to writable without a remap; a page the CPU may only read (the zero page,
+/// a KSM page, a COW-shared page) is mapped `DMA_TO_DEVICE`: the device can never write it,
+/// and many such mappings of one page are legitimate (DMA-API debugging warns past 7
+/// overlapping device-writable ones). Every unmap passes the size and direction of its map.
 pub trait Dma: Send + Sync {
-    /// `dma_map_page(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order, DMA_BIDIRECTIONAL)`; must
-    /// not sleep (called under the range lock). `ENOMEM` on `dma_mapping_error()`.
-    fn map(&self, pfn: u64, order: u32) -> Result<u64, Errno>;
-    /// `dma_unmap_page(dev, addr, PAGE_SIZE << order, DMA_BIDIRECTIONAL)`.
-    fn unmap(&self, addr: u64, pfn: u64, order: u32);
+    /// `dma_map_page(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order, dir)` with `dir`
+    /// `DMA_BIDIRECTIONAL` if `write`, else `DMA_TO_DEVICE`; must not sleep (called under the
+    /// range lock). `ENOMEM` on `dma_mapping_error()`.
+    fn map(&self, pfn: u64, order: u32, write: bool) -> Result<u64, Errno>;
+    /// `dma_unmap_page(dev, addr, PAGE_SIZE << order, dir)`, as mapped.
+    fn unmap(&self, addr: u64, pfn: u64, order: u32, write: bool);
     /// `set_page_dirty()` of the (head) page: the device may have written it.
     fn set_dirty(&self, pfn: u64);
 }

@@ -48,6 +48,8 @@ macro_rules! check {
     };
 }
 
+mod distro;
+
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -3175,6 +3177,9 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             "dmirror_refault_under_migration",
             &t_dmirror_refault_under_migration,
         );
+        run("ksm", &distro::t_ksm);
+        run("fd_passing", &distro::t_fd_passing);
+        run("fail_nth", &distro::t_fail_nth);
     }
     match Dev::bound() {
         Ok(d) => {

@@ -190,7 +190,7 @@ fn detector_use_after_dma_unmap() {
         .into_iter()
         .find(|m| Some(m.pfn) == w.mm.cpu_pte(a).map(|p| p.0))
         .unwrap();
-    w.dma.unmap(m.addr, m.pfn, m.order);
+    w.dma.unmap(m.addr, m.pfn, m.order, m.write);
     assert_eq!(d.read(a), Err(Errno::EFAULT));
     assert!(w
         .violations

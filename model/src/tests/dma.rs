@@ -25,23 +25,23 @@ fn map_unmap_resolve_and_misuse() {
     let p = pages(&mm, 2);
     let range = ModelLock::new((), LockClass::Range).unwrap();
     let g = range.lock();
-    let a = dma.map(p[0], 0).unwrap();
-    let b = dma.map(p[1], 0).unwrap();
+    let a = dma.map(p[0], 0, true).unwrap();
+    let b = dma.map(p[1], 0, true).unwrap();
     assert!(a >= 1 << 40 && a.is_multiple_of(PG) && b != a);
     assert_eq!(dma.resolve(a + 100), Some(p[0]));
     assert_eq!(dma.live(), 2);
-    dma.unmap(a, p[0], 0);
+    dma.unmap(a, p[0], 0, true);
     assert_eq!(dma.resolve(a), None);
     assert!(v.is_empty());
-    dma.unmap(a, p[0], 0);
+    dma.unmap(a, p[0], 0, true);
     assert_eq!(v.count(), 1, "double unmap");
-    dma.unmap(b, p[1], 9);
+    dma.unmap(b, p[1], 9, true);
     assert_eq!(v.count(), 2, "size mismatch");
-    dma.unmap(b, p[1], 0);
+    dma.unmap(b, p[1], 0, true);
     drop(g);
     mm.munmap(mm.vmas()[0].0, 2 * PG).unwrap();
     let g = range.lock();
-    dma.map(p[0], 0).unwrap();
+    dma.map(p[0], 0, true).unwrap();
     assert_eq!(v.count(), 3, "mapping a freed page");
     dma.set_dirty(p[1]);
     assert_eq!(v.count(), 4, "set_page_dirty of a freed page");
@@ -61,8 +61,8 @@ fn huge_mapping_alignment() {
     let small = pages(&mm, 1)[0];
     let range = ModelLock::new((), LockClass::Range).unwrap();
     let _g = range.lock();
-    dma.map(small, 0).unwrap();
-    let a = dma.map(head, 9).unwrap();
+    dma.map(small, 0, true).unwrap();
+    let a = dma.map(head, 9, true).unwrap();
     assert_eq!(a % (2 << 20), 0);
     assert_eq!(dma.resolve(a + 5 * PG + 7), Some(head + 5));
     assert!(v.is_empty());
@@ -75,7 +75,7 @@ fn dma_map_outside_the_range_lock_is_reported() {
     let _s = v.scope();
     let dma = DmaTracker::new(&mm, v.clone());
     let p = pages(&mm, 1);
-    dma.map(p[0], 0).unwrap();
+    dma.map(p[0], 0, true).unwrap();
     assert_eq!(v.count(), 1);
     assert!(v.messages()[0].contains("outside the range lock"));
 }
@@ -105,4 +105,36 @@ fn table_mem_counts_poisons_and_checks_frees() {
     assert_eq!(v.count(), 1, "double free");
     unsafe { mem.free(t2) };
     assert_eq!(mem.live_tables(), 0);
+}
+
+/// Directions: an unmap must name the direction of its map, and more than 7 device-writable
+/// mappings of one page at once is what DMA-API debugging WARNs about; read-only
+/// (`DMA_TO_DEVICE`) mappings of one page may be many.
+#[test]
+fn directions_and_overlapping_writable_mappings() {
+    let mm = MmHandle::new();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let dma = DmaTracker::new(&mm, v.clone());
+    let p = pages(&mm, 1);
+    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let g = range.lock();
+    let ro: Vec<u64> = (0..20).map(|_| dma.map(p[0], 0, false).unwrap()).collect();
+    assert!(v.is_empty(), "read-only mappings may overlap");
+    let rw: Vec<u64> = (0..8).map(|_| dma.map(p[0], 0, true).unwrap()).collect();
+    assert!(v.is_empty(), "8 writable mappings are still fine");
+    let ninth = dma.map(p[0], 0, true).unwrap();
+    assert_eq!(v.count(), 1, "a 9th writable mapping of one page");
+    dma.unmap(ro[0], p[0], 0, true);
+    assert_eq!(v.count(), 2, "direction mismatch");
+    for a in ro.into_iter().skip(1) {
+        dma.unmap(a, p[0], 0, false);
+    }
+    for a in rw.into_iter().chain([ninth]) {
+        dma.unmap(a, p[0], 0, true);
+    }
+    dma.unmap(dma.map(p[0], 0, false).unwrap(), p[0], 0, false);
+    drop(g);
+    assert_eq!(v.count(), 2);
+    assert_eq!(dma.live(), 1, "the mismatched unmap did not unmap");
 }
