@@ -52,6 +52,7 @@ pub const LC_FAULTQ: u32 = 5;
 pub const LC_TLB: u32 = 6;
 pub const LC_ENGINE: u32 = 7;
 pub const LC_ENGINE_RW: u32 = 8;
+pub const LC_DMA: u32 = 9;
 
 /// Entries of `svm_abi` (glue.h `SVM_ABI_NR`; glue.c asserts the same number).
 pub const ABI_NR: usize = 30;
@@ -105,8 +106,7 @@ extern "C" {
         pfns: *mut u64,
     ) -> i32;
 
-    pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, write: bool, err: *mut i32)
-        -> u64;
+    pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, write: bool, err: *mut i32) -> u64;
     pub fn svm_dma_unmap(dev: *mut Device, addr: u64, order: u32, write: bool);
     pub fn svm_set_page_dirty(pfn: u64);
     pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;

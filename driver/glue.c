@@ -166,6 +166,7 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_TLB] = "svm_tlb_lock",
 	[SVM_LC_ENGINE] = "svm_engine_lock",
 	[SVM_LC_ENGINE_RW] = "svm_engine_rwsem",
+	[SVM_LC_DMA] = "svm_dma_cache_lock",
 };
 
 void *svm_spin_new(unsigned int cls)

@@ -28,6 +28,7 @@ enum svm_lock_class {
 	SVM_LC_TLB = 6,    /* spinlock: the device TLB, held across each device access */
 	SVM_LC_ENGINE = 7, /* mutex: engine-wide lock of LockScope::EngineMutex (baseline) */
 	SVM_LC_ENGINE_RW = 8, /* rwsem: engine-wide lock of LockScope::EngineRwsem (baseline) */
+	SVM_LC_DMA = 9,    /* spinlock: a bucket of the shared DMA mapping table (innermost) */
 	SVM_LC_NR
 };
 

@@ -14,6 +14,7 @@
 //! | `PtMem` → [`KMem`] | order-2 pages from `__get_free_pages()`, `virt_to_phys()` |
 //! | `DeviceTlb` → [`KTlb`] | the software device's TLB behind a spinlock the device holds across each access |
 
+use crate::dmacache;
 use crate::engine::{leaf_pfn, Engine};
 use crate::ffi;
 use crate::pgtable::{
@@ -681,21 +682,18 @@ impl Drop for KDma {
 
 impl Dma for KDma {
     fn map(&self, pfn: u64, order: u32, write: bool) -> Result<u64, Errno> {
-        let mut err = 0;
-        // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine contract).
-        let a = unsafe { ffi::svm_dma_map(self.dev.as_ptr(), pfn, order, write, &mut err) };
-        if err != 0 {
-            return Err(Errno::ENOMEM);
-        }
+        // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine contract);
+        // the device is live (referenced for our lifetime).
+        let a = unsafe { dmacache::get().map(self.dev.as_ptr(), pfn, order, write)? };
         self.live.fetch_add(1, Ordering::Relaxed);
         DMA_LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(a)
     }
 
-    fn unmap(&self, addr: u64, _pfn: u64, order: u32, write: bool) {
-        // SAFETY: `addr` came from `map` with this order and direction, unmapped once (engine
-        // contract).
-        unsafe { ffi::svm_dma_unmap(self.dev.as_ptr(), addr, order, write) };
+    fn unmap(&self, addr: u64, pfn: u64, order: u32, write: bool) {
+        // SAFETY: `addr` came from `map` of `pfn` with this order and direction, unmapped
+        // once, after the flush of its leaf (engine contract).
+        unsafe { dmacache::get().unmap(self.dev.as_ptr(), addr, pfn, order, write) };
         self.live.fetch_sub(1, Ordering::Relaxed);
         DMA_LIVE.fetch_sub(1, Ordering::Relaxed);
     }

@@ -39,6 +39,7 @@ mod sync;
 mod pgtable;
 
 mod device;
+mod dmacache;
 mod dmirror;
 mod ffi;
 mod kplat;
@@ -125,9 +126,12 @@ impl kernel::Module for SvmAccel {
             return Err(EINVAL);
         }
         let dma_bits = pte_addr_bits::<<kplat::KPlat as platform::Platform>::Fmt>();
+        // Before any device file can open.
+        dmacache::init().map_err(|e| Error::from_errno(-e.0))?;
         // SAFETY: called once, from module init.
         let rc = unsafe { ffi::svm_glue_init(dma_bits) };
         if rc != 0 {
+            dmacache::exit();
             return Err(Error::from_errno(rc));
         }
         pr_info!("loaded\n");
@@ -139,6 +143,7 @@ impl Drop for SvmAccel {
     fn drop(&mut self) {
         // SAFETY: init succeeded; no file is open (the fops hold a module reference).
         unsafe { ffi::svm_glue_exit() };
+        dmacache::exit();
         let t = kplat::TABLES_LIVE.load(core::sync::atomic::Ordering::Relaxed);
         let d = kplat::DMA_LIVE.load(core::sync::atomic::Ordering::Relaxed);
         if t != 0 || d != 0 {

@@ -3180,6 +3180,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         run("ksm", &distro::t_ksm);
         run("fd_passing", &distro::t_fd_passing);
         run("fail_nth", &distro::t_fail_nth);
+        run("dma_aliases", &distro::t_dma_aliases);
     }
     match Dev::bound() {
         Ok(d) => {
