@@ -52,15 +52,13 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Removes every range that maps nothing and has no fault in flight (the range budget
-    /// ran out). Returns how many it removed.
-    pub(crate) fn collect_empty(&self) -> usize {
-        let mut n = 0;
+    /// ran out); each counts in `ranges_reaped_empty`.
+    pub(crate) fn collect_empty(&self) {
         self.each_range(|k, r| {
             if self.retire(k, r, false) {
-                n += 1;
+                Counters::add(&self.stats.ranges_reaped_empty, 1);
             }
         });
-        n
     }
 
     /// Removes every range, releasing every device mapping (TLB flushed, DMA unmapped, pages

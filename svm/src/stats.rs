@@ -57,8 +57,8 @@ stats! {
     /// Broken bookkeeping invariants caught and survived (a range reaping more leaves than it
     /// mapped). Always 0 unless the engine has a bug; the tests require 0.
     accounting_errors,
-    /// Ranges created and removed again because the fault that created them failed and
-    /// nothing else uses them (holes, PROT_NONE, a full range budget).
+    /// Ranges removed because they mapped nothing: created by a fault that failed (PROT_NONE,
+    /// read-only) or a snapshot, or collected when the range budget ran out.
     ranges_reaped_empty,
     /// Range creations refused because the engine holds `Config::max_ranges` ranges in use.
     range_limit_hits,

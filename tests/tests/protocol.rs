@@ -930,8 +930,14 @@ fn range_budget_collects_empty_ranges_then_refuses() {
     // The CPU takes range 1's page away (not an unmap: no GC is queued); the range maps
     // nothing now, so the next creation collects it.
     w.mm.madvise_dontneed(a + M2, M2).unwrap();
+    let reaped = w.engine.stats().ranges_reaped_empty;
     d.write(a + 4 * M2, 4).unwrap();
     assert_eq!(w.engine.range_count(), 4);
+    assert_eq!(
+        w.engine.stats().ranges_reaped_empty,
+        reaped + 1,
+        "collected one range"
+    );
     assert_eq!(d.write(a + 5 * M2, 5), Err(Errno::ENOSPC));
     // Unmapping and GC make room too.
     w.mm.munmap(a, M2).unwrap();
