@@ -114,6 +114,12 @@ pub(crate) struct Node {
     notifier: Arc<Notifier>,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.notifier.nodes_alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Node {
     pub fn seq(&self) -> u64 {
         self.seq.load(SOrdering::Acquire)
@@ -197,6 +203,9 @@ pub struct NotifierStats {
     pub deferred_removes: u64,
     /// Intervals registered now.
     pub intervals: u64,
+    /// `struct mmu_interval_notifier`s still allocated (registered or not): their owner must
+    /// free each one after removing it (kmemleak's view).
+    pub nodes_alive: u64,
 }
 
 /// The per-mm notifier core.
@@ -211,6 +220,7 @@ pub(crate) struct Notifier {
     waits: StdU64,
     deferred_inserts: StdU64,
     deferred_removes: StdU64,
+    nodes_alive: StdU64,
     trace: std::sync::Mutex<Option<Vec<TraceEntry>>>,
     /// Fault injection: run invalidations without calling any callback (detector self-tests).
     skip_callbacks: AtomicBool,
@@ -246,6 +256,7 @@ impl Notifier {
             waits: StdU64::new(0),
             deferred_inserts: StdU64::new(0),
             deferred_removes: StdU64::new(0),
+            nodes_alive: StdU64::new(0),
             trace: std::sync::Mutex::new(None),
             skip_callbacks: AtomicBool::new(false),
         }
@@ -280,6 +291,7 @@ impl Notifier {
             deferred_inserts: self.deferred_inserts.load(Ordering::Relaxed),
             deferred_removes: self.deferred_removes.load(Ordering::Relaxed),
             intervals,
+            nodes_alive: self.nodes_alive.load(Ordering::Relaxed),
         }
     }
 
@@ -326,6 +338,7 @@ impl Notifier {
             notifier: self.clone(),
         });
         st.next_id += 1;
+        self.nodes_alive.fetch_add(1, Ordering::Relaxed);
         st.max_len = st.max_len.max(len);
         if st.active > 0 {
             if st.invalidating() {

@@ -948,3 +948,24 @@ fn range_budget_collects_empty_ranges_then_refuses() {
     }
     done(&w);
 }
+
+/// Dropping the engine frees every notifier it made (each range's, the losers' of creation
+/// races, the ones GC removed): none is left allocated (mutant survivor: a range that never
+/// dropped its notifier leaked it).
+#[test]
+fn dropping_the_engine_frees_every_notifier() {
+    let w = world();
+    let a = w.mm.mmap(4 * M2, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    for i in 0..4 {
+        d.write(a + i * M2, i).unwrap();
+    }
+    w.mm.munmap(a, M2).unwrap();
+    w.gc();
+    let mm = w.mm.clone();
+    assert!(mm.notifier_stats().nodes_alive >= 3);
+    done(&w);
+    drop(d);
+    drop(w);
+    assert_eq!(mm.notifier_stats().nodes_alive, 0);
+}
