@@ -16,15 +16,23 @@
 //! worker may still answer it, and the release of the file hands the teardown (which waits
 //! for the worker) to a work item.
 //!
-//! Locks of this file (glue.h classes): `svm_ctx_lock` (BIND only), `svm_faultq_lock`
+//! Unplug (the platform device unbound with files open, `svm_rs_unplug_begin`/`_finish`):
+//! every open file's context is in a registry; running jobs and prefetches stop at their next
+//! page with `ENODEV`, the glue waits for every ioctl to leave (`drm_dev_unplug()`), then each
+//! context's engine is torn down as at close (DMA unmapped, notifiers removed, workers
+//! stopped) while its file stays open; later ioctls fail with `ENODEV` in the glue.
+//!
+//! Locks of this file (glue.h classes): `svm_registry_lock` (open, close, unplug; outside
+//! everything a teardown takes), `svm_ctx_lock` (BIND only), `svm_faultq_lock`
 //! (spinlock, queue only, nothing nested), `svm_worker_lock` (the worker's scratch; held across
 //! fault service, so it is outside every engine lock), `svm_tlb_lock` (innermost, never held
 //! while waiting).
 
 use crate::config::Config;
+use crate::dmirror::Mirror;
 use crate::engine::{Access, DeviceFault, Parts, Scratch};
 use crate::ffi;
-use crate::kplat::{KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, KTlb, TLB_ENTRIES};
+use crate::kplat::{KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, KTlb, GFP, TLB_ENTRIES};
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
 use crate::platform::Platform;
@@ -49,6 +57,8 @@ const PREFETCH_CHUNK: u64 = 2 << 20;
 const PAGE: u64 = 1 << PAGE_SHIFT;
 
 const ENOTCONN: Errno = Errno(107);
+/// The device was unplugged.
+pub(crate) const ENODEV: Errno = Errno(19);
 
 /// One raised device fault and the job waiting for it.
 struct QEntry {
@@ -97,14 +107,17 @@ enum JobErr {
     Fault(Errno, u64),
     /// A fatal signal.
     Intr,
+    /// The device was unplugged.
+    Gone,
 }
 
 /// Per open file.
 ///
 /// # Invariants
 /// `work`, `gc_work`, `release_work` and `waitq` are live until drop; `bound` is null or a
-/// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::close`], when no ioctl can run
-/// any more.
+/// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::shutdown`] (at close, or at
+/// unplug), when no ioctl can run any more. A context published to the glue is in the
+/// registry until [`Ctx::close`].
 pub struct Ctx {
     dev: *mut ffi::Device,
     work: *mut ffi::Work,
@@ -118,6 +131,8 @@ pub struct Ctx {
     bind_lock: KLock<()>,
     bound: AtomicPtr<Bound>,
     closing: AtomicBool,
+    /// The device is being unplugged: jobs and prefetches stop with `ENODEV`.
+    gone: AtomicBool,
     fq: KLock<FaultQueue>,
     drained: AtomicU32,
     worker: KLock<WorkerState>,
@@ -148,7 +163,7 @@ pub(crate) fn resched() {
 
 pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
     // 4 KiB: allocated zeroed in place rather than built on the stack.
-    let b = KBox::<Scratch>::new_uninit(GFP_KERNEL | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
+    let b = KBox::<Scratch>::new_uninit(GFP | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
     // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
     Ok(unsafe { b.assume_init() })
 }
@@ -185,20 +200,24 @@ pub(crate) unsafe fn new_engine(
 }
 
 /// `Engine::prefetch` of `[start, start + len)` in chunks, stopping with `EINTR` at a fatal
-/// signal between them. `done` says how many bytes from `start` are populated, as the
-/// engine's does.
+/// signal between them, and with `ENODEV` once `gone` (unplug). `done` says how many bytes
+/// from `start` are populated, as the engine's does.
 pub(crate) fn prefetch_killable(
     e: &KEngine,
     start: u64,
     len: u64,
     access: Access,
     done: &mut u64,
+    gone: &AtomicBool,
 ) -> Result<(), Errno> {
     *done = 0;
     let mut scratch = zeroed_scratch()?;
     while *done < len {
         if fatal_signal_pending() {
             return Err(Errno::EINTR);
+        }
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
         }
         resched();
         let s = start + *done;
@@ -213,11 +232,11 @@ pub(crate) fn prefetch_killable(
 
 impl Ctx {
     fn new(dev: *mut ffi::Device) -> Result<*mut Ctx, Errno> {
-        let fq = KVec::with_capacity(QDEPTH, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let fq = KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?;
         let ws = WorkerState {
             scratch: zeroed_scratch()?,
-            batch: KVec::with_capacity(QDEPTH, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?,
-            waiters: KVec::with_capacity(QDEPTH, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?,
+            batch: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
+            waiters: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
         };
         let mut ctx = Ctx {
             dev,
@@ -228,6 +247,7 @@ impl Ctx {
             bind_lock: KLock::new_mutex((), ffi::LC_CTX)?,
             bound: AtomicPtr::new(null_mut()),
             closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             fq: KLock::new_spin(FaultQueue { q: fq }, ffi::LC_FAULTQ)?,
             drained: AtomicU32::new(0),
             worker: KLock::new_mutex(ws, ffi::LC_WORKER)?,
@@ -241,7 +261,7 @@ impl Ctx {
         if ctx.waitq.is_null() {
             return Err(Errno::ENOMEM);
         }
-        let mut b = KBox::new(ctx, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let mut b = KBox::new(ctx, GFP).map_err(|_| Errno::ENOMEM)?;
         // SAFETY: plain allocation; the work item's data is the context it belongs to, whose
         // address the box fixes.
         b.work = unsafe { ffi::svm_work_new(svm_rs_work, (&*b as *const Ctx).cast_mut().cast()) };
@@ -260,12 +280,19 @@ impl Ctx {
         if b.release_work.is_null() {
             return Err(Errno::ENOMEM);
         }
+        // Registered before the glue publishes it, so an unplug finds it from now on.
+        registry()
+            .lock()
+            .ctxs
+            .push(&*b as *const Ctx, GFP_KERNEL)
+            .map_err(|_| Errno::ENOMEM)?;
         Ok(KBox::into_raw(b))
     }
 
     fn bound(&self) -> Option<&Bound> {
         let p = self.bound.load(Ordering::Acquire);
-        // SAFETY: a published `Bound` lives until `close`, which no ioctl or worker outlives.
+        // SAFETY: a published `Bound` lives until `shutdown`, which no ioctl or worker
+        // outlives.
         (!p.is_null()).then(|| unsafe { &*p })
     }
 
@@ -314,7 +341,7 @@ impl Ctx {
         // alive while a file is open; the work item outlives every notifier (close removes
         // them before freeing it).
         let engine = unsafe { new_engine(self.dev, mm, self.gc_work)? };
-        let b = KBox::new(Bound { mm, engine }, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let b = KBox::new(Bound { mm, engine }, GFP).map_err(|_| Errno::ENOMEM)?;
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
     }
@@ -337,6 +364,9 @@ impl Ctx {
         loop {
             if fatal_signal_pending() {
                 return Err(JobErr::Intr);
+            }
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(JobErr::Gone);
             }
             resched();
             let (va, acc) = {
@@ -391,7 +421,7 @@ impl Ctx {
                 done: AtomicU32::new(0),
                 err: AtomicI32::new(0),
             },
-            GFP_KERNEL,
+            GFP,
         )
         .map_err(|_| JobErr::Fault(Errno::ENOMEM, va))?;
         loop {
@@ -428,6 +458,9 @@ impl Ctx {
         let Some(b) = self.bound() else {
             return;
         };
+        // What the fault service allocates (ranges, notifiers, page-table pages) is charged
+        // to the bound mm's memory cgroup, not to this kworker's.
+        let _charge = b.engine.mm().charge_scope();
         let mut g = self.worker.lock();
         let ws = &mut *g;
         loop {
@@ -496,6 +529,8 @@ impl Ctx {
             return;
         };
         if !self.closing.load(Ordering::Acquire) {
+            // GC frees; should it ever allocate, the bound mm's cgroup pays.
+            let _charge = b.engine.mm().charge_scope();
             let n = b.engine.gc();
             self.gc_removed.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -605,8 +640,7 @@ impl Ctx {
         let n = n as usize;
         let sz = core::mem::size_of::<uapi::Op>();
         let bytes = n * sz;
-        let mut ops: KVVec<uapi::Op> =
-            KVVec::with_capacity(n, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let mut ops: KVVec<uapi::Op> = KVVec::with_capacity(n, GFP).map_err(|_| Errno::ENOMEM)?;
         {
             let spare = ops.spare_capacity_mut();
             // SAFETY: the spare capacity holds `n` ops = `bytes` bytes.
@@ -633,6 +667,9 @@ impl Ctx {
             if fatal_signal_pending() {
                 return Err(Errno::EINTR);
             }
+            if self.gone.load(Ordering::Relaxed) {
+                return Err(ENODEV);
+            }
             resched();
             match self.run_op(b, op) {
                 Ok(r) => {
@@ -649,6 +686,7 @@ impl Ctx {
                     }
                 }
                 Err(JobErr::Intr) => return Err(Errno::EINTR),
+                Err(JobErr::Gone) => return Err(ENODEV),
                 Err(JobErr::Fault(e, va)) => {
                     a.error = -e.0;
                     a.failed_op = i as u32;
@@ -681,7 +719,7 @@ impl Ctx {
         } else {
             Access::Read
         };
-        prefetch_killable(&b.engine, a.start, a.len, access, &mut a.done)
+        prefetch_killable(&b.engine, a.start, a.len, access, &mut a.done, &self.gone)
     }
 
     // ---- QUERY ----------------------------------------------------------------------
@@ -747,6 +785,19 @@ impl Ctx {
     /// The mm may have exited long ago (its `MMU_NOTIFY_RELEASE` already zapped everything):
     /// teardown then only removes the notifiers.
     fn close(self: KBox<Self>) {
+        // Out of the registry first: an unplug running now finishes with this context before
+        // it is freed, and none can start on it any more.
+        unregister(&mut registry().lock().ctxs, &*self);
+        self.shutdown();
+        // `Drop` frees the work items and the wait queue.
+    }
+
+    /// Releases the engine and everything it holds (DMA mappings, notifiers, page table, the
+    /// device and mm references), after stopping the workers; the context itself stays, with
+    /// no bound state. Runs when no ioctl can run any more: at close, and at unplug once the
+    /// glue waited for every ioctl to leave. Idempotent; never concurrent with itself (close
+    /// and unplug serialise on the registry).
+    fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
         // SAFETY: live work items; this waits for a running worker (here, in a work item,
         // not in the exiting task).
@@ -767,7 +818,6 @@ impl Ctx {
             }
             drop(b);
         }
-        // `Drop` frees the work item and the wait queue.
     }
 }
 
@@ -796,10 +846,100 @@ impl Drop for Ctx {
 
 // ---- entry points called by glue.c --------------------------------------------------------
 
-/// DRM `open`: a new context, not bound yet. NULL on allocation failure.
+/// DRM `open`: a new context, not bound yet, in the registry. NULL on allocation failure.
 #[no_mangle]
 pub extern "C" fn svm_rs_open(dev: *mut ffi::Device) -> *mut c_void {
     Ctx::new(dev).map(|p| p.cast()).unwrap_or(null_mut())
+}
+
+// ---- the registry of open files, for unplug -----------------------------------------------------
+
+/// Every open file's state. Entries are added when a file is opened, before the glue
+/// publishes it, and removed at its release, before it is freed, both under the registry
+/// lock, so a pointer found under the lock is live.
+pub(crate) struct Registry {
+    ctxs: KVec<*const Ctx>,
+    pub(crate) mirrors: KVec<*const Mirror>,
+}
+
+// SAFETY: the pointers are dereferenced only under the registry lock (see `Registry`), from
+// whichever task holds it; what they point to is used from any thread anyway.
+unsafe impl Send for Registry {}
+
+/// Removes `p` from a registry list (order is not kept; 6.12's `KVec` has no `swap_remove`).
+pub(crate) fn unregister<T>(v: &mut KVec<*const T>, p: *const T) {
+    if let Some(i) = v.iter().position(|&x| x == p) {
+        let last = v.len() - 1;
+        v.as_mut_slice().swap(i, last);
+        // SAFETY: drops the last element from the length; a raw pointer needs no drop.
+        unsafe { v.set_len(last) };
+    }
+}
+
+/// The registry (a module-lifetime allocation: `registry_init` .. `registry_free`).
+static REGISTRY: AtomicPtr<KLock<Registry>> = AtomicPtr::new(null_mut());
+
+/// Module init, before the glue registers the device (and so before any file opens).
+pub(crate) fn registry_init() -> Result<(), Errno> {
+    let r = Registry {
+        ctxs: KVec::new(),
+        mirrors: KVec::new(),
+    };
+    // Shared by every process: not charged to any one's cgroup.
+    let l =
+        KBox::new(KLock::new_mutex(r, ffi::LC_REGISTRY)?, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+    REGISTRY.store(KBox::into_raw(l), Ordering::Release);
+    Ok(())
+}
+
+/// Module exit, after the glue unregistered everything (no file is open).
+pub(crate) fn registry_free() {
+    let p = REGISTRY.swap(null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: made by `registry_init`, freed once; no user is left.
+        drop(unsafe { KBox::from_raw(p) });
+    }
+}
+
+/// The registry lock. Callers run between `registry_init` and `registry_free`.
+pub(crate) fn registry() -> &'static KLock<Registry> {
+    // SAFETY: set by module init before any file, probe or unplug, freed after all of them.
+    unsafe { &*REGISTRY.load(Ordering::Acquire) }
+}
+
+/// First half of unplug: every running job, prefetch and dmirror copy stops at its next page
+/// with `ENODEV`, so the glue's wait for the ioctls to leave is short.
+#[no_mangle]
+pub extern "C" fn svm_rs_unplug_begin() {
+    let r = registry().lock();
+    for &c in r.ctxs.iter() {
+        // SAFETY: registered, hence live (see `Registry`).
+        unsafe { &*c }.gone.store(true, Ordering::Relaxed);
+    }
+    for &m in r.mirrors.iter() {
+        // SAFETY: as above.
+        unsafe { &*m }.set_gone();
+    }
+}
+
+/// Second half: no ioctl, open or mmap runs or will run on any file of the device (the glue
+/// waited for them), so every engine is torn down, the files staying open: DMA mappings
+/// unmapped, notifiers removed, workers stopped, device and mm references dropped.
+#[no_mangle]
+pub extern "C" fn svm_rs_unplug_finish() {
+    let r = registry().lock();
+    for &c in r.ctxs.iter() {
+        // SAFETY: registered, hence live; no ioctl runs on it.
+        let c = unsafe { &*c };
+        c.gone.store(true, Ordering::Relaxed);
+        c.shutdown();
+    }
+    for &m in r.mirrors.iter() {
+        // SAFETY: as above.
+        let m = unsafe { &*m };
+        m.set_gone();
+        m.shutdown();
+    }
 }
 
 /// DRM `postclose`: queues the teardown. Tearing down waits for the fault worker, which may

@@ -16,10 +16,12 @@
 //! class (taken under a range lock and, from `reap`, under a page-table lock; nothing is taken
 //! under it). A new entry is allocated with `GFP_NOWAIT`: `map` runs under the range lock,
 //! where nothing may wait for reclaim; failing that is `ENOMEM`, as a failed `dma_map_page()`
-//! is.
+//! is. It is accounted (`__GFP_ACCOUNT`) like the rest of a context's memory, to the cgroup of
+//! the context that mapped the page first (a shared entry stays charged there, as a page-cache
+//! page stays charged to the cgroup that read it in).
 
 use crate::ffi;
-use crate::kplat::KLock;
+use crate::kplat::{KLock, GFP_NOWAIT_ACCOUNT};
 use crate::pgtable::Errno;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
@@ -113,7 +115,7 @@ impl DmaCache {
         if err != 0 {
             return Err(Errno::ENOMEM);
         }
-        let node = match RBTreeNode::new(k, Mapping { addr, refs: 1 }, GFP_NOWAIT) {
+        let node = match RBTreeNode::new(k, Mapping { addr, refs: 1 }, GFP_NOWAIT_ACCOUNT) {
             Ok(n) => n,
             Err(_) => {
                 // SAFETY: mapped just above, used by nobody.

@@ -39,13 +39,14 @@
 //! hole part way may have written the chunks before it); an `mmap` of the device is limited
 //! to 1 GiB. Every value of a command is checked before it is shifted or added to.
 
-use crate::device::{new_engine, prefetch_killable, resched};
+use crate::device::{new_engine, prefetch_killable, registry, resched, unregister, ENODEV};
 use crate::engine::Access;
 use crate::ffi;
-use crate::kplat::{KArc, KEngine, TlbCursor};
+use crate::kplat::{KArc, KEngine, TlbCursor, GFP};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::null_mut;
@@ -121,14 +122,18 @@ impl Cmd {
 /// One open `/dev/hmm_dmirrorN`.
 ///
 /// # Invariants
-/// `engine` is set before the file is published and lives until [`Mirror::release`];
-/// `gc_work` is live until drop, and every notifier that can queue it is removed (teardown)
-/// before it is freed.
+/// `engine` is set before the file is published and written again only by
+/// [`Mirror::shutdown`] (at release, or at unplug once the glue waited for every command to
+/// leave), when no command runs and GC is stopped: everything else only reads it. `gc_work`
+/// is live until drop, and every notifier that can queue it is removed (teardown) before it
+/// is freed. A mirror published to the glue is in the registry until [`Mirror::release`].
 pub struct Mirror {
     mm: *mut ffi::MmStruct,
-    engine: Option<KArc<KEngine>>,
+    engine: UnsafeCell<Option<KArc<KEngine>>>,
     gc_work: *mut ffi::Work,
     closing: AtomicBool,
+    /// The device is being unplugged: running commands stop with `ENODEV`.
+    gone: AtomicBool,
 }
 
 impl Mirror {
@@ -141,11 +146,12 @@ impl Mirror {
         let mut m = KBox::new(
             Mirror {
                 mm,
-                engine: None,
+                engine: UnsafeCell::new(None),
                 gc_work: null_mut(),
                 closing: AtomicBool::new(false),
+                gone: AtomicBool::new(false),
             },
-            GFP_KERNEL,
+            GFP,
         )
         .map_err(|_| Errno::ENOMEM)?;
         // SAFETY: plain allocation; the work item's data is the mirror, whose address the box
@@ -158,8 +164,25 @@ impl Mirror {
         // SAFETY: `current->mm` is live; `dev` is the module's platform device, registered
         // while any file is open; `gc_work` outlives every notifier (release tears the engine
         // down before dropping the mirror).
-        m.engine = Some(unsafe { new_engine(dev, mm, m.gc_work)? });
+        *m.engine.get_mut() = Some(unsafe { new_engine(dev, mm, m.gc_work)? });
+        // Registered before the glue publishes it, so an unplug finds it from now on.
+        registry()
+            .lock()
+            .mirrors
+            .push(&*m as *const Mirror, GFP_KERNEL)
+            .map_err(|_| Errno::ENOMEM)?;
         Ok(m)
+    }
+
+    /// The engine; `None` once shut down (unplug).
+    fn engine(&self) -> Option<&KEngine> {
+        // SAFETY: only `shutdown` writes it, when nothing else reads it (invariant).
+        unsafe { (*self.engine.get()).as_deref() }
+    }
+
+    /// Unplug begins: running commands stop at their next chunk.
+    pub(crate) fn set_gone(&self) {
+        self.gone.store(true, Ordering::Relaxed);
     }
 
     fn ioctl(&self, nr: u32, uarg: usize) -> Result<(), Errno> {
@@ -192,13 +215,14 @@ impl Mirror {
         if unsafe { ffi::svm_current_mm() } != self.mm {
             return Err(Errno::EXDEV);
         }
-        // Set by `open` before publication (invariant).
-        let e = self.engine.as_deref().ok_or(Errno::EINVAL)?;
+        // Set by `open` before publication, gone only after an unplug (invariant), when the
+        // glue no longer lets commands through.
+        let e = self.engine().ok_or(ENODEV)?;
         cmd.cpages = 0;
         cmd.faults = 0;
         match nr {
-            NR_READ | NR_WRITE => copy(e, &mut cmd, nr == NR_WRITE)?,
-            NR_SNAPSHOT => snapshot(e, &mut cmd)?,
+            NR_READ | NR_WRITE => copy(e, &mut cmd, nr == NR_WRITE, &self.gone)?,
+            NR_SNAPSHOT => snapshot(e, &mut cmd, &self.gone)?,
             NR_RELEASE => {}
             NR_MIGRATE_TO_DEV | NR_MIGRATE_TO_SYS | NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => {
                 return Err(EOPNOTSUPP)
@@ -209,23 +233,38 @@ impl Mirror {
     }
 
     fn release(self: KBox<Self>) {
+        // Out of the registry first: an unplug running now finishes with this mirror before
+        // it is freed, and none can start on it any more.
+        unregister(&mut registry().lock().mirrors, &*self);
+        self.shutdown();
+        // `Drop` frees the work item.
+    }
+
+    /// Tears the engine down and drops it (DMA mappings, notifiers, page table, the device
+    /// and mm references): at release, or at unplug once no command can run. Idempotent;
+    /// never concurrent with itself (release and unplug serialise on the registry).
+    pub(crate) fn shutdown(&self) {
         // GC must not run concurrently with teardown: stop it (a GC queued after this sees
         // `closing` and does nothing), tear down, then make sure no queued run is left.
         self.closing.store(true, Ordering::Release);
         // SAFETY: live work item (invariant).
         unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
-        if let Some(e) = self.engine.as_ref() {
+        if let Some(e) = self.engine() {
             e.teardown();
         }
         // Every notifier is gone: nothing can queue the GC work again.
         // SAFETY: live work item (invariant).
         unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
-        // `Drop` frees the work item after the engine.
+        // SAFETY: no command runs (release, or unplug after the glue's wait) and GC is
+        // stopped: nothing reads `engine` now (invariant).
+        drop(unsafe { (*self.engine.get()).take() });
     }
 
     fn gc(&self) {
         if !self.closing.load(Ordering::Acquire) {
-            if let Some(e) = self.engine.as_ref() {
+            if let Some(e) = self.engine() {
+                // Runs as a kworker: charge the bound mm's cgroup.
+                let _charge = e.mm().charge_scope();
                 e.gc();
             }
         }
@@ -236,7 +275,7 @@ impl Drop for Mirror {
     fn drop(&mut self) {
         // The engine first: it was torn down (`release`) or never had a notifier (a failed
         // `open`), so no callback can queue the work item any more.
-        drop(self.engine.take());
+        drop(self.engine.get_mut().take());
         if !self.gc_work.is_null() {
             // SAFETY: no queued or running work (`release` cancelled it, or no notifier ever
             // existed); freed once.
@@ -250,12 +289,12 @@ impl Drop for Mirror {
 
 /// READ (`write` false) or WRITE: see the module documentation. `ioctl` checked the command:
 /// `npages` in `1..=MAX_PAGES`, both spans below `TASK_SIZE`, so nothing here can overflow.
-fn copy(e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
+fn copy(e: &KEngine, cmd: &mut Cmd, write: bool, gone: &AtomicBool) -> Result<(), Errno> {
     let n = cmd.npages;
     let end = end_of(cmd);
     let access = if write { Access::Write } else { Access::Read };
     let mut bounce: KVVec<u8> =
-        KVVec::with_capacity(COPY_BATCH << PAGE_SHIFT, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        KVVec::with_capacity(COPY_BATCH << PAGE_SHIFT, GFP).map_err(|_| Errno::ENOMEM)?;
     let buf: *mut MaybeUninit<u8> = bounce.spare_capacity_mut().as_mut_ptr();
     let mut done = 0u64;
     // The end of what the last fault round brought in, and the rounds that only had to bring
@@ -266,6 +305,9 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
         // SAFETY: no preconditions.
         if unsafe { ffi::svm_fatal_signal_pending() } {
             return Err(Errno::EINTR);
+        }
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
         }
         resched();
         let k = (n - done).min(COPY_BATCH as u64) as usize;
@@ -308,7 +350,7 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool) -> Result<(), Errno> {
             // the round and before the copy reached it: a retry, as test_hmm's fault loop
             // absorbs one inside `dmirror_range_fault`, not a new device fault.
             let start = cmd.addr + ((done + i as u64) << PAGE_SHIFT);
-            prefetch_killable(e, start, end - start, access, &mut 0)?;
+            prefetch_killable(e, start, end - start, access, &mut 0, gone)?;
             if start < covered {
                 refaults += 1;
             } else {
@@ -352,7 +394,7 @@ fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, writ
 }
 
 /// SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
-fn snapshot(e: &KEngine, cmd: &mut Cmd) -> Result<(), Errno> {
+fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> {
     let end = end_of(cmd);
     let range = 1u64 << e.config().range_shift;
     let mut pfns = [0u64; SNAPSHOT_CHUNK];
@@ -362,6 +404,9 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd) -> Result<(), Errno> {
         // SAFETY: no preconditions.
         if unsafe { ffi::svm_fatal_signal_pending() } {
             return Err(Errno::EINTR);
+        }
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
         }
         resched();
         // A chunk never crosses a range (the engine snapshots one range at a time).

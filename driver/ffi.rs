@@ -53,6 +53,7 @@ pub const LC_TLB: u32 = 6;
 pub const LC_ENGINE: u32 = 7;
 pub const LC_ENGINE_RW: u32 = 8;
 pub const LC_DMA: u32 = 9;
+pub const LC_REGISTRY: u32 = 10;
 
 /// Entries of `svm_abi` (glue.h `SVM_ABI_NR`; glue.c asserts the same number).
 pub const ABI_NR: usize = 30;
@@ -75,6 +76,10 @@ extern "C" {
     pub fn svm_rwsem_down_write(l: *mut c_void);
     pub fn svm_rwsem_down_write_trylock(l: *mut c_void) -> bool;
     pub fn svm_rwsem_up_write(l: *mut c_void);
+
+    pub fn svm_gfp() -> u32;
+    pub fn svm_memcg_enter(mm: *mut MmStruct, old: *mut *mut c_void) -> *mut c_void;
+    pub fn svm_memcg_exit(memcg: *mut c_void, old: *mut c_void);
 
     pub fn svm_current_mm() -> *mut MmStruct;
     pub fn svm_mm_bind(mm: *mut MmStruct) -> i32;

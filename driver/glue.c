@@ -13,6 +13,7 @@
 #include <linux/huge_mm.h>
 #include <linux/hmm.h>
 #include <linux/magic.h>
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/miscdevice.h>
@@ -24,6 +25,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/srcu.h>
 #include <linux/timekeeping.h>
 #include <linux/userfaultfd_k.h>
 #include <linux/wait.h>
@@ -149,6 +151,45 @@ const u64 svm_abi[SVM_ABI_NR] = {
 	[SVM_ABI_DMIRROR_PROT_ZERO] = HMM_DMIRROR_PROT_ZERO,
 };
 
+/* ---- memory accounting -------------------------------------------------- */
+
+/*
+ * Every allocation made on behalf of a context (its locks, notifiers, page-table pages,
+ * work items, wait queues; the Rust side uses the same flags, kplat::GFP) is charged to a
+ * memory cgroup, the bound mm's: in the calling task's context that is the task's own, and
+ * the fault worker and GC run under svm_memcg_enter().  __GFP_RETRY_MAYFAIL: at the cgroup's
+ * limit (or when the system is out of memory) the allocation fails, and the fault or ioctl
+ * with it, with -ENOMEM, instead of calling the OOM killer from a device fault (which would
+ * kill whatever the worker's cgroup or the system holds most of).  __GFP_NOWARN: the failure
+ * is the caller's errno, not a splat.
+ */
+#define SVM_GFP (GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
+
+u32 svm_gfp(void)
+{
+	return (__force u32)SVM_GFP;
+}
+
+/*
+ * Charges the current task's __GFP_ACCOUNT allocations to mm's memory cgroup until
+ * svm_memcg_exit(): for the work items, whose current is a kworker.  The owner's cgroup is
+ * looked up each time, so a process moved to another cgroup is charged there from then on.
+ * An exited mm has no owner: the root cgroup (nothing is charged).
+ */
+void *svm_memcg_enter(struct mm_struct *mm, void **old)
+{
+	struct mem_cgroup *memcg = get_mem_cgroup_from_mm(mm);
+
+	*old = set_active_memcg(memcg);
+	return memcg;
+}
+
+void svm_memcg_exit(void *memcg, void *old)
+{
+	set_active_memcg(old);
+	mem_cgroup_put(memcg);
+}
+
 /* ---- locks ------------------------------------------------------------- */
 
 /*
@@ -167,6 +208,7 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_ENGINE] = "svm_engine_lock",
 	[SVM_LC_ENGINE_RW] = "svm_engine_rwsem",
 	[SVM_LC_DMA] = "svm_dma_cache_lock",
+	[SVM_LC_REGISTRY] = "svm_registry_lock",
 };
 
 void *svm_spin_new(unsigned int cls)
@@ -175,7 +217,7 @@ void *svm_spin_new(unsigned int cls)
 
 	if (WARN_ON(cls >= SVM_LC_NR))
 		return NULL;
-	l = kmalloc(sizeof(*l), GFP_KERNEL);
+	l = kmalloc(sizeof(*l), SVM_GFP);
 	if (!l)
 		return NULL;
 	spin_lock_init(l);
@@ -209,7 +251,7 @@ void *svm_mutex_new(unsigned int cls)
 
 	if (WARN_ON(cls >= SVM_LC_NR))
 		return NULL;
-	m = kmalloc(sizeof(*m), GFP_KERNEL);
+	m = kmalloc(sizeof(*m), SVM_GFP);
 	if (!m)
 		return NULL;
 	__mutex_init(m, svm_lock_names[cls], &svm_lock_keys[cls]);
@@ -247,7 +289,7 @@ void *svm_rwsem_new(unsigned int cls)
 
 	if (WARN_ON(cls >= SVM_LC_NR))
 		return NULL;
-	s = kmalloc(sizeof(*s), GFP_KERNEL);
+	s = kmalloc(sizeof(*s), SVM_GFP);
 	if (!s)
 		return NULL;
 	__init_rwsem(s, svm_lock_names[cls], &svm_lock_keys[cls]);
@@ -356,17 +398,28 @@ struct mm_struct *svm_current_mm(void)
 }
 
 /*
- * Pins the mm_struct (not the address space) for the context's lifetime and
- * registers the mm with the notifier core once, now: mmu_notifier_register()
- * takes mmap_write_lock, which the fault path must not do.
+ * Pins the mm_struct (not the address space) for the context's lifetime and makes sure
+ * the mm is registered with the notifier core, so that the fault path's first
+ * mmu_interval_notifier_insert() need not register it (under mmap_write_lock).
+ *
+ * Registration is per mm, not per file: mmu_notifier_register(NULL, mm) takes
+ * mmap_write_lock and mm_take_all_locks(), a walk that locks every VMA's anon_vma and
+ * mapping (and, past 4096 of them, overflows lockdep's nest-lock count), so doing it at every
+ * BIND or dmirror open would let any user make each one as slow as its VMAs are many.  The
+ * engine needs no struct mmu_notifier of its own (only interval notifiers, which also see
+ * exit_mmap's invalidation), so the mm's notifier subscriptions existing is enough: once they
+ * do they are never freed before the mm, and the registration that created them here set up
+ * the interval tree.  If another subsystem created them without one (a plain mmu_notifier),
+ * the first interval insert registers the mm, once, as mmu_interval_notifier_insert() does.
  */
 int svm_mm_bind(struct mm_struct *mm)
 {
-	int ret;
+	int ret = 0;
 
 	if (!mmget_not_zero(mm))
 		return -ESRCH;
-	ret = mmu_notifier_register(NULL, mm);
+	if (!mm_has_notifiers(mm))
+		ret = mmu_notifier_register(NULL, mm);
 	mmput(mm);
 	if (ret)
 		return ret;
@@ -499,7 +552,7 @@ int svm_notifier_insert(struct mm_struct *mm, u64 start, u64 len, const void *cb
 	struct svm_notifier *n;
 	int ret;
 
-	n = kzalloc(sizeof(*n), GFP_KERNEL);
+	n = kzalloc(sizeof(*n), SVM_GFP);
 	if (!n)
 		return -ENOMEM;
 	n->cb = cb;
@@ -651,7 +704,7 @@ void svm_put_device(struct device *dev)
 
 void *svm_table_alloc(unsigned long size)
 {
-	return (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, get_order(size));
+	return (void *)__get_free_pages(SVM_GFP | __GFP_ZERO, get_order(size));
 }
 
 void svm_table_free(void *p, unsigned long size)
@@ -734,7 +787,7 @@ static void svm_work_fn(struct work_struct *work)
 
 struct svm_work *svm_work_new(void (*fn)(void *data), void *data)
 {
-	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
+	struct svm_work *w = kzalloc(sizeof(*w), SVM_GFP);
 
 	if (!w)
 		return NULL;
@@ -751,7 +804,7 @@ struct svm_work *svm_work_new(void (*fn)(void *data), void *data)
  */
 struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data)
 {
-	struct svm_work *w = kzalloc(sizeof(*w), GFP_KERNEL);
+	struct svm_work *w = kzalloc(sizeof(*w), SVM_GFP);
 
 	if (!w)
 		return NULL;
@@ -782,7 +835,7 @@ struct svm_waitq {
 
 struct svm_waitq *svm_waitq_new(void)
 {
-	struct svm_waitq *q = kzalloc(sizeof(*q), GFP_KERNEL);
+	struct svm_waitq *q = kzalloc(sizeof(*q), SVM_GFP);
 
 	if (q)
 		init_waitqueue_head(&q->wq);
@@ -811,10 +864,44 @@ void svm_waitq_wake(struct svm_waitq *q)
 
 /* ---- DRM accel driver -------------------------------------------------- */
 
+/*
+ * The dmirror files' counterpart of drm_dev_enter(): their open, ioctls and mmap run in an
+ * SRCU read section and fail with -ENODEV once svm_remove() set svm_dm_unplugged, which then
+ * waits for those still running before tearing their engines down.
+ */
+DEFINE_STATIC_SRCU(svm_dm_srcu);
+static bool svm_dm_unplugged;
+
+static bool svm_dm_enter(int *idx)
+{
+	*idx = srcu_read_lock(&svm_dm_srcu);
+	if (READ_ONCE(svm_dm_unplugged)) {
+		srcu_read_unlock(&svm_dm_srcu, *idx);
+		return false;
+	}
+	return true;
+}
+
+static void svm_dm_exit_section(int idx)
+{
+	srcu_read_unlock(&svm_dm_srcu, idx);
+}
+
+/*
+ * Open and every ioctl run inside drm_dev_enter()/drm_dev_exit(): once svm_remove() has
+ * called drm_dev_unplug(), none runs any more (it waits for those that do) and every new
+ * one fails with -ENODEV, so the engines can be torn down under open files.  A context
+ * registers itself (svm_rs_open) inside the section, so the teardown finds it.
+ */
 static int svm_drm_open(struct drm_device *drm, struct drm_file *file)
 {
-	void *ctx = svm_rs_open(drm->dev);
+	void *ctx;
+	int idx;
 
+	if (!drm_dev_enter(drm, &idx))
+		return -ENODEV;
+	ctx = svm_rs_open(drm->dev);
+	drm_dev_exit(idx);
 	if (!ctx)
 		return -ENOMEM;
 	file->driver_priv = ctx;
@@ -827,25 +914,21 @@ static void svm_drm_postclose(struct drm_device *drm, struct drm_file *file)
 	file->driver_priv = NULL;
 }
 
-static int svm_ioctl_bind(struct drm_device *drm, void *data, struct drm_file *file)
-{
-	return svm_rs_bind(file->driver_priv, data);
+#define SVM_IOCTL(name)								\
+static int svm_ioctl_##name(struct drm_device *drm, void *data, struct drm_file *file)	\
+{										\
+	int idx, ret;								\
+										\
+	if (!drm_dev_enter(drm, &idx))						\
+		return -ENODEV;							\
+	ret = svm_rs_##name(file->driver_priv, data);				\
+	drm_dev_exit(idx);							\
+	return ret;								\
 }
-
-static int svm_ioctl_submit(struct drm_device *drm, void *data, struct drm_file *file)
-{
-	return svm_rs_submit(file->driver_priv, data);
-}
-
-static int svm_ioctl_prefetch(struct drm_device *drm, void *data, struct drm_file *file)
-{
-	return svm_rs_prefetch(file->driver_priv, data);
-}
-
-static int svm_ioctl_query(struct drm_device *drm, void *data, struct drm_file *file)
-{
-	return svm_rs_query(file->driver_priv, data);
-}
+SVM_IOCTL(bind)
+SVM_IOCTL(submit)
+SVM_IOCTL(prefetch)
+SVM_IOCTL(query)
 
 static const struct drm_ioctl_desc svm_ioctls[] = {
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_BIND, svm_ioctl_bind, 0),
@@ -922,16 +1005,31 @@ static int svm_probe(struct platform_device *pdev)
 		return ret;
 	}
 	platform_set_drvdata(pdev, drm);
+	/* Bound (again): the dmirror files may open. */
+	WRITE_ONCE(svm_dm_unplugged, false);
 	dev_info(&pdev->dev, "registered accel minor %d, DMA mask %u bits\n", drm->accel->index,
 		 svm_dma_bits);
 	return 0;
 }
 
+/*
+ * Unplug (sysfs unbind, or module exit): with files still open, tear every context's engine
+ * down (DMA unmapped, notifiers removed, workers stopped) before the device goes.
+ */
 static void svm_remove(struct platform_device *pdev)
 {
 	struct drm_device *drm = platform_get_drvdata(pdev);
 
-	drm_dev_unregister(drm);
+	/* No new dmirror file from now on. */
+	WRITE_ONCE(svm_dm_unplugged, true);
+	/* Running jobs, prefetches and dmirror copies stop at their next page with -ENODEV. */
+	svm_rs_unplug_begin();
+	/* Waits for every accel open and ioctl; later ones fail with -ENODEV. */
+	drm_dev_unplug(drm);
+	/* The same for the dmirror files. */
+	synchronize_srcu(&svm_dm_srcu);
+	svm_rs_unplug_finish();
+	platform_set_drvdata(pdev, NULL);
 	drm_dev_put(drm);
 }
 
@@ -955,7 +1053,8 @@ MODULE_PARM_DESC(dmirror,
 
 int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr)
 {
-	struct page *page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	/* Up to 1 GiB per mmap (dmirror.rs): charged, and -ENOMEM at the limit. */
+	struct page *page = alloc_page(SVM_GFP | __GFP_ZERO);
 	int ret;
 
 	if (!page)
@@ -969,8 +1068,12 @@ int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr)
 static int svm_dm_open(struct inode *inode, struct file *filp)
 {
 	void *m;
-	int ret = svm_rs_dm_open(&svm_pdev->dev, &m);
+	int idx, ret;
 
+	if (!svm_dm_enter(&idx))
+		return -ENODEV;
+	ret = svm_rs_dm_open(&svm_pdev->dev, &m);
+	svm_dm_exit_section(idx);
 	if (ret)
 		return ret;
 	filp->private_data = m;
@@ -985,6 +1088,8 @@ static int svm_dm_release(struct inode *inode, struct file *filp)
 
 static long svm_dm_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
+	int idx, ret;
+
 	switch (cmd) {
 	case HMM_DMIRROR_READ:
 	case HMM_DMIRROR_WRITE:
@@ -994,14 +1099,24 @@ static long svm_dm_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 	case HMM_DMIRROR_EXCLUSIVE:
 	case HMM_DMIRROR_CHECK_EXCLUSIVE:
 	case HMM_DMIRROR_RELEASE:
-		return svm_rs_dm_ioctl(filp->private_data, _IOC_NR(cmd), arg);
+		if (!svm_dm_enter(&idx))
+			return -ENODEV;
+		ret = svm_rs_dm_ioctl(filp->private_data, _IOC_NR(cmd), arg);
+		svm_dm_exit_section(idx);
+		return ret;
 	}
 	return -EINVAL;
 }
 
 static int svm_dm_mmap(struct file *filp, struct vm_area_struct *vma)
 {
-	return svm_rs_dm_mmap(vma, vma->vm_start, vma->vm_end);
+	int idx, ret;
+
+	if (!svm_dm_enter(&idx))
+		return -ENODEV;
+	ret = svm_rs_dm_mmap(vma, vma->vm_start, vma->vm_end);
+	svm_dm_exit_section(idx);
+	return ret;
 }
 
 static const struct file_operations svm_dm_fops = {

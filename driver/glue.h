@@ -29,6 +29,7 @@ enum svm_lock_class {
 	SVM_LC_ENGINE = 7, /* mutex: engine-wide lock of LockScope::EngineMutex (baseline) */
 	SVM_LC_ENGINE_RW = 8, /* rwsem: engine-wide lock of LockScope::EngineRwsem (baseline) */
 	SVM_LC_DMA = 9,    /* spinlock: a bucket of the shared DMA mapping table (innermost) */
+	SVM_LC_REGISTRY = 10, /* mutex: every open file's context, for unplug (device.rs) */
 	SVM_LC_NR
 };
 
@@ -49,6 +50,11 @@ void svm_rwsem_up_read(void *l);
 void svm_rwsem_down_write(void *l);
 bool svm_rwsem_down_write_trylock(void *l);
 void svm_rwsem_up_write(void *l);
+
+/* memory accounting: the flags of every allocation for a context, and the kworkers' scope */
+u32 svm_gfp(void);
+void *svm_memcg_enter(struct mm_struct *mm, void **old);
+void svm_memcg_exit(void *memcg, void *old);
 
 /* mm */
 struct mm_struct *svm_current_mm(void);
@@ -196,6 +202,9 @@ int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
 int svm_rs_prefetch(void *ctx, void *data);
 int svm_rs_query(void *ctx, void *data);
+/* Rust: unplug (svm_remove): stop every job, then tear every engine down */
+void svm_rs_unplug_begin(void);
+void svm_rs_unplug_finish(void);
 
 /* dmirror front end (driver/dmirror.rs), with the module parameter dmirror=1 */
 struct vm_area_struct;

@@ -31,8 +31,61 @@ use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use kernel::alloc::Flags;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode};
+
+// ---- memory accounting ------------------------------------------------------
+
+/// The raw `gfp_t` of [`GFP`]: `GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN`,
+/// the flags of the glue's `SVM_GFP` (module init checks that the two agree).
+pub const GFP_RAW: u32 = kernel::bindings::GFP_KERNEL_ACCOUNT
+    | kernel::bindings::__GFP_NOWARN
+    | (1u32 << kernel::bindings::___GFP_RETRY_MAYFAIL_BIT);
+
+/// The flags of every allocation the driver makes for a context (the engine's ranges and
+/// index nodes through [`KArc`] and [`KMap`], the driver's own per-file and per-job memory;
+/// the glue allocates its locks, notifiers, page-table pages and work items with the same):
+/// charged to the memory cgroup of the task, or of the bound mm inside a [`MemcgScope`];
+/// at the cgroup's limit, or when the system is out of memory, `ENOMEM` for the caller rather
+/// than the OOM killer run from a device fault; no allocation-failure splat.
+pub const GFP: Flags = gfp_raw(GFP_RAW);
+
+/// `GFP_NOWAIT | __GFP_ACCOUNT | __GFP_NOWARN`: for what must be allocated under a range
+/// lock (the DMA cache's entries), where nothing may wait for reclaim; charged like [`GFP`]
+/// (a memcg at its limit fails it at once).
+pub const GFP_NOWAIT_ACCOUNT: Flags = gfp_raw(
+    kernel::bindings::GFP_NOWAIT
+        | kernel::bindings::__GFP_NOWARN
+        | (1u32 << kernel::bindings::___GFP_ACCOUNT_BIT),
+);
+
+/// `Flags` from raw `gfp_t` bits. 6.12's `kernel::alloc::flags` has neither
+/// `__GFP_RETRY_MAYFAIL` nor `__GFP_ACCOUNT` alone, and `Flags` no constructor from raw bits
+/// (nor `const` operators), hence the transmute.
+const fn gfp_raw(raw: u32) -> Flags {
+    const _: () = assert!(core::mem::size_of::<Flags>() == core::mem::size_of::<u32>());
+    // SAFETY: `Flags` is a struct whose only field is the raw `u32` flags, and it is no
+    // larger than that field (asserted above), so the field is all of its bytes and every
+    // `u32` is a valid `Flags` standing for those raw bits.
+    unsafe { core::mem::transmute::<u32, Flags>(raw) }
+}
+
+/// While it lives, the current task's accounted allocations ([`GFP`]) are charged to the
+/// memory cgroup of a bound mm: the work items (fault worker, GC) run as kworkers, whose own
+/// cgroup is the root. Made by [`KMm::charge_scope`]; not `Send` (the scope is the task's),
+/// and scopes end in the reverse order of their making (they are guards on the stack).
+pub struct MemcgScope {
+    memcg: *mut c_void,
+    old: *mut c_void,
+}
+
+impl Drop for MemcgScope {
+    fn drop(&mut self) {
+        // SAFETY: the values `svm_memcg_enter` returned, restored and released once.
+        unsafe { ffi::svm_memcg_exit(self.memcg, self.old) }
+    }
+}
 
 /// Page-table pages currently allocated, by all contexts (checked at module exit).
 pub static TABLES_LIVE: AtomicI64 = AtomicI64::new(0);
@@ -348,7 +401,7 @@ impl<T> Deref for KArc<T> {
 
 impl<T: Send + Sync> SharedPtr<T> for KArc<T> {
     fn new(v: T) -> Result<Self, Errno> {
-        kernel::sync::Arc::new(v, GFP_KERNEL)
+        kernel::sync::Arc::new(v, GFP)
             .map(KArc)
             .map_err(|_| Errno::ENOMEM)
     }
@@ -375,7 +428,7 @@ impl<V: Clone + Send + Sync + 'static> RangeMap<V> for KMap<V> {
     }
 
     fn insert(&self, key: u64, v: V) -> Result<Result<(), V>, Errno> {
-        let node = RBTreeNode::new(key, v, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+        let node = RBTreeNode::new(key, v, GFP).map_err(|_| Errno::ENOMEM)?;
         let mut t = self.0.lock();
         if let Some(old) = t.get(&key) {
             let old = old.clone();
@@ -442,6 +495,15 @@ impl KMm {
     /// The raw mm, for identity checks.
     pub fn raw(&self) -> *mut ffi::MmStruct {
         self.mm.as_ptr()
+    }
+
+    /// Charges what the current task allocates with [`GFP`] to this mm's memory cgroup (its
+    /// owner's, looked up now) until the returned scope drops.
+    pub fn charge_scope(&self) -> MemcgScope {
+        let mut old = core::ptr::null_mut();
+        // SAFETY: live mm_struct (mmgrab); `old` is written before the call returns.
+        let memcg = unsafe { ffi::svm_memcg_enter(self.raw(), &mut old) };
+        MemcgScope { memcg, old }
     }
 }
 

@@ -122,15 +122,31 @@ impl kernel::Module for SvmAccel {
                 bad = true;
             }
         }
+        // SAFETY: no preconditions.
+        let c_gfp = unsafe { ffi::svm_gfp() };
+        if c_gfp != kplat::GFP_RAW {
+            pr_err!(
+                "ABI mismatch: allocation flags {:#x} in the glue, {:#x} in Rust\n",
+                c_gfp,
+                kplat::GFP_RAW
+            );
+            bad = true;
+        }
         if bad {
             return Err(EINVAL);
         }
         let dma_bits = pte_addr_bits::<<kplat::KPlat as platform::Platform>::Fmt>();
-        // Before any device file can open.
+        // Before any device file can open: the shared DMA mapping table, and the registry of
+        // open files, which unplug walks.
         dmacache::init().map_err(|e| Error::from_errno(-e.0))?;
+        if let Err(e) = device::registry_init() {
+            dmacache::exit();
+            return Err(Error::from_errno(-e.0));
+        }
         // SAFETY: called once, from module init.
         let rc = unsafe { ffi::svm_glue_init(dma_bits) };
         if rc != 0 {
+            device::registry_free();
             dmacache::exit();
             return Err(Error::from_errno(rc));
         }
@@ -143,6 +159,7 @@ impl Drop for SvmAccel {
     fn drop(&mut self) {
         // SAFETY: init succeeded; no file is open (the fops hold a module reference).
         unsafe { ffi::svm_glue_exit() };
+        device::registry_free();
         dmacache::exit();
         let t = kplat::TABLES_LIVE.load(core::sync::atomic::Ordering::Relaxed);
         let d = kplat::DMA_LIVE.load(core::sync::atomic::Ordering::Relaxed);

@@ -2706,7 +2706,9 @@ impl<'a> T<'a> {
         true
     }
 
-    /// A SUBMIT of oracle ops on accel slot 0 (binding it if a reopen left it unbound).
+    /// A SUBMIT of oracle ops on accel slot 0 (binding it if a reopen left it unbound; if a
+    /// forked child, which shares the file, bound it first to its own mm, the parent gets
+    /// EXDEV, as it must: slot 0 then gets a fresh file of its own).
     /// Some(error) when the job ran; None when it could not be judged (transient errors).
     fn o_submit(&mut self, ops: &mut [drm_svm_accel_op], what: &str) -> Option<i32> {
         let fd = self.accel[0];
@@ -2719,6 +2721,7 @@ impl<'a> T<'a> {
             self.begin(format!("oracle {what} fd={fd} {}", op_desc(&ops[0])));
             let mut allowed = E_TRANSIENT.to_vec();
             allowed.push(libc::ENOTCONN);
+            allowed.push(libc::EXDEV);
             match self.ioctl(K::Oracle, fd, A_SUBMIT, &mut s as *mut _ as u64, &allowed) {
                 Ok(()) => {
                     self.sh.oracle_checks.fetch_add(1, Relaxed);
@@ -2737,6 +2740,25 @@ impl<'a> T<'a> {
                     let mut b = drm_svm_accel_bind::default();
                     // SAFETY: BIND on our fd.
                     unsafe { libc::ioctl(fd, A_BIND as _, &mut b) };
+                }
+                Err(libc::EXDEV) if attempt == 0 => {
+                    let nfd = open(ACCEL);
+                    if nfd < 0 {
+                        return None;
+                    }
+                    let mut b = drm_svm_accel_bind::default();
+                    // SAFETY: BIND on our fresh fd, then it replaces slot 0's number.
+                    unsafe {
+                        libc::ioctl(nfd, A_BIND as _, &mut b);
+                        libc::dup2(nfd, fd);
+                    }
+                    close(nfd);
+                }
+                Err(libc::EXDEV) => {
+                    self.brk(format!(
+                        "oracle {what}: EXDEV on a file this process just bound"
+                    ));
+                    return None;
                 }
                 Err(_) => return None,
             }
