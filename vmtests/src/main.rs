@@ -2751,14 +2751,24 @@ fn t_dmirror_refault_under_migration() -> TResult {
     let migrator = {
         let (b, stop) = (b.clone(), stop.clone());
         std::thread::spawn(move || -> Result<u64, String> {
-            let pages: Vec<u64> = (0..NP as u64).map(|i| b.addr() + i * PAGE as u64).collect();
+            // A few pages at a time, then a pause: migrating the whole buffer back to back
+            // would be a livelock no device can get through (each pass takes away pages a
+            // command just faulted in, until its bound of rounds ends it with EBUSY minutes
+            // later under TCG), not the occasional outside invalidation this test is about.
             let mut n = 0u64;
+            let mut x = 0x2545_f491_4f6c_dd1du64;
             while !stop.load(Ordering::Relaxed) {
+                let pages: Vec<u64> = (0..8)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        b.addr() + (x % NP as u64) * PAGE as u64
+                    })
+                    .collect();
                 move_pages(&pages, (n % 2) as i32)?;
                 n += 1;
-                // Room for the commands between passes: back-to-back passes on a loaded
-                // 2-CPU host can keep one fault retrying past its 1 s budget (EBUSY).
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(3));
             }
             Ok(n)
         })
@@ -2767,7 +2777,12 @@ fn t_dmirror_refault_under_migration() -> TResult {
     let mut back = vec![0u64; NP * PAGE / 8];
     let mut worst = 0;
     let mut res: TResult = Ok(());
+    let t0 = Instant::now();
     for round in 0..40u64 {
+        if t0.elapsed() > Duration::from_secs(60) {
+            println!("    (stopped after {round} rounds: 60 s)");
+            break;
+        }
         for (i, w) in src.iter_mut().enumerate() {
             *w = round << 32 | i as u64;
         }
@@ -2816,7 +2831,7 @@ fn t_dmirror_refault_under_migration() -> TResult {
     let moves = migrator.join().unwrap()?;
     // SAFETY: our fd.
     unsafe { libc::close(fd) };
-    println!("    ({moves} move_pages passes of {NP} pages, most faults per command {worst})");
+    println!("    ({moves} move_pages passes of 8 pages, most faults per command {worst})");
     res
 }
 
