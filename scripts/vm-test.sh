@@ -29,7 +29,9 @@ LOG="$SVM_CACHE/vm-logs/vm-test-$(date +%Y%m%d-%H%M%S).log"
 set +e
 # dmirror=1: svm_accel also registers /dev/hmm_dmirror0/1, so hmm-tests and
 # dmbench run a second time, against the engine (vm/init.sh).
-scripts/vm-run.sh --module svm_accel.ko --module-args dmirror=1 \
+# The whole boot (both hmm-tests runs, dmbench, ~50 vmtests, the fuzzer) takes 8-12 min under
+# TCG on 2 cores; a hang is still caught, by the guest's hung-task detector or this bound.
+scripts/vm-run.sh --timeout "${SVM_VM_TIMEOUT:-1800}" --module svm_accel.ko --module-args dmirror=1 \
     --dmbench "$DMBENCH" --dmbench-args "${SVM_DMBENCH_ARGS:---mib 16 --trials 3}" \
     --hmmcount "$HMMCOUNT" --prog "$PROG" --prog "$FUZZ" --prog-args "$FUZZ_ARGS" \
     --log "$LOG" "$@"
