@@ -34,7 +34,9 @@ struct Inner {
     frees: AtomicU64,
     poison: u64,
     violations: Violations,
+    #[cfg_attr(loom, allow(dead_code))]
     walk_jitter: std::sync::atomic::AtomicBool,
+    #[cfg_attr(loom, allow(dead_code))]
     walks: AtomicU64,
 }
 

@@ -167,15 +167,22 @@ fn faults_on_other_ranges_do_not_retry() {
     });
 }
 
+/// A 2 MiB range the device mirrored, then unmapped (its range marked for GC) and mapped
+/// again, fresh: what GC races a new fault on.
+fn remapped_range(w: &World) -> u64 {
+    let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
+    w.device().write(a, 1).unwrap();
+    w.mm.munmap(a, M2).unwrap();
+    w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+    a
+}
+
 /// GC racing a fault on a range that was unmapped and mapped again.
 #[test]
 fn fault_vs_gc() {
     model(|| {
         let w = world();
-        let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
-        w.device().write(a, 1).unwrap();
-        w.mm.munmap(a, M2).unwrap();
-        w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+        let a = remapped_range(&w);
         let w2 = w.clone();
         let t = thread::spawn(move || w2.device().write(a, 7).unwrap());
         w.gc();
@@ -220,10 +227,7 @@ fn loser_callback_spares_winner() {
 fn dead_range_callback_spares_successor() {
     model(|| {
         let w = world();
-        let a = w.mm.mmap(M2, Prot::RW, MapFlags::ANON).unwrap();
-        w.device().write(a, 1).unwrap();
-        w.mm.munmap(a, M2).unwrap();
-        w.mm.mmap_fixed(a, M2, Prot::RW, MapFlags::ANON).unwrap();
+        let a = remapped_range(&w);
         let w2 = w.clone();
         let t = thread::spawn(move || {
             w2.gc();
