@@ -113,14 +113,15 @@ pub(crate) fn t_ksm() -> TResult {
 
 // ---- fd passing ---------------------------------------------------------------------------
 
-fn send_fds(sock: i32, fds: &[i32]) -> TResult {
+/// Calls `f` with a one-byte message whose control buffer has room for `n` fds.
+fn with_fd_msg<R>(n: usize, f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<i32>()) as u32) } as usize;
     let mut buf = vec![0u8; space];
     // SAFETY: an all-zero msghdr is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -128,50 +129,43 @@ fn send_fds(sock: i32, fds: &[i32]) -> TResult {
     msg.msg_iovlen = 1;
     msg.msg_control = buf.as_mut_ptr().cast();
     msg.msg_controllen = space;
-    // SAFETY: msg_control has room for one cmsg with `fds`.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-    }
-    // SAFETY: a valid msghdr.
-    let r = unsafe { libc::sendmsg(sock, &msg, 0) };
+    f(&mut msg)
+}
+
+fn send_fds(sock: i32, fds: &[i32]) -> TResult {
+    let r = with_fd_msg(fds.len(), |msg| {
+        // SAFETY: msg_control has room for one cmsg with `fds`; then a valid msghdr.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+            libc::sendmsg(sock, msg, 0)
+        }
+    });
     check!(r == 1, "sendmsg: {}", ename(errno()));
     Ok(())
 }
 
 fn recv_fds(sock: i32, n: usize) -> Result<Vec<i32>, String> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE((n * 4) as u32) } as usize;
-    let mut buf = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = buf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: a valid msghdr with room for `n` fds.
-    let r = unsafe { libc::recvmsg(sock, &mut msg, 0) };
-    if r != 1 {
-        return Err(format!("recvmsg: {}", ename(errno())));
-    }
-    let mut fds = vec![-1; n];
-    // SAFETY: the kernel wrote one SCM_RIGHTS cmsg with `n` fds.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
-            return Err("no SCM_RIGHTS".into());
+    with_fd_msg(n, |msg| {
+        // SAFETY: a valid msghdr with room for `n` fds.
+        let r = unsafe { libc::recvmsg(sock, msg, 0) };
+        if r != 1 {
+            return Err(format!("recvmsg: {}", ename(errno())));
         }
-        std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c).cast(), fds.as_mut_ptr(), n);
-    }
-    Ok(fds)
+        let mut fds = vec![-1; n];
+        // SAFETY: the kernel wrote one SCM_RIGHTS cmsg with `n` fds.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+                return Err("no SCM_RIGHTS".into());
+            }
+            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c).cast(), fds.as_mut_ptr(), n);
+        }
+        Ok(fds)
+    })
 }
 
 /// The receiving process: another mm. Exit code 0: every check held.
