@@ -423,6 +423,57 @@ impl<P: Platform> Engine<P> {
         }
     }
 
+    /// What a leaf for the hmm pfn `v` may grant: write only to a write fault on a page the CPU
+    /// may write; and the direction of its DMA mapping, `DMA_BIDIRECTIONAL` whenever the CPU may
+    /// write (so a read leaf can be upgraded in place), else `DMA_TO_DEVICE`.
+    fn rights(v: u64, access: Access) -> (Perm, bool) {
+        let cpu_write = v & HMM_PFN_WRITE != 0;
+        let perm = Perm {
+            write: access == Access::Write && cpu_write,
+        };
+        (
+            perm,
+            cpu_write || cfg!(feature = "teeth-dma-always-bidirectional"),
+        )
+    }
+
+    /// Under the range lock, before mapping `pfn` at `va` (`level` 0: 4 KiB, 1: 2 MiB) with
+    /// `perm`: Ok(true) if the leaf there already maps `pfn` and now grants `perm` (upgraded to
+    /// writable in place, and counted as written, when its DMA mapping allows the device to
+    /// write); Ok(false) if a new leaf must be written, after releasing the old one the safe
+    /// way (another page, which cannot be without an invalidation, or a `DMA_TO_DEVICE`
+    /// mapping that must become writable).
+    fn keep_leaf(
+        &self,
+        st: &mut RangeState,
+        va: u64,
+        level: u8,
+        pfn: u64,
+        perm: Perm,
+    ) -> Result<bool, Errno> {
+        let Some(l) = self.pt.get(va, level) else {
+            return Ok(false);
+        };
+        if l.valid && leaf_pfn(l.aux) == pfn {
+            if !perm.write || l.perm.write {
+                return Ok(true);
+            }
+            if l.aux & AUX_DMA_WRITE != 0 {
+                self.pt.map(va, level, l.addr, perm, l.aux)?;
+                let c = if level == 1 {
+                    &self.stats.huge_mapped
+                } else {
+                    &self.stats.pages_mapped
+                };
+                Counters::add(c, 1);
+                return Ok(true);
+            }
+        }
+        let span = if level == 1 { HUGE } else { PAGE };
+        self.evict(st, va, va + span);
+        Ok(false)
+    }
+
     /// Writes one 2 MiB leaf for `block`, under the range lock.
     fn commit_huge(
         &self,
@@ -433,26 +484,9 @@ impl<P: Platform> Engine<P> {
         access: Access,
     ) -> Result<Commit, Errno> {
         let head = hmm_pfn(fpfn) - ((page - block) >> PAGE_SHIFT);
-        let dma_write =
-            fpfn & HMM_PFN_WRITE != 0 || cfg!(feature = "teeth-dma-always-bidirectional");
-        let perm = Perm {
-            write: access == Access::Write && dma_write,
-        };
-        if let Some(l) = self.pt.get(block, 1) {
-            if l.valid && leaf_pfn(l.aux) == head {
-                if !perm.write || l.perm.write {
-                    return Ok(Commit::Done);
-                }
-                if l.aux & AUX_DMA_WRITE != 0 {
-                    self.pt.map(block, 1, l.addr, perm, l.aux)?;
-                    Counters::add(&self.stats.huge_mapped, 1);
-                    return Ok(Commit::Done);
-                }
-                // Mapped DMA_TO_DEVICE while the CPU could only read it: a new mapping.
-            }
-            // Another folio than the one mapped (cannot be without an invalidation, but if it
-            // is), or a read-only mapping to replace: release it the safe way first.
-            self.evict(st, block, block + HUGE);
+        let (perm, dma_write) = Self::rights(fpfn, access);
+        if self.keep_leaf(st, block, 1, head, perm)? {
+            return Ok(Commit::Done);
         }
         let addr = self.dma.map(head, HUGE_ORDER, dma_write)?;
         match self.pt.map(block, 1, addr, perm, leaf_aux(head, dma_write)) {
@@ -507,23 +541,9 @@ impl<P: Platform> Engine<P> {
         access: Access,
     ) -> Result<Commit, Errno> {
         let pfn = hmm_pfn(v);
-        let dma_write = v & HMM_PFN_WRITE != 0 || cfg!(feature = "teeth-dma-always-bidirectional");
-        let perm = Perm {
-            write: access == Access::Write && dma_write,
-        };
-        if let Some(l) = self.pt.get(va, 0) {
-            if l.valid && leaf_pfn(l.aux) == pfn {
-                if !perm.write || l.perm.write {
-                    return Ok(Commit::Done);
-                }
-                if l.aux & AUX_DMA_WRITE != 0 {
-                    self.pt.map(va, 0, l.addr, perm, l.aux)?;
-                    Counters::add(&self.stats.pages_mapped, 1);
-                    return Ok(Commit::Done);
-                }
-                // Mapped DMA_TO_DEVICE while the CPU could only read it: a new mapping.
-            }
-            self.evict(st, va, va + PAGE);
+        let (perm, dma_write) = Self::rights(v, access);
+        if self.keep_leaf(st, va, 0, pfn, perm)? {
+            return Ok(Commit::Done);
         }
         let addr = self.dma.map(pfn, 0, dma_write)?;
         match self.pt.map(va, 0, addr, perm, leaf_aux(pfn, dma_write)) {
