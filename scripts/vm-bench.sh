@@ -47,5 +47,5 @@ LOG="$SVM_CACHE/vm-logs/vm-bench-$(date +%Y%m%d-%H%M%S).log"
 scripts/vm-run.sh --bench-only --module "$MOD/svm_accel.ko" --module-args dmirror=1 \
     --dmbench vmtests/target/x86_64-unknown-linux-gnu/release/dmbench \
     --bench-rounds "$TRIALS" --dmbench-args "--mib $MIB --trials 1" --hmmcount "$MOD/tools/hmmcount/hmmcount.ko" \
-    --append svm.kmemleak=0 --quiet --log "$LOG" "${PASS[@]}"
+    --quiet --log "$LOG" "${PASS[@]}"
 echo "kernel: $(cat "$KCACHE/build-time.txt" 2>/dev/null | head -n1) [perf flavour: $KDIR]"

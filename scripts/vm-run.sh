@@ -152,6 +152,9 @@ TSC_KHZ=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo 2>
 # migrates mirrored pages (vmtests dmirror_refault_under_migration).
 APPEND="console=ttyS0 panic=-1 oops=panic no_hash_pointers tsc=reliable numa=fake=2"
 [[ -z "$TSC_KHZ" ]] || APPEND+=" tsc_early_khz=$TSC_KHZ"
+# The perf flavour is built without kmemleak (kernel/perf.fragment): tell init not to look for it,
+# so its absence is a failure only on the debug kernel.
+[[ $SVM_KERNEL_FLAVOUR != perf ]] || APPEND+=" svm.kmemleak=0"
 APPEND+=" $EXTRA_APPEND"
 QEMU=(qemu-system-x86_64 -machine "${SVM_QEMU_MACHINE:-q35}" -accel "tcg,thread=multi"
       -m "$MEM" -smp "$SMP,sockets=$SMP,cores=1,threads=1" -nographic -no-reboot

@@ -154,7 +154,7 @@ for arg in $(cat /proc/cmdline); do
     case "$arg" in svm.kmemleak=0) kmemleak=0 ;; esac
 done
 if [ $kmemleak -eq 0 ]; then
-    echo "kmemleak: not checked (svm.kmemleak=0: a kernel without it, scripts/vm-bench.sh)"
+    echo "kmemleak: not checked (svm.kmemleak=0: the perf kernel has none)"
 elif [ -w /sys/kernel/debug/kmemleak ]; then
     t0=$(date +%s)
     echo scan > /sys/kernel/debug/kmemleak
