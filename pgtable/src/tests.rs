@@ -196,13 +196,18 @@ fn unlink_over_the_whole_address_space_walks_only_linked_tables() {
 
 #[test]
 fn concurrent_prepare_installs_one_table_per_slot() {
-    for _ in 0..50 {
+    for _ in 0..200 {
         let mem = Mem::default();
         let pt = Arc::new(PageTable::<X86Format, _>::new(mem.clone()).unwrap());
+        // Released together, so that losers of the install race (a table linked between their
+        // unlocked look and their locked one) are common, not rare.
+        let start = Arc::new(std::sync::Barrier::new(4));
         let hs: Vec<_> = (0..4)
             .map(|i| {
                 let pt = pt.clone();
+                let start = start.clone();
                 std::thread::spawn(move || {
+                    start.wait();
                     let va = 0x1000_0000 + i * 0x1000;
                     pt.prepare(va, 0).unwrap();
                     pt.map(va, 0, 0x10_0000 + i * 0x1000, Perm::RW, i).unwrap();
@@ -302,7 +307,18 @@ fn edges<F: PteFormat>() {
     pt.zap(0x80_7000, 0x80_8000).unwrap();
     pt.reap(0x80_0000, 0xa0_0000, |_| {});
 
-    // Two empty leaf tables unlinked at once.
+    // Two empty leaf tables unlinked at once; the empty one at the span's end and the one
+    // the span starts inside of are not wholly inside it, so they stay.
+    pt.prepare(0xa0_0000, 0).unwrap();
+    pt.prepare(0xc0_0000, 0).unwrap();
+    let d = pt.unlink_leaf_tables(0x80_1000, 0xc0_0000);
+    assert_eq!(
+        d.len(),
+        1,
+        "a start inside a block rounds up to the next block"
+    );
+    // SAFETY: no device walks this test's table.
+    unsafe { pt.free_deferred(d) };
     pt.prepare(0xa0_0000, 0).unwrap();
     let before = mem.0.load(Ordering::SeqCst);
     let d = pt.unlink_leaf_tables(0x80_0000, 0xc0_0000);
@@ -341,9 +357,80 @@ fn gfx9_edges() {
     let small = Gfx9Format::leaf(0x20_0000, Perm::RW, 0);
     assert!(!matches!(Gfx9Format::decode(small, 1), Entry::Leaf { .. }));
     assert!(matches!(Gfx9Format::decode(small, 0), Entry::Leaf { .. }));
+    assert_eq!(
+        Gfx9Format::decode(Gfx9Format::table(0x7000), 0),
+        Entry::Table(0x7000),
+        "not even at level 0, where every leaf is a 4 KiB one"
+    );
     // A zapped leaf keeps R, so it decodes as zapped; a cleared table pointer is nothing.
     assert_eq!(
         Gfx9Format::decode(Gfx9Format::table(0x7000) & !1, 1),
         Entry::None
     );
+}
+
+/// Levels above 1 (1 GiB leaves) are never mapped, and a format without huge leaves maps only
+/// 4 KiB ones.
+#[test]
+fn map_refuses_levels_a_format_cannot_hold() {
+    let g = 1u64 << 30;
+    let pt = PageTable::<X86Format, _>::new(Mem::default()).unwrap();
+    pt.prepare(g, 1).unwrap();
+    assert_eq!(pt.map(g, 2, g, Perm::RW, 0), Err(Errno::EINVAL));
+    assert_eq!(pt.map(g, 3, 0, Perm::RW, 0), Err(Errno::EINVAL));
+    assert_eq!(pt.map(g, 1, g, Perm::RW, 0), Ok(None));
+
+    /// X86Format's encoding, for a device that has no 2 MiB leaves.
+    struct NoHuge;
+    impl PteFormat for NoHuge {
+        const NAME: &'static str = "no-huge";
+        const HUGE: bool = false;
+        fn table(pa: u64) -> u64 {
+            X86Format::table(pa)
+        }
+        fn leaf(addr: u64, perm: Perm, level: u8) -> u64 {
+            X86Format::leaf(addr, perm, level)
+        }
+        fn zap(pte: u64) -> u64 {
+            X86Format::zap(pte)
+        }
+        fn decode(pte: u64, level: u8) -> super::format::Entry {
+            X86Format::decode(pte, level)
+        }
+    }
+    let pt = PageTable::<NoHuge, _>::new(Mem::default()).unwrap();
+    pt.prepare(g, 1).unwrap();
+    assert_eq!(pt.map(g, 1, g, Perm::RW, 0), Err(Errno::EINVAL));
+    pt.prepare(g, 0).unwrap();
+    assert_eq!(pt.map(g, 0, g, Perm::RW, 0), Ok(None));
+}
+
+/// `census_guarded` asks the guard before descending into each leaf table, with the address
+/// of its 2 MiB block, and counts a table it may not enter as one table and nothing else.
+#[test]
+fn census_guarded_enters_leaf_tables_only_through_the_guard() {
+    let pt = PageTable::<X86Format, _>::new(Mem::default()).unwrap();
+    let a = 0x7f12_3440_0000u64;
+    let b = 0x0000_0040_0000u64;
+    for (va, n) in [(a, 3u64), (b, 2)] {
+        pt.prepare(va, 0).unwrap();
+        for k in 0..n {
+            pt.map(va + k * 0x1000, 0, 0x1000, Perm::RO, 0).unwrap();
+        }
+    }
+    pt.prepare(a + M2, 1).unwrap();
+    pt.map(a + M2, 1, 0x4000_0000, Perm::RW, 0).unwrap();
+    let mut asked = Vec::new();
+    let c = pt.census_guarded(|va, descend| {
+        asked.push(va);
+        if va == a {
+            descend();
+        }
+    });
+    asked.sort_unstable();
+    assert_eq!(asked, [b, a]);
+    assert_eq!((c.pages, c.huge, c.zapped), (3, 1, 0));
+    // Root; levels 2 and 1 for each of the two level-3 slots; the two leaf tables.
+    assert_eq!(c.tables, 1 + 2 * 2 + 2);
+    assert_eq!(pt.census().pages, 5);
 }
