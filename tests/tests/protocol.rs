@@ -532,6 +532,13 @@ fn config_is_validated() {
         );
     }
     assert_eq!(ok.lock_scope, LockScope::PerRange, "the default scope");
+    // The range budget: at least one range, at most 2^32 (a module parameter is hostile).
+    for max_ranges in [0, (1 << 32) + 1, usize::MAX] {
+        bad(Config { max_ranges, ..ok });
+    }
+    for max_ranges in [1, 1 << 32] {
+        assert_eq!(Config { max_ranges, ..ok }.validate(), Ok(()));
+    }
 }
 
 #[test]
@@ -968,4 +975,142 @@ fn dropping_the_engine_frees_every_notifier() {
     drop(d);
     drop(w);
     assert_eq!(mm.notifier_stats().nodes_alive, 0);
+}
+
+/// A device fault on an address no VMA covers fails before a range (notifier, lock, index
+/// node) is created, not after: a hostile user's hole faults cost no allocation at all.
+#[test]
+fn a_fault_on_a_hole_creates_no_range() {
+    let w = world();
+    let mut d = w.device();
+    assert_eq!(d.read(1 << 45), Err(Errno::EFAULT));
+    assert_eq!(d.write((1 << 45) + M2, 1), Err(Errno::EFAULT));
+    let s = w.engine.stats();
+    assert_eq!((s.ranges_created, s.ranges_reaped_empty), (0, 0), "{s:?}");
+    // A range is at least its bounds, its lock and its notifier (memory accounting).
+    assert!(w.engine.range_metadata_bytes() >= 3 * core::mem::size_of::<usize>());
+    done(&w);
+}
+
+/// `Engine::census` (QUERY, debugfs) counts what the device page table holds. With ranges of
+/// 2 MiB or more it enters a leaf table only under the walk guard of the range that owns its
+/// block; with smaller ranges (which never free leaf tables) it enters every one, even where
+/// no range covers the block's first page.
+#[test]
+fn census_counts_what_the_device_maps() {
+    for range_shift in [21, 16] {
+        let w = World::new(Config {
+            range_shift,
+            fault_around_pages: 1,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut d = w.device();
+        let a = w.mm.mmap(4 * M2, Prot::RW, MapFlags::ANON).unwrap();
+        let b = (a + M2 - 1) & !(M2 - 1);
+        for k in 0..3 {
+            d.write(b + 0x1_0000 + k * PAGE, k).unwrap();
+        }
+        let c = w.engine.census();
+        assert_eq!(
+            (c.pages, c.huge, c.zapped),
+            (3, 0, 0),
+            "range_shift {range_shift}"
+        );
+        assert_eq!(
+            c,
+            w.engine.page_table().census(),
+            "range_shift {range_shift}"
+        );
+        done(&w);
+    }
+}
+
+/// mprotect of part of a THP block splits the CPU's PMD, which takes the device's 2 MiB leaf
+/// away; a device write in the part left writable maps 4 KiB leaves (the VMA no longer covers
+/// the block), and the read-only part stays read-only.
+#[test]
+fn write_beside_a_write_protected_huge_leaf_maps_4k() {
+    let w = world();
+    let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::THP).unwrap();
+    let b = (a + M2 - 1) & !(M2 - 1);
+    let mut d = w.device();
+    w.mm.cpu_write(b, 1).unwrap();
+    w.mm.cpu_write(b + M2 / 2, 2).unwrap();
+    assert_eq!(d.read(b).unwrap(), 1);
+    assert_eq!(
+        w.engine.stats().huge_mapped,
+        1,
+        "a 2 MiB leaf to start from"
+    );
+    w.mm.mprotect(b, 16 * PAGE, Prot::READ).unwrap();
+    d.write(b + M2 / 2, 7).unwrap();
+    let t = d.engine().page_table().translate(b + M2 / 2).unwrap();
+    assert_eq!((t.level, t.perm.write), (0, true));
+    assert_eq!(w.mm.cpu_read(b + M2 / 2).unwrap(), 7);
+    assert_eq!(d.read(b).unwrap(), 1);
+    assert_eq!(d.write(b, 3), Err(Errno::EPERM));
+    done(&w);
+}
+
+/// What one device fault costs in `hmm_range_fault()` calls (the kernel benchmark counts
+/// them per 1000 pages): a window of several pages takes one snapshot when the page is there
+/// with the rights asked for, and snapshot + fault of the page alone + snapshot when it is
+/// not (hmm would fault every page after it otherwise); a one-page window just faults it.
+/// A prefetch faults its window in one call.
+#[test]
+fn a_device_fault_costs_the_fewest_hmm_calls() {
+    for fa in [16, 1] {
+        let w = World::new(Config {
+            fault_around_pages: fa,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut s = Scratch::new();
+        let e = &w.engine;
+        let a = w.mm.mmap(64 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let calls = |f: &mut dyn FnMut()| {
+            let before = w.mm.hmm_calls();
+            f();
+            w.mm.hmm_calls() - before
+        };
+        let absent = calls(&mut || e.fault(&mut s, a, Access::Write).unwrap());
+        w.mm.cpu_write(a + 32 * PAGE, 1).unwrap();
+        let present = calls(&mut || e.fault(&mut s, a + 32 * PAGE, Access::Write).unwrap());
+        let mut got = 0;
+        let pf = calls(&mut || {
+            e.prefetch(&mut s, a + 48 * PAGE, 8 * PAGE, Access::Read, &mut got)
+                .unwrap()
+        });
+        let want = if fa > 1 { (3, 1) } else { (1, 1) };
+        assert_eq!(
+            (absent, present, pf),
+            (want.0, want.1, 1),
+            "fault_around_pages {fa}"
+        );
+        done(&w);
+    }
+}
+
+/// A prefetch over more than `MAX_WINDOW_PAGES` pages of one range and one VMA is serviced in
+/// windows of at most that many pages (the scratch holds no more).
+#[test]
+fn a_long_prefetch_goes_window_by_window() {
+    let w = World::new(Config {
+        range_shift: 30,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut s = Scratch::new();
+    let len = 3 * svm::config::MAX_WINDOW_PAGES as u64 * PAGE;
+    let a = w.mm.mmap(len, Prot::RW, MapFlags::ANON).unwrap();
+    let before = w.mm.hmm_calls();
+    let mut got = 0;
+    w.engine
+        .prefetch(&mut s, a, len, Access::Write, &mut got)
+        .unwrap();
+    assert_eq!(got, len);
+    assert_eq!(w.mm.hmm_calls() - before, 3);
+    assert_eq!(w.engine.census().pages as u64, len / PAGE);
+    done(&w);
 }

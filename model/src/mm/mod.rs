@@ -105,6 +105,8 @@ pub(crate) struct MmShared {
     exit_cv: Condvar,
     pub violations: Violations,
     pub cfg: MmConfig,
+    /// `hmm_range_fault()` calls, for tests of what a fault costs (not part of any protocol).
+    hmm_calls: AtomicU64,
 }
 
 /// A handle to a simulated mm (cheap to clone; all clones are the same mm).
@@ -302,6 +304,7 @@ impl MmHandle {
             notifier: Arc::new(Notifier::new(violations.clone())),
             users: AtomicUsize::new(1),
             exited: AtomicBool::new(false),
+            hmm_calls: AtomicU64::new(0),
             exit_done: Mutex::new(false),
             exit_cv: Condvar::new(),
             violations,
@@ -346,6 +349,11 @@ impl MmHandle {
         }
         self.0.mmput(true);
         Ok(())
+    }
+
+    /// How many times `hmm_range_fault()` was called on this mm.
+    pub fn hmm_calls(&self) -> u64 {
+        self.0.hmm_calls.load(Ordering::Relaxed)
     }
 
     /// Notifier counters.
@@ -505,6 +513,7 @@ impl svm::platform::Mm for MmHandle {
                 .violations
                 .record("mm", "hmm_range_fault() with another mm's read guard");
         }
+        self.0.hmm_calls.fetch_add(1, Ordering::Relaxed);
         crate::hmm::hmm_range_fault(&self.0, req)
     }
 }
