@@ -346,3 +346,42 @@ fn nonblockable_invalidation_vs_engine_mutex() {
         finish(&w);
     });
 }
+
+/// A write fault retried because the CPU dropped *another* page of its range (the page just
+/// after it, or the page just before it) or a span larger than a folio, or a read fault
+/// retried because its own page was dropped, is retried as foreign: only a write fault's first
+/// retry after a `CLEAR` of at most one folio overlapping its own page is its own COW break
+/// (which restarts the budget).
+#[test]
+fn retries_for_other_pages_or_reads_are_foreign() {
+    let big = 2 * M2 / PAGE;
+    for (write, drop_at, drop_pages) in [(true, 2, 1), (true, 0, 1), (true, 0, big), (false, 1, 1)]
+    {
+        model(move || {
+            let w = world();
+            let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+            for i in 0..3 {
+                w.mm.cpu_write(a + i * PAGE, 1 + i).unwrap();
+            }
+            let w2 = w.clone();
+            let t = thread::spawn(move || {
+                w2.mm
+                    .madvise_dontneed(a + drop_at * PAGE, drop_pages * PAGE)
+                    .unwrap();
+            });
+            let mut d = w.device();
+            if write {
+                d.write(a + PAGE, 9).unwrap();
+            } else {
+                d.read(a + PAGE).unwrap();
+            }
+            t.join().unwrap();
+            let s = w.engine.stats();
+            assert_eq!(
+                s.retries_own, 0,
+                "write {write}, dropped {drop_pages} pages at {drop_at}: {s:?}"
+            );
+            finish(&w);
+        });
+    }
+}

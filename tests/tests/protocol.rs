@@ -1114,3 +1114,54 @@ fn a_long_prefetch_goes_window_by_window() {
     assert_eq!(w.engine.census().pages as u64, len / PAGE);
     done(&w);
 }
+
+/// A fault finding a leaf for the same page keeps it: as it is when it grants enough, upgraded
+/// in place when its DMA mapping lets the device write, replaced (DMA unmapped, mapped again
+/// bidirectional) when the page was mapped `DMA_TO_DEVICE` and the CPU made it writable since
+/// without an invalidation (a COW page reused after the child that shared it exited).
+#[test]
+fn a_leaf_for_the_same_page_is_kept_upgraded_or_replaced() {
+    let w = World::new(Config {
+        fault_around_pages: 4,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..4 {
+        w.mm.cpu_write(a + i * PAGE, 10 + i).unwrap();
+    }
+    let mut d = w.device();
+    let st = || w.engine.stats();
+    // A read fault maps the window read-only, DMA bidirectional (the CPU may write).
+    assert_eq!(d.read(a).unwrap(), 10);
+    assert_eq!((st().pages_mapped, st().dma_unmapped), (4, 0));
+    // A write fault upgrades all four in place.
+    d.write(a, 20).unwrap();
+    assert_eq!((st().pages_mapped, st().dma_unmapped), (8, 0));
+    // Page 0 alone is taken away; faulting it again leaves its writable neighbours as they are.
+    w.mm.madvise_dontneed(a, PAGE).unwrap();
+    let unmapped = st().dma_unmapped;
+    d.write(a, 21).unwrap();
+    assert_eq!((st().pages_mapped, st().dma_unmapped), (9, unmapped));
+    d.read(a).unwrap();
+    assert_eq!(st().pages_mapped, 9, "a read finds what it needs");
+
+    // Shared with a child: the fork write-protects; a device read maps `DMA_TO_DEVICE`.
+    let b = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    w.mm.cpu_write(b, 1).unwrap();
+    w.mm.cpu_write(b + PAGE, 2).unwrap();
+    let child = w.mm.fork().unwrap();
+    assert_eq!(d.read(b).unwrap(), 1);
+    child.exit();
+    let (mapped, unmapped) = (st().pages_mapped, st().dma_unmapped);
+    // The write fault reuses the now exclusive page (same pfn, no invalidation): its leaf
+    // alone is replaced, since a DMA_TO_DEVICE mapping must not carry device writes; its
+    // neighbour (still write-protected on the CPU) keeps its read-only leaf.
+    d.write(b, 2).unwrap();
+    assert_eq!(
+        (st().pages_mapped, st().dma_unmapped),
+        (mapped + 1, unmapped + 1)
+    );
+    assert_eq!(w.mm.cpu_read(b).unwrap(), 2);
+    done(&w);
+}
