@@ -322,6 +322,32 @@ fn bad_input_gets_an_errno() {
         Err(Errno::EFAULT)
     );
     assert_eq!(done_bytes, PAGE, "prefetch reports how far it got");
+    // Alignment is to the page, no more and no less; a span may end at TASK_SIZE, not after.
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for (start, len) in [(a + 2, PAGE), (a, 2), (a, PAGE + 2048)] {
+        assert_eq!(
+            e.prefetch(&mut s, start, len, Access::Read, &mut done_bytes),
+            Err(Errno::EINVAL),
+            "{start:#x} + {len:#x}"
+        );
+    }
+    for (start, len) in [(a + PAGE, PAGE), (a, 2 * PAGE), (a + PAGE, 3 * PAGE)] {
+        assert_eq!(
+            e.prefetch(&mut s, start, len, Access::Read, &mut done_bytes),
+            Ok(()),
+            "{start:#x} + {len:#x}"
+        );
+    }
+    let top = Config::default().task_size;
+    assert_eq!(
+        e.prefetch(&mut s, top - PAGE, PAGE, Access::Read, &mut done_bytes),
+        Err(Errno::EFAULT),
+        "ends at TASK_SIZE: valid, but nothing is mapped there"
+    );
+    assert_eq!(
+        e.prefetch(&mut s, top, PAGE, Access::Read, &mut done_bytes),
+        Err(Errno::EINVAL)
+    );
     done(&w);
 }
 
