@@ -231,6 +231,13 @@ pub(crate) fn hmm_range_fault(
     }
     let n = req.pfns.len() as u64;
     if req.start & (PAGE_SIZE - 1) != 0 {
+        // The kernel does not check this: it walks from the unaligned address and fills the
+        // array off by a fraction of a page. A caller that gets here has a bug the kernel
+        // would not report, so the model does.
+        mm.violations.record(
+            "mm",
+            "hmm_range_fault() with a start that is not page aligned",
+        );
         return Err(Errno::EINVAL);
     }
     let Some(end) = n

@@ -751,6 +751,14 @@ fn snapshot_reports_the_cpu_page_table_without_faulting() {
     assert_eq!(e.snapshot(a, &mut []), Err(Errno::EINVAL));
     assert_eq!(e.snapshot(a, &mut [0u64; 513]), Err(Errno::EINVAL));
     assert_eq!(e.snapshot(1 << 47, &mut two), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(a + 2, &mut two), Err(Errno::EINVAL));
+    for at in [a, a + PAGE, (1 << 47) - 2 * PAGE] {
+        assert_eq!(
+            e.snapshot(at, &mut two),
+            Ok(()),
+            "{at:#x}: may end at TASK_SIZE"
+        );
+    }
     // A change after the snapshot shows in the next one.
     w.mm.munmap(a, PAGE).unwrap();
     e.snapshot(a, &mut out).unwrap();
