@@ -15,6 +15,7 @@ step() { printf '\n==== %s\n' "$*"; }
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -q -- -D warnings
+scripts/check-shared.sh
 
 step "unit, property and storm tests (release)"
 cargo test --workspace --release 2>&1 | tee "$logs/test.log" | grep -E '^(test result|running|     Running)|FAILED|panicked' || true
