@@ -191,6 +191,9 @@ KPATTERNS+='|possible circular locking|inconsistent lock state|possible recursiv
 KPATTERNS+='|suspicious RCU usage|lock held when returning|lockdep is turned off'
 KPATTERNS+='|blocked for more than|hung task|soft lockup|rcu: INFO: .*detected stall'
 KPATTERNS+='|ODEBUG:|UBSAN:'
+# DMA-API debugging turning itself off (its own allocation failed): every later DMA check of
+# the run would be blind.
+KPATTERNS+='|DMA-API: cacheline tracking ENOMEM|DMA-API: debugging out of memory'
 # (kmemleak's "N new suspected memory leaks" is judged from its report below.)
 KPATTERNS+='|unreferenced object'
 if grep -nE "\[ *[0-9]+\.[0-9]+\].*($KPATTERNS)" "$LOG" > "$WORK/kernel-reports"; then

@@ -291,8 +291,36 @@ pub(crate) fn t_fd_passing() -> TResult {
 
 const DBG: &str = "/sys/kernel/debug";
 
+/// The text of `debug_dma_map_page()`: [its address, the next symbol's).
+fn dma_debug_map_text() -> Result<(u64, u64), String> {
+    let ks = std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("kallsyms: {e}"))?;
+    let mut start = None;
+    let mut addrs = Vec::new();
+    for l in ks.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(a), Some(_), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(a) = u64::from_str_radix(a, 16) else {
+            continue;
+        };
+        if name == "debug_dma_map_page" {
+            start = Some(a);
+        }
+        addrs.push(a);
+    }
+    let start = start.ok_or("no debug_dma_map_page in /proc/kallsyms (DMA_API_DEBUG off?)")?;
+    check!(start != 0, "/proc/kallsyms hides addresses (kptr_restrict)");
+    let end = addrs.iter().copied().filter(|&a| a > start).min();
+    Ok((start, end.ok_or("no symbol after debug_dma_map_page")?))
+}
+
 /// Makes `failslab` and `fail_page_alloc` fail what fail-nth asks for: sleeping allocations
-/// and order-0 pages too (both ignore them by default), no log spam.
+/// and order-0 pages too (both ignore them by default), no log spam. Allocations made by
+/// DMA-API debugging's bookkeeping (called from `debug_dma_map_page()`) are left alone: when
+/// one fails, dma-debug turns itself off for the rest of the boot ("cacheline tracking
+/// ENOMEM, dma-debug disabled"), and every later check that counts DMA mappings goes blind.
+/// The stack-trace filter skips them without counting them as the Nth.
 fn fault_injection_setup() -> TResult {
     if !std::path::Path::new(&format!("{DBG}/failslab")).exists() {
         // SAFETY: plain mount of debugfs.
@@ -314,6 +342,16 @@ fn fault_injection_setup() -> TResult {
     for a in ["failslab", "fail_page_alloc"] {
         write_file(&format!("{DBG}/{a}/ignore-gfp-wait"), "N")?;
         write_file(&format!("{DBG}/{a}/verbose"), "0")?;
+    }
+    let (start, end) = dma_debug_map_text()?;
+    for a in ["failslab", "fail_page_alloc"] {
+        let dir = format!("{DBG}/{a}");
+        check!(
+            std::path::Path::new(&format!("{dir}/reject-start")).exists(),
+            "{dir}/reject-start missing: FAULT_INJECTION_STACKTRACE_FILTER off"
+        );
+        write_file(&format!("{dir}/reject-start"), &format!("{start:#x}"))?;
+        write_file(&format!("{dir}/reject-end"), &format!("{end:#x}"))?;
     }
     write_file(&format!("{DBG}/fail_page_alloc/min-order"), "0")?;
     write_file(&format!("{DBG}/fail_page_alloc/ignore-gfp-highmem"), "N")?;
