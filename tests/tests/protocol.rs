@@ -752,6 +752,7 @@ fn snapshot_reports_the_cpu_page_table_without_faulting() {
     assert_eq!(e.snapshot(a, &mut [0u64; 513]), Err(Errno::EINVAL));
     assert_eq!(e.snapshot(1 << 47, &mut two), Err(Errno::EINVAL));
     assert_eq!(e.snapshot(a + 2, &mut two), Err(Errno::EINVAL));
+    assert_eq!(e.snapshot(a + PAGE, &mut []), Err(Errno::EINVAL));
     for at in [a, a + PAGE, (1 << 47) - 2 * PAGE] {
         assert_eq!(
             e.snapshot(at, &mut two),
