@@ -1200,3 +1200,25 @@ fn a_leaf_for_the_same_page_is_kept_upgraded_or_replaced() {
     assert_eq!(w.mm.cpu_read(b).unwrap(), 2);
     done(&w);
 }
+
+/// The retry budget bounds every attempt, the first included: on a clock that moves on every
+/// reading, a snapshot with no budget gives up with `EBUSY` before it walks, and one with a
+/// budget walks.
+#[test]
+fn the_retry_budget_is_checked_before_every_walk() {
+    for (budget, want) in [(0, Err(Errno::EBUSY)), (1_000, Ok(()))] {
+        let w: World = World::builder()
+            .config(Config {
+                retry_timeout_ns: budget,
+                ..Config::default()
+            })
+            .clock_step(1)
+            .build()
+            .unwrap();
+        let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let mut out = [0u64; 4];
+        assert_eq!(w.engine.snapshot(a, &mut out), want, "budget {budget}");
+        assert_eq!(w.engine.stats().retry_timeouts, u64::from(want.is_err()));
+        done(&w);
+    }
+}
