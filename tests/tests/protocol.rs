@@ -1065,7 +1065,7 @@ fn census_counts_what_the_device_maps() {
 /// away; a device write in the part left writable maps 4 KiB leaves (the VMA no longer covers
 /// the block), and the read-only part stays read-only.
 #[test]
-fn write_beside_a_write_protected_huge_leaf_maps_4k() {
+fn write_beside_a_split_thp_maps_4k() {
     let w = world();
     let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::THP).unwrap();
     let b = (a + M2 - 1) & !(M2 - 1);
