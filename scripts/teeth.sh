@@ -19,6 +19,7 @@ cases=(
   "teeth-stale-callback-zaps loom      loser_callback_spares_winner"
   "teeth-stale-callback-zaps loom      dead_range_callback_spares_successor"
   "teeth-stale-callback-zaps storm     storm_default_ranges"
+  "teeth-gc-ignores-walkers  loom      census_vs_gc"
   "teeth-gc-ignores-walkers  storm     storm_default_ranges"
   "teeth-dma-always-bidirectional proptest_sm x86_2m_ranges"
 )

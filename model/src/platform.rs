@@ -237,6 +237,9 @@ impl<V: Clone + Send + Sync + 'static> RangeMap<V> for ModelMap<V> {
             return Ok(Err(old.clone()));
         }
         m.insert(key, v);
+        drop(m);
+        #[cfg(not(loom))]
+        publish_hook::fire(key);
         Ok(Ok(()))
     }
 
@@ -255,6 +258,50 @@ impl<V: Clone + Send + Sync + 'static> RangeMap<V> for ModelMap<V> {
             .range(key..)
             .next()
             .map(|(k, v)| (*k, v.clone()))
+    }
+}
+
+/// A test's hook on range publication: what runs in the publishing thread right after a range
+/// enters the index and before its creator can use it (between `range_for`'s insert and the
+/// fault's `InFlight::enter`), a window no other thread can be made to hit deterministically.
+#[cfg(not(loom))]
+pub mod publish_hook {
+    use std::cell::RefCell;
+
+    type Hook = Box<dyn FnMut(u64)>;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f(key)` each time this thread publishes a range, until the guard is dropped. `f`
+    /// may call into the engine (a publication inside `f` does not run it again).
+    pub fn set(f: impl FnMut(u64) + 'static) -> Guard {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+        Guard(())
+    }
+
+    /// Removes the hook when dropped.
+    pub struct Guard(());
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            HOOK.with(|h| *h.borrow_mut() = None);
+        }
+    }
+
+    pub(crate) fn fire(key: u64) {
+        // Taken out while it runs, so the engine calls it makes cannot re-enter it.
+        let Some(mut f) = HOOK.with(|h| h.borrow_mut().take()) else {
+            return;
+        };
+        f(key);
+        HOOK.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.is_none() {
+                *h = Some(f);
+            }
+        });
     }
 }
 

@@ -34,8 +34,11 @@ struct Inner {
     frees: AtomicU64,
     poison: u64,
     violations: Violations,
-    #[cfg_attr(loom, allow(dead_code))]
     walk_jitter: std::sync::atomic::AtomicBool,
+    /// Under loom with walk jitter on: touched by every walk step and every free, so loom
+    /// orders each walk step against each free (see [`TableMem::set_walk_jitter`]).
+    #[cfg(loom)]
+    race: crate::sync::atomic::AtomicUsize,
     #[cfg_attr(loom, allow(dead_code))]
     walks: AtomicU64,
 }
@@ -56,13 +59,18 @@ impl TableMem {
             poison: F::leaf(POISON_DMA, Perm::RW, 1),
             violations,
             walk_jitter: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            race: crate::sync::atomic::AtomicUsize::new(0),
             walks: AtomicU64::new(0),
         }))
     }
 
     /// Yield in every eighth walk step ([`PtMem::va`]) before checking the table is still live: a
     /// walk that the protocol does not protect then meets a concurrent free often enough for
-    /// the storms to see it (not under loom, which cannot preempt inside the walk).
+    /// the storms to see it. Under loom, every walk step and every free touch one loom atomic
+    /// instead, so loom (which cannot otherwise preempt inside a walk) explores a free between
+    /// a walk's reading of a link and its following it; off by default, as it multiplies the
+    /// interleavings of every walk.
     pub fn set_walk_jitter(&self, on: bool) {
         self.0.walk_jitter.store(on, Ordering::Relaxed);
     }
@@ -126,6 +134,10 @@ unsafe impl PtMem for TableMem {
 
     unsafe fn free(&self, t: NonNull<T>) {
         let p = t.as_ptr() as usize;
+        #[cfg(loom)]
+        if self.0.walk_jitter.load(Ordering::Relaxed) {
+            self.0.race.fetch_add(1, Ordering::SeqCst);
+        }
         if !lock(&self.0.live).remove(&p) {
             self.0.violations.record(
                 "pgtable",
@@ -171,6 +183,10 @@ unsafe impl PtMem for TableMem {
             && self.0.walks.fetch_add(1, Ordering::Relaxed) & 7 == 0
         {
             std::thread::yield_now();
+        }
+        #[cfg(loom)]
+        if self.0.walk_jitter.load(Ordering::Relaxed) {
+            self.0.race.fetch_add(1, Ordering::SeqCst);
         }
         if !lock(&self.0.live).contains(&(pa as usize)) {
             self.0.violations.record(

@@ -21,6 +21,7 @@ pub struct WorldBuilder<F: PteFormat = X86Format> {
     tlb_entries: usize,
     flush_may_sleep: bool,
     clock_step: Option<u64>,
+    walk_jitter: bool,
     panic_on_violation: bool,
     max_device_faults: u32,
     _fmt: PhantomData<fn() -> F>,
@@ -34,6 +35,7 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
             tlb_entries: 256,
             flush_may_sleep: false,
             clock_step: None,
+            walk_jitter: false,
             panic_on_violation: false,
             max_device_faults: 16,
             _fmt: PhantomData,
@@ -78,6 +80,13 @@ impl<F: PteFormat> WorldBuilder<F> {
         self
     }
 
+    /// Page-table walks that meet concurrent frees (`TableMem::set_walk_jitter`); also on
+    /// whenever the mm's notifier jitter is.
+    pub fn walk_jitter(mut self, on: bool) -> Self {
+        self.walk_jitter = on;
+        self
+    }
+
     /// A deterministic clock advancing `ns` per `now_ns()` call (retry budgets in calls).
     pub fn clock_step(mut self, ns: u64) -> Self {
         self.clock_step = Some(ns);
@@ -107,7 +116,7 @@ impl<F: PteFormat> WorldBuilder<F> {
         let dma = DmaTracker::new(&mm, violations.clone());
         let tlb = Tlb::new(self.tlb_entries, self.flush_may_sleep);
         let mem = TableMem::new::<F>(violations.clone());
-        mem.set_walk_jitter(self.mm.notifier_jitter_us != 0);
+        mem.set_walk_jitter(self.walk_jitter || self.mm.notifier_jitter_us != 0);
         let plat = match self.clock_step {
             Some(s) => ModelPlatform::<F>::with_clock_step(s),
             None => ModelPlatform::<F>::new(),

@@ -11,7 +11,7 @@ use super::pgtable::table::{Flush, HUGE_SHIFT};
 use super::pgtable::Lock;
 use super::platform::{Mm, Platform, RangeMap};
 use super::stats::Counters;
-use super::sync::Ordering;
+use super::sync::{fence, Ordering};
 
 impl<P: Platform> Engine<P> {
     /// Removes ranges marked by `MMU_NOTIFY_UNMAP` that are unused. Call from a worker with no
@@ -85,6 +85,7 @@ impl<P: Platform> Engine<P> {
             // off, so nothing walks the leaf tables freed below.
             st.dead = true;
             r.dead.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             if !force && !cfg!(feature = "teeth-no-gc-recheck") {
                 let busy = r.inflight.load(Ordering::SeqCst) > 0
                     && !cfg!(feature = "teeth-gc-ignores-walkers");

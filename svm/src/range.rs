@@ -8,7 +8,7 @@
 use super::engine::Engine;
 use super::pgtable::{Errno, Lock, LockClass, LockFamily};
 use super::platform::{Event, Mm, Platform};
-use super::sync::{AtomicBool, AtomicUsize, Ordering};
+use super::sync::{fence, AtomicBool, AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::AtomicBool as PlainBool;
@@ -152,10 +152,13 @@ impl<P: Platform> Range<P> {
 /// long as it lives: GC neither kills the range nor frees its leaf tables meanwhile.
 ///
 /// The handshake with [`Engine::retire`](super::engine::Engine) is Dekker's: this side
-/// increments `inflight` and then reads `dead`; GC sets `dead` and then reads `inflight`, all
-/// `SeqCst`, so at least one of them sees the other. Either GC backs off, or this side does
-/// and walks nothing; a page-table walk outside every lock (prefetch's and batch service's
-/// "already mapped?" check, `prepare` before the range lock) is safe only under this.
+/// increments `inflight` and then reads `dead`; GC sets `dead` and then reads `inflight`, each
+/// side with a full fence between its store and its load (`smp_mb()`), so at least one of them
+/// sees the other. Either GC backs off, or this side does and walks nothing; a page-table walk
+/// outside every lock (prefetch's and batch service's "already mapped?" check, QUERY's census,
+/// `prepare` before the range lock) is safe only under this. `SeqCst` on the accesses alone
+/// would do in the language's memory model, but loom models such accesses as acquire/release
+/// only (and would see both sides miss each other); the fences are what it checks.
 pub(crate) struct InFlight<'a, P: Platform>(pub(crate) &'a Range<P>);
 
 impl<'a, P: Platform> InFlight<'a, P> {
@@ -163,6 +166,7 @@ impl<'a, P: Platform> InFlight<'a, P> {
     pub(crate) fn enter(r: &'a Range<P>) -> Option<Self> {
         r.inflight.fetch_add(1, Ordering::SeqCst);
         let f = InFlight(r);
+        fence(Ordering::SeqCst);
         if r.dead.load(Ordering::SeqCst) && !cfg!(feature = "teeth-gc-ignores-walkers") {
             return None;
         }

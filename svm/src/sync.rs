@@ -3,8 +3,8 @@
 //! reads use `core` atomics directly.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicUsize};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;

@@ -198,6 +198,46 @@ fn fault_vs_gc() {
     });
 }
 
+/// QUERY's census walking a range's leaf table while GC retires the range (unmapped and mapped
+/// again, nothing mapped): the census enters a leaf table only under an `InFlight`, and GC frees
+/// it only when no walker is in. Loom orders every walk step against every table free here
+/// (walk jitter), so a walker that entered after GC looked for walkers, and followed a link
+/// GC then freed, is a use-after-free the model reports.
+#[test]
+fn census_vs_gc() {
+    model(|| {
+        let w = Arc::new(
+            model::WorldBuilder::new()
+                .config(Config {
+                    fault_around_pages: 1,
+                    ..Config::default()
+                })
+                .tlb_entries(4)
+                .clock_step(1)
+                .walk_jitter(true)
+                .build()
+                .unwrap(),
+        );
+        let a = remapped_range(&w);
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let c = w2.engine.census();
+            assert_eq!(
+                (c.pages, c.huge),
+                (0, 0),
+                "{c:?} {:?}",
+                w2.violations.messages()
+            );
+        });
+        w.gc();
+        t.join().unwrap();
+        w.gc();
+        assert_eq!(w.engine.range_count(), 0);
+        let _ = a;
+        finish(&w);
+    });
+}
+
 /// Two creators of one range, and an invalidation of the winner's page while the loser's
 /// notifier is still registered: the loser's callback runs (its notifier overlaps the span)
 /// but must leave the winner's leaves alone; only the winner's callback, under the winner's

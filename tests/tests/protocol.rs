@@ -1222,3 +1222,55 @@ fn the_retry_budget_is_checked_before_every_walk() {
         done(&w);
     }
 }
+
+/// A fault whose range dies before it can enter it looks the range up again only within its
+/// retry budget, then gives up with `EBUSY`: a range death is a retry like any other, so GC
+/// (or the failed faults of other threads, which reap the empty range they leave behind)
+/// killing every range the fault publishes cannot hold it forever. The model's publication
+/// hook kills each range the moment it is published, by a failed fault on a hole beside it.
+#[test]
+fn a_range_death_is_charged_to_the_retry_budget() {
+    use model::platform::publish_hook;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    let w: Arc<World> = Arc::new(
+        World::builder()
+            .config(Config {
+                retry_timeout_ns: 20,
+                ..Config::default()
+            })
+            .clock_step(1)
+            .build()
+            .unwrap(),
+    );
+    let a = 0x4000_0000;
+    w.mm.mmap_fixed(a, PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let kills = Rc::new(Cell::new(0u32));
+    let hook = {
+        let (w, kills) = (w.clone(), kills.clone());
+        publish_hook::set(move |_| {
+            // Bounded, so a fault that ignores its budget ends and fails the count below.
+            if kills.get() < 1000 {
+                kills.set(kills.get() + 1);
+                let r = w.engine.fault(&mut Scratch::new(), a + PAGE, Access::Read);
+                assert_eq!(r, Err(Errno::EFAULT));
+            }
+        })
+    };
+    let mut s = Scratch::new();
+    assert_eq!(w.engine.fault(&mut s, a, Access::Write), Err(Errno::EBUSY));
+    // Each attempt advances the clock by at least one step of the budget's 20.
+    assert!(
+        (1..=20).contains(&kills.get()),
+        "{} deaths before giving up",
+        kills.get()
+    );
+    let st = w.engine.stats();
+    assert_eq!(st.retry_timeouts, 1);
+    assert_eq!(st.ranges_created, u64::from(kills.get()));
+    drop(hook);
+    w.engine.fault(&mut s, a, Access::Write).unwrap();
+    done(&w);
+}
