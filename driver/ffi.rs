@@ -124,7 +124,8 @@ extern "C" {
     pub fn svm_table_alloc(size: usize) -> *mut c_void;
     pub fn svm_table_free(p: *mut c_void, size: usize);
     pub fn svm_virt_to_phys(p: *const c_void) -> u64;
-    pub fn svm_phys_to_virt(pa: u64) -> *mut c_void;
+    pub fn svm_page_set_private(p: *mut c_void, v: usize);
+    pub fn svm_phys_page_private(pa: u64) -> usize;
 
     pub fn svm_now_ns() -> u64;
     pub fn svm_cond_resched();

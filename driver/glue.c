@@ -717,9 +717,15 @@ u64 svm_virt_to_phys(const void *p)
 	return virt_to_phys((void *)p);
 }
 
-void *svm_phys_to_virt(u64 pa)
+/* A page-table page's node lives in its struct page, as page tables' ptdesc does. */
+void svm_page_set_private(void *p, unsigned long v)
 {
-	return phys_to_virt(pa);
+	set_page_private(virt_to_page(p), v);
+}
+
+unsigned long svm_phys_page_private(u64 pa)
+{
+	return page_private(pfn_to_page(PHYS_PFN(pa)));
 }
 
 /* ---- misc -------------------------------------------------------------- */

@@ -123,7 +123,8 @@ void svm_put_device(struct device *dev);
 void *svm_table_alloc(unsigned long size);
 void svm_table_free(void *p, unsigned long size);
 u64 svm_virt_to_phys(const void *p);
-void *svm_phys_to_virt(u64 pa);
+void svm_page_set_private(void *p, unsigned long v);
+unsigned long svm_phys_page_private(u64 pa);
 
 /* misc */
 u64 svm_now_ns(void);

@@ -21,5 +21,13 @@ for pair in "svm/src/lib.rs driver/svm_accel.rs svm/src" "pgtable/src/lib.rs dri
         rc=1
     fi
 done
+# The module's `pgtable` re-exports what the crate does (the shared files name them
+# `super::pgtable::X`): compare the `pub use` items, whitespace aside.
+reexports() { tr '\n' ' ' <"$1" | grep -oE 'pub use [^;]+;' | tr -s ' ' | sed 's/{ /{/; s/, }/}/'; }
+if [ "$(reexports pgtable/src/lib.rs)" != "$(reexports driver/pgtable.rs)" ]; then
+    echo "check-shared: pgtable/src/lib.rs and driver/pgtable.rs re-export different items:"
+    diff <(reexports pgtable/src/lib.rs) <(reexports driver/pgtable.rs) || true
+    rc=1
+fi
 ((rc == 0)) && echo "check-shared: the module compiles every shared file of svm/ and pgtable/, and no other"
 exit $rc

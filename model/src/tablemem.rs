@@ -1,6 +1,9 @@
 //! `TableMem`: page-table pages for the engine's device page table (`pgtable::PtMem`).
 //!
-//! Tables are heap allocations; a table's "physical address" is its pointer value. Freed tables
+//! A table is three heap allocations, as in the kernel: its node (`Table`: the lock and where
+//! its pages are), its hardware page and its software words' page. A table's "physical
+//! address" is its hardware page's pointer value; the node's address sits just after that
+//! page, where the kernel keeps it in the page's `struct page` (`page->private`). Freed tables
 //! are not returned to the allocator at once: their entries are overwritten with a poison leaf
 //! (a valid-looking 2 MiB leaf pointing at [`POISON_DMA`], an address the DMA tracker never
 //! hands out) and they wait in a quarantine, like KASAN's. A device walk that still reaches a
@@ -12,8 +15,7 @@ use crate::lockdep;
 use crate::platform::ModelLock;
 use crate::violations::Violations;
 use core::ptr::NonNull;
-use pgtable::{Errno, Perm, PtMem, PteFormat, Table};
-use std::alloc::Layout;
+use pgtable::{AuxTable, Errno, HwTable, Perm, PtMem, PteFormat, Table};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,13 @@ pub const POISON_DMA: u64 = 0xde_ad00_0000;
 const QUARANTINE: usize = 1024;
 
 type T = Table<ModelLock<()>>;
+
+/// A hardware page and its `struct page`'s `private` word.
+#[repr(C)]
+struct HwPage {
+    hw: HwTable,
+    node: *mut T,
+}
 
 struct Inner {
     live: Mutex<HashSet<usize>>,
@@ -88,8 +97,11 @@ impl TableMem {
         )
     }
 
-    fn layout() -> Layout {
-        Layout::new::<T>()
+    /// Bytes one table costs: its hardware page, its software words' page and its node.
+    pub const fn table_bytes() -> usize {
+        core::mem::size_of::<HwTable>()
+            + core::mem::size_of::<AuxTable>()
+            + core::mem::size_of::<T>()
     }
 }
 
@@ -98,46 +110,60 @@ fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
 }
 
 /// # Safety
-/// `p` was allocated by `TableMem::alloc`, initialised, and is no longer used.
+/// `p` is the node of a table allocated by `TableMem::alloc`, freed, and no longer used.
 unsafe fn release(p: usize) {
-    let p = p as *mut T;
-    // SAFETY: per the caller, `p` is an initialised table allocated with this layout.
+    // SAFETY: per the caller, the node and its pages were boxed by `alloc` (`hw` is the first
+    // field of its `HwPage`).
     unsafe {
-        core::ptr::drop_in_place(p);
-        std::alloc::dealloc(p as *mut u8, TableMem::layout());
+        let t = Box::from_raw(p as *mut T);
+        let (hw, aux) = (t.hw_page(), t.aux_page());
+        drop(t);
+        drop(Box::from_raw(hw.as_ptr() as *mut HwPage));
+        drop(Box::from_raw(aux.as_ptr()));
     }
 }
 
-// SAFETY: tables stay valid until `free` (and longer, in quarantine); `pa` is the pointer value
-// and `va` its inverse.
+// SAFETY: tables stay valid until `free` (and longer, in quarantine); `pa` is the hardware
+// page's address and `va` reads the node back from beside it.
 unsafe impl PtMem for TableMem {
     type Lock = ModelLock<()>;
 
     fn alloc(&self) -> Result<NonNull<T>, Errno> {
         lockdep::check_alloc("PtMem::alloc");
-        // SAFETY: the layout has non-zero size.
-        let p = unsafe { std::alloc::alloc(Self::layout()) } as *mut T;
-        let Some(nn) = NonNull::new(p) else {
-            return Err(Errno::ENOMEM);
+        // SAFETY: all-zero is a valid `HwPage` (atomics, a null pointer) and `AuxTable`.
+        let hw: &mut HwPage = Box::leak(unsafe { Box::new_zeroed().assume_init() });
+        // SAFETY: as above.
+        let aux: Box<AuxTable> = unsafe { Box::new_zeroed().assume_init() };
+        let aux = NonNull::from(Box::leak(aux));
+        // SAFETY: both pages are this table's alone until `free`.
+        let t = match unsafe { Table::new(NonNull::from(&mut hw.hw), aux) } {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: leaked just above, never shared.
+                unsafe {
+                    drop(Box::from_raw(hw as *mut HwPage));
+                    drop(Box::from_raw(aux.as_ptr()));
+                }
+                return Err(e);
+            }
         };
-        // SAFETY: freshly allocated with `T`'s layout.
-        if let Err(e) = unsafe { T::init_in_place(p) } {
-            // SAFETY: allocated above with this layout, nothing was initialised that needs drop.
-            unsafe { std::alloc::dealloc(p as *mut u8, Self::layout()) };
-            return Err(e);
-        }
-        lock(&self.0.live).insert(p as usize);
+        let node: &mut T = Box::leak(Box::new(t));
+        hw.node = node;
+        lock(&self.0.live).insert(&hw.hw as *const HwTable as usize);
         self.0.live_count.fetch_add(1, Ordering::Relaxed);
         self.0.allocs.fetch_add(1, Ordering::Relaxed);
-        Ok(nn)
+        Ok(NonNull::from(node))
     }
 
     unsafe fn free(&self, t: NonNull<T>) {
-        let p = t.as_ptr() as usize;
         #[cfg(loom)]
         if self.0.walk_jitter.load(Ordering::Relaxed) {
             self.0.race.fetch_add(1, Ordering::SeqCst);
         }
+        // SAFETY: the caller passes a table of ours, still allocated (possibly freed twice,
+        // which the live set reports).
+        let hw = unsafe { t.as_ref() }.hw_page();
+        let p = hw.as_ptr() as usize;
         if !lock(&self.0.live).remove(&p) {
             self.0.violations.record(
                 "pgtable",
@@ -149,15 +175,14 @@ unsafe impl PtMem for TableMem {
         }
         self.0.live_count.fetch_sub(1, Ordering::Relaxed);
         self.0.frees.fetch_add(1, Ordering::Relaxed);
-        // Poison: `Table` is `repr(C)` with its 512 hardware entries first.
-        // SAFETY: the table is live (checked above) and its first field is `[AtomicU64; 512]`.
-        let ptes = unsafe { &*(p as *const [AtomicU64; pgtable::table::ENTRIES]) };
-        for e in ptes {
+        // Poison the hardware entries.
+        // SAFETY: the table is live (checked above).
+        for e in unsafe { &(*hw.as_ptr()).pte } {
             e.store(self.0.poison, Ordering::Release);
         }
         let old = {
             let mut q = lock(&self.0.quarantine);
-            q.push_back(p);
+            q.push_back(t.as_ptr() as usize);
             if q.len() > QUARANTINE {
                 q.pop_front()
             } else {
@@ -171,7 +196,8 @@ unsafe impl PtMem for TableMem {
     }
 
     fn pa(&self, t: NonNull<T>) -> u64 {
-        t.as_ptr() as u64
+        // SAFETY: `t` is live (trait contract).
+        unsafe { t.as_ref() }.hw_page().as_ptr() as u64
     }
 
     unsafe fn va(&self, pa: u64) -> NonNull<T> {
@@ -194,9 +220,10 @@ unsafe impl PtMem for TableMem {
                 format!("walk reached table {pa:#x} after it was freed (use-after-free)"),
             );
         }
-        // SAFETY: per the trait contract `pa` came from `pa()` of a table not yet freed (and
-        // a table freed anyway sits in quarantine, still allocated).
-        unsafe { NonNull::new_unchecked(pa as *mut T) }
+        // SAFETY: per the trait contract `pa` is the hardware page of a table not yet freed
+        // (and a table freed anyway sits in quarantine, still allocated): the first field of
+        // its `HwPage`, whose `node` was set at allocation.
+        unsafe { NonNull::new_unchecked((*(pa as *const HwPage)).node) }
     }
 }
 

@@ -14,7 +14,9 @@ pub mod table;
 pub use errno::Errno;
 pub use format::{Entry, Gfx9Format, Perm, PteFormat, X86Format};
 pub use lock::{Lock, LockClass, LockFamily, RwLock};
-pub use table::{Census, Deferred, Flush, Leaf, PageTable, PtMem, Table, Translation};
+pub use table::{
+    AuxTable, Census, Deferred, Flush, HwTable, Leaf, PageTable, PtMem, Table, Translation,
+};
 
 #[cfg(test)]
 mod tests;

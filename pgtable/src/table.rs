@@ -48,57 +48,94 @@ fn index(va: u64, level: u8) -> usize {
     ((va >> level_shift(level)) as usize) & (ENTRIES - 1)
 }
 
-/// One page-table page: the device-visible entries, the owner's software words, and the lock.
+/// A table's hardware page: exactly the 512 entries a device walks, one 4 KiB page (an
+/// order-0 allocation in the kernel).
+#[repr(C, align(4096))]
+pub struct HwTable {
+    /// The device-visible entries.
+    pub pte: [AtomicU64; ENTRIES],
+}
+
+/// A table's software words, one per entry, in a page of their own (so the hardware page stays
+/// exactly one page and no allocation is larger than a page).
+#[repr(C, align(4096))]
+pub struct AuxTable {
+    /// The owner's words.
+    pub aux: [AtomicU64; ENTRIES],
+}
+
+const _: () = assert!(core::mem::size_of::<HwTable>() == 4096);
+const _: () = assert!(core::mem::size_of::<AuxTable>() == 4096);
+
+/// One page-table node: where its hardware page and software words are, and its lock. Links
+/// between tables hold the hardware page's device address; [`PtMem::va`] finds the node from
+/// it (the kernel keeps the node in the hardware page's `struct page`, as `page->private`).
 ///
 /// # Invariants
-/// - `pte[i]` and `aux[i]` are written only with `lock` held.
+/// - `hw` and `aux` point to pages owned by this node, valid for as long as it lives.
+/// - `pte()[i]` and `aux()[i]` are written only with `lock` held.
 /// - A table is reachable from the root through exactly one parent entry, or from none once
 ///   unlinked; an unlinked table is freed only after the caller's device TLB flush.
-/// - It is page aligned (the type says so), so its address fits a PTE's address field.
-#[repr(C, align(4096))]
 pub struct Table<L> {
-    pte: [AtomicU64; ENTRIES],
-    aux: [AtomicU64; ENTRIES],
+    hw: NonNull<HwTable>,
+    aux: NonNull<AuxTable>,
     lock: L,
 }
 
 impl<L: Lock<()>> Table<L> {
-    /// A table with every entry empty. Platforms that cannot build an 8 KiB value on the stack
-    /// use [`Table::init_in_place`] instead.
-    pub fn new() -> Result<Self, Errno> {
-        Ok(Table {
-            pte: [const { AtomicU64::new(0) }; ENTRIES],
-            aux: [const { AtomicU64::new(0) }; ENTRIES],
-            lock: L::new((), LockClass::Table)?,
-        })
-    }
-
-    /// Initialises a table in freshly allocated memory.
+    /// A node over the pages `hw` and `aux`, every entry cleared.
     ///
     /// # Safety
-    /// `ptr` must be valid for writes of `Table<L>` and suitably aligned.
-    pub unsafe fn init_in_place(ptr: *mut Self) -> Result<(), Errno> {
+    /// `hw` and `aux` must be valid for reads and writes, not used by anything else, and stay
+    /// so until the node is dropped (the platform frees them after it).
+    pub unsafe fn new(hw: NonNull<HwTable>, aux: NonNull<AuxTable>) -> Result<Self, Errno> {
         let lock = L::new((), LockClass::Table)?;
-        // SAFETY: the caller guarantees `ptr` is writable and aligned; an all-zero bit pattern
-        // is a valid `AtomicU64`, and the lock field is then written with a valid value.
+        // SAFETY: the caller gives us both pages exclusively; all-zero is a valid
+        // `AtomicU64` array.
         unsafe {
-            core::ptr::addr_of_mut!((*ptr).pte).write_bytes(0, 1);
-            core::ptr::addr_of_mut!((*ptr).aux).write_bytes(0, 1);
-            core::ptr::addr_of_mut!((*ptr).lock).write(lock);
+            hw.as_ptr().write_bytes(0, 1);
+            aux.as_ptr().write_bytes(0, 1);
         }
-        Ok(())
+        Ok(Table { hw, aux, lock })
+    }
+
+    /// The hardware page (for the platform: its address, and freeing it).
+    pub fn hw_page(&self) -> NonNull<HwTable> {
+        self.hw
+    }
+
+    /// The software words' page (for the platform, to free it).
+    pub fn aux_page(&self) -> NonNull<AuxTable> {
+        self.aux
+    }
+
+    fn pte(&self) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: `hw` is valid while the node lives (type invariant).
+        unsafe { &(*self.hw.as_ptr()).pte }
+    }
+
+    fn aux(&self) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: `aux` is valid while the node lives (type invariant).
+        unsafe { &(*self.aux.as_ptr()).aux }
     }
 }
+
+// SAFETY: the pages are reached only through atomics, written under `lock`.
+unsafe impl<L: Send> Send for Table<L> {}
+// SAFETY: as above.
+unsafe impl<L: Sync> Sync for Table<L> {}
 
 /// Memory for page-table pages, supplied by the platform.
 ///
 /// # Safety
-/// Implementations must return tables that stay valid until passed to `free`, and `pa`/`va`
-/// must be inverse functions over live tables.
+/// Implementations must return tables (nodes built with [`Table::new`] over two pages) that
+/// stay valid until passed to `free`; `pa` must give the device address of a table's hardware
+/// page, and `va` the node whose hardware page is at that address, for every live table.
 pub unsafe trait PtMem: Send + Sync {
     /// The per-table lock.
     type Lock: Lock<()> + Send + Sync;
-    /// Allocates an empty table (may sleep: never called under an engine lock).
+    /// Allocates an empty table: a node and its two zeroed pages (may sleep: never called
+    /// under an engine lock).
     fn alloc(&self) -> Result<NonNull<Table<Self::Lock>>, Errno>;
     /// Frees a table.
     ///
@@ -245,7 +282,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     fn walk(&self, va: u64, level: u8) -> Result<NonNull<Table<M::Lock>>, Option<Entry>> {
         let mut t = self.root;
         for l in (level + 1..LEVELS).rev() {
-            let pte = self.table(t).pte[index(va, l)].load(Ordering::Acquire);
+            let pte = self.table(t).pte()[index(va, l)].load(Ordering::Acquire);
             match self.child(pte, l) {
                 Some(c) => t = c,
                 None => match F::decode(pte, l) {
@@ -274,7 +311,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         Self::check_va(va)?;
         let mut t = self.root;
         for l in (level + 1..LEVELS).rev() {
-            let slot = &self.table(t).pte[index(va, l)];
+            let slot = &self.table(t).pte()[index(va, l)];
             let pte = slot.load(Ordering::Acquire);
             if let Some(c) = self.child(pte, l) {
                 t = c;
@@ -320,9 +357,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let t = self.walk(va, level).ok()?;
         let i = index(va, level);
         let tb = self.table(t);
-        let pte = tb.pte[i].load(Ordering::Acquire);
+        let pte = tb.pte()[i].load(Ordering::Acquire);
         let base = va & !((1u64 << level_shift(level)) - 1);
-        let aux = tb.aux[i].load(Ordering::Relaxed);
+        let aux = tb.aux()[i].load(Ordering::Relaxed);
         match F::decode(pte, level) {
             Entry::Leaf { addr, perm } => Some(Leaf {
                 va: base,
@@ -373,8 +410,8 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let tb = self.table(t);
         let i = index(va, level);
         let _g = tb.lock.lock();
-        let old_pte = tb.pte[i].load(Ordering::Relaxed);
-        let old_aux = tb.aux[i].load(Ordering::Relaxed);
+        let old_pte = tb.pte()[i].load(Ordering::Relaxed);
+        let old_aux = tb.aux()[i].load(Ordering::Relaxed);
         let old = match F::decode(old_pte, level) {
             Entry::Table(_) => return Err(Errno::EINVAL),
             Entry::None => None,
@@ -395,8 +432,8 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 valid: false,
             }),
         };
-        tb.aux[i].store(aux, Ordering::Relaxed);
-        tb.pte[i].store(F::leaf(addr, perm, level), Ordering::Release);
+        tb.aux()[i].store(aux, Ordering::Relaxed);
+        tb.pte()[i].store(F::leaf(addr, perm, level), Ordering::Release);
         Ok(old)
     }
 
@@ -432,7 +469,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let mut va = start & !(span - 1);
         while va < end {
             let i = index(va, level);
-            let pte = tb.pte[i].load(Ordering::Acquire);
+            let pte = tb.pte()[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
                 Entry::None => {}
                 Entry::Table(pa) if level > 0 => {
@@ -447,7 +484,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                     } else {
                         None
                     };
-                    let pte = tb.pte[i].load(Ordering::Relaxed);
+                    let pte = tb.pte()[i].load(Ordering::Relaxed);
                     let (addr, perm, valid) = match F::decode(pte, level) {
                         Entry::Leaf { addr, perm } => (addr, perm, true),
                         Entry::Zapped { addr, perm } => (addr, perm, false),
@@ -456,7 +493,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                             continue;
                         }
                     };
-                    let aux = tb.aux[i].load(Ordering::Relaxed);
+                    let aux = tb.aux()[i].load(Ordering::Relaxed);
                     let leaf = Leaf {
                         va,
                         level,
@@ -466,8 +503,8 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                         valid,
                     };
                     if let Some((npte, naux)) = f(&leaf) {
-                        tb.aux[i].store(naux, Ordering::Relaxed);
-                        tb.pte[i].store(npte, Ordering::Release);
+                        tb.aux()[i].store(naux, Ordering::Relaxed);
+                        tb.pte()[i].store(npte, Ordering::Release);
                     }
                 }
             }
@@ -541,7 +578,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         loop {
             let tb = self.table(t);
             let i = index(va, level);
-            let pte = tb.pte[i].load(Ordering::Acquire);
+            let pte = tb.pte()[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
                 Entry::Table(pa) if level > 0 => {
                     // SAFETY: the entry links a live table; the device TLB flush protocol keeps it
@@ -552,7 +589,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 Entry::Leaf { addr, perm } if level <= 1 => {
                     let off = va & ((1u64 << level_shift(level)) - 1) & !((1u64 << PAGE_SHIFT) - 1);
                     // The acquire load of the entry orders this after the writer's aux store.
-                    let aux = tb.aux[i].load(Ordering::Relaxed);
+                    let aux = tb.aux()[i].load(Ordering::Relaxed);
                     return Some(Translation {
                         addr: addr + off,
                         perm,
@@ -604,7 +641,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         while va < end {
             let i = index(va, level);
             if level > 1 {
-                let pte = tb.pte[i].load(Ordering::Acquire);
+                let pte = tb.pte()[i].load(Ordering::Acquire);
                 if let Some(c) = self.child(pte, level) {
                     self.unlink_in(c, level - 1, start.max(va), end.min(va + span), d);
                 }
@@ -612,15 +649,15 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 // Level 1: entry `i` links the leaf table of one 2 MiB block. The lock of this
                 // level-1 table serialises us with `prepare()` installing a sibling entry.
                 let _g = tb.lock.lock();
-                let pte = tb.pte[i].load(Ordering::Acquire);
+                let pte = tb.pte()[i].load(Ordering::Acquire);
                 if let Some(c) = self.child(pte, 1) {
                     let ct = self.table(c);
                     // The child's writers hold the range lock our caller holds, so its entries
                     // cannot change; no need to take a second table lock here.
-                    let empty = ct.pte.iter().all(|e| e.load(Ordering::Acquire) == 0);
+                    let empty = ct.pte().iter().all(|e| e.load(Ordering::Acquire) == 0);
                     if empty {
-                        tb.pte[i].store(0, Ordering::Release);
-                        ct.pte[0].store(d.head, Ordering::Relaxed);
+                        tb.pte()[i].store(0, Ordering::Release);
+                        ct.pte()[0].store(d.head, Ordering::Relaxed);
                         d.head = self.mem.pa(c);
                         d.count += 1;
                     }
@@ -643,7 +680,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         while pa != 0 {
             // SAFETY: `pa` threads tables this page table unlinked and no walk can reach.
             let t = unsafe { self.mem.va(pa) };
-            pa = self.table(t).pte[0].swap(0, Ordering::Relaxed);
+            pa = self.table(t).pte()[0].swap(0, Ordering::Relaxed);
             // SAFETY: unlinked and flushed, per the caller.
             unsafe { self.mem.free(t) };
         }
@@ -652,7 +689,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     fn free_tree(&mut self, t: NonNull<Table<M::Lock>>, level: u8) {
         if level > 0 {
             for i in 0..ENTRIES {
-                let pte = self.table(t).pte[i].load(Ordering::Relaxed);
+                let pte = self.table(t).pte()[i].load(Ordering::Relaxed);
                 if let Some(c) = self.child(pte, level) {
                     self.free_tree(c, level - 1);
                 }
@@ -692,14 +729,14 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         c.tables += 1;
         for i in 0..ENTRIES {
             let va = base + ((i as u64) << level_shift(level));
-            let pte = self.table(t).pte[i].load(Ordering::Acquire);
+            let pte = self.table(t).pte()[i].load(Ordering::Acquire);
             match F::decode(pte, level) {
                 Entry::Table(_) if level == 1 => {
                     let mut seen = false;
                     guard(va, &mut || {
                         seen = true;
                         // Read again under the guard: it may have been freed since.
-                        let pte = self.table(t).pte[i].load(Ordering::Acquire);
+                        let pte = self.table(t).pte()[i].load(Ordering::Acquire);
                         if let Some(leaf) = self.child(pte, 1) {
                             self.census_in(leaf, 0, va, c, &mut |_, d| d());
                         }

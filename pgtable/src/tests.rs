@@ -6,7 +6,7 @@ extern crate std;
 use super::errno::Errno;
 use super::format::{Gfx9Format, Perm, PteFormat, X86Format};
 use super::lock::{Lock, LockClass};
-use super::table::{PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT};
+use super::table::{AuxTable, HwTable, PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT};
 use core::ptr::NonNull;
 use std::boxed::Box;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -34,23 +34,49 @@ impl<T> Lock<T> for StdLock<T> {
 #[derive(Clone, Default)]
 struct Mem(Arc<AtomicIsize>);
 
-// SAFETY: tables are boxed (stable) and `pa`/`va` are the identity on their addresses.
+/// A hardware page with room for its owner, as the kernel's `struct page` has `private`.
+#[repr(C)]
+struct HwPage {
+    hw: HwTable,
+    node: *mut Table<StdLock<()>>,
+}
+
+// SAFETY: nodes and both pages are boxed (stable); `pa` is the hardware page's address and
+// `va` reads the node back from beside it.
 unsafe impl PtMem for Mem {
     type Lock = StdLock<()>;
     fn alloc(&self) -> Result<NonNull<Table<Self::Lock>>, Errno> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(NonNull::from(Box::leak(Box::new(Table::new()?))))
+        // SAFETY: all-zero is a valid `HwPage` (atomics and a null pointer) and `AuxTable`.
+        let hw: Box<HwPage> = unsafe { Box::new_zeroed().assume_init() };
+        let aux: Box<AuxTable> = unsafe { Box::new_zeroed().assume_init() };
+        let hw = Box::leak(hw);
+        let aux = NonNull::from(Box::leak(aux));
+        // SAFETY: both pages are ours alone until `free`.
+        let t = unsafe { Table::new(NonNull::from(&mut hw.hw), aux)? };
+        let t = Box::leak(Box::new(t));
+        hw.node = t;
+        Ok(NonNull::from(t))
     }
     unsafe fn free(&self, t: NonNull<Table<Self::Lock>>) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-        // SAFETY: allocated by `alloc` above with `Box`.
-        drop(unsafe { Box::from_raw(t.as_ptr()) });
+        // SAFETY: allocated by `alloc` above with `Box`, as were its pages (`hw` is the first
+        // field of its `HwPage`).
+        unsafe {
+            let t = Box::from_raw(t.as_ptr());
+            let (hw, aux) = (t.hw_page(), t.aux_page());
+            drop(t);
+            drop(Box::from_raw(hw.as_ptr() as *mut HwPage));
+            drop(Box::from_raw(aux.as_ptr()));
+        }
     }
     fn pa(&self, t: NonNull<Table<Self::Lock>>) -> u64 {
-        t.as_ptr() as u64
+        // SAFETY: `t` is live.
+        unsafe { t.as_ref() }.hw_page().as_ptr() as u64
     }
     unsafe fn va(&self, pa: u64) -> NonNull<Table<Self::Lock>> {
-        NonNull::new(pa as *mut _).unwrap()
+        // SAFETY: `pa` is the hardware page of a live table, the first field of its `HwPage`.
+        NonNull::new(unsafe { (*(pa as *const HwPage)).node }).unwrap()
     }
 }
 
@@ -239,7 +265,7 @@ fn edges<F: PteFormat>() {
         "root_pa is the root table's address"
     );
     // SAFETY: `root` came from `pa` of the live root.
-    assert_eq!(unsafe { mem.va(root) }.as_ptr() as u64, root);
+    assert_eq!(mem.pa(unsafe { mem.va(root) }), root);
 
     // Argument validation of `map`.
     pt.prepare(0x40_0000, 1).unwrap();

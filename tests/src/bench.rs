@@ -21,7 +21,7 @@
 
 use model::{MapFlags, Prot, World};
 use pgtable::table::VA_LIMIT;
-use pgtable::{Errno, Table};
+use pgtable::Errno;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -518,7 +518,7 @@ fn memory(f: &Flavor, mib: u64, problems: &mut Vec<String>) -> (f64, f64, f64, (
         problems.push(format!("memory: {} 4 KiB leaves for {mib} MiB", c.pages));
     }
     let ranges = w.engine.range_count();
-    let table_bytes = std::mem::size_of::<Table<model::ModelLock<()>>>();
+    let table_bytes = model::TableMem::table_bytes();
     let scale = (1u64 << 30) as f64 / len as f64;
     let pt = (c.tables * table_bytes) as f64 * scale;
     let meta = (ranges
@@ -829,10 +829,11 @@ faulter's, over its fault time. retries/1k: read_begin restarts (hmm EBUSY, chec
 read_retry) per 1000 faults, engine-wide (the mutator's few faults included); rb waits/1k: \
 read_begin calls that slept for an invalidation; ops/s: what the mutator achieved.\n\
 - memory: after mirroring {mib} MiB with 4 KiB leaves, scaled to 1 GiB. PT: page-table pages \
-(size_of Table in the model: 4 KiB of PTEs + 4 KiB of aux words + lock, 4 KiB aligned; the \
-kernel module allocates 16 KiB, order 2, per table). ranges: engine Range + kernel notifier \
+(per table a 4 KiB page of PTEs, a 4 KiB page of aux words and the node with the lock, as \
+the kernel module allocates them: two order-0 pages and a small slab object). ranges: engine Range + kernel notifier \
 ({nb} B) + index node ({ib} B) per range. DMA: 0, the DMA address is in the leaf PTE and the \
-pfn in its aux word (counted in PT).\n\
+pfn in its aux word (counted in PT); the kernel module's DMA cache (one entry per mapped \
+page, shared by aliases) is not modelled.\n\
 - ours ÷ X rows: ours divided by X, column by column ('=' both zero, 'inf' X zero).\n\
 - Included in every fault: the model's simulated kernel (mmap_lock rwsem, the notifier core's \
 lock and mm-wide read_begin wait, the hmm walk under the model's single machine lock, DMA \

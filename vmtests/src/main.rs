@@ -3217,6 +3217,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     // Before the long-lived bound file below: `unplug` rebinds the device, which gets its
     // accel node back only when no file of the old one is open.
     run("memcg", &resources::t_memcg);
+    run("table_memory", &resources::t_table_memory);
     run("bind_many_vmas", &resources::t_bind_many_vmas);
     run("unplug", &resources::t_unplug);
     match Dev::bound() {
