@@ -28,7 +28,7 @@
 //! fault service, so it is outside every engine lock), `svm_tlb_lock` (innermost, never held
 //! while waiting).
 
-use crate::config::Config;
+use crate::config::{Config, LockScope};
 use crate::dmirror::Mirror;
 use crate::engine::{Access, DeviceFault, Parts, Scratch};
 use crate::ffi;
@@ -194,6 +194,15 @@ pub(crate) unsafe fn new_engine(
         task_size: unsafe { ffi::svm_task_size() },
         // SAFETY: no preconditions.
         max_ranges: unsafe { ffi::svm_max_ranges() } as usize,
+        // SAFETY: no preconditions.
+        range_shift: unsafe { ffi::svm_range_shift() },
+        // SAFETY: no preconditions.
+        lock_scope: match unsafe { ffi::svm_lock_scope() } {
+            0 => LockScope::PerRange,
+            1 => LockScope::EngineMutex,
+            2 => LockScope::EngineRwsem,
+            _ => return Err(Errno::EINVAL),
+        },
         ..Config::default()
     };
     KEngine::new(KPlat, parts, cfg)

@@ -750,11 +750,6 @@ u64 svm_task_size(void)
 	return TASK_SIZE_MAX;
 }
 
-/*
- * A test hook: the accel fault worker stalls this long before servicing each batch, as a
- * fault on slow or stuck backing storage (FUSE, NFS) would, so vmtests can kill a job while
- * its fault is outstanding.  Writing 0 ends a running stall within 10 ms.
- */
 static unsigned int max_ranges = 1 << 16;
 module_param(max_ranges, uint, 0644);
 MODULE_PARM_DESC(max_ranges,
@@ -767,6 +762,39 @@ unsigned int svm_max_ranges(void)
 	return max(READ_ONCE(max_ranges), 1U);
 }
 
+/*
+ * The engine's granularity and lock scope, read once per context (BIND or dmirror open):
+ * the baselines of Documentation/design.md ("Granularity and the baselines") in the kernel.
+ * A value the engine refuses (range_shift outside 16..=47, lock_scope above 2) fails BIND
+ * and open with -EINVAL.
+ */
+static unsigned int range_shift = 21;
+module_param(range_shift, uint, 0644);
+MODULE_PARM_DESC(range_shift,
+	"log2 of a range's span (one interval notifier and lock each): 16..47, default 21 "
+	"(2 MiB); 29 is drm_gpusvm's 512 MiB notifiers, 47 test_hmm's one notifier per mm");
+
+static unsigned int lock_scope;
+module_param(lock_scope, uint, 0644);
+MODULE_PARM_DESC(lock_scope,
+	"engine-wide lock around range-lock sections: 0 none (default), 1 a mutex (test_hmm), "
+	"2 an rwsem, read side for faults (drm_gpusvm)");
+
+unsigned int svm_range_shift(void)
+{
+	return READ_ONCE(range_shift);
+}
+
+unsigned int svm_lock_scope(void)
+{
+	return READ_ONCE(lock_scope);
+}
+
+/*
+ * A test hook: the accel fault worker stalls this long before servicing each batch, as a
+ * fault on slow or stuck backing storage (FUSE, NFS) would, so vmtests can kill a job while
+ * its fault is outstanding.  Writing 0 ends a running stall within 10 ms.
+ */
 static unsigned int fault_delay_ms;
 module_param(fault_delay_ms, uint, 0644);
 MODULE_PARM_DESC(fault_delay_ms,

@@ -291,10 +291,24 @@ pub(crate) fn t_fd_passing() -> TResult {
 
 const DBG: &str = "/sys/kernel/debug";
 
-/// The text of `debug_dma_map_page()`: [its address, the next symbol's).
+/// Functions of `kernel/dma/debug.c` one of which is on the stack of every allocation
+/// DMA-API debugging makes while a page is mapped. `debug_dma_map_page()` alone is not
+/// enough: it ends in a tail call (`jmp add_dma_entry`), so its frame is gone by the time
+/// `add_dma_entry()` allocates a node of the cacheline tree.
+const DMA_DEBUG_FNS: [&str; 5] = [
+    "debug_dma_map_page",
+    "add_dma_entry",
+    "active_cacheline_insert",
+    "dma_entry_alloc",
+    "dma_debug_create_entries",
+];
+
+/// The text of DMA-API debugging's mapping path: [the first of `DMA_DEBUG_FNS` in
+/// `/proc/kallsyms`, the symbol after the last). They are one object file's functions, so
+/// the span holds nothing else; it is checked to be small.
 fn dma_debug_map_text() -> Result<(u64, u64), String> {
     let ks = std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("kallsyms: {e}"))?;
-    let mut start = None;
+    let mut found = Vec::new();
     let mut addrs = Vec::new();
     for l in ks.lines() {
         let mut f = l.split_whitespace();
@@ -304,15 +318,38 @@ fn dma_debug_map_text() -> Result<(u64, u64), String> {
         let Ok(a) = u64::from_str_radix(a, 16) else {
             continue;
         };
-        if name == "debug_dma_map_page" {
-            start = Some(a);
+        if DMA_DEBUG_FNS.contains(&name) {
+            found.push((name.to_string(), a));
         }
         addrs.push(a);
     }
-    let start = start.ok_or("no debug_dma_map_page in /proc/kallsyms (DMA_API_DEBUG off?)")?;
+    check!(
+        found.iter().any(|(n, _)| n == "debug_dma_map_page"),
+        "no debug_dma_map_page in /proc/kallsyms (DMA_API_DEBUG off?)"
+    );
+    let start = found.iter().map(|&(_, a)| a).min().unwrap_or(0);
+    let last = found.iter().map(|&(_, a)| a).max().unwrap_or(0);
     check!(start != 0, "/proc/kallsyms hides addresses (kptr_restrict)");
-    let end = addrs.iter().copied().filter(|&a| a > start).min();
-    Ok((start, end.ok_or("no symbol after debug_dma_map_page")?))
+    let end = addrs
+        .iter()
+        .copied()
+        .filter(|&a| a > last)
+        .min()
+        .ok_or("no symbol after DMA-API debugging's functions")?;
+    check!(
+        end - start <= 64 << 10,
+        "DMA-API debugging's functions span {:#x}..{end:#x} ({found:?}): not one object's",
+        start
+    );
+    Ok((start, end))
+}
+
+/// Whether DMA-API debugging is still on (it turns itself off for good when one of its own
+/// allocations fails).
+pub(crate) fn dma_debug_enabled() -> Result<bool, String> {
+    let p = format!("{DBG}/dma-api/disabled");
+    let s = std::fs::read_to_string(&p).map_err(|e| format!("read {p}: {e}"))?;
+    Ok(s.trim() == "N")
 }
 
 /// Makes `failslab` and `fail_page_alloc` fail what fail-nth asks for: sleeping allocations
@@ -420,6 +457,10 @@ fn each_allocation<S>(
 
 pub(crate) fn t_fail_nth() -> TResult {
     fault_injection_setup()?;
+    check!(
+        dma_debug_enabled()?,
+        "DMA-API debugging is off before fail_nth"
+    );
     let mut report = Vec::new();
     let bound = |d: &Dev| -> Result<bool, String> {
         Ok(d.query()?.flags & crate::uapi::SVM_ACCEL_QUERY_BOUND != 0)
@@ -517,6 +558,12 @@ pub(crate) fn t_fail_nth() -> TResult {
     unsafe { libc::close(fd) };
     report.push(format!("dmirror READ {}", res?));
     println!("    (allocation points failed: {})", report.join(", "));
+    check!(
+        dma_debug_enabled()?,
+        "DMA-API debugging turned itself off during fail_nth: the stack filter let one of its \
+         own allocations fail ({})",
+        report.join(", ")
+    );
     Ok(())
 }
 

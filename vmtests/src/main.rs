@@ -3195,6 +3195,61 @@ fn t_dmirror_hostile() -> TResult {
     res
 }
 
+/// The engine's baseline configurations in the kernel (module parameters `range_shift` and
+/// `lock_scope`, read at BIND): drm_gpusvm's 512 MiB notifiers under an rwsem, test_hmm's one
+/// notifier per mm under a mutex. A context bound under each reports its range size and runs
+/// the functional tests that hold for any granularity; values the engine refuses fail BIND
+/// with `EINVAL`; the defaults are restored whatever happens.
+fn t_baseline_configs() -> TResult {
+    const P: &str = "/sys/module/svm_accel/parameters";
+    let set = |name: &str, v: u32| -> TResult {
+        std::fs::write(format!("{P}/{name}"), v.to_string())
+            .map_err(|e| format!("write {name}={v}: {e}"))
+    };
+    let run = || -> TResult {
+        for (shift, scope) in [(29u32, 2u32), (47, 1), (16, 0)] {
+            set("range_shift", shift)?;
+            set("lock_scope", scope)?;
+            let d = Arc::new(Dev::bound()?);
+            let q = d.query()?;
+            check!(
+                q.range_shift == shift,
+                "QUERY range_shift {} under range_shift={shift}",
+                q.range_shift
+            );
+            let with = |t: &str, r: TResult| {
+                r.map_err(|e| format!("{t} (range_shift {shift}, lock_scope {scope}): {e}"))
+            };
+            with("fill_cpu_reads", t_fill_cpu_reads(&d))?;
+            with("copy", t_copy(&d))?;
+            with("mprotect_eperm", t_mprotect_eperm(&d))?;
+            with("madv_dontneed", t_madv_dontneed(&d))?;
+            with("fork", t_fork(&d))?;
+            with("concurrent", t_concurrent(&d))?;
+        }
+        for (name, bad) in [
+            ("range_shift", 15u32),
+            ("range_shift", 48),
+            ("lock_scope", 3),
+        ] {
+            set(name, bad)?;
+            let r = Dev::open()?.bind();
+            check!(
+                r == Err(libc::EINVAL),
+                "BIND with {name}={bad}: {:?}, expected EINVAL",
+                r.map_err(ename)
+            );
+            set("range_shift", 21)?;
+            set("lock_scope", 0)?;
+        }
+        Ok(())
+    };
+    let r = run();
+    let restored = set("range_shift", 21).and(set("lock_scope", 0));
+    r?;
+    restored
+}
+
 /// Every test, in order; the storm last.
 fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg) {
     run("query_unbound", &t_query_unbound);
@@ -3217,6 +3272,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     // Before the long-lived bound file below: `unplug` rebinds the device, which gets its
     // accel node back only when no file of the old one is open.
     run("memcg", &resources::t_memcg);
+    run("baseline_configs", &t_baseline_configs);
     run("table_memory", &resources::t_table_memory);
     run("bind_many_vmas", &resources::t_bind_many_vmas);
     run("unplug", &resources::t_unplug);
