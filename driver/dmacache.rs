@@ -13,12 +13,12 @@
 //! the last, so the address is unmapped only once no leaf of any context can use it.
 //!
 //! The table is a fixed array of buckets, each an rbtree under a spinlock of its own lockdep
-//! class (taken under a range lock and, from `reap`, under a page-table lock; nothing is taken
-//! under it). A new entry is allocated with `GFP_NOWAIT`: `map` runs under the range lock,
-//! where nothing may wait for reclaim; failing that is `ENOMEM`, as a failed `dma_map_page()`
-//! is. It is accounted (`__GFP_ACCOUNT`) like the rest of a context's memory, to the cgroup of
-//! the context that mapped the page first (a shared entry stays charged there, as a page-cache
-//! page stays charged to the cgroup that read it in).
+//! class (taken under a range lock, never under a page-table lock: `reap` unmaps after
+//! dropping it; nothing is taken under it). A new entry is allocated with `GFP_NOWAIT`: `map`
+//! runs under the range lock, where nothing may wait for reclaim; failing that is `ENOMEM`, as
+//! a failed `dma_map_page()` is. It is accounted (`__GFP_ACCOUNT`) like the rest of a
+//! context's memory, to the cgroup of the context that mapped the page first (a shared entry
+//! stays charged there, as a page-cache page stays charged to the cgroup that read it in).
 
 use crate::ffi;
 use crate::kplat::{KLock, GFP_NOWAIT_ACCOUNT};

@@ -13,20 +13,23 @@ pub mod device;
 pub mod dma;
 mod hmm;
 pub mod lockdep;
+pub mod locks;
 pub mod mm;
 pub mod notifier;
 pub mod platform;
 pub mod sync;
 pub mod tablemem;
+pub mod tlb;
 pub mod violations;
 pub mod world;
 
-pub use device::{Device, DeviceStats, Tlb};
+pub use device::{Device, DeviceStats};
 pub use dma::{DmaMapping, DmaStats, DmaTracker};
 pub use mm::{MapFlags, MmConfig, MmHandle, OomReport, Prot, ReadGuard, SwapOutcome};
 pub use notifier::{Interval, NotifierStats, TraceEntry};
 pub use platform::{ModelArc, ModelLock, ModelLocks, ModelMap, ModelPlatform, ModelRwLock};
 pub use tablemem::TableMem;
+pub use tlb::Tlb;
 pub use violations::Violations;
 pub use world::{World, WorldBuilder};
 

@@ -12,7 +12,7 @@
 //! behaviour in the test process.
 
 use crate::lockdep;
-use crate::platform::ModelLock;
+use crate::locks::ModelLock;
 use crate::violations::Violations;
 use core::ptr::NonNull;
 use pgtable::{AuxTable, Errno, HwTable, Perm, PtMem, PteFormat, Table};

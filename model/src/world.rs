@@ -1,11 +1,12 @@
 //! `World`: one mm, one device context bound to it (engine, TLB, DMA tracker, page-table
 //! memory), a shared violation log, and the end-of-test oracle [`World::check_quiescent`].
 
-use crate::device::{Counters, Device, DeviceStats, Tlb};
+use crate::device::{Counters, Device, DeviceStats};
 use crate::dma::DmaTracker;
 use crate::mm::{MmConfig, MmHandle};
 use crate::platform::{ModelArc, ModelPlatform};
 use crate::tablemem::TableMem;
+use crate::tlb::Tlb;
 use crate::violations::Violations;
 use core::marker::PhantomData;
 use pgtable::table::{level_shift, VA_LIMIT};

@@ -205,6 +205,35 @@ impl Flush {
     }
 }
 
+/// Leaves [`PageTable::reap`] clears under one table lock before handing them over.
+pub const REAP_BATCH: usize = 16;
+
+/// Leaves reaped and not yet handed over.
+struct Reaped {
+    leaves: [Leaf; REAP_BATCH],
+    len: usize,
+    total: usize,
+}
+
+impl Reaped {
+    const EMPTY: Leaf = Leaf {
+        va: 0,
+        level: 0,
+        addr: 0,
+        perm: Perm::RO,
+        aux: 0,
+        valid: false,
+    };
+
+    fn hand_over(&mut self, f: &mut dyn FnMut(&Leaf)) {
+        for l in &self.leaves[..self.len] {
+            f(l);
+        }
+        self.total += self.len;
+        self.len = 0;
+    }
+}
+
 /// Tables unlinked from the tree, waiting for the TLB flush that makes freeing them safe.
 /// The list is threaded through the unlinked tables' first entry.
 #[must_use = "unlinked tables must be freed after the device TLB flush"]
@@ -547,17 +576,88 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
 
     /// Phase 2: after the TLB flush for a [`PageTable::zap`], clears every zapped leaf
     /// intersecting `[start, end)` and hands each to `f` (to unmap its DMA address).
+    ///
+    /// `f` runs with no table lock held: leaves are cleared under their table's lock and
+    /// handed over in batches of up to [`REAP_BATCH`] once it is dropped, so the unmapping
+    /// (an IOMMU unmap, marking a page dirty) never lengthens a spinlock's hold nor nests its
+    /// locks under it. The caller must keep other writers off the span meanwhile (the engine
+    /// holds the owning range's lock), as for every rewrite of its leaves.
     pub fn reap(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) -> usize {
-        let mut n = 0;
-        self.update(start, end, |l| {
-            if l.valid {
-                return None;
+        let end = end.min(VA_LIMIT);
+        if start >= end {
+            return 0;
+        }
+        let mut b = Reaped {
+            leaves: [Reaped::EMPTY; REAP_BATCH],
+            len: 0,
+            total: 0,
+        };
+        self.reap_in(self.root, LEVELS - 1, start, end, &mut b, &mut f);
+        b.hand_over(&mut f);
+        b.total
+    }
+
+    fn reap_in(
+        &self,
+        t: NonNull<Table<M::Lock>>,
+        level: u8,
+        start: u64,
+        end: u64,
+        b: &mut Reaped,
+        f: &mut dyn FnMut(&Leaf),
+    ) {
+        let span = 1u64 << level_shift(level);
+        let tb = self.table(t);
+        // As in `update_in`: a level-0 table under its lock across the loop (dropped while a
+        // full batch is handed over), a huge leaf under the lock for itself; never two.
+        let mut whole = if level == 0 {
+            Some(tb.lock.lock())
+        } else {
+            None
+        };
+        let mut va = start & !(span - 1);
+        while va < end {
+            let i = index(va, level);
+            match F::decode(tb.pte()[i].load(Ordering::Acquire), level) {
+                Entry::Table(pa) if level > 0 => {
+                    // SAFETY: a table entry holds the `pa` of a live table of this tree.
+                    let c = unsafe { self.mem.va(pa) };
+                    self.reap_in(c, level - 1, start.max(va), end.min(va + span), b, f);
+                }
+                Entry::Zapped { .. } if level <= 1 => {
+                    let one = if level > 0 {
+                        Some(tb.lock.lock())
+                    } else {
+                        None
+                    };
+                    if let Entry::Zapped { addr, perm } =
+                        F::decode(tb.pte()[i].load(Ordering::Relaxed), level)
+                    {
+                        b.leaves[b.len] = Leaf {
+                            va,
+                            level,
+                            addr,
+                            perm,
+                            aux: tb.aux()[i].load(Ordering::Relaxed),
+                            valid: false,
+                        };
+                        b.len += 1;
+                        tb.aux()[i].store(0, Ordering::Relaxed);
+                        tb.pte()[i].store(0, Ordering::Release);
+                    }
+                    drop(one);
+                    if b.len == REAP_BATCH {
+                        drop(whole.take());
+                        b.hand_over(f);
+                        if level == 0 {
+                            whole = Some(tb.lock.lock());
+                        }
+                    }
+                }
+                _ => {}
             }
-            f(l);
-            n += 1;
-            Some((0, 0))
-        });
-        n
+            va += span;
+        }
     }
 
     /// Visits every leaf (valid or zapped) intersecting `[start, end)` without changing it.

@@ -1229,6 +1229,7 @@ fn the_retry_budget_is_checked_before_every_walk() {
 /// killing every range the fault publishes cannot hold it forever. The model's publication
 /// hook kills each range the moment it is published, by a failed fault on a hole beside it.
 #[test]
+#[cfg(not(loom))]
 fn a_range_death_is_charged_to_the_retry_budget() {
     use model::platform::publish_hook;
     use std::cell::Cell;
