@@ -328,7 +328,8 @@ dmbench_table() {
             vals[k, ++cnt[k]] = f["value"] + 0
         }
         END {
-            # The median of each (driver, metric) over every run that reported it.
+            # The median of each (driver, metric) over every run that reported it, and its
+            # spread: the interquartile range over the runs (nearest rank), "-" for one run.
             for (k in cnt) {
                 c = cnt[k]
                 for (i = 2; i <= c; i++) {
@@ -338,18 +339,22 @@ dmbench_table() {
                 }
                 med = (c % 2) ? vals[k, (c + 1) / 2] : (vals[k, c / 2] + vals[k, c / 2 + 1]) / 2
                 val[k] = sprintf("%.3f", med); runs[k] = c
+                q1 = int((c - 1) / 4) + 1; q3 = c - int((c - 1) / 4)
+                iqr[k] = (c > 1) ? sprintf("%.1f..%.1f", vals[k, q1], vals[k, q3]) : "-"
             }
-            printf "  %-28s %14s %14s %10s  %s\n", "metric", "test_hmm", "svm", "ratio", "unit"
+            printf "  %-28s %14s %14s %10s  %-18s %-18s %s\n", "metric", "test_hmm", "svm", "ratio", "test_hmm IQR", "svm IQR", "unit"
             for (i = 1; i <= n; i++) {
                 m = order[i]; a = val["test_hmm", m]; b = val["svm", m]; r = "-"
                 if (a != "" && b != "" && a + 0 > 0 && b + 0 > 0) {
                     if (unit[m] ~ /MiB\/s/) r = sprintf("%.2fx", b / a)
                     else if (m !~ /storm_ops|hmm_calls|extra/) r = sprintf("%.2fx", a / b)
                 }
-                printf "  %-28s %14s %14s %10s  %s\n", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, unit[m]
+                ia = iqr["test_hmm", m]; ib = iqr["svm", m]
+                printf "  %-28s %14s %14s %10s  %-18s %-18s %s\n", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, (ia == "" ? "-" : ia), (ib == "" ? "-" : ib), unit[m]
             }
             print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
-            for (k in runs) if (runs[k] > 1) { printf "  (medians over %d alternating rounds)\n", runs[k]; break }
+            print "  mirror_cost: per round, fault-in minus the re-read of the same buffer (the fault service alone)"
+            for (k in runs) if (runs[k] > 1) { printf "  (medians and interquartile ranges over %d alternating rounds)\n", runs[k]; break }
         }' "$LOG"
     grep -qE '^SVM-VM-STEP label=dmbench-.* rc=[1-9]' "$LOG" && problems+=("dmbench failed")
     return 0

@@ -59,7 +59,7 @@ pub(crate) struct State {
     live: BTreeMap<u64, DmaMapping>,
     /// Live device-writable mappings per first pfn: `CONFIG_DMA_API_DEBUG`'s active-cacheline
     /// overlap count (it tracks the mapping's first cacheline, and skips `DMA_TO_DEVICE`).
-    writable_overlap: std::collections::HashMap<u64, u32>,
+    writable_overlap: std::collections::HashMap<u64, u32, crate::inthash::IntBuild>,
 }
 
 impl State {

@@ -12,6 +12,7 @@
 pub mod device;
 pub mod dma;
 mod hmm;
+mod inthash;
 pub mod lockdep;
 pub mod locks;
 pub mod mm;

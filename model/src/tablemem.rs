@@ -11,6 +11,7 @@
 //! poison address, which the device's per-access check reports, instead of being undefined
 //! behaviour in the test process.
 
+use crate::inthash::IntBuild;
 use crate::lockdep;
 use crate::locks::ModelLock;
 use crate::violations::Violations;
@@ -36,7 +37,7 @@ struct HwPage {
 }
 
 struct Inner {
-    live: Mutex<HashSet<usize>>,
+    live: Mutex<HashSet<usize, IntBuild>>,
     quarantine: Mutex<VecDeque<usize>>,
     live_count: AtomicUsize,
     allocs: AtomicU64,
@@ -60,7 +61,7 @@ impl TableMem {
     /// Memory for tables of format `F`; bad frees are recorded in `violations`.
     pub fn new<F: PteFormat>(violations: Violations) -> Self {
         TableMem(Arc::new(Inner {
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashSet::default()),
             quarantine: Mutex::new(VecDeque::new()),
             live_count: AtomicUsize::new(0),
             allocs: AtomicU64::new(0),

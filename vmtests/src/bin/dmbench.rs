@@ -204,8 +204,14 @@ fn single(o: &Out, mib: usize, thp: bool) {
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
     }
+    // The mirroring cost of each trial: its fault-in minus its own re-read of the same buffer
+    // (the copy through the device is the same in both; what remains is the fault service).
+    // Paired per trial, so a slow trial slows both terms alike; the medians of the two
+    // columns differ by more than the pairs do.
+    let cost: Vec<f64> = fin.iter().zip(&rer).map(|(f, r)| f - r).collect();
     o.put(&format!("fault_in_{tag}"), fin, "us/MiB");
     o.put(&format!("reread_{tag}"), rer, "us/MiB");
+    o.put(&format!("mirror_cost_{tag}"), cost, "us/MiB");
     o.put(&format!("munmap_{tag}"), unm, "us/MiB");
     if !fcalls.is_empty() {
         o.put(
