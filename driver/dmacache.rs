@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! One DMA mapping per page, direction and size for the whole device, shared by every leaf of
-//! every context that maps it (reference counted).
+//! every context that maps it (reference counted). Used by contexts bound while the module
+//! parameter `dma_share` says so (by default: where DMA-API debugging is built in); the others
+//! map per device leaf.
 //!
 //! A page can sit behind many device leaves at once: a `MAP_SHARED` page mapped at several
 //! addresses, one page mirrored by several open files, a page a forked child and its parent

@@ -134,6 +134,7 @@ extern "C" {
     pub fn svm_max_ranges() -> u32;
     pub fn svm_range_shift() -> u32;
     pub fn svm_lock_scope() -> u32;
+    pub fn svm_dma_share() -> bool;
     pub fn svm_fault_delay();
 
     pub fn svm_work_new(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void) -> *mut Work;

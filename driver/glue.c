@@ -780,6 +780,28 @@ MODULE_PARM_DESC(lock_scope,
 	"engine-wide lock around range-lock sections: 0 none (default), 1 a mutex (test_hmm), "
 	"2 an rwsem, read side for faults (drm_gpusvm)");
 
+/*
+ * Whether a context shares one DMA mapping per page among all its aliases on the device
+ * (driver/dmacache.rs), read at BIND or dmirror open.  Sharing costs a cache entry per mapped
+ * page; it is needed where DMA-API debugging is built in, whose overlap check WARNs past 7
+ * device-writable mappings of one cacheline (which a user could then trigger at will).
+ * Without it, aliases are harmless: dma-direct mappings cost nothing, and IOMMU mappings one
+ * IOVA per device leaf, which the user pays a leaf for anyway (drm_gpusvm and ODP map per
+ * range page too).
+ */
+static int dma_share = -1;
+module_param(dma_share, int, 0644);
+MODULE_PARM_DESC(dma_share,
+	"share one DMA mapping per page among its aliases: -1 when DMA-API debugging is built "
+	"in (default), 0 never (one mapping per device leaf), 1 always");
+
+bool svm_dma_share(void)
+{
+	int v = READ_ONCE(dma_share);
+
+	return v < 0 ? IS_ENABLED(CONFIG_DMA_API_DEBUG) : v != 0;
+}
+
 unsigned int svm_range_shift(void)
 {
 	return READ_ONCE(range_shift);

@@ -134,6 +134,7 @@ u64 svm_task_size(void);
 unsigned int svm_max_ranges(void);	/* the max_ranges module parameter */
 unsigned int svm_range_shift(void);	/* the range_shift module parameter */
 unsigned int svm_lock_scope(void);	/* the lock_scope module parameter */
+bool svm_dma_share(void);		/* the dma_share module parameter, resolved */
 void svm_fault_delay(void);	/* the fault_delay_ms module parameter (tests) */
 
 /* work items (on the module's workqueue) + wait queues */

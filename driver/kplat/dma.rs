@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! DMA mapping for the device (`Dma`), through the module's shared DMA cache.
+//! DMA mapping for the device (`Dma`): per device leaf, or through the module's shared DMA
+//! cache (`dma_share`).
 
 use super::DMA_LIVE;
 use crate::dmacache;
@@ -14,6 +15,9 @@ use kernel::prelude::*;
 pub struct KDma {
     dev: NonNull<ffi::Device>,
     live: AtomicI64,
+    /// Mappings go through [`dmacache`] (one per page, shared by its aliases); else one per
+    /// device leaf. Fixed for the context's life, so every unmap matches its map.
+    share: bool,
 }
 
 // SAFETY: the DMA API may be used from any thread.
@@ -30,6 +34,8 @@ impl KDma {
         Ok(KDma {
             dev: NonNull::new(dev).ok_or(Errno::EINVAL)?,
             live: AtomicI64::new(0),
+            // SAFETY: no preconditions.
+            share: unsafe { ffi::svm_dma_share() },
         })
     }
 
@@ -52,18 +58,37 @@ impl Drop for KDma {
 
 impl Dma for KDma {
     fn map(&self, pfn: u64, order: u32, write: bool) -> Result<u64, Errno> {
-        // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine contract);
-        // the device is live (referenced for our lifetime).
-        let a = unsafe { dmacache::get().map(self.dev.as_ptr(), pfn, order, write)? };
+        let dev = self.dev.as_ptr();
+        let a = if self.share {
+            // SAFETY: `pfn` is a page hmm just returned, under the range lock (engine
+            // contract); the device is live (referenced for our lifetime).
+            unsafe { dmacache::get().map(dev, pfn, order, write)? }
+        } else {
+            let mut err = 0;
+            // SAFETY: as above.
+            let a = unsafe { ffi::svm_dma_map(dev, pfn, order, write, &mut err) };
+            if err != 0 {
+                return Err(Errno::ENOMEM);
+            }
+            a
+        };
         self.live.fetch_add(1, Ordering::Relaxed);
         DMA_LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(a)
     }
 
     fn unmap(&self, addr: u64, pfn: u64, order: u32, write: bool) {
-        // SAFETY: `addr` came from `map` of `pfn` with this order and direction, unmapped
-        // once, after the flush of its leaf (engine contract).
-        unsafe { dmacache::get().unmap(self.dev.as_ptr(), addr, pfn, order, write) };
+        let dev = self.dev.as_ptr();
+        // SAFETY: `addr` came from `map` of `pfn` with this order and direction (in the same
+        // mode: `share` never changes), unmapped once, after the flush of its leaf (engine
+        // contract).
+        unsafe {
+            if self.share {
+                dmacache::get().unmap(dev, addr, pfn, order, write);
+            } else {
+                ffi::svm_dma_unmap(dev, addr, order, write);
+            }
+        }
         self.live.fetch_sub(1, Ordering::Relaxed);
         DMA_LIVE.fetch_sub(1, Ordering::Relaxed);
     }

@@ -639,6 +639,82 @@ pub(crate) fn t_dma_aliases() -> TResult {
     res
 }
 
+/// Both DMA modes of the module parameter `dma_share` (read at BIND): shared, aliases of one
+/// page use one DMA mapping (what the debug kernel defaults to, and what `dma_aliases`
+/// needs); not shared, one mapping per device leaf, as a production kernel without DMA-API
+/// debugging runs by default. Five device-writable aliases of one memfd page (fewer than
+/// DMA-API debugging's overlap limit of 7), counted in its dump; the data is right in both.
+pub(crate) fn t_dma_share_modes() -> TResult {
+    const P: &str = "/sys/module/svm_accel/parameters/dma_share";
+    const N: usize = 5;
+    let set = |v: i32| -> TResult {
+        std::fs::write(P, v.to_string()).map_err(|e| format!("write dma_share={v}: {e}"))
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::memfd_create(c"svm-share".as_ptr(), 0) };
+    check!(fd >= 0, "memfd_create: {}", ename(errno()));
+    // SAFETY: our fd.
+    check!(unsafe { libc::ftruncate(fd, PAGE as i64) } == 0);
+    let mut maps = Vec::new();
+    for _ in 0..N {
+        // SAFETY: a shared mapping of our memfd.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        check!(p != libc::MAP_FAILED, "mmap: {}", ename(errno()));
+        maps.push(p as u64);
+    }
+    let run = || -> TResult {
+        for (share, want) in [(1, 1usize), (0, N)] {
+            set(share)?;
+            let d = Dev::bound()?;
+            let before = crate::resources::dma_mappings().ok_or("no DMA-API debugging dump")?;
+            for (i, &a) in maps.iter().enumerate() {
+                d.run(&mut [fill(a, 8, 100 + i as u64)])?;
+            }
+            let after = crate::resources::dma_mappings().ok_or("no DMA-API debugging dump")?;
+            check!(
+                after - before == want,
+                "dma_share={share}: {N} writable aliases hold {} DMA mappings, expected {want}",
+                after - before
+            );
+            for &a in &maps {
+                check!(
+                    dev_sum(&d, a, 8)? == 100 + N as u64 - 1,
+                    "dma_share={share}: data"
+                );
+                // SAFETY: mapped above.
+                check!(unsafe { (a as *const u64).read_volatile() } == 100 + N as u64 - 1);
+            }
+            drop(d);
+            let gone = crate::resources::dma_mappings().ok_or("no DMA-API debugging dump")?;
+            check!(
+                gone == before,
+                "dma_share={share}: {} mappings left after close",
+                gone as i64 - before as i64
+            );
+        }
+        Ok(())
+    };
+    let r = run();
+    let restored = set(-1);
+    for a in maps {
+        // SAFETY: mapped above.
+        unsafe { libc::munmap(a as *mut libc::c_void, PAGE) };
+    }
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    r?;
+    restored
+}
+
 // ---- hostile faults -----------------------------------------------------------------------
 
 /// Faults nothing can be mapped for leave no range behind (issue 9: 20000 device reads of a

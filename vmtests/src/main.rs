@@ -3267,6 +3267,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         run("fd_passing", &distro::t_fd_passing);
         run("fail_nth", &distro::t_fail_nth);
         run("dma_aliases", &distro::t_dma_aliases);
+        run("dma_share_modes", &distro::t_dma_share_modes);
         run("hostile_faults_bounded", &distro::t_hostile_faults_bounded);
     }
     // Before the long-lived bound file below: `unplug` rebinds the device, which gets its

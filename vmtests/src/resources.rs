@@ -531,7 +531,7 @@ const PDEV: &str = "svm_accel";
 const DMA_DUMP: &str = "/sys/kernel/debug/dma-api/dump";
 
 /// Live DMA mappings of our platform device, per DMA-API debugging (`None` without it).
-fn dma_mappings() -> Option<usize> {
+pub(crate) fn dma_mappings() -> Option<usize> {
     let s = std::fs::read_to_string(DMA_DUMP).ok()?;
     Some(
         s.lines()
