@@ -574,38 +574,66 @@ pub(crate) fn t_fail_nth() -> TResult {
 /// Each alias is a leaf of its own, but the device has one DMA mapping of the page, shared
 /// (DMA-API debugging WARNs past 7 device-writable mappings of one cacheline; issue 9's
 /// fuzzer found that with 9 aliases). Writes through one alias are seen through all.
+/// One memfd page mapped `MAP_SHARED` at `n` addresses (unmapped and closed on drop).
+struct Aliases {
+    fd: i32,
+    maps: Vec<u64>,
+}
+
+impl Aliases {
+    fn new(n: usize) -> Result<Aliases, String> {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::memfd_create(c"svm-alias".as_ptr(), 0) };
+        check!(fd >= 0, "memfd_create: {}", ename(errno()));
+        let mut a = Aliases {
+            fd,
+            maps: Vec::new(),
+        };
+        // SAFETY: our fd.
+        check!(unsafe { libc::ftruncate(fd, PAGE as i64) } == 0);
+        for _ in 0..n {
+            // SAFETY: a shared mapping of our memfd.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            check!(p != libc::MAP_FAILED, "mmap: {}", ename(errno()));
+            a.maps.push(p as u64);
+        }
+        Ok(a)
+    }
+}
+
+impl Drop for Aliases {
+    fn drop(&mut self) {
+        for &a in &self.maps {
+            // SAFETY: mapped in `new`.
+            unsafe { libc::munmap(a as *mut libc::c_void, PAGE) };
+        }
+        // SAFETY: ours.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 pub(crate) fn t_dma_aliases() -> TResult {
     const N: usize = 12;
-    // SAFETY: plain syscall.
-    let fd = unsafe { libc::memfd_create(c"svm-alias".as_ptr(), 0) };
-    check!(fd >= 0, "memfd_create: {}", ename(errno()));
-    // SAFETY: our fd.
-    check!(unsafe { libc::ftruncate(fd, PAGE as i64) } == 0);
-    let mut maps = Vec::new();
-    for _ in 0..N {
-        // SAFETY: a shared mapping of our memfd.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        check!(p != libc::MAP_FAILED, "mmap: {}", ename(errno()));
-        maps.push(p as u64);
-    }
+    let al = Aliases::new(N)?;
+    let maps = &al.maps;
     // SAFETY: mapped above.
     unsafe { (maps[0] as *mut u64).write_volatile(41) };
     let d = Dev::bound()?;
     let res = (|| -> TResult {
-        for &a in &maps {
+        for &a in maps {
             check!(dev_sum(&d, a, 8)? == 41, "alias {a:#x}");
         }
         d.run(&mut [fill(maps[N - 1], 8, 42)])?;
-        for &a in &maps {
+        for &a in maps {
             check!(
                 dev_sum(&d, a, 8)? == 42,
                 "alias {a:#x} after a device write"
@@ -630,12 +658,6 @@ pub(crate) fn t_dma_aliases() -> TResult {
         Ok(())
     })();
     drop(d);
-    for a in maps {
-        // SAFETY: mapped above.
-        unsafe { libc::munmap(a as *mut libc::c_void, PAGE) };
-    }
-    // SAFETY: ours.
-    unsafe { libc::close(fd) };
     res
 }
 
@@ -650,27 +672,8 @@ pub(crate) fn t_dma_share_modes() -> TResult {
     let set = |v: i32| -> TResult {
         std::fs::write(P, v.to_string()).map_err(|e| format!("write dma_share={v}: {e}"))
     };
-    // SAFETY: plain syscall.
-    let fd = unsafe { libc::memfd_create(c"svm-share".as_ptr(), 0) };
-    check!(fd >= 0, "memfd_create: {}", ename(errno()));
-    // SAFETY: our fd.
-    check!(unsafe { libc::ftruncate(fd, PAGE as i64) } == 0);
-    let mut maps = Vec::new();
-    for _ in 0..N {
-        // SAFETY: a shared mapping of our memfd.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        check!(p != libc::MAP_FAILED, "mmap: {}", ename(errno()));
-        maps.push(p as u64);
-    }
+    let al = Aliases::new(N)?;
+    let maps = &al.maps;
     let run = || -> TResult {
         for (share, want) in [(1, 1usize), (0, N)] {
             set(share)?;
@@ -685,7 +688,7 @@ pub(crate) fn t_dma_share_modes() -> TResult {
                 "dma_share={share}: {N} writable aliases hold {} DMA mappings, expected {want}",
                 after - before
             );
-            for &a in &maps {
+            for &a in maps {
                 check!(
                     dev_sum(&d, a, 8)? == 100 + N as u64 - 1,
                     "dma_share={share}: data"
@@ -705,12 +708,6 @@ pub(crate) fn t_dma_share_modes() -> TResult {
     };
     let r = run();
     let restored = set(-1);
-    for a in maps {
-        // SAFETY: mapped above.
-        unsafe { libc::munmap(a as *mut libc::c_void, PAGE) };
-    }
-    // SAFETY: ours.
-    unsafe { libc::close(fd) };
     r?;
     restored
 }

@@ -231,17 +231,20 @@ pub(crate) fn t_memcg() -> TResult {
     // The child is gone (memcg_in reaps it on every path); its charges may outlive it in an
     // offline memcg until the file's teardown frees them, which does not keep rmdir from
     // working.
-    let mut removed = false;
+    let removed = remove_cgroup(&cg);
+    r?;
+    removed
+}
+
+/// Removes the (empty) cgroup `cg`, retrying for 2 s while its last task is still leaving.
+fn remove_cgroup(cg: &str) -> TResult {
     for _ in 0..200 {
-        if std::fs::remove_dir(&cg).is_ok() {
-            removed = true;
-            break;
+        if std::fs::remove_dir(cg).is_ok() {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    r?;
-    check!(removed, "rmdir {cg} failed");
-    Ok(())
+    Err(format!("rmdir {cg} failed"))
 }
 
 fn memcg_in(cg: &str) -> TResult {
@@ -768,18 +771,10 @@ pub(crate) fn t_table_memory() -> TResult {
     // Back to the root cgroup whatever happened, then remove ours (its remaining charges
     // went with the buffers and the file).
     let back = write_file(&format!("{CGROOT}/cgroup.procs"), &pid.to_string());
-    let mut removed = false;
-    for _ in 0..200 {
-        if std::fs::remove_dir(&cg).is_ok() {
-            removed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let removed = remove_cgroup(&cg);
     r?;
     back?;
-    check!(removed, "rmdir {cg} failed");
-    Ok(())
+    removed
 }
 
 fn table_memory_in(cg: &str, pid: i32) -> TResult {
