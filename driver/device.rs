@@ -168,8 +168,9 @@ pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
     Ok(unsafe { b.assume_init() })
 }
 
-/// An engine with the default configuration for the device `dev`, mirroring `mm`; `gc_work`
-/// is queued after every `MMU_NOTIFY_UNMAP` callback. Shared by BIND and the dmirror front end.
+/// An engine for the device `dev`, configured by the module parameters, mirroring `mm`;
+/// `gc_work` is queued after every `MMU_NOTIFY_UNMAP` callback. Shared by BIND and the dmirror
+/// front end.
 ///
 /// # Safety
 /// `mm` is the calling task's live `current->mm`; `dev` is the module's platform device,

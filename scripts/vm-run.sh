@@ -6,7 +6,7 @@
 #   scripts/vm-run.sh [--module KO [--module-args "PARAMS"]]...
 #                     [--prog STATIC_BIN [--prog-args "ARGS"]]...
 #                     [--dmbench STATIC_BIN [--dmbench-args "ARGS"]] [--hmmcount KO]
-#                     [--no-hmm-tests] [--bench-only [--bench-rounds N]] [--timeout SECS] [--log FILE] [--append ARGS]
+#                     [--no-hmm-tests] [--bench-only [--bench-rounds N [--bench-baselines]]] [--timeout SECS] [--log FILE] [--append ARGS]
 #                     [--quiet] [--mem 4G] [--smp 2]
 #
 # --module-args gives the preceding --module its parameters, --prog-args the
@@ -17,6 +17,9 @@
 # --bench-only: test_hmm and dmbench without hmm-tests (scripts/vm-bench.sh);
 # --bench-rounds N: N rounds alternating test_hmm and the first --module, one
 # dmbench run each (give dmbench --trials 1); the table shows medians over all.
+# --bench-baselines: in each round, after the module's own dmbench, dmbench again through
+#   the same module under the model table's baselines (module parameters range_shift and
+#   lock_scope: 'svm-gpusvm' 29/rwsem, 'svm-test_hmm' 47/mutex), restored after.
 #
 # Exits 0 only if the VM printed "SVM-VM-RESULT rc=0", hmm-tests failed only
 # where vm/expected-failures-test_hmm.txt (test_hmm) or vm/unsupported-svm.txt
@@ -27,7 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-0}"; }
 
-MODULES=() MODULE_ARGS=() PROGS=() PROG_ARGS=() HMM_TESTS=1 BENCH_ONLY=0 BENCH_ROUNDS=0 DMBENCH="" DMBENCH_ARGS="" HMMCOUNT="" QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
+MODULES=() MODULE_ARGS=() PROGS=() PROG_ARGS=() HMM_TESTS=1 BENCH_ONLY=0 BENCH_ROUNDS=0 BENCH_BASELINES=0 DMBENCH="" DMBENCH_ARGS="" HMMCOUNT="" QUIET=0 LOG="" EXTRA_APPEND="" MEM=4G SMP=2
 TIMEOUT="${SVM_VM_TIMEOUT:-900}"
 while (($#)); do
     case "$1" in
@@ -47,6 +50,7 @@ while (($#)); do
         --no-hmm-tests) HMM_TESTS=0; shift ;;
         --bench-only) BENCH_ONLY=1; shift ;;
         --bench-rounds) BENCH_ROUNDS="$2"; shift 2 ;;
+        --bench-baselines) BENCH_BASELINES=1; shift ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --log) LOG="$2"; shift 2 ;;
         --append) EXTRA_APPEND="$2"; shift 2 ;;
@@ -128,6 +132,10 @@ if ((BENCH_ROUNDS > 0)); then
     ((BENCH_ONLY && ${#MODULES[@]})) || die "--bench-rounds needs --bench-only and a --module"
     echo "$BENCH_ROUNDS" > "$WORK/bench.rounds"
     echo "file /svm/bench.rounds $WORK/bench.rounds 0644 0 0" >> "$LIST"
+    if ((BENCH_BASELINES)); then
+        printf 'svm-gpusvm 29 2\nsvm-test_hmm 47 1\n' > "$WORK/bench.baselines"
+        echo "file /svm/bench.baselines $WORK/bench.baselines 0644 0 0" >> "$LIST"
+    fi
 fi
 echo "file /svm/progs.list $WORK/progs.list 0644 0 0" >> "$LIST"
 
@@ -342,7 +350,11 @@ dmbench_table() {
                 q1 = int((c - 1) / 4) + 1; q3 = c - int((c - 1) / 4)
                 iqr[k] = (c > 1) ? sprintf("%.1f..%.1f", vals[k, q1], vals[k, q3]) : "-"
             }
-            printf "  %-28s %14s %14s %10s  %-18s %-18s %s\n", "metric", "test_hmm", "svm", "ratio", "test_hmm IQR", "svm IQR", "unit"
+            nb = 0
+            for (k in cnt) { split(k, kk, SUBSEP); if (kk[1] ~ /^svm-/ && !(kk[1] in isb)) { isb[kk[1]] = 1; base[++nb] = kk[1] } }
+            printf "  %-28s %14s %14s %10s  %-18s %-18s %s", "metric", "test_hmm", "svm", "ratio", "test_hmm IQR", "svm IQR", "unit"
+            for (x = 1; x <= nb; x++) printf " | %14s", base[x]
+            printf "\n"
             for (i = 1; i <= n; i++) {
                 m = order[i]; a = val["test_hmm", m]; b = val["svm", m]; r = "-"
                 if (a != "" && b != "" && a + 0 > 0 && b + 0 > 0) {
@@ -350,10 +362,13 @@ dmbench_table() {
                     else if (m !~ /storm_ops|hmm_calls|extra/) r = sprintf("%.2fx", a / b)
                 }
                 ia = iqr["test_hmm", m]; ib = iqr["svm", m]
-                printf "  %-28s %14s %14s %10s  %-18s %-18s %s\n", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, (ia == "" ? "-" : ia), (ib == "" ? "-" : ib), unit[m]
+                printf "  %-28s %14s %14s %10s  %-18s %-18s %s", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, (ia == "" ? "-" : ia), (ib == "" ? "-" : ib), unit[m]
+                for (x = 1; x <= nb; x++) { v = val[base[x], m]; printf " | %14s", (v == "" ? "-" : v) }
+                printf "\n"
             }
             print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
             print "  mirror_cost: per round, fault-in minus the re-read of the same buffer (the fault service alone)"
+            if (nb) print "  svm-*: the same module under the baselines of the model table (range_shift/lock_scope module parameters)"
             for (k in runs) if (runs[k] > 1) { printf "  (medians and interquartile ranges over %d alternating rounds)\n", runs[k]; break }
         }' "$LOG"
     grep -qE '^SVM-VM-STEP label=dmbench-.* rc=[1-9]' "$LOG" && problems+=("dmbench failed")

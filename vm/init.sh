@@ -85,6 +85,17 @@ if [ -f /svm/bench.rounds ]; then
         insmod "/svm/modules/$pko" $pargs
         step "insmod-${pko%.ko}-$r" $?
         run_hmm_tests svm
+        if [ -f /svm/bench.baselines ]; then
+            # The same module under the model table's baselines: dmirror open reads the
+            # parameters, so each dmbench context gets the baseline's granularity and lock.
+            while read -r name shift scope; do
+                echo "$shift" > /sys/module/svm_accel/parameters/range_shift
+                echo "$scope" > /sys/module/svm_accel/parameters/lock_scope
+                run_hmm_tests "$name"
+            done < /svm/bench.baselines
+            echo 21 > /sys/module/svm_accel/parameters/range_shift
+            echo 0 > /sys/module/svm_accel/parameters/lock_scope
+        fi
         rmmod "$(echo "${pko%.ko}" | tr - _)"
         step "rmmod-${pko%.ko}-$r" $?
         r=$((r + 1))
