@@ -533,3 +533,26 @@ fn reap_hands_leaves_over_outside_the_table_locks() {
     assert_eq!(pt.census().zapped, 0);
     assert_eq!(pt.reap(base, base + 2 * M2, |_| panic!("reaped twice")), 0);
 }
+
+/// `reap` clears only zapped leaves inside `[start, end)`: a zapped neighbour on either side
+/// belongs to an invalidation whose flush may not have happened yet.
+#[test]
+fn reap_stays_inside_its_span() {
+    let mem = Mem::default();
+    let pt = PageTable::<X86Format, _>::new(mem.clone()).unwrap();
+    let base = 0x40_0000u64;
+    pt.prepare(base, 0).unwrap();
+    for k in 0..4u64 {
+        pt.map(base + k * 0x1000, 0, 0x10_0000 + k * 0x1000, Perm::RW, k)
+            .unwrap();
+    }
+    pt.zap(base, base + 4 * 0x1000).unwrap();
+    let mut got = Vec::new();
+    let n = pt.reap(base + 0x1000, base + 3 * 0x1000, |l| got.push(l.va));
+    assert_eq!(n, 2);
+    assert_eq!(got, [base + 0x1000, base + 0x2000]);
+    assert_eq!(pt.census().zapped, 2, "the neighbours stay zapped");
+    for va in [base, base + 3 * 0x1000] {
+        assert!(!pt.get(va, 0).unwrap().valid, "{va:#x} was reaped");
+    }
+}
