@@ -70,34 +70,48 @@ run_hmm_tests() {
 
 thp_before=$(vmstat thp_fault_alloc)
 if [ -f /svm/bench.rounds ]; then
-    # Benchmark mode (scripts/vm-bench.sh): the two drivers alternate, one dmbench trial
-    # each per round, so drift over the run hits both alike.  The payload module is the
-    # first line of modules.list (svm_accel dmirror=1); vm-run.sh takes the medians.
+    # Benchmark mode (scripts/vm-bench.sh): the drivers alternate, one dmbench trial each
+    # per round, so drift over the run hits all alike; which driver goes first alternates
+    # too, and so does the order of the module's configurations (its own, then the model
+    # table's baselines if /svm/bench.baselines lists them), so no one of them always runs
+    # right after another.  The payload module is the first line of modules.list
+    # (svm_accel dmirror=1); vm-run.sh takes the medians.
     read -r pko pargs < /svm/modules.list
-    r=0
-    while [ $r -lt "$(cat /svm/bench.rounds)" ]; do
+    echo "svm 21 0" > /tmp/confs
+    [ -f /svm/bench.baselines ] && cat /svm/bench.baselines >> /tmp/confs
+    nconf=$(wc -l < /tmp/confs)
+    bench_test_hmm() {
         insmod /svm/test_hmm.ko
         step "insmod-test_hmm-$r" $?
         run_hmm_tests test_hmm
         rmmod test_hmm
         step "rmmod-test_hmm-$r" $?
+    }
+    bench_svm() {
         # shellcheck disable=SC2086  # split on purpose
         insmod "/svm/modules/$pko" $pargs
         step "insmod-${pko%.ko}-$r" $?
-        run_hmm_tests svm
-        if [ -f /svm/bench.baselines ]; then
-            # The same module under the model table's baselines: dmirror open reads the
-            # parameters, so each dmbench context gets the baseline's granularity and lock.
-            while read -r name shift scope; do
-                echo "$shift" > /sys/module/svm_accel/parameters/range_shift
-                echo "$scope" > /sys/module/svm_accel/parameters/lock_scope
-                run_hmm_tests "$name"
-            done < /svm/bench.baselines
-            echo 21 > /sys/module/svm_accel/parameters/range_shift
-            echo 0 > /sys/module/svm_accel/parameters/lock_scope
-        fi
+        k=$((r % nconf))
+        { tail -n +$((k + 1)) /tmp/confs; head -n "$k" /tmp/confs; } > /tmp/confs.r
+        while read -r name shift scope; do
+            echo "$shift" > /sys/module/svm_accel/parameters/range_shift
+            echo "$scope" > /sys/module/svm_accel/parameters/lock_scope
+            run_hmm_tests "$name"
+        done < /tmp/confs.r
+        echo 21 > /sys/module/svm_accel/parameters/range_shift
+        echo 0 > /sys/module/svm_accel/parameters/lock_scope
         rmmod "$(echo "${pko%.ko}" | tr - _)"
         step "rmmod-${pko%.ko}-$r" $?
+    }
+    r=0
+    while [ $r -lt "$(cat /svm/bench.rounds)" ]; do
+        if [ $((r % 2)) -eq 0 ]; then
+            bench_test_hmm
+            bench_svm
+        else
+            bench_svm
+            bench_test_hmm
+        fi
         r=$((r + 1))
     done
 elif [ -f /svm/test_hmm.ko ]; then
