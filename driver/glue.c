@@ -906,7 +906,7 @@ void svm_waitq_free(struct svm_waitq *q)
 /*
  * Killable: a fault can sit in handle_mm_fault() for as long as its backing store wants
  * (FUSE, NFS), and a killed job must not wait for it.  The waiter's slot is refcounted
- * (driver/device.rs), so the worker may still answer it after the job left.
+ * (driver/device/), so the worker may still answer it after the job left.
  */
 int svm_waitq_wait_ne_killable(struct svm_waitq *q, const u32 *p, u32 old)
 {

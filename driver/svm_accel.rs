@@ -5,7 +5,7 @@
 //! This crate root compiles the *same* engine sources as the Cargo workspace (`svm/src`,
 //! `pgtable/src`), pulled in with `#[path]` at crate-root level because the shared files name
 //! their siblings `super::engine`, `super::pgtable`, ... The kernel platform is
-//! `kplat/` over the C glue (`glue.c`); the device and the ioctls are `device.rs`.
+//! `kplat/` over the C glue (`glue.c`); the device and the ioctls are `device/`.
 //! See Documentation/kernel.md.
 
 // The shared files' `pub` items are reachable only inside this crate, and the module uses a

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Entry points called by glue.c.
+
+use super::*;
+
+/// DRM `open`: a new context, not bound yet, in the registry. NULL on allocation failure.
+#[no_mangle]
+pub extern "C" fn svm_rs_open(dev: *mut ffi::Device) -> *mut c_void {
+    Ctx::new(dev).map(|p| p.cast()).unwrap_or(null_mut())
+}
+
+/// First half of unplug: every running job, prefetch and dmirror copy stops at its next page
+/// with `ENODEV`, so the glue's wait for the ioctls to leave is short.
+#[no_mangle]
+pub extern "C" fn svm_rs_unplug_begin() {
+    let r = registry().lock();
+    for &c in r.ctxs.iter() {
+        // SAFETY: registered, hence live (see `Registry`).
+        unsafe { &*c }.gone.store(true, Ordering::Relaxed);
+    }
+    for &m in r.mirrors.iter() {
+        // SAFETY: as above.
+        unsafe { &*m }.set_gone();
+    }
+}
+
+/// Second half: no ioctl, open or mmap runs or will run on any file of the device (the glue
+/// waited for them), so every engine is torn down, the files staying open: DMA mappings
+/// unmapped, notifiers removed, workers stopped, device and mm references dropped.
+#[no_mangle]
+pub extern "C" fn svm_rs_unplug_finish() {
+    let r = registry().lock();
+    for &c in r.ctxs.iter() {
+        // SAFETY: registered, hence live; no ioctl runs on it.
+        let c = unsafe { &*c };
+        c.gone.store(true, Ordering::Relaxed);
+        c.shutdown();
+    }
+    for &m in r.mirrors.iter() {
+        // SAFETY: as above.
+        let m = unsafe { &*m };
+        m.set_gone();
+        m.shutdown();
+    }
+}
+
+/// DRM `postclose`: queues the teardown. Tearing down waits for the fault worker, which may
+/// be stuck on a fault of a job that was killed; the task releasing the file (often an exiting
+/// one) must not wait for it. Module exit flushes the workqueue.
+///
+/// # Safety
+/// `ctx` came from `svm_rs_open`, and no ioctl on it runs or will run.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_postclose(ctx: *mut c_void) {
+    if !ctx.is_null() {
+        // SAFETY: per the contract; the context lives until `release_work` frees it.
+        let c = unsafe { &*ctx.cast::<Ctx>() };
+        // GC stops now; the worker, if running, finishes its batch.
+        c.closing.store(true, Ordering::Release);
+        // SAFETY: live work item (invariant), queued once: the file is released once.
+        unsafe { ffi::svm_work_queue(c.release_work) };
+    }
+}
+
+/// The release work item's function: the context's teardown.
+///
+/// # Safety
+/// `data` is the context the work item was created for, released (`svm_rs_postclose`).
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_release(data: *mut c_void) {
+    // SAFETY: per the contract; nothing else frees it.
+    unsafe { KBox::from_raw(data.cast::<Ctx>()) }.close();
+}
+
+/// # Safety
+/// `ctx` from `svm_rs_open`; `data` the DRM core's kernel copy of the ioctl struct.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_bind(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &*data.cast::<uapi::Bind>()) };
+    ret(c.bind(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_submit(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Submit>()) };
+    ret(c.submit(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_prefetch(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Prefetch>()) };
+    ret(c.prefetch(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Query>()) };
+    ret(c.query(a))
+}
+
+/// The GC work item's function.
+///
+/// # Safety
+/// `data` is the live context the work item was created for.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_gc(data: *mut c_void) {
+    // SAFETY: per the contract (close cancels the work before freeing the context).
+    unsafe { &*data.cast::<Ctx>() }.gc();
+}
+
+/// The fault worker's function.
+///
+/// # Safety
+/// `data` is the live context the work item was created for.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_work(data: *mut c_void) {
+    // SAFETY: per the contract (close cancels the work before freeing the context).
+    unsafe { &*data.cast::<Ctx>() }.work();
+}

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The software device and the per-file context behind /dev/accel/accelN.
+//!
+//! A job (SUBMIT) runs in the calling thread, which plays the device's execution engine: every
+//! memory access goes through the device TLB and the engine's page table ([`TlbCursor`]), and
+//! touches the page with `kmap_local_page()` while holding the TLB lock, so a flush waits for
+//! it. A miss (or a write to a read-only leaf) is a device fault: the job drops the TLB lock,
+//! queues the fault in the context's bounded fault queue and sleeps (killably); the context's
+//! fault worker drains the queue in batches through `Engine::fault_batch`, answers every
+//! waiter, queues GC (its own work item: a notifier removal waits for every running
+//! invalidation of the mm), and the job replays the access.
+//!
+//! Nothing a job or the file's release does waits for the fault worker uninterruptibly: a
+//! fault may sit in `handle_mm_fault()` as long as its backing store likes (FUSE, NFS), and a
+//! killed process must still exit. A waiter is refcounted, so a killed job leaves while the
+//! worker may still answer it, and the release of the file hands the teardown (which waits
+//! for the worker) to a work item.
+//!
+//! Unplug (the platform device unbound with files open, `svm_rs_unplug_begin`/`_finish`):
+//! every open file's context is in a registry; running jobs and prefetches stop at their next
+//! page with `ENODEV`, the glue waits for every ioctl to leave (`drm_dev_unplug()`), then each
+//! context's engine is torn down as at close (DMA unmapped, notifiers removed, workers
+//! stopped) while its file stays open; later ioctls fail with `ENODEV` in the glue.
+//!
+//! Files: this one holds the context (`Ctx`: open, BIND, close, teardown); `worker.rs` the
+//! fault queue's worker and GC; `ops.rs` the op interpreter (SUBMIT, PREFETCH); `query.rs`
+//! QUERY; `registry.rs` the open files, for unplug; `entry.rs` the functions glue.c calls.
+//!
+//! Locks of this module (glue.h classes): `svm_registry_lock` (open, close, unplug; outside
+//! everything a teardown takes), `svm_ctx_lock` (BIND only), `svm_faultq_lock`
+//! (spinlock, queue only, nothing nested), `svm_worker_lock` (the worker's scratch; held across
+//! fault service, so it is outside every engine lock), `svm_tlb_lock` (innermost, never held
+//! while waiting).
+
+use crate::config::{Config, LockScope};
+use crate::dmirror::Mirror;
+use crate::engine::{Access, DeviceFault, Parts, Scratch};
+use crate::ffi;
+use crate::kplat::{KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, KTlb, GFP, TLB_ENTRIES};
+use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
+use crate::pgtable::{Errno, PteFormat, X86Format};
+use crate::platform::Platform;
+use crate::uapi;
+use core::ffi::c_void;
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kernel::uaccess::UserSlice;
+
+mod entry;
+mod ops;
+mod query;
+mod registry;
+mod worker;
+
+use entry::{svm_rs_gc, svm_rs_release, svm_rs_work};
+pub(crate) use registry::{registry, registry_free, registry_init, unregister};
+
+/// Device fault queue entries.
+pub const QDEPTH: usize = 256;
+/// Replays of one access before the job gives up with `EBUSY` (each replay follows a fault
+/// the engine serviced successfully, so only invalidation storms get here).
+const MAX_REPLAYS: u32 = 1000;
+/// Longest op (1 GiB).
+const MAX_LEN: u64 = 1 << 30;
+/// Prefetch works in chunks of this size, checking for a fatal signal between them.
+const PREFETCH_CHUNK: u64 = 2 << 20;
+
+const PAGE: u64 = 1 << PAGE_SHIFT;
+
+const ENOTCONN: Errno = Errno(107);
+/// The device was unplugged.
+pub(crate) const ENODEV: Errno = Errno(19);
+
+/// One raised device fault and the job waiting for it.
+struct QEntry {
+    va: u64,
+    access: Access,
+    w: Arc<Waiter>,
+}
+
+/// A job's wait slot, shared by the job and its queue entry: a job killed while its fault is
+/// outstanding leaves, and the worker answers into the slot all the same.
+struct Waiter {
+    done: AtomicU32,
+    err: AtomicI32,
+}
+
+/// Drops every entry of `v` (answered or orphaned waiters), keeping its capacity.
+fn clear_entries(v: &mut KVec<QEntry>) {
+    let n = v.len();
+    // SAFETY: the length is 0 before the `n` initialised entries are dropped in place, so
+    // none can be dropped twice.
+    unsafe {
+        v.set_len(0);
+        core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(v.as_mut_ptr(), n));
+    }
+}
+
+struct FaultQueue {
+    q: KVec<QEntry>,
+}
+
+struct WorkerState {
+    scratch: KBox<Scratch>,
+    batch: KVec<DeviceFault>,
+    waiters: KVec<QEntry>,
+}
+
+/// What BIND creates.
+struct Bound {
+    mm: *mut ffi::MmStruct,
+    engine: KArc<KEngine>,
+}
+
+/// Why a job stopped.
+enum JobErr {
+    /// A fault the engine could not service: errno and address.
+    Fault(Errno, u64),
+    /// A fatal signal.
+    Intr,
+    /// The device was unplugged.
+    Gone,
+}
+
+/// Per open file.
+///
+/// # Invariants
+/// `work`, `gc_work`, `release_work` and `waitq` are live until drop; `bound` is null or a
+/// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::shutdown`] (at close, or at
+/// unplug), when no ioctl can run any more. A context published to the glue is in the
+/// registry until [`Ctx::close`].
+pub struct Ctx {
+    dev: *mut ffi::Device,
+    work: *mut ffi::Work,
+    /// Runs [`Ctx::close`] after the file's release, which must not wait for the worker.
+    release_work: *mut ffi::Work,
+    /// GC, queued by `MMU_NOTIFY_UNMAP` callbacks: its own work item, because
+    /// `mmu_interval_notifier_remove()` waits for every running invalidation of the mm, and
+    /// faults must not wait behind an unrelated munmap.
+    gc_work: *mut ffi::Work,
+    waitq: *mut ffi::Waitq,
+    bind_lock: KLock<()>,
+    bound: AtomicPtr<Bound>,
+    closing: AtomicBool,
+    /// The device is being unplugged: jobs and prefetches stop with `ENODEV`.
+    gone: AtomicBool,
+    fq: KLock<FaultQueue>,
+    drained: AtomicU32,
+    worker: KLock<WorkerState>,
+    jobs: AtomicU64,
+    device_faults: AtomicU64,
+    fault_batches: AtomicU64,
+    gc_removed: AtomicU64,
+}
+
+fn ret(r: Result<(), Errno>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => -e.0,
+    }
+}
+
+fn fatal_signal_pending() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { ffi::svm_fatal_signal_pending() }
+}
+
+/// A scheduling point for the loops a user can make long (a voluntary-preemption kernel
+/// preempts nowhere else; spinlock sections end with no reschedule there).
+pub(crate) fn resched() {
+    // SAFETY: no preconditions; every caller holds no spinlock.
+    unsafe { ffi::svm_cond_resched() }
+}
+
+pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
+    // 4 KiB: allocated zeroed in place rather than built on the stack.
+    let b = KBox::<Scratch>::new_uninit(GFP | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
+    // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
+    Ok(unsafe { b.assume_init() })
+}
+
+/// An engine for the device `dev`, configured by the module parameters, mirroring `mm`;
+/// `gc_work` is queued after every `MMU_NOTIFY_UNMAP` callback. Shared by BIND and the dmirror
+/// front end.
+///
+/// # Safety
+/// `mm` is the calling task's live `current->mm`; `dev` is the module's platform device,
+/// registered while any file is open; `gc_work` outlives every notifier of the engine (its
+/// owner tears the engine down before freeing it).
+pub(crate) unsafe fn new_engine(
+    dev: *mut ffi::Device,
+    mm: *mut ffi::MmStruct,
+    gc_work: *mut ffi::Work,
+) -> Result<KArc<KEngine>, Errno> {
+    // SAFETY: per the contract.
+    let kmm = unsafe { KMm::bind(mm, gc_work)? };
+    let parts = Parts::<KPlat> {
+        mm: kmm,
+        // SAFETY: per the contract.
+        dma: unsafe { KDma::new(dev)? },
+        tlb: KTlb::new()?,
+        mem: KMem,
+    };
+    let cfg = Config {
+        // SAFETY: no preconditions.
+        task_size: unsafe { ffi::svm_task_size() },
+        // SAFETY: no preconditions.
+        max_ranges: unsafe { ffi::svm_max_ranges() } as usize,
+        // SAFETY: no preconditions.
+        range_shift: unsafe { ffi::svm_range_shift() },
+        // SAFETY: no preconditions.
+        lock_scope: match unsafe { ffi::svm_lock_scope() } {
+            0 => LockScope::PerRange,
+            1 => LockScope::EngineMutex,
+            2 => LockScope::EngineRwsem,
+            _ => return Err(Errno::EINVAL),
+        },
+        ..Config::default()
+    };
+    KEngine::new(KPlat, parts, cfg)
+}
+
+/// `Engine::prefetch` of `[start, start + len)` in chunks, stopping with `EINTR` at a fatal
+/// signal between them, and with `ENODEV` once `gone` (unplug). `done` says how many bytes
+/// from `start` are populated, as the engine's does.
+pub(crate) fn prefetch_killable(
+    e: &KEngine,
+    start: u64,
+    len: u64,
+    access: Access,
+    done: &mut u64,
+    gone: &AtomicBool,
+) -> Result<(), Errno> {
+    *done = 0;
+    let mut scratch = zeroed_scratch()?;
+    while *done < len {
+        if fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
+        }
+        resched();
+        let s = start + *done;
+        let l = (len - *done).min(PREFETCH_CHUNK - (s & (PREFETCH_CHUNK - 1)));
+        let mut d = 0;
+        let r = e.prefetch(&mut scratch, s, l, access, &mut d);
+        *done += d;
+        r?;
+    }
+    Ok(())
+}
+
+impl Ctx {
+    fn new(dev: *mut ffi::Device) -> Result<*mut Ctx, Errno> {
+        let fq = KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?;
+        let ws = WorkerState {
+            scratch: zeroed_scratch()?,
+            batch: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
+            waiters: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
+        };
+        let mut ctx = Ctx {
+            dev,
+            work: null_mut(),
+            release_work: null_mut(),
+            gc_work: null_mut(),
+            waitq: null_mut(),
+            bind_lock: KLock::new_mutex((), ffi::LC_CTX)?,
+            bound: AtomicPtr::new(null_mut()),
+            closing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            fq: KLock::new_spin(FaultQueue { q: fq }, ffi::LC_FAULTQ)?,
+            drained: AtomicU32::new(0),
+            worker: KLock::new_mutex(ws, ffi::LC_WORKER)?,
+            jobs: AtomicU64::new(0),
+            device_faults: AtomicU64::new(0),
+            fault_batches: AtomicU64::new(0),
+            gc_removed: AtomicU64::new(0),
+        };
+        // SAFETY: plain allocation.
+        ctx.waitq = unsafe { ffi::svm_waitq_new() };
+        if ctx.waitq.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        let mut b = KBox::new(ctx, GFP).map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: plain allocation; the work item's data is the context it belongs to, whose
+        // address the box fixes.
+        b.work = unsafe { ffi::svm_work_new(svm_rs_work, (&*b as *const Ctx).cast_mut().cast()) };
+        if b.work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // SAFETY: as above.
+        b.gc_work = unsafe { ffi::svm_work_new(svm_rs_gc, (&*b as *const Ctx).cast_mut().cast()) };
+        if b.gc_work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // SAFETY: as above. Allocated now so that the release cannot fail.
+        b.release_work = unsafe {
+            ffi::svm_work_new_teardown(svm_rs_release, (&*b as *const Ctx).cast_mut().cast())
+        };
+        if b.release_work.is_null() {
+            return Err(Errno::ENOMEM);
+        }
+        // Registered before the glue publishes it, so an unplug finds it from now on.
+        registry()
+            .lock()
+            .ctxs
+            .push(&*b as *const Ctx, GFP_KERNEL)
+            .map_err(|_| Errno::ENOMEM)?;
+        Ok(KBox::into_raw(b))
+    }
+
+    fn bound(&self) -> Option<&Bound> {
+        let p = self.bound.load(Ordering::Acquire);
+        // SAFETY: a published `Bound` lives until `shutdown`, which no ioctl or worker
+        // outlives.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The bound state, for a caller that must be in the bound mm.
+    fn bound_here(&self) -> Result<&Bound, Errno> {
+        let b = self.bound().ok_or(ENOTCONN)?;
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_current_mm() } != b.mm {
+            return Err(Errno::EXDEV);
+        }
+        Ok(b)
+    }
+
+    fn bind(&self, a: &uapi::Bind) -> Result<(), Errno> {
+        if a.flags != 0 || a.pad != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let _g = self.bind_lock.lock();
+        if self.bound().is_some() {
+            return Err(Errno::EBUSY);
+        }
+        // SAFETY: no preconditions.
+        let mm = unsafe { ffi::svm_current_mm() };
+        // SAFETY: `current->mm` of the calling task is live; `dev` is the DRM device's parent,
+        // alive while a file is open; the work item outlives every notifier (close removes
+        // them before freeing it).
+        let engine = unsafe { new_engine(self.dev, mm, self.gc_work)? };
+        let b = KBox::new(Bound { mm, engine }, GFP).map_err(|_| Errno::ENOMEM)?;
+        self.bound.store(KBox::into_raw(b), Ordering::Release);
+        Ok(())
+    }
+
+    // ---- the device's memory access ---------------------------------------------
+
+    /// Tears the context down, from `release_work`: no ioctl runs any more (the file is
+    /// gone), though the worker may still be servicing the faults of jobs that were killed.
+    /// The mm may have exited long ago (its `MMU_NOTIFY_RELEASE` already zapped everything):
+    /// teardown then only removes the notifiers.
+    fn close(self: KBox<Self>) {
+        // Out of the registry first: an unplug running now finishes with this context before
+        // it is freed, and none can start on it any more.
+        unregister(&mut registry().lock().ctxs, &*self);
+        self.shutdown();
+        // `Drop` frees the work items and the wait queue.
+    }
+
+    /// Releases the engine and everything it holds (DMA mappings, notifiers, page table, the
+    /// device and mm references), after stopping the workers; the context itself stays, with
+    /// no bound state. Runs when no ioctl can run any more: at close, and at unplug once the
+    /// glue waited for every ioctl to leave. Idempotent; never concurrent with itself (close
+    /// and unplug serialise on the registry).
+    fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        // SAFETY: live work items; this waits for a running worker (here, in a work item,
+        // not in the exiting task).
+        unsafe {
+            ffi::svm_work_cancel_sync(self.work);
+            ffi::svm_work_cancel_sync(self.gc_work);
+        }
+        let p = self.bound.swap(null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: leaked by BIND, reclaimed once here.
+            let b = unsafe { KBox::from_raw(p) };
+            b.engine.teardown();
+            // Every notifier is gone, so nothing can queue the work items again.
+            // SAFETY: live work items.
+            unsafe {
+                ffi::svm_work_cancel_sync(self.work);
+                ffi::svm_work_cancel_sync(self.gc_work);
+            }
+            drop(b);
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: no bound state, no queued or running work item and no waiter are left
+        // (`close`, or a `new` that failed before publishing the context); each freed once.
+        // `release_work` may be the work item running this: a work function may free its own
+        // work item (the workqueue core does not touch it after the call).
+        unsafe {
+            if !self.release_work.is_null() {
+                ffi::svm_work_free(self.release_work);
+            }
+            if !self.gc_work.is_null() {
+                ffi::svm_work_free(self.gc_work);
+            }
+            if !self.work.is_null() {
+                ffi::svm_work_free(self.work);
+            }
+            if !self.waitq.is_null() {
+                ffi::svm_waitq_free(self.waitq);
+            }
+        }
+    }
+}

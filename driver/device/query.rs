@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+//! QUERY: the device's description and the context's statistics.
+
+use super::*;
+
+impl Ctx {
+    pub(super) fn query(&self, q: &mut uapi::Query) -> Result<(), Errno> {
+        // SAFETY: `Query` is plain integers and bytes: all-zero is valid.
+        *q = unsafe { core::mem::zeroed() };
+        let cfg = Config::default();
+        q.range_shift = cfg.range_shift;
+        q.fault_around_pages = cfg.fault_around_pages;
+        q.pte_format = uapi::PTE_X86;
+        q.page_sizes = (1 << PAGE_SHIFT) | if X86Format::HUGE { 1 << HUGE_SHIFT } else { 0 };
+        q.fault_queue_depth = QDEPTH as u32;
+        q.tlb_entries = TLB_ENTRIES as u32;
+        let name = <<KPlat as Platform>::Fmt as PteFormat>::NAME.as_bytes();
+        let l = name.len().min(15);
+        q.pte_format_name[..l].copy_from_slice(&name[..l]);
+        let Some(b) = self.bound() else {
+            return Ok(());
+        };
+        let e = &b.engine;
+        q.flags = uapi::QUERY_BOUND;
+        q.range_shift = e.config().range_shift;
+        q.fault_around_pages = e.config().fault_around_pages;
+        // Counted under each range's walk guard: GC may be freeing leaf tables right now.
+        let c = e.census();
+        q.pt_tables = c.tables as u64;
+        q.pt_pages = c.pages as u64;
+        q.pt_huge = c.huge as u64;
+        q.pt_zapped = c.zapped as u64;
+        q.ranges = e.range_count() as u64;
+        q.dma_live = e.dma().live() as u64;
+        q.jobs = self.jobs.load(Ordering::Relaxed);
+        q.device_faults = self.device_faults.load(Ordering::Relaxed);
+        q.fault_batches = self.fault_batches.load(Ordering::Relaxed);
+        q.tlb_hits = e.tlb().hits.load(Ordering::Relaxed);
+        q.tlb_misses = e.tlb().misses.load(Ordering::Relaxed);
+        q.gc_removed = self.gc_removed.load(Ordering::Relaxed);
+        let s = e.stats();
+        q.faults = s.faults;
+        q.fault_errors = s.fault_errors;
+        q.pages_mapped = s.pages_mapped;
+        q.huge_mapped = s.huge_mapped;
+        q.dma_unmapped = s.dma_unmapped;
+        q.retries_own = s.retries_own;
+        q.retries_foreign = s.retries_foreign;
+        q.retry_timeouts = s.retry_timeouts;
+        q.invalidations = s.invalidations;
+        q.invalidations_hit = s.invalidations_hit;
+        q.nonblock_refused = s.nonblock_refused;
+        q.tlb_flushes = s.tlb_flushes;
+        q.ranges_created = s.ranges_created;
+        q.ranges_removed = s.ranges_removed;
+        q.range_races = s.range_races;
+        q.batch_duplicates = s.batch_duplicates;
+        Ok(())
+    }
+
+    // ---- close --------------------------------------------------------------------
+}

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The registry of open files, for unplug.
+
+use super::*;
+
+/// Every open file's state. Entries are added when a file is opened, before the glue
+/// publishes it, and removed at its release, before it is freed, both under the registry
+/// lock, so a pointer found under the lock is live.
+pub(crate) struct Registry {
+    pub(super) ctxs: KVec<*const Ctx>,
+    pub(crate) mirrors: KVec<*const Mirror>,
+}
+
+// SAFETY: the pointers are dereferenced only under the registry lock (see `Registry`), from
+// whichever task holds it; what they point to is used from any thread anyway.
+unsafe impl Send for Registry {}
+
+/// Removes `p` from a registry list (order is not kept; 6.12's `KVec` has no `swap_remove`).
+pub(crate) fn unregister<T>(v: &mut KVec<*const T>, p: *const T) {
+    if let Some(i) = v.iter().position(|&x| x == p) {
+        let last = v.len() - 1;
+        v.as_mut_slice().swap(i, last);
+        // SAFETY: drops the last element from the length; a raw pointer needs no drop.
+        unsafe { v.set_len(last) };
+    }
+}
+
+/// The registry (a module-lifetime allocation: `registry_init` .. `registry_free`).
+static REGISTRY: AtomicPtr<KLock<Registry>> = AtomicPtr::new(null_mut());
+
+/// Module init, before the glue registers the device (and so before any file opens).
+pub(crate) fn registry_init() -> Result<(), Errno> {
+    let r = Registry {
+        ctxs: KVec::new(),
+        mirrors: KVec::new(),
+    };
+    // Shared by every process: not charged to any one's cgroup.
+    let l =
+        KBox::new(KLock::new_mutex(r, ffi::LC_REGISTRY)?, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+    REGISTRY.store(KBox::into_raw(l), Ordering::Release);
+    Ok(())
+}
+
+/// Module exit, after the glue unregistered everything (no file is open).
+pub(crate) fn registry_free() {
+    let p = REGISTRY.swap(null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: made by `registry_init`, freed once; no user is left.
+        drop(unsafe { KBox::from_raw(p) });
+    }
+}
+
+/// The registry lock. Callers run between `registry_init` and `registry_free`.
+pub(crate) fn registry() -> &'static KLock<Registry> {
+    // SAFETY: set by module init before any file, probe or unplug, freed after all of them.
+    unsafe { &*REGISTRY.load(Ordering::Acquire) }
+}
