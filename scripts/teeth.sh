@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
+# Only deterministic catches belong here: a storm that finds a deleted step in most runs
+# would make CI flaky. `teeth-gc-ignores-walkers` is caught by loom's `census_vs_gc` every
+# time; the storm (`storm_default_ranges`) finds it in most runs only (measured at CI scale:
+# one miss in six runs, one or two use-after-free reports in the others), so it is not
+# listed for the storm.
 # feature                    suite     test that must fail
 cases=(
   "teeth-no-read-retry       loom      fault_vs_invalidate_same_range"
@@ -20,7 +25,6 @@ cases=(
   "teeth-stale-callback-zaps loom      dead_range_callback_spares_successor"
   "teeth-stale-callback-zaps storm     storm_default_ranges"
   "teeth-gc-ignores-walkers  loom      census_vs_gc"
-  "teeth-gc-ignores-walkers  storm     storm_default_ranges"
   "teeth-dma-always-bidirectional proptest_sm x86_2m_ranges"
 )
 
