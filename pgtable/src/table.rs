@@ -205,17 +205,37 @@ impl Flush {
     }
 }
 
+/// What [`PageTable::update`] does at each leaf it visits.
+trait Rewrite {
+    /// Under the leaf's table lock: the leaf's new (raw pte, aux), or `None` to leave it.
+    fn leaf(&mut self, l: &Leaf) -> Option<(u64, u64)>;
+    /// Whether [`Rewrite::unlocked`] should run now, after the table lock is dropped.
+    fn full(&self) -> bool {
+        false
+    }
+    /// Runs with no table lock held, when [`Rewrite::full`] asked for it.
+    fn unlocked(&mut self) {}
+}
+
+impl<G: FnMut(&Leaf) -> Option<(u64, u64)>> Rewrite for G {
+    fn leaf(&mut self, l: &Leaf) -> Option<(u64, u64)> {
+        self(l)
+    }
+}
+
 /// Leaves [`PageTable::reap`] clears under one table lock before handing them over.
 pub const REAP_BATCH: usize = 16;
 
-/// Leaves reaped and not yet handed over.
-struct Reaped {
+/// [`PageTable::reap`]'s visitor: clears each zapped leaf under the lock, and hands the
+/// cleared ones to `f` in batches, with no table lock held.
+struct Reaped<'a> {
     leaves: [Leaf; REAP_BATCH],
     len: usize,
     total: usize,
+    f: &'a mut dyn FnMut(&Leaf),
 }
 
-impl Reaped {
+impl Reaped<'_> {
     const EMPTY: Leaf = Leaf {
         va: 0,
         level: 0,
@@ -224,10 +244,25 @@ impl Reaped {
         aux: 0,
         valid: false,
     };
+}
 
-    fn hand_over(&mut self, f: &mut dyn FnMut(&Leaf)) {
+impl Rewrite for Reaped<'_> {
+    fn leaf(&mut self, l: &Leaf) -> Option<(u64, u64)> {
+        if l.valid {
+            return None;
+        }
+        self.leaves[self.len] = *l;
+        self.len += 1;
+        Some((0, 0))
+    }
+
+    fn full(&self) -> bool {
+        self.len == REAP_BATCH
+    }
+
+    fn unlocked(&mut self) {
         for l in &self.leaves[..self.len] {
-            f(l);
+            (self.f)(l);
         }
         self.total += self.len;
         self.len = 0;
@@ -467,30 +502,33 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     }
 
     /// Visits, under each leaf table's lock, every slot of `[start, end)` that holds a leaf
-    /// (valid or zapped) at level 0 or 1, letting `f` rewrite it: `f` gets the raw entry, the
-    /// leaf's description, and returns the new (raw pte, aux). Huge leaves are visited whole
-    /// when touched at all.
-    fn update<G>(&self, start: u64, end: u64, mut f: G)
-    where
-        G: FnMut(&Leaf) -> Option<(u64, u64)>,
-    {
+    /// (valid or zapped) at level 0 or 1, letting `v` rewrite it: `v` gets the leaf's
+    /// description and returns the new (raw pte, aux). Huge leaves are visited whole when
+    /// touched at all. After a leaf, `v` may ask to run with no table lock held
+    /// ([`Rewrite::full`]); the walk drops the lock for that and takes it again.
+    fn update(&self, start: u64, end: u64, v: &mut impl Rewrite) {
         let end = end.min(VA_LIMIT);
         if start >= end {
             return;
         }
-        self.update_in(self.root, LEVELS - 1, start, end, &mut f);
+        self.update_in(self.root, LEVELS - 1, start, end, v);
     }
 
-    fn update_in<G>(&self, t: NonNull<Table<M::Lock>>, level: u8, start: u64, end: u64, f: &mut G)
-    where
-        G: FnMut(&Leaf) -> Option<(u64, u64)>,
-    {
+    fn update_in(
+        &self,
+        t: NonNull<Table<M::Lock>>,
+        level: u8,
+        start: u64,
+        end: u64,
+        v: &mut impl Rewrite,
+    ) {
         let span = 1u64 << level_shift(level);
         let tb = self.table(t);
-        // A level-0 table is rewritten under its lock, held across the loop; above level 0 only
-        // huge leaves are rewritten, each under the lock, and descending holds no lock, so no
-        // thread ever holds two table locks.
-        let _whole = if level == 0 {
+        // A level-0 table is rewritten under its lock, held across the loop (dropped only
+        // while the visitor runs unlocked); above level 0 only huge leaves are rewritten, each
+        // under the lock, and descending holds no lock, so no thread ever holds two table
+        // locks.
+        let mut whole = if level == 0 {
             Some(tb.lock.lock())
         } else {
             None
@@ -504,11 +542,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 Entry::Table(pa) if level > 0 => {
                     // SAFETY: a table entry holds the `pa` of a live table of this tree.
                     let c = unsafe { self.mem.va(pa) };
-                    self.update_in(c, level - 1, start.max(va), end.min(va + span), f);
+                    self.update_in(c, level - 1, start.max(va), end.min(va + span), v);
                 }
                 Entry::Table(_) => {}
                 Entry::Leaf { .. } | Entry::Zapped { .. } => {
-                    let _one = if level > 0 {
+                    let one = if level > 0 {
                         Some(tb.lock.lock())
                     } else {
                         None
@@ -531,9 +569,17 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                         aux,
                         valid,
                     };
-                    if let Some((npte, naux)) = f(&leaf) {
+                    if let Some((npte, naux)) = v.leaf(&leaf) {
                         tb.aux()[i].store(naux, Ordering::Relaxed);
                         tb.pte()[i].store(npte, Ordering::Release);
+                    }
+                    drop(one);
+                    if v.full() {
+                        let relock = whole.take().is_some();
+                        v.unlocked();
+                        if relock {
+                            whole = Some(tb.lock.lock());
+                        }
                     }
                 }
             }
@@ -546,7 +592,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// device TLB must be flushed for, or `None` if nothing the device could walk was there.
     pub fn zap(&self, start: u64, end: u64) -> Option<Flush> {
         let mut flush = None;
-        self.update(start, end, |l| {
+        self.update(start, end, &mut |l: &Leaf| {
             if !l.valid {
                 return None;
             }
@@ -562,7 +608,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// flush, or `None` if no leaf lost a right.
     pub fn write_protect(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) -> Option<Flush> {
         let mut flush = None;
-        self.update(start, end, |l| {
+        self.update(start, end, &mut |l: &Leaf| {
             if !l.valid || !l.perm.write {
                 return None;
             }
@@ -583,86 +629,20 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// locks under it. The caller must keep other writers off the span meanwhile (the engine
     /// holds the owning range's lock), as for every rewrite of its leaves.
     pub fn reap(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) -> usize {
-        let end = end.min(VA_LIMIT);
-        if start >= end {
-            return 0;
-        }
-        let mut b = Reaped {
+        let mut r = Reaped {
             leaves: [Reaped::EMPTY; REAP_BATCH],
             len: 0,
             total: 0,
+            f: &mut f,
         };
-        self.reap_in(self.root, LEVELS - 1, start, end, &mut b, &mut f);
-        b.hand_over(&mut f);
-        b.total
-    }
-
-    fn reap_in(
-        &self,
-        t: NonNull<Table<M::Lock>>,
-        level: u8,
-        start: u64,
-        end: u64,
-        b: &mut Reaped,
-        f: &mut dyn FnMut(&Leaf),
-    ) {
-        let span = 1u64 << level_shift(level);
-        let tb = self.table(t);
-        // As in `update_in`: a level-0 table under its lock across the loop (dropped while a
-        // full batch is handed over), a huge leaf under the lock for itself; never two.
-        let mut whole = if level == 0 {
-            Some(tb.lock.lock())
-        } else {
-            None
-        };
-        let mut va = start & !(span - 1);
-        while va < end {
-            let i = index(va, level);
-            match F::decode(tb.pte()[i].load(Ordering::Acquire), level) {
-                Entry::Table(pa) if level > 0 => {
-                    // SAFETY: a table entry holds the `pa` of a live table of this tree.
-                    let c = unsafe { self.mem.va(pa) };
-                    self.reap_in(c, level - 1, start.max(va), end.min(va + span), b, f);
-                }
-                Entry::Zapped { .. } if level <= 1 => {
-                    let one = if level > 0 {
-                        Some(tb.lock.lock())
-                    } else {
-                        None
-                    };
-                    if let Entry::Zapped { addr, perm } =
-                        F::decode(tb.pte()[i].load(Ordering::Relaxed), level)
-                    {
-                        b.leaves[b.len] = Leaf {
-                            va,
-                            level,
-                            addr,
-                            perm,
-                            aux: tb.aux()[i].load(Ordering::Relaxed),
-                            valid: false,
-                        };
-                        b.len += 1;
-                        tb.aux()[i].store(0, Ordering::Relaxed);
-                        tb.pte()[i].store(0, Ordering::Release);
-                    }
-                    drop(one);
-                    if b.len == REAP_BATCH {
-                        drop(whole.take());
-                        b.hand_over(f);
-                        if level == 0 {
-                            whole = Some(tb.lock.lock());
-                        }
-                    }
-                }
-                _ => {}
-            }
-            va += span;
-        }
+        self.update(start, end, &mut r);
+        r.unlocked();
+        r.total
     }
 
     /// Visits every leaf (valid or zapped) intersecting `[start, end)` without changing it.
     pub fn for_each_leaf(&self, start: u64, end: u64, mut f: impl FnMut(&Leaf)) {
-        self.update(start, end, |l| {
+        self.update(start, end, &mut |l: &Leaf| {
             f(l);
             None
         });
