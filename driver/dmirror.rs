@@ -8,8 +8,8 @@
 //! Everything behind it is the engine's: one engine per open file, bound to the opener's mm
 //! (as test_hmm inserts its whole-mm notifier at open), per-range notifiers, the engine's page
 //! table, `dma_map_page()` per page. The "device" of a READ or WRITE command is the calling
-//! thread, a copy engine without a TLB: it walks the engine's page table under the device TLB
-//! lock ([`TlbCursor::walk`]), 16 pages per lock hold, so a flush waits for its copies.
+//! thread, a copy engine without a TLB: it walks the engine's page table holding its CPU's
+//! device TLB unit ([`TlbCursor::walk`]), 16 pages per hold, so a flush waits for its copies.
 //!
 //! Semantics follow test_hmm's, counter for counter:
 //! - READ/WRITE copy `npages` pages between `addr` and the user buffer `ptr`. A page the
@@ -42,7 +42,7 @@
 use crate::device::{new_engine, prefetch_killable, registry, resched, unregister, ENODEV};
 use crate::engine::Access;
 use crate::ffi;
-use crate::kplat::{KArc, KEngine, TlbCursor, GFP};
+use crate::kplat::{this_unit, KArc, KEngine, TlbCursor, GFP};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
@@ -325,7 +325,7 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool, gone: &AtomicBool) -> Result<()
         // of copies. A page the device cannot access ends the pass.
         let mut i = 0usize;
         loop {
-            let mut cur = e.tlb().begin();
+            let mut cur = e.tlb().begin(this_unit());
             while i < k {
                 let va = cmd.addr + ((done + i as u64) << PAGE_SHIFT);
                 // SAFETY: page `i` of the chunk.
@@ -375,9 +375,10 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool, gone: &AtomicBool) -> Result<()
 /// One device access of the page at `va` through `cur` (the TLB lock held): copies it to
 /// `buf` (or from `buf` for a write). False: the device faulted (no access).
 fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, write: bool) -> bool {
-    let Some(pfn) = cur.walk(e.page_table(), va, write) else {
+    let Some(x) = cur.walk(e.page_table(), va, write) else {
         return false;
     };
+    let pfn = x.pfn;
     // SAFETY: the pfn is a page the device may access now: its leaf is valid, and a flush
     // (which precedes any unmap or free of the page) waits for the TLB lock `cur` holds.
     // `buf` is a whole page of the bounce buffer, which nothing else touches.

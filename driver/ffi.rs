@@ -129,6 +129,8 @@ extern "C" {
 
     pub fn svm_now_ns() -> u64;
     pub fn svm_cond_resched();
+    pub fn svm_nr_cpu_ids() -> u32;
+    pub fn svm_this_cpu() -> u32;
     pub fn svm_fatal_signal_pending() -> bool;
     pub fn svm_task_size() -> u64;
     pub fn svm_max_ranges() -> u32;

@@ -740,6 +740,16 @@ void svm_cond_resched(void)
 	cond_resched();
 }
 
+unsigned int svm_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+unsigned int svm_this_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
 bool svm_fatal_signal_pending(void)
 {
 	return fatal_signal_pending(current);

@@ -129,6 +129,8 @@ unsigned long svm_phys_page_private(u64 pa);
 /* misc */
 u64 svm_now_ns(void);
 void svm_cond_resched(void);
+unsigned int svm_nr_cpu_ids(void);
+unsigned int svm_this_cpu(void);	/* a hint: the caller may migrate right after */
 bool svm_fatal_signal_pending(void);
 u64 svm_task_size(void);
 unsigned int svm_max_ranges(void);	/* the max_ranges module parameter */

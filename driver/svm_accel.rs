@@ -17,6 +17,8 @@ use kernel::prelude::*;
 
 #[path = "../svm/src/config.rs"]
 mod config;
+#[path = "../svm/src/devtlb.rs"]
+mod devtlb;
 #[path = "../svm/src/engine.rs"]
 mod engine;
 #[path = "../svm/src/fault.rs"]

@@ -17,6 +17,8 @@ cases=(
   "teeth-no-set-seq          loom      fault_vs_invalidate_same_range"
   "teeth-commit-unlocked     loom      fault_vs_invalidate_same_range"
   "teeth-unmap-before-flush  loom      tlb_entry_live_during_invalidation"
+  "teeth-flush-first-unit-only loom    flush_waits_for_every_unit"
+  "teeth-flush-skips-busy-unit loom    flush_waits_for_every_unit"
   "teeth-no-tlb-flush        protocol  tlb_flushed_before_callback_returns"
   "teeth-no-set-dirty        protocol  device_write_survives_madv_free_and_reclaim"
   "teeth-no-wp-downgrade     protocol  fork_revokes_device_write"

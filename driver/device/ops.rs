@@ -27,12 +27,12 @@ impl Ctx {
             }
             resched();
             let (va, acc) = {
-                let mut cur = tlb.begin();
+                let mut cur = tlb.begin(this_unit());
                 let mut pfns = [0u64; 2];
                 let mut miss = None;
                 for (i, &(va, acc)) in reqs.iter().enumerate() {
                     match cur.translate(pt, va, acc == Access::Write) {
-                        Some(p) => pfns[i] = p,
+                        Some(x) => pfns[i] = x.pfn,
                         None => {
                             miss = Some((va, acc));
                             break;

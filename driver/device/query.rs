@@ -35,8 +35,8 @@ impl Ctx {
         q.jobs = self.jobs.load(Ordering::Relaxed);
         q.device_faults = self.device_faults.load(Ordering::Relaxed);
         q.fault_batches = self.fault_batches.load(Ordering::Relaxed);
-        q.tlb_hits = e.tlb().hits.load(Ordering::Relaxed);
-        q.tlb_misses = e.tlb().misses.load(Ordering::Relaxed);
+        q.tlb_hits = e.tlb().hits();
+        q.tlb_misses = e.tlb().misses();
         q.gc_removed = self.gc_removed.load(Ordering::Relaxed);
         let s = e.stats();
         q.faults = s.faults;

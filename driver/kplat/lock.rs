@@ -153,6 +153,9 @@ impl<T> Lock<T> for KLock<T> {
             // The engine-wide mutex of `LockScope::EngineMutex`: a sleeping lock, since the
             // invalidation callback waits for the device TLB flush under it.
             LockClass::Engine => KLock::new_mutex(data, ffi::LC_ENGINE),
+            // Held across each device access and taken by the flush of a non-blockable
+            // invalidation: a spinlock.
+            LockClass::Tlb => KLock::new_spin(data, ffi::LC_TLB),
         }
     }
 

@@ -6,13 +6,13 @@
 //!
 //! | trait | kernel |
 //! |---|---|
-//! | `LockFamily` → [`KLock`], [`KRwLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`) or `struct mutex` (`Range`, `Index`, `Engine`), or `struct rw_semaphore` (the engine-wide rwsem), one static lockdep class each |
+//! | `LockFamily` → [`KLock`], [`KRwLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`, `Tlb`) or `struct mutex` (`Range`, `Index`, `Engine`), or `struct rw_semaphore` (the engine-wide rwsem), one static lockdep class each |
 //! | `SharedPtr` → [`KArc`] | `kernel::sync::Arc` |
 //! | `RangeMap` → [`KMap`] | `kernel::rbtree::RBTree` under a mutex of the index class |
 //! | `Mm` → [`KMm`], `Interval` → [`KInterval`] | `mm_struct` (mmgrab), `mmu_interval_notifier`, `hmm_range_fault()` |
 //! | `Dma` → [`KDma`] | `dma_map_page()` on the platform device, `set_page_dirty()` |
 //! | `PtMem` → [`KMem`] | per table two order-0 pages (entries, software words) and a kmalloc'd node, found from the entries' page through `page->private` |
-//! | `DeviceTlb` → [`KTlb`] | the software device's TLB behind a spinlock the device holds across each access |
+//! | `DeviceTlb` → [`KTlb`] | the shared `crate::devtlb::DevTlb`: one TLB per CPU (execution unit), each behind a spinlock the device holds across each access |
 
 mod arc;
 mod dma;

@@ -1,10 +1,12 @@
 //! The simulated device: a TLB over the engine's page table, and an executor that performs
 //! reads, writes and atomics the way a device would, checking the invariants on every access.
 //!
-//! Lock order: TLB lock → machine lock → DMA-tracker lock. A device access holds the TLB lock
-//! across its walk and its memory access, so [`Tlb`]'s flush (which takes the same lock) waits
-//! for in-flight accesses, as a hardware invalidation waits for outstanding translations. The
-//! lock is dropped before a fault is serviced.
+//! Each device context (a clone) is an execution unit of the shared device TLB
+//! (`svm::devtlb`, the code the kernel's software device runs), round robin over its units.
+//! Lock order: TLB unit lock → machine lock → DMA-tracker lock. A device access holds its
+//! unit's lock across its walk and its memory access, so the flush (which takes every unit's
+//! lock in turn) waits for in-flight accesses, as a hardware invalidation waits for outstanding
+//! translations. The lock is dropped before a fault is serviced.
 
 use crate::dma::DmaTracker;
 use crate::lockdep;
@@ -12,11 +14,12 @@ use crate::mm::state::{HPAGE_SIZE, PAGE_SIZE};
 use crate::mm::MmHandle;
 use crate::platform::{ModelArc, ModelPlatform};
 use crate::tablemem::POISON_DMA;
-use crate::tlb::{Entry, Tlb};
+use crate::tlb::Tlb;
 use crate::violations::Violations;
 use pgtable::{Errno, PteFormat, X86Format};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use svm::devtlb::Xlate;
 use svm::{Access, Engine, Scratch};
 
 /// Device counters (shared by all clones of a [`Device`]).
@@ -24,7 +27,7 @@ use svm::{Access, Engine, Scratch};
 pub struct DeviceStats {
     /// Accesses started.
     pub accesses: u64,
-    /// TLB hits.
+    /// TLB hits (of every unit of the TLB this device uses).
     pub tlb_hits: u64,
     /// TLB misses (each followed by a walk).
     pub tlb_misses: u64,
@@ -41,8 +44,6 @@ pub struct DeviceStats {
 #[derive(Default)]
 pub(crate) struct Counters {
     accesses: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
     faults: AtomicU64,
     fault_errors: AtomicU64,
     gave_up: AtomicU64,
@@ -73,6 +74,8 @@ pub struct Device<F: PteFormat = X86Format> {
     scratch: Box<Scratch>,
     stats: Arc<Counters>,
     max_faults: u32,
+    /// The execution unit whose TLB this device context uses.
+    unit: usize,
 }
 
 impl<F: PteFormat> Clone for Device<F> {
@@ -86,6 +89,7 @@ impl<F: PteFormat> Clone for Device<F> {
             scratch: Box::new(Scratch::new()),
             stats: self.stats.clone(),
             max_faults: self.max_faults,
+            unit: self.tlb.take_unit(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl<F: PteFormat> Device<F> {
     ) -> Self {
         Device {
             engine,
+            unit: tlb.take_unit(),
             tlb,
             dma,
             mm,
@@ -130,8 +135,8 @@ impl<F: PteFormat> Device<F> {
         let c = &self.stats;
         DeviceStats {
             accesses: c.accesses.load(Ordering::Relaxed),
-            tlb_hits: c.hits.load(Ordering::Relaxed),
-            tlb_misses: c.misses.load(Ordering::Relaxed),
+            tlb_hits: self.tlb.0.dev.hits(),
+            tlb_misses: self.tlb.0.dev.misses(),
             faults: c.faults.load(Ordering::Relaxed),
             fault_errors: c.fault_errors.load(Ordering::Relaxed),
             gave_up: c.gave_up.load(Ordering::Relaxed),
@@ -169,49 +174,18 @@ impl<F: PteFormat> Device<F> {
         // From its first access on, this thread's lockdep reports go to this device's log.
         lockdep::adopt(&self.violations);
         self.stats.accesses.fetch_add(1, Ordering::Relaxed);
+        let need = if op.is_write() {
+            Access::Write
+        } else {
+            Access::Read
+        };
         for _ in 0..=self.max_faults {
-            let need = {
-                let mut t = self.tlb.0.st.lock();
-                let ent = match t.lookup(va) {
-                    Some(e) => {
-                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        Some(e)
-                    }
-                    None => {
-                        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                        let tr = self.engine.page_table().translate(va);
-                        tr.map(|tr| {
-                            let off = if tr.level == 1 {
-                                va & (HPAGE_SIZE - 1) & !(PAGE_SIZE - 1)
-                            } else {
-                                0
-                            };
-                            let e = Entry {
-                                base: tr.addr - off,
-                                perm: tr.perm,
-                                level: tr.level,
-                            };
-                            t.insert(va, e);
-                            e
-                        })
-                    }
-                };
-                match ent {
-                    None => {
-                        if op.is_write() {
-                            Access::Write
-                        } else {
-                            Access::Read
-                        }
-                    }
-                    Some(e) if op.is_write() && !e.perm.write => {
-                        // A permission fault drops the cached translation before replay.
-                        t.remove(va, e.level);
-                        Access::Write
-                    }
-                    Some(e) => return self.perform(va, e, op),
+            {
+                let mut cur = self.tlb.0.dev.begin(self.unit);
+                if let Some(x) = cur.translate(self.engine.page_table(), va, op.is_write()) {
+                    return self.perform(va, x, op);
                 }
-            };
+            }
             self.stats.faults.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.engine.fault(&mut self.scratch, va, need) {
                 self.stats.fault_errors.fetch_add(1, Ordering::Relaxed);
@@ -224,12 +198,8 @@ impl<F: PteFormat> Device<F> {
 
     /// The access itself, with the TLB lock held: every invariant is checked against the CPU's
     /// page table and the IOMMU, under the machine lock.
-    fn perform(&self, va: u64, e: Entry, op: Op) -> Result<u64, Errno> {
-        let addr = if e.level == 1 {
-            e.base + (va & (HPAGE_SIZE - 1) & !(PAGE_SIZE - 1))
-        } else {
-            e.base
-        };
+    fn perform(&self, va: u64, x: Xlate, op: Op) -> Result<u64, Errno> {
+        let addr = x.addr;
         let mut m = self.mm.0.machine.st.lock();
         let bad = |tag: &str, what: String| {
             self.stats.violations.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,9 @@
 //! `World` helpers open one); a thread with no scope panics, like `panic_on_warn`.
 //!
 //! Rules checked (each names the kernel check it stands for):
-//! - nothing is taken under a page-table lock (`LockClass::Table` is innermost);
+//! - nothing is taken under a page-table lock (`LockClass::Table` is innermost), nor any
+//!   engine lock under a device TLB unit's lock (`LockClass::Tlb`: the flush takes it under a
+//!   range lock, so a device servicing a fault while holding its unit deadlocks);
 //! - never two range locks at once (lockdep: same class nested without annotation);
 //! - the engine-wide lock of a baseline lock scope (`LockClass::Engine`) never under a range
 //!   or table lock (it is outside them), never twice (a recursive read of a rwsem deadlocks
@@ -37,10 +39,11 @@ const INDEX: usize = 2;
 const MMAP_READ: usize = 3;
 const MMAP_WRITE: usize = 4;
 const ENGINE: usize = 5;
+const TLB: usize = 6;
 
 #[derive(Default)]
 struct ThreadState {
-    held: [u32; 6],
+    held: [u32; 7],
     in_callback: u32,
     non_block: u32,
     sink: Option<Violations>,
@@ -60,6 +63,7 @@ fn idx(c: LockClass) -> usize {
         LockClass::Range => RANGE,
         LockClass::Index => INDEX,
         LockClass::Engine => ENGINE,
+        LockClass::Tlb => TLB,
     }
 }
 
@@ -110,6 +114,8 @@ fn engine_locks(s: &ThreadState) -> Option<&'static str> {
         Some("the range-index lock")
     } else if s.held[ENGINE] > 0 {
         Some("the engine lock")
+    } else if s.held[TLB] > 0 {
+        Some("a device TLB unit's lock")
     } else {
         None
     }
@@ -122,6 +128,11 @@ pub(crate) fn acquire(class: LockClass, blocking: bool) {
         if s.held[TABLE] > 0 {
             msgs.push(format!(
                 "{class:?} lock taken while holding a page-table lock (Table is innermost)"
+            ));
+        }
+        if s.held[TLB] > 0 {
+            msgs.push(format!(
+                "{class:?} lock taken while holding a device TLB unit's lock (a device never services a fault holding its unit: the flush takes it under a range lock)"
             ));
         }
         if class == LockClass::Range && s.held[RANGE] > 0 && blocking {
@@ -234,6 +245,11 @@ pub(crate) fn check_alloc(what: &str) {
         if s.held[ENGINE] > 0 {
             msgs.push(format!(
                 "{what}: GFP_KERNEL allocation under the engine lock (reclaim takes it)"
+            ));
+        }
+        if s.held[TLB] > 0 {
+            msgs.push(format!(
+                "{what}: GFP_KERNEL allocation under a device TLB unit's spinlock"
             ));
         }
         if s.in_callback > 0 {

@@ -20,6 +20,7 @@ pub struct WorldBuilder<F: PteFormat = X86Format> {
     cfg: Config,
     mm: MmConfig,
     tlb_entries: usize,
+    tlb_units: usize,
     flush_may_sleep: bool,
     clock_step: Option<u64>,
     walk_jitter: bool,
@@ -33,7 +34,8 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
         WorldBuilder {
             cfg: Config::default(),
             mm: MmConfig::default(),
-            tlb_entries: 256,
+            tlb_entries: svm::devtlb::MAX_ENTRIES,
+            tlb_units: 2,
             flush_may_sleep: false,
             clock_step: None,
             walk_jitter: false,
@@ -45,7 +47,8 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
 }
 
 impl<F: PteFormat> WorldBuilder<F> {
-    /// Defaults: `Config::default()`, a 256-entry TLB whose flush does not sleep, the kernel's
+    /// Defaults: `Config::default()`, a device of two execution units with a 16-entry TLB
+    /// each, whose flush does not sleep, the kernel's
     /// default mm options, the real clock.
     pub fn new() -> Self {
         Self::default()
@@ -69,9 +72,16 @@ impl<F: PteFormat> WorldBuilder<F> {
         self
     }
 
-    /// Device TLB entries.
+    /// Device TLB entries per execution unit (at most `svm::devtlb::MAX_ENTRIES`).
     pub fn tlb_entries(mut self, n: usize) -> Self {
         self.tlb_entries = n;
+        self
+    }
+
+    /// Execution units of the device, each with its own TLB; devices (clones) take them round
+    /// robin (at most `svm::devtlb::MAX_UNITS`).
+    pub fn tlb_units(mut self, n: usize) -> Self {
+        self.tlb_units = n;
         self
     }
 
@@ -115,7 +125,7 @@ impl<F: PteFormat> WorldBuilder<F> {
         let mm = MmHandle::with_config(self.mm, violations.clone());
         mm.mmu_notifier_register()?;
         let dma = DmaTracker::new(&mm, violations.clone());
-        let tlb = Tlb::new(self.tlb_entries, self.flush_may_sleep);
+        let tlb = Tlb::new(self.tlb_units, self.tlb_entries, self.flush_may_sleep);
         let mem = TableMem::new::<F>(violations.clone());
         mem.set_walk_jitter(self.walk_jitter || self.mm.notifier_jitter_us != 0);
         let plat = match self.clock_step {

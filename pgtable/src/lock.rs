@@ -27,6 +27,12 @@ pub enum LockClass {
     /// `notifier_lock`). Outside every range lock, inside `mmap_lock`; a kernel backend makes
     /// it a sleeping lock (the callback waits for the device TLB flush under it).
     Engine,
+    /// An execution unit's TLB in a software device (`svm::devtlb`), held across each device
+    /// access and taken, one unit at a time, by the TLB flush under a range lock. Nothing of
+    /// the engine is taken under it (a device never services its own fault holding it), and
+    /// it is taken in the non-blockable invalidation path, so a kernel backend makes it a
+    /// spinlock.
+    Tlb,
 }
 
 /// A lock protecting a `T`.

@@ -13,6 +13,7 @@
 extern crate pgtable;
 
 pub mod config;
+pub mod devtlb;
 pub mod engine;
 mod fault;
 mod gc;

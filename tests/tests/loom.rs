@@ -106,6 +106,30 @@ fn tlb_entry_live_during_invalidation() {
     });
 }
 
+/// As [`tlb_entry_live_during_invalidation`], on the device's second execution unit: the
+/// flush must reach, and wait for, every unit's TLB, not only the first.
+#[test]
+fn flush_waits_for_every_unit() {
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        let _unit0 = w.device();
+        let mut d = w.device();
+        d.write(a, 1).unwrap();
+        let t = thread::spawn(move || {
+            for _ in 0..2 {
+                match d.read(a) {
+                    Ok(v) => assert_eq!(v, 1),
+                    Err(e) => assert_eq!(e, Errno::EFAULT),
+                }
+            }
+        });
+        w.mm.munmap(a, PAGE).unwrap();
+        t.join().unwrap();
+        finish(&w);
+    });
+}
+
 /// Two faults on the same range, one read and one write of neighbouring pages.
 #[test]
 fn two_faults_same_range() {

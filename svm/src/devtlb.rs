@@ -1,0 +1,328 @@
+//! The device's translation caches and its access protocol, shared by every software device:
+//! the model's simulated device and the kernel module's sample device run this code, so loom
+//! and the storms check what the kernel runs.
+//!
+//! A device has up to [`MAX_UNITS`] execution units, each with its own small TLB behind its
+//! own lock (a spinlock in the kernel: [`LockClass::Tlb`]). An access holds its unit's lock
+//! across the translation and the memory access itself ([`Cursor`]); a flush
+//! ([`DevTlb::flush`]) takes every unit's lock in turn. That is the whole of I1 on the device
+//! side (`Documentation/design.md`):
+//!
+//! - an access that held its unit when the flush took it has finished before the flush goes
+//!   on, so it no longer uses a page or a page-table page read before the zap;
+//! - an access that takes its unit after the flush released it walks the page table after the
+//!   zap (the lock orders the two), so it sees the zapped leaf, and the flushed unit holds no
+//!   entry it could use instead.
+//!
+//! Units do not share a cache line or a lock, so device threads on different units never wait
+//! for each other; only a flush touches them all. The flush never sleeps, so even the OOM
+//! reaper's non-blockable invalidation can flush (unless a platform says otherwise).
+//!
+//! The walk reads page-table pages without their locks; the same argument keeps them alive:
+//! a table is freed only after a flush that followed its unlinking.
+
+use super::engine::leaf_pfn;
+use super::pgtable::{Errno, Lock, LockClass, LockFamily, PageTable, PtMem, PteFormat};
+use super::platform::DeviceTlb;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Most execution units a device has.
+pub const MAX_UNITS: usize = 8;
+/// Most entries a unit's TLB holds.
+pub const MAX_ENTRIES: usize = 16;
+
+/// One translation as the device uses it: the 4 KiB page holding the translated address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Xlate {
+    /// DMA address of the page (what a hardware device would put on the bus).
+    pub addr: u64,
+    /// The page's pfn (what a software device maps to reach the bytes).
+    pub pfn: u64,
+    /// Whether the leaf allows writes.
+    pub write: bool,
+    /// 0 for a 4 KiB leaf, 1 for a 2 MiB leaf.
+    pub level: u8,
+}
+
+/// A cached leaf.
+///
+/// # Invariants
+/// `shift == 0` marks an empty entry; otherwise `base` is aligned to `1 << shift` and
+/// `addr`/`pfn` describe the leaf's first 4 KiB page.
+#[derive(Clone, Copy)]
+struct Entry {
+    base: u64,
+    shift: u32,
+    write: bool,
+    addr: u64,
+    pfn: u64,
+}
+
+impl Entry {
+    const EMPTY: Entry = Entry {
+        base: 0,
+        shift: 0,
+        write: false,
+        addr: 0,
+        pfn: 0,
+    };
+
+    fn covers(&self, va: u64) -> bool {
+        self.shift != 0 && self.base <= va && va - self.base < 1u64 << self.shift
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.shift != 0 && self.base < end && start < self.base.saturating_add(1u64 << self.shift)
+    }
+
+    fn xlate(&self, va: u64) -> Xlate {
+        let off = (va - self.base) >> 12;
+        Xlate {
+            addr: self.addr + (off << 12),
+            pfn: self.pfn + off,
+            write: self.write,
+            level: if self.shift == 21 { 1 } else { 0 },
+        }
+    }
+}
+
+/// What a unit's lock protects.
+pub struct UnitState {
+    e: [Entry; MAX_ENTRIES],
+    /// Entries in use: `e[..cap]`.
+    cap: usize,
+    /// Round-robin victim.
+    next: usize,
+}
+
+/// One execution unit: its TLB and counters, alone on its cache lines.
+#[repr(align(64))]
+struct Unit<L: LockFamily> {
+    st: L::Lock<UnitState>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The device's TLBs, one per execution unit.
+///
+/// # Invariants
+/// `1 <= n <= MAX_UNITS`; `units[..n]` are initialised, the rest are not.
+pub struct DevTlb<L: LockFamily> {
+    units: [MaybeUninit<Unit<L>>; MAX_UNITS],
+    n: usize,
+    may_sleep: bool,
+}
+
+// SAFETY: `DevTlb` is a collection of `Unit`s (locks and atomics); the `MaybeUninit` wrapper
+// only hides which are initialised, and only initialised ones are ever touched.
+unsafe impl<L: LockFamily> Send for DevTlb<L> where L::Lock<UnitState>: Send {}
+// SAFETY: as above; every shared access goes through a unit's lock or an atomic.
+unsafe impl<L: LockFamily> Sync for DevTlb<L> where L::Lock<UnitState>: Sync {}
+
+impl<L: LockFamily> DevTlb<L> {
+    /// A device with `units` execution units (clamped to `1..=MAX_UNITS`) of `entries` TLB
+    /// entries each (clamped to `1..=MAX_ENTRIES`). `flush_may_sleep` is what
+    /// [`DeviceTlb::flush_may_sleep`] reports: false for a spinlock backend.
+    pub fn new(units: usize, entries: usize, flush_may_sleep: bool) -> Result<Self, Errno> {
+        let n = units.clamp(1, MAX_UNITS);
+        let cap = entries.clamp(1, MAX_ENTRIES);
+        let mut t = DevTlb {
+            units: [const { MaybeUninit::uninit() }; MAX_UNITS],
+            n: 0,
+            may_sleep: flush_may_sleep,
+        };
+        while t.n < n {
+            let st = L::Lock::new(
+                UnitState {
+                    e: [Entry::EMPTY; MAX_ENTRIES],
+                    cap,
+                    next: 0,
+                },
+                LockClass::Tlb,
+            )?;
+            t.units[t.n].write(Unit {
+                st,
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+            });
+            // Counted only once written: on an early return, `Drop` drops exactly these.
+            t.n += 1;
+        }
+        Ok(t)
+    }
+
+    fn units(&self) -> &[Unit<L>] {
+        // SAFETY: `units[..n]` are initialised (type invariant); `MaybeUninit<T>` has `T`'s
+        // layout.
+        unsafe { core::slice::from_raw_parts(self.units.as_ptr().cast::<Unit<L>>(), self.n) }
+    }
+
+    /// Execution units.
+    pub fn unit_count(&self) -> usize {
+        self.n
+    }
+
+    /// Begins one device access on execution unit `unit` (any number: taken modulo the unit
+    /// count, so a caller may pass a CPU number). Translations made through the cursor stay
+    /// valid until it is dropped.
+    pub fn begin(&self, unit: usize) -> Cursor<'_, L> {
+        let u = &self.units()[unit % self.n];
+        Cursor { u, g: u.st.lock() }
+    }
+
+    /// Translations served from an entry, over all units.
+    pub fn hits(&self) -> u64 {
+        self.units()
+            .iter()
+            .map(|u| u.hits.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Translations that walked the page table, over all units.
+    pub fn misses(&self) -> u64 {
+        self.units()
+            .iter()
+            .map(|u| u.misses.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Cached entries now, over all units.
+    pub fn len(&self) -> usize {
+        self.units()
+            .iter()
+            .map(|u| u.st.lock().e.iter().filter(|e| e.shift != 0).count())
+            .sum()
+    }
+
+    /// Whether no unit caches anything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<L: LockFamily> Drop for DevTlb<L> {
+    fn drop(&mut self) {
+        for u in &mut self.units[..self.n] {
+            // SAFETY: `units[..n]` are initialised (type invariant) and dropped once, here.
+            unsafe { u.assume_init_drop() };
+        }
+    }
+}
+
+impl<L: LockFamily> DeviceTlb for DevTlb<L>
+where
+    L::Lock<UnitState>: Send + Sync,
+{
+    fn flush(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        // One unit at a time: each lock is held only while its entries are dropped, and taking
+        // it is what waits for the access running on that unit (see the module comment).
+        for (i, u) in self.units().iter().enumerate() {
+            if cfg!(feature = "teeth-flush-first-unit-only") && i > 0 {
+                break;
+            }
+            let mut g = if cfg!(feature = "teeth-flush-skips-busy-unit") {
+                match u.st.try_lock() {
+                    Some(g) => g,
+                    None => continue,
+                }
+            } else {
+                u.st.lock()
+            };
+            let cap = g.cap;
+            for e in g.e[..cap].iter_mut() {
+                if e.overlaps(start, end) {
+                    *e = Entry::EMPTY;
+                }
+            }
+        }
+    }
+
+    fn flush_may_sleep(&self) -> bool {
+        self.may_sleep
+    }
+}
+
+/// One device access in progress on one execution unit: its lock is held, so a flush waits
+/// for the cursor to be dropped.
+pub struct Cursor<'a, L: LockFamily> {
+    u: &'a Unit<L>,
+    g: <L::Lock<UnitState> as Lock<UnitState>>::Guard<'a>,
+}
+
+impl<L: LockFamily> Cursor<'_, L> {
+    /// The page holding `va`, if the device may access it (`write`: for writing), by a walk
+    /// that bypasses and does not fill the TLB: the access path of a copy engine without one
+    /// (the dmirror front end). Holding the unit's lock is what makes the result usable until
+    /// the cursor is dropped.
+    pub fn walk<F: PteFormat, M: PtMem>(
+        &mut self,
+        pt: &PageTable<F, M>,
+        va: u64,
+        write: bool,
+    ) -> Option<Xlate> {
+        let t = pt.translate(va)?;
+        if write && !t.perm.write {
+            return None;
+        }
+        let span = if t.level == 1 { 1u64 << 21 } else { 1u64 << 12 };
+        let off = (va & (span - 1)) >> 12;
+        Some(Xlate {
+            addr: t.addr,
+            pfn: leaf_pfn(t.aux) + off,
+            write: t.perm.write,
+            level: t.level,
+        })
+    }
+
+    /// The page holding `va`, if the device may access it (`write`: for writing): from an
+    /// entry, else by walking `pt` and caching the leaf. `None` is a device fault (no leaf, or
+    /// a read-only leaf for a write); the stale entry of a permission fault is dropped.
+    pub fn translate<F: PteFormat, M: PtMem>(
+        &mut self,
+        pt: &PageTable<F, M>,
+        va: u64,
+        write: bool,
+    ) -> Option<Xlate> {
+        let st = &mut *self.g;
+        let cap = st.cap;
+        let hit = st.e[..cap].iter().position(|e| e.covers(va));
+        if let Some(i) = hit {
+            if !write || st.e[i].write {
+                self.u.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(st.e[i].xlate(va));
+            }
+        }
+        self.u.misses.fetch_add(1, Ordering::Relaxed);
+        let t = pt.translate(va);
+        let t = match t {
+            Some(t) if !write || t.perm.write => t,
+            _ => {
+                // A permission fault (or a leaf gone since) drops the entry before the replay.
+                if let Some(i) = hit {
+                    st.e[i] = Entry::EMPTY;
+                }
+                return None;
+            }
+        };
+        let shift = if t.level == 1 { 21 } else { 12 };
+        let base = va & !((1u64 << shift) - 1);
+        let off = (va - base) >> 12;
+        let slot = hit.unwrap_or_else(|| {
+            let s = st.next;
+            st.next = (s + 1) % cap;
+            s
+        });
+        st.e[slot] = Entry {
+            base,
+            shift,
+            write: t.perm.write,
+            addr: t.addr - (off << 12),
+            pfn: leaf_pfn(t.aux),
+        };
+        Some(st.e[slot].xlate(va))
+    }
+}
