@@ -217,7 +217,14 @@ void *svm_spin_new(unsigned int cls)
 
 	if (WARN_ON(cls >= SVM_LC_NR))
 		return NULL;
-	l = kmalloc(sizeof(*l), SVM_GFP);
+	/*
+	 * A device TLB unit's lock gets a cache line of its own (kmalloc aligns
+	 * power-of-two sizes naturally): units exist so that device threads on
+	 * different CPUs do not touch each other's lines, and two 4-byte locks
+	 * from one kmalloc-8 line would.
+	 */
+	l = kmalloc(cls == SVM_LC_TLB ? max_t(size_t, sizeof(*l), L1_CACHE_BYTES) :
+					 sizeof(*l), SVM_GFP);
 	if (!l)
 		return NULL;
 	spin_lock_init(l);

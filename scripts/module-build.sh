@@ -17,4 +17,7 @@ targets=("$@")
 "${KMAKE[@]}" -C "$KDIR" M="$MDIR" -j"$(nproc)" "${targets[@]}"
 if [[ " ${targets[*]} " == *" modules "* ]]; then
     ls "$MDIR"/*.ko
+    for ko in "$MDIR"/*.ko; do
+        "$(dirname "${BASH_SOURCE[0]}")/check-stack.sh" "$ko" >&2
+    done
 fi

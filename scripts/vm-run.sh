@@ -359,7 +359,7 @@ dmbench_table() {
                 m = order[i]; a = val["test_hmm", m]; b = val["svm", m]; r = "-"
                 if (a != "" && b != "" && a + 0 > 0 && b + 0 > 0) {
                     if (unit[m] ~ /MiB\/s/) r = sprintf("%.2fx", b / a)
-                    else if (m !~ /storm_ops|hmm_calls|extra/) r = sprintf("%.2fx", a / b)
+                    else if (m !~ /storm_ops|hmm_calls|extra|scale/) r = sprintf("%.2fx", a / b)
                 }
                 ia = iqr["test_hmm", m]; ib = iqr["svm", m]
                 printf "  %-28s %14s %14s %10s  %-18s %-18s %s", m, (a == "" ? "-" : a), (b == "" ? "-" : b), r, (ia == "" ? "-" : ia), (ib == "" ? "-" : ib), unit[m]
@@ -368,6 +368,7 @@ dmbench_table() {
             }
             print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
             print "  mirror_cost: per round, fault-in minus the re-read of the same buffer (the fault service alone)"
+            print "  scale_2t_over_1t: per round, two threads on disjoint buffers over one thread (MiB/s / MiB/s)"
             if (nb) print "  svm-*: the same module under the baselines of the model table (range_shift/lock_scope module parameters)"
             for (k in runs) if (runs[k] > 1) { printf "  (medians and interquartile ranges over %d alternating rounds)\n", runs[k]; break }
         }' "$LOG"

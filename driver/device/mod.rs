@@ -37,7 +37,7 @@ use crate::dmirror::Mirror;
 use crate::engine::{Access, DeviceFault, Parts, Scratch};
 use crate::ffi;
 use crate::kplat::{
-    new_tlb, this_unit, KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, GFP, TLB_ENTRIES,
+    this_unit, KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, KTlb, GFP, TLB_ENTRIES,
 };
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
@@ -202,7 +202,7 @@ pub(crate) unsafe fn new_engine(
         mm: kmm,
         // SAFETY: per the contract.
         dma: unsafe { KDma::new(dev)? },
-        tlb: new_tlb()?,
+        tlb: KTlb::new()?,
         mem: KMem,
     };
     let cfg = Config {

@@ -5,25 +5,50 @@
 //! not wait for each other; a flush takes each unit's spinlock in turn and never sleeps, so
 //! even the OOM reaper's non-blockable callback can flush.
 
-use super::KLocks;
+use super::{KLocks, GFP};
 use crate::devtlb::{Cursor, DevTlb, MAX_ENTRIES};
 use crate::ffi;
 use crate::pgtable::Errno;
+use crate::platform::DeviceTlb;
+use core::ops::Deref;
+use kernel::prelude::*;
 
 /// Entries of each unit's TLB.
 pub const TLB_ENTRIES: usize = MAX_ENTRIES;
 
-/// The device TLBs.
-pub type KTlb = DevTlb<KLocks>;
+/// The device TLBs, in their own allocation: a few KiB, built in place (never on a stack).
+pub struct KTlb(KBox<DevTlb<KLocks>>);
 
 /// One device access in progress (see `crate::devtlb::Cursor`).
 pub type TlbCursor<'a> = Cursor<'a, KLocks>;
 
-/// A device with one TLB unit per possible CPU (up to `MAX_UNITS`).
-pub fn new_tlb() -> Result<KTlb, Errno> {
-    // SAFETY: no preconditions.
-    let cpus = unsafe { ffi::svm_nr_cpu_ids() } as usize;
-    DevTlb::new(cpus, TLB_ENTRIES, false)
+impl KTlb {
+    /// A device with one TLB unit per possible CPU (up to `MAX_UNITS`). May sleep.
+    pub fn new() -> Result<Self, Errno> {
+        // SAFETY: no preconditions.
+        let cpus = unsafe { ffi::svm_nr_cpu_ids() } as usize;
+        let mut b = KBox::<DevTlb<KLocks>>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
+        DevTlb::init(&mut b, cpus, TLB_ENTRIES, false)?;
+        // SAFETY: `init` succeeded, so the allocation holds a valid `DevTlb`.
+        Ok(KTlb(unsafe { b.assume_init() }))
+    }
+}
+
+impl Deref for KTlb {
+    type Target = DevTlb<KLocks>;
+    fn deref(&self) -> &DevTlb<KLocks> {
+        &self.0
+    }
+}
+
+impl DeviceTlb for KTlb {
+    fn flush(&self, start: u64, end: u64) {
+        self.0.flush(start, end)
+    }
+
+    fn flush_may_sleep(&self) -> bool {
+        self.0.flush_may_sleep()
+    }
 }
 
 /// The unit for an access starting now: this CPU's. Only a hint (the caller may migrate

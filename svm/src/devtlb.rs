@@ -25,6 +25,7 @@ use super::engine::leaf_pfn;
 use super::pgtable::{Errno, Lock, LockClass, LockFamily, PageTable, PtMem, PteFormat};
 use super::platform::DeviceTlb;
 use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Most execution units a device has.
@@ -45,44 +46,62 @@ pub struct Xlate {
     pub level: u8,
 }
 
-/// A cached leaf.
+/// A cached leaf, in three words (a unit's TLB is small enough to sit inline).
 ///
 /// # Invariants
-/// `shift == 0` marks an empty entry; otherwise `base` is aligned to `1 << shift` and
-/// `addr`/`pfn` describe the leaf's first 4 KiB page.
+/// `tag` is the leaf's first VA (aligned to its size) with the `VALID`, `HUGE` and `WRITE`
+/// flags in its low bits, or 0 for an empty entry; `addr`/`pfn` describe the leaf's first
+/// 4 KiB page.
 #[derive(Clone, Copy)]
 struct Entry {
-    base: u64,
-    shift: u32,
-    write: bool,
+    tag: u64,
     addr: u64,
     pfn: u64,
 }
 
+const VALID: u64 = 1;
+const HUGE: u64 = 2;
+const WRITE: u64 = 4;
+const FLAGS: u64 = 0xfff;
+
 impl Entry {
     const EMPTY: Entry = Entry {
-        base: 0,
-        shift: 0,
-        write: false,
+        tag: 0,
         addr: 0,
         pfn: 0,
     };
 
+    fn base(&self) -> u64 {
+        self.tag & !FLAGS
+    }
+
+    fn size(&self) -> u64 {
+        if self.tag & HUGE != 0 {
+            1 << 21
+        } else {
+            1 << 12
+        }
+    }
+
+    fn write(&self) -> bool {
+        self.tag & WRITE != 0
+    }
+
     fn covers(&self, va: u64) -> bool {
-        self.shift != 0 && self.base <= va && va - self.base < 1u64 << self.shift
+        self.tag & VALID != 0 && self.base() <= va && va - self.base() < self.size()
     }
 
     fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.shift != 0 && self.base < end && start < self.base.saturating_add(1u64 << self.shift)
+        self.tag & VALID != 0 && self.base() < end && start < self.base() + self.size()
     }
 
     fn xlate(&self, va: u64) -> Xlate {
-        let off = (va - self.base) >> 12;
+        let off = (va - self.base()) >> 12;
         Xlate {
             addr: self.addr + (off << 12),
             pfn: self.pfn + off,
-            write: self.write,
-            level: if self.shift == 21 { 1 } else { 0 },
+            write: self.write(),
+            level: u8::from(self.tag & HUGE != 0),
         }
     }
 }
@@ -123,33 +142,70 @@ unsafe impl<L: LockFamily> Sync for DevTlb<L> where L::Lock<UnitState>: Sync {}
 impl<L: LockFamily> DevTlb<L> {
     /// A device with `units` execution units (clamped to `1..=MAX_UNITS`) of `entries` TLB
     /// entries each (clamped to `1..=MAX_ENTRIES`). `flush_may_sleep` is what
-    /// [`DeviceTlb::flush_may_sleep`] reports: false for a spinlock backend.
+    /// [`DeviceTlb::flush_may_sleep`] reports: false for a spinlock backend. The value is a
+    /// few KiB: a kernel builds it in place with [`DevTlb::init`] instead.
     pub fn new(units: usize, entries: usize, flush_may_sleep: bool) -> Result<Self, Errno> {
+        let mut slot = MaybeUninit::uninit();
+        Self::init(&mut slot, units, entries, flush_may_sleep)?;
+        // SAFETY: `init` succeeded, so the slot holds a valid `DevTlb`.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`DevTlb::new`] in place: builds the TLBs in `slot` (kernel: a fresh allocation), one
+    /// unit at a time, so no copy of the whole ever sits on a kernel stack. On error `slot` is
+    /// left uninitialised, with every unit built so far dropped.
+    pub fn init(
+        slot: &mut MaybeUninit<Self>,
+        units: usize,
+        entries: usize,
+        flush_may_sleep: bool,
+    ) -> Result<&mut Self, Errno> {
         let n = units.clamp(1, MAX_UNITS);
         let cap = entries.clamp(1, MAX_ENTRIES);
-        let mut t = DevTlb {
-            units: [const { MaybeUninit::uninit() }; MAX_UNITS],
-            n: 0,
-            may_sleep: flush_may_sleep,
-        };
-        while t.n < n {
-            let st = L::Lock::new(
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes; fields are written through raw pointers, never
+        // read before. `units` needs no initialisation (an array of `MaybeUninit`), so after
+        // these two writes the slot is a valid `DevTlb` with no unit (the invariant holds for
+        // `n == 0` as far as `Drop` is concerned).
+        unsafe {
+            addr_of_mut!((*p).n).write(0);
+            addr_of_mut!((*p).may_sleep).write(flush_may_sleep);
+        }
+        while {
+            // SAFETY: initialised above and only changed here.
+            unsafe { (*p).n }
+        } < n
+        {
+            let st = match L::Lock::new(
                 UnitState {
                     e: [Entry::EMPTY; MAX_ENTRIES],
                     cap,
                     next: 0,
                 },
                 LockClass::Tlb,
-            )?;
-            t.units[t.n].write(Unit {
-                st,
-                hits: AtomicU64::new(0),
-                misses: AtomicU64::new(0),
-            });
-            // Counted only once written: on an early return, `Drop` drops exactly these.
-            t.n += 1;
+            ) {
+                Ok(st) => st,
+                Err(e) => {
+                    // SAFETY: the slot is a valid `DevTlb` of `n` units; dropping it drops
+                    // exactly those, and the caller treats the slot as uninitialised again.
+                    unsafe { core::ptr::drop_in_place(p) };
+                    return Err(e);
+                }
+            };
+            // SAFETY: `n < MAX_UNITS`; unit `n` is not initialised yet; it is counted only
+            // once written, so a later error drops exactly the written units.
+            unsafe {
+                let i = (*p).n;
+                (*p).units[i].write(Unit {
+                    st,
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                });
+                (*p).n = i + 1;
+            }
         }
-        Ok(t)
+        // SAFETY: every field is initialised and `units[..n]` are (type invariant).
+        Ok(unsafe { slot.assume_init_mut() })
     }
 
     fn units(&self) -> &[Unit<L>] {
@@ -191,7 +247,7 @@ impl<L: LockFamily> DevTlb<L> {
     pub fn len(&self) -> usize {
         self.units()
             .iter()
-            .map(|u| u.st.lock().e.iter().filter(|e| e.shift != 0).count())
+            .map(|u| u.st.lock().e.iter().filter(|e| e.tag & VALID != 0).count())
             .sum()
     }
 
@@ -291,7 +347,7 @@ impl<L: LockFamily> Cursor<'_, L> {
         let cap = st.cap;
         let hit = st.e[..cap].iter().position(|e| e.covers(va));
         if let Some(i) = hit {
-            if !write || st.e[i].write {
+            if !write || st.e[i].write() {
                 self.u.hits.fetch_add(1, Ordering::Relaxed);
                 return Some(st.e[i].xlate(va));
             }
@@ -308,8 +364,12 @@ impl<L: LockFamily> Cursor<'_, L> {
                 return None;
             }
         };
-        let shift = if t.level == 1 { 21 } else { 12 };
-        let base = va & !((1u64 << shift) - 1);
+        let (size, huge) = if t.level == 1 {
+            (1u64 << 21, HUGE)
+        } else {
+            (1u64 << 12, 0)
+        };
+        let base = va & !(size - 1);
         let off = (va - base) >> 12;
         let slot = hit.unwrap_or_else(|| {
             let s = st.next;
@@ -317,9 +377,7 @@ impl<L: LockFamily> Cursor<'_, L> {
             s
         });
         st.e[slot] = Entry {
-            base,
-            shift,
-            write: t.perm.write,
+            tag: base | VALID | huge | if t.perm.write { WRITE } else { 0 },
             addr: t.addr - (off << 12),
             pfn: leaf_pfn(t.aux),
         };

@@ -10,10 +10,24 @@
 //! call, so calls with an unrelated munmap storm minus calls without it are the storm's
 //! false retries, measured the same way for both drivers.
 //!
+//! With svm_accel loaded, the device's own execution path is measured too: FILL jobs through
+//! `/dev/accel/accel0`'s SUBMIT, every access through the device TLB, from one thread and
+//! from two threads on disjoint buffers of one context (test_hmm has no such path).
+//!
 //! usage: dmbench --driver NAME [--mib M] [--trials N]
 
 #[path = "../dmirror_uapi.rs"]
 mod dmirror_uapi;
+
+mod uapi {
+    #![allow(
+        non_camel_case_types,
+        non_upper_case_globals,
+        non_snake_case,
+        dead_code
+    )]
+    include!(concat!(env!("OUT_DIR"), "/uapi.rs"));
+}
 
 use dmirror_uapi::{DmCmd as Cmd, HMM_DMIRROR_READ};
 use std::fs;
@@ -286,11 +300,124 @@ fn disjoint(
     // SAFETY: our fd.
     unsafe { libc::close(fd) };
     let calls = c0.zip(c1).map(|(a, z)| z - a);
+    // Every faulting thread read `mib_each`: one thread moved half what two did.
     (
-        (2 * mib_each) as f64 / secs,
+        (threads * mib_each) as f64 / secs,
         calls,
         ops.load(Ordering::Relaxed),
     )
+}
+
+/// The same stores as [`accel_fill`] by the CPU itself, 8 bytes at a time: how far two
+/// threads of this VM scale on this work at all (TCG and the host bound it, not the driver).
+fn cpu_fill(threads: usize, mib_each: usize, passes: usize) -> f64 {
+    let len = mib_each << 20;
+    let bufs: Vec<Arc<Buf>> = (0..threads)
+        .map(|_| Arc::new(Buf::new(len, false)))
+        .collect();
+    let go = Arc::new(std::sync::Barrier::new(threads));
+    let hs: Vec<_> = bufs
+        .iter()
+        .map(|b| {
+            let (b, go) = (b.clone(), go.clone());
+            thread::spawn(move || {
+                go.wait();
+                let t = Instant::now();
+                for p in 0..passes {
+                    for off in (0..b.len).step_by(8) {
+                        // SAFETY: an aligned word inside the buffer, which only this thread
+                        // touches now.
+                        let w = unsafe { &*(b.ptr.add(off) as *const AtomicU64) };
+                        w.store(p as u64, Ordering::Relaxed);
+                    }
+                }
+                (t, Instant::now())
+            })
+        })
+        .collect();
+    let r: Vec<(Instant, Instant)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let t0 = r.iter().map(|x| x.0).min().unwrap();
+    let t1 = r.iter().map(|x| x.1).max().unwrap();
+    (threads * mib_each * passes) as f64 / (t1 - t0).as_secs_f64()
+}
+
+/// FILL jobs through the accel uAPI over already mirrored buffers, `threads` threads on one
+/// bound context, each on its own `mib_each` MiB: the device's execution path alone (every
+/// access a TLB hit after the first pass). Returns MiB/s over all threads, or `None` without
+/// `/dev/accel/accel0`.
+fn accel_fill(threads: usize, mib_each: usize, passes: usize) -> Option<f64> {
+    use uapi::*;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/accel/accel0".as_ptr(), libc::O_RDWR) };
+    if fd < 0 {
+        return None;
+    }
+    let ioctl = |req: u32, arg: *mut libc::c_void| {
+        // SAFETY: `arg` is the struct the request number encodes.
+        if unsafe { libc::ioctl(fd, req as libc::c_ulong, arg) } < 0 {
+            die("accel ioctl");
+        }
+    };
+    let mut b = drm_svm_accel_bind::default();
+    ioctl(
+        DRM_IOCTL_SVM_ACCEL_BIND,
+        (&mut b as *mut drm_svm_accel_bind).cast(),
+    );
+    let len = mib_each << 20;
+    let bufs: Vec<Arc<Buf>> = (0..threads)
+        .map(|_| Arc::new(Buf::new(len, false)))
+        .collect();
+    let fill = move |b: &Buf, v: u64| {
+        let mut op = drm_svm_accel_op {
+            kind: SVM_ACCEL_OP_FILL,
+            dst: b.ptr as u64,
+            len: b.len as u64,
+            value: v,
+            ..Default::default()
+        };
+        let mut sub = drm_svm_accel_submit {
+            ops_ptr: &mut op as *mut drm_svm_accel_op as u64,
+            op_count: 1,
+            ..Default::default()
+        };
+        // SAFETY: `sub` is a SUBMIT argument naming one op that lives across the call.
+        let r = unsafe {
+            libc::ioctl(
+                fd,
+                DRM_IOCTL_SVM_ACCEL_SUBMIT as libc::c_ulong,
+                &mut sub as *mut drm_svm_accel_submit,
+            )
+        };
+        if r < 0 || sub.error != 0 {
+            die("FILL job");
+        }
+    };
+    // Mirror every buffer first: the timed passes measure access, not faults.
+    for b in &bufs {
+        fill(b, 1);
+    }
+    let go = Arc::new(std::sync::Barrier::new(threads));
+    let hs: Vec<_> = bufs
+        .iter()
+        .map(|b| {
+            let (b, go) = (b.clone(), go.clone());
+            thread::spawn(move || {
+                go.wait();
+                let t = Instant::now();
+                for p in 0..passes {
+                    fill(&b, p as u64 + 2);
+                }
+                (t, Instant::now())
+            })
+        })
+        .collect();
+    let r: Vec<(Instant, Instant)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let t0 = r.iter().map(|x| x.0).min().unwrap();
+    let t1 = r.iter().map(|x| x.1).max().unwrap();
+    drop(bufs);
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    Some((threads * mib_each * passes) as f64 / (t1 - t0).as_secs_f64())
 }
 
 fn main() {
@@ -323,11 +450,15 @@ fn main() {
     let (mut one, mut quiet, mut busy, mut extra, mut rate) =
         (vec![], vec![], vec![], vec![], vec![]);
     let mut two_fds = vec![];
+    let (mut scale, mut scale_fds) = (vec![], vec![]);
     for _ in 0..o.trials {
         let (q1, _, _) = disjoint(1, mib / 2, false, false);
         let (q, cq, _) = disjoint(2, mib / 2, false, false);
         let (q2, _, _) = disjoint(2, mib / 2, false, true);
         let (b, cb, ops) = disjoint(2, mib / 2, true, false);
+        // Paired within the round, so the VM's drift between rounds cancels.
+        scale.push(q / q1);
+        scale_fds.push(q2 / q1);
         one.push(q1);
         two_fds.push(q2);
         quiet.push(q);
@@ -341,6 +472,24 @@ fn main() {
     o.put("disjoint2_quiet", quiet, "MiB/s");
     o.put("disjoint2_quiet_2fds", two_fds, "MiB/s");
     o.put("disjoint2_storm", busy, "MiB/s");
+    let (mut a1, mut a2, mut ascale, mut cscale) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..o.trials {
+        let (Some(x1), Some(x2)) = (accel_fill(1, mib / 2, 4), accel_fill(2, mib / 2, 4)) else {
+            break;
+        };
+        a1.push(x1);
+        a2.push(x2);
+        ascale.push(x2 / x1);
+        cscale.push(cpu_fill(2, mib / 2, 4) / cpu_fill(1, mib / 2, 4));
+    }
+    if !a1.is_empty() {
+        o.put("device_fill_1t", a1, "MiB/s");
+        o.put("device_fill_2t", a2, "MiB/s");
+        o.put("scale_device_2t_over_1t", ascale, "x");
+        o.put("scale_cpu_stores_2t_over_1t", cscale, "x");
+    }
+    o.put("scale_2t_over_1t", scale, "x");
+    o.put("scale_2t_over_1t_2fds", scale_fds, "x");
     o.put("storm_ops", rate, "munmaps");
     if !extra.is_empty() {
         o.put("storm_extra_hmm_calls", extra, "calls/1000 pages");
