@@ -836,7 +836,7 @@ fn table_memory_in(cg: &str, pid: i32) -> TResult {
             pages.abs_diff(tables * 8192) <= 64 << 10,
             "{pages} bytes of accounted pages for {tables} new tables (expected 8 KiB each)"
         );
-        let per_gib = |x: u64| x * (GIB / len as u64) >> 10;
+        let per_gib = |x: u64| (x * (GIB / len as u64)) >> 10;
         rows.push(format!(
             "{:<5} {:>5} MiB {:>7} {:>12} {:>10} {:>8}",
             if huge { "2 MiB" } else { "4 KiB" },
