@@ -23,7 +23,7 @@
 //! stays charged there, as a page-cache page stays charged to the cgroup that read it in).
 
 use crate::ffi;
-use crate::kplat::{KLock, GFP_NOWAIT_ACCOUNT};
+use crate::kplat::{KSpin, GFP_NOWAIT_ACCOUNT};
 use crate::pgtable::Errno;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
@@ -42,7 +42,8 @@ struct Mapping {
 /// Each entry holds a live `dma_map_page()` of its key's page, order and direction, whose
 /// address it records, and `refs` >= 1 users that will each call [`DmaCache::unmap`] once.
 pub struct DmaCache {
-    buckets: KVec<KLock<RBTree<u64, Mapping>>>,
+    /// Built in place (locks never move).
+    buckets: KBox<[KSpin<RBTree<u64, Mapping>>; BUCKETS]>,
 }
 
 /// The module's table, set by [`init`] and freed by [`exit`].
@@ -50,12 +51,15 @@ static CACHE: AtomicPtr<DmaCache> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Creates the table (module init, before any device file can open).
 pub fn init() -> Result<(), Errno> {
-    let mut buckets = KVec::with_capacity(BUCKETS, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
-    for _ in 0..BUCKETS {
-        buckets
-            .push(KLock::new_spin(RBTree::new(), ffi::LC_DMA)?, GFP_KERNEL)
-            .map_err(|_| Errno::ENOMEM)?;
+    let mut buckets = KBox::<[KSpin<RBTree<u64, Mapping>>; BUCKETS]>::new_uninit(GFP_KERNEL)
+        .map_err(|_| Errno::ENOMEM)?;
+    let first = buckets.as_mut_ptr().cast::<KSpin<RBTree<u64, Mapping>>>();
+    for i in 0..BUCKETS {
+        // SAFETY: element `i` of the fresh array, which the box keeps in place.
+        unsafe { KSpin::init_class(first.add(i), RBTree::new(), ffi::LC_DMA) };
     }
+    // SAFETY: every element was initialised just above.
+    let buckets = unsafe { buckets.assume_init() };
     let b = KBox::new(DmaCache { buckets }, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
     CACHE.store(KBox::into_raw(b), Ordering::Release);
     Ok(())
@@ -88,7 +92,7 @@ fn key(pfn: u64, order: u32, write: bool) -> u64 {
 }
 
 impl DmaCache {
-    fn bucket(&self, pfn: u64) -> &KLock<RBTree<u64, Mapping>> {
+    fn bucket(&self, pfn: u64) -> &KSpin<RBTree<u64, Mapping>> {
         let h = pfn.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58;
         &self.buckets[h as usize % BUCKETS]
     }

@@ -59,18 +59,16 @@ pub const LC_REGISTRY: u32 = 10;
 pub const ABI_NR: usize = 30;
 
 extern "C" {
-    pub fn svm_spin_new(cls: u32) -> *mut c_void;
-    pub fn svm_spin_free(l: *mut c_void);
+    pub fn svm_spin_init(l: *mut c_void, cls: u32);
     pub fn svm_spin_lock(l: *mut c_void);
     pub fn svm_spin_trylock(l: *mut c_void) -> bool;
     pub fn svm_spin_unlock(l: *mut c_void);
-    pub fn svm_mutex_new(cls: u32) -> *mut c_void;
-    pub fn svm_mutex_free(l: *mut c_void);
+    pub fn svm_mutex_init(l: *mut c_void, cls: u32);
+    pub fn svm_mutex_destroy(l: *mut c_void);
     pub fn svm_mutex_lock(l: *mut c_void);
     pub fn svm_mutex_trylock(l: *mut c_void) -> bool;
     pub fn svm_mutex_unlock(l: *mut c_void);
-    pub fn svm_rwsem_new(cls: u32) -> *mut c_void;
-    pub fn svm_rwsem_free(l: *mut c_void);
+    pub fn svm_rwsem_init(l: *mut c_void, cls: u32);
     pub fn svm_rwsem_down_read(l: *mut c_void);
     pub fn svm_rwsem_up_read(l: *mut c_void);
     pub fn svm_rwsem_down_write(l: *mut c_void);

@@ -211,30 +211,17 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_REGISTRY] = "svm_registry_lock",
 };
 
-void *svm_spin_new(unsigned int cls)
+/*
+ * Locks live inside the Rust structures they protect (built in place, never
+ * moved): the glue only initialises them with their class's key and name.
+ */
+void svm_spin_init(void *l, unsigned int cls)
 {
-	spinlock_t *l;
-
 	if (WARN_ON(cls >= SVM_LC_NR))
-		return NULL;
-	/*
-	 * A device TLB unit's lock gets a cache line of its own (kmalloc aligns
-	 * power-of-two sizes naturally): units exist so that device threads on
-	 * different CPUs do not touch each other's lines, and two 4-byte locks
-	 * from one kmalloc-8 line would.
-	 */
-	l = kmalloc(cls == SVM_LC_TLB ? max_t(size_t, sizeof(*l), L1_CACHE_BYTES) :
-					 sizeof(*l), SVM_GFP);
-	if (!l)
-		return NULL;
-	spin_lock_init(l);
-	lockdep_set_class_and_name(l, &svm_lock_keys[cls], svm_lock_names[cls]);
-	return l;
-}
-
-void svm_spin_free(void *l)
-{
-	kfree(l);
+		cls = SVM_LC_TABLE;
+	spin_lock_init((spinlock_t *)l);
+	lockdep_set_class_and_name((spinlock_t *)l, &svm_lock_keys[cls],
+				   svm_lock_names[cls]);
 }
 
 void svm_spin_lock(void *l)
@@ -252,23 +239,16 @@ void svm_spin_unlock(void *l)
 	spin_unlock(l);
 }
 
-void *svm_mutex_new(unsigned int cls)
+void svm_mutex_init(void *l, unsigned int cls)
 {
-	struct mutex *m;
-
 	if (WARN_ON(cls >= SVM_LC_NR))
-		return NULL;
-	m = kmalloc(sizeof(*m), SVM_GFP);
-	if (!m)
-		return NULL;
-	__mutex_init(m, svm_lock_names[cls], &svm_lock_keys[cls]);
-	return m;
+		cls = SVM_LC_RANGE;
+	__mutex_init(l, svm_lock_names[cls], &svm_lock_keys[cls]);
 }
 
-void svm_mutex_free(void *l)
+void svm_mutex_destroy(void *l)
 {
 	mutex_destroy(l);
-	kfree(l);
 }
 
 void svm_mutex_lock(void *l)
@@ -290,22 +270,11 @@ void svm_mutex_unlock(void *l)
  * The engine-wide rwsem of LockScope::EngineRwsem (drm_gpusvm's notifier_lock):
  * read side around a fault's commit, write side in the invalidation callback.
  */
-void *svm_rwsem_new(unsigned int cls)
+void svm_rwsem_init(void *l, unsigned int cls)
 {
-	struct rw_semaphore *s;
-
 	if (WARN_ON(cls >= SVM_LC_NR))
-		return NULL;
-	s = kmalloc(sizeof(*s), SVM_GFP);
-	if (!s)
-		return NULL;
-	__init_rwsem(s, svm_lock_names[cls], &svm_lock_keys[cls]);
-	return s;
-}
-
-void svm_rwsem_free(void *l)
-{
-	kfree(l);
+		cls = SVM_LC_ENGINE_RW;
+	__init_rwsem(l, svm_lock_names[cls], &svm_lock_keys[cls]);
 }
 
 void svm_rwsem_down_read(void *l)
@@ -342,16 +311,19 @@ void svm_rwsem_up_write(void *l)
  */
 static int svm_lockdep_prime(void)
 {
-	struct mutex *range = svm_mutex_new(SVM_LC_RANGE);
-	struct mutex *engine = svm_mutex_new(SVM_LC_ENGINE);
-	struct rw_semaphore *engine_rw = svm_rwsem_new(SVM_LC_ENGINE_RW);
-	spinlock_t *table = svm_spin_new(SVM_LC_TABLE);
-	spinlock_t *tlb = svm_spin_new(SVM_LC_TLB);
+	struct mutex range_l, engine_l;
+	struct rw_semaphore engine_rw_l;
+	spinlock_t table_l, tlb_l;
+	struct mutex *range = &range_l, *engine = &engine_l;
+	struct rw_semaphore *engine_rw = &engine_rw_l;
+	spinlock_t *table = &table_l, *tlb = &tlb_l;
 	struct mm_struct *mm = current->mm;
-	int ret = -ENOMEM;
 
-	if (!range || !engine || !engine_rw || !table || !tlb)
-		goto out;
+	svm_mutex_init(range, SVM_LC_RANGE);
+	svm_mutex_init(engine, SVM_LC_ENGINE);
+	svm_rwsem_init(engine_rw, SVM_LC_ENGINE_RW);
+	svm_spin_init(table, SVM_LC_TABLE);
+	svm_spin_init(tlb, SVM_LC_TLB);
 	/*
 	 * The engine-wide locks of the baseline lock scopes sit between
 	 * mmap_lock and the range lock: mmap_lock -> engine -> range.
@@ -385,16 +357,9 @@ static int svm_lockdep_prime(void)
 	mutex_unlock(range);
 	up_write(engine_rw);
 	fs_reclaim_release(GFP_KERNEL);
-	ret = 0;
-out:
-	if (range)
-		svm_mutex_free(range);
-	if (engine)
-		svm_mutex_free(engine);
-	svm_rwsem_free(engine_rw);
-	kfree(table);
-	kfree(tlb);
-	return ret;
+	mutex_destroy(range);
+	mutex_destroy(engine);
+	return 0;
 }
 
 /* ---- mm ---------------------------------------------------------------- */

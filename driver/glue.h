@@ -33,18 +33,17 @@ enum svm_lock_class {
 	SVM_LC_NR
 };
 
-void *svm_spin_new(unsigned int cls);
-void svm_spin_free(void *l);
+/* locks: initialised in place inside Rust structures, never moved */
+void svm_spin_init(void *l, unsigned int cls);
 void svm_spin_lock(void *l);
 bool svm_spin_trylock(void *l);
 void svm_spin_unlock(void *l);
-void *svm_mutex_new(unsigned int cls);
-void svm_mutex_free(void *l);
+void svm_mutex_init(void *l, unsigned int cls);
+void svm_mutex_destroy(void *l);
 void svm_mutex_lock(void *l);
 bool svm_mutex_trylock(void *l);
 void svm_mutex_unlock(void *l);
-void *svm_rwsem_new(unsigned int cls);
-void svm_rwsem_free(void *l);
+void svm_rwsem_init(void *l, unsigned int cls);
 void svm_rwsem_down_read(void *l);
 void svm_rwsem_up_read(void *l);
 void svm_rwsem_down_write(void *l);

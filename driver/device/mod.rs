@@ -37,14 +37,14 @@ use crate::dmirror::Mirror;
 use crate::engine::{Access, DeviceFault, Parts, Scratch};
 use crate::ffi;
 use crate::kplat::{
-    this_unit, KArc, KDma, KEngine, KLock, KMem, KMm, KPlat, KTlb, GFP, TLB_ENTRIES,
+    this_unit, KArc, KDma, KEngine, KMem, KMm, KMutex, KPlat, KSpin, KTlb, GFP, TLB_ENTRIES,
 };
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
 use crate::platform::Platform;
 use crate::uapi;
 use core::ffi::c_void;
-use core::ptr::null_mut;
+use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -143,14 +143,14 @@ pub struct Ctx {
     /// faults must not wait behind an unrelated munmap.
     gc_work: *mut ffi::Work,
     waitq: *mut ffi::Waitq,
-    bind_lock: KLock<()>,
+    bind_lock: KMutex<()>,
     bound: AtomicPtr<Bound>,
     closing: AtomicBool,
     /// The device is being unplugged: jobs and prefetches stop with `ENODEV`.
     gone: AtomicBool,
-    fq: KLock<FaultQueue>,
+    fq: KSpin<FaultQueue>,
     drained: AtomicU32,
-    worker: KLock<WorkerState>,
+    worker: KMutex<WorkerState>,
     jobs: AtomicU64,
     device_faults: AtomicU64,
     fault_batches: AtomicU64,
@@ -263,30 +263,35 @@ impl Ctx {
             batch: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
             waiters: KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?,
         };
-        let mut ctx = Ctx {
-            dev,
-            work: null_mut(),
-            release_work: null_mut(),
-            gc_work: null_mut(),
-            waitq: null_mut(),
-            bind_lock: KLock::new_mutex((), ffi::LC_CTX)?,
-            bound: AtomicPtr::new(null_mut()),
-            closing: AtomicBool::new(false),
-            gone: AtomicBool::new(false),
-            fq: KLock::new_spin(FaultQueue { q: fq }, ffi::LC_FAULTQ)?,
-            drained: AtomicU32::new(0),
-            worker: KLock::new_mutex(ws, ffi::LC_WORKER)?,
-            jobs: AtomicU64::new(0),
-            device_faults: AtomicU64::new(0),
-            fault_batches: AtomicU64::new(0),
-            gc_removed: AtomicU64::new(0),
-        };
+        let mut slot = KBox::<Ctx>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
+        let p = slot.as_mut_ptr();
+        // SAFETY: a fresh allocation the box keeps in place; every field is written once, the
+        // locks in place (they never move).
+        unsafe {
+            addr_of_mut!((*p).dev).write(dev);
+            addr_of_mut!((*p).work).write(null_mut());
+            addr_of_mut!((*p).release_work).write(null_mut());
+            addr_of_mut!((*p).gc_work).write(null_mut());
+            addr_of_mut!((*p).waitq).write(null_mut());
+            KMutex::init_class(addr_of_mut!((*p).bind_lock), (), ffi::LC_CTX);
+            addr_of_mut!((*p).bound).write(AtomicPtr::new(null_mut()));
+            addr_of_mut!((*p).closing).write(AtomicBool::new(false));
+            addr_of_mut!((*p).gone).write(AtomicBool::new(false));
+            KSpin::init_class(addr_of_mut!((*p).fq), FaultQueue { q: fq }, ffi::LC_FAULTQ);
+            addr_of_mut!((*p).drained).write(AtomicU32::new(0));
+            KMutex::init_class(addr_of_mut!((*p).worker), ws, ffi::LC_WORKER);
+            addr_of_mut!((*p).jobs).write(AtomicU64::new(0));
+            addr_of_mut!((*p).device_faults).write(AtomicU64::new(0));
+            addr_of_mut!((*p).fault_batches).write(AtomicU64::new(0));
+            addr_of_mut!((*p).gc_removed).write(AtomicU64::new(0));
+        }
+        // SAFETY: every field was initialised just above.
+        let mut b = unsafe { slot.assume_init() };
         // SAFETY: plain allocation.
-        ctx.waitq = unsafe { ffi::svm_waitq_new() };
-        if ctx.waitq.is_null() {
+        b.waitq = unsafe { ffi::svm_waitq_new() };
+        if b.waitq.is_null() {
             return Err(Errno::ENOMEM);
         }
-        let mut b = KBox::new(ctx, GFP).map_err(|_| Errno::ENOMEM)?;
         // SAFETY: plain allocation; the work item's data is the context it belongs to, whose
         // address the box fixes.
         b.work = unsafe { ffi::svm_work_new(svm_rs_work, (&*b as *const Ctx).cast_mut().cast()) };

@@ -26,7 +26,7 @@ pub(crate) fn unregister<T>(v: &mut KVec<*const T>, p: *const T) {
 }
 
 /// The registry (a module-lifetime allocation: `registry_init` .. `registry_free`).
-static REGISTRY: AtomicPtr<KLock<Registry>> = AtomicPtr::new(null_mut());
+static REGISTRY: AtomicPtr<KMutex<Registry>> = AtomicPtr::new(null_mut());
 
 /// Module init, before the glue registers the device (and so before any file opens).
 pub(crate) fn registry_init() -> Result<(), Errno> {
@@ -35,8 +35,7 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
         mirrors: KVec::new(),
     };
     // Shared by every process: not charged to any one's cgroup.
-    let l =
-        KBox::new(KLock::new_mutex(r, ffi::LC_REGISTRY)?, GFP_KERNEL).map_err(|_| Errno::ENOMEM)?;
+    let l = KMutex::boxed(r, ffi::LC_REGISTRY, GFP_KERNEL)?;
     REGISTRY.store(KBox::into_raw(l), Ordering::Release);
     Ok(())
 }
@@ -51,7 +50,7 @@ pub(crate) fn registry_free() {
 }
 
 /// The registry lock. Callers run between `registry_init` and `registry_free`.
-pub(crate) fn registry() -> &'static KLock<Registry> {
+pub(crate) fn registry() -> &'static KMutex<Registry> {
     // SAFETY: set by module init before any file, probe or unplug, freed after all of them.
     unsafe { &*REGISTRY.load(Ordering::Acquire) }
 }

@@ -30,6 +30,14 @@ impl<T: Send + Sync> SharedPtr<T> for KArc<T> {
             .map_err(|_| Errno::ENOMEM)
     }
 
+    fn new_init(init: impl FnOnce(*mut T) -> Result<(), Errno>) -> Result<Self, Errno> {
+        let mut u = kernel::sync::UniqueArc::<T>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
+        init(u.as_mut_ptr())?;
+        // SAFETY: `init` succeeded, so the allocation holds a valid `T`; an `Arc` never moves
+        // its value.
+        Ok(KArc(unsafe { u.assume_init() }.into()))
+    }
+
     fn ptr_eq(a: &Self, b: &Self) -> bool {
         core::ptr::eq(&*a.0 as *const T, &*b.0 as *const T)
     }

@@ -1,69 +1,178 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Kernel locks for the engine (`LockFamily`): kmalloc'd C locks, one lockdep class each.
+//! Kernel locks for the engine (`LockFamily`): a `spinlock_t`, `struct mutex` or
+//! `struct rw_semaphore` embedded in the lock next to the data it protects, built in place
+//! (never moved, never allocated on its own), one named lockdep class per `LockClass`.
+//!
+//! 6.12's `kernel::sync::{SpinLock, Mutex}` are built in place the same way (pin-init) but
+//! offer no `try_lock` (the non-blockable invalidation path needs it) and 6.12 has no rwsem
+//! binding, so the C glue does the locking on the embedded C object.
 
 use crate::ffi;
 use crate::pgtable::{Errno, Lock, LockClass, LockFamily, RwLock};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::marker::PhantomData;
+use core::marker::{PhantomData, PhantomPinned};
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
+use core::ptr::addr_of_mut;
+use kernel::bindings;
 use kernel::prelude::*;
+use kernel::types::Opaque;
 
-/// A kernel lock owned by the C glue: a `spinlock_t` or a `struct mutex`, kmalloc'd (6.12's
-/// `kernel::sync::Lock` needs pin-init and has no `try_lock`), protecting a `T`.
-///
-/// The engine's single `LockFamily` picks the kind by [`LockClass`]: `Table` is a spinlock
-/// (taken inside `non_block_start()` on the OOM path, never held across a sleep), `Range` and
-/// `Index` are mutexes. The driver's own locks pick a class of `glue.h` directly.
-///
-/// # Invariants
-/// `raw` is a live lock of kind `spin`, created by the glue and freed on drop; `data` is only
-/// accessed with it held (or through `&mut self`).
-pub struct KLock<T> {
-    raw: NonNull<c_void>,
-    spin: bool,
-    data: UnsafeCell<T>,
+/// The glue's lockdep class (`ffi::LC_*`) for an engine lock class.
+fn glue_class(class: LockClass) -> u32 {
+    match class {
+        LockClass::Table => ffi::LC_TABLE,
+        LockClass::Range => ffi::LC_RANGE,
+        LockClass::Index => ffi::LC_INDEX,
+        LockClass::Engine => ffi::LC_ENGINE,
+        LockClass::Tlb => ffi::LC_TLB,
+    }
 }
 
-// SAFETY: the lock serialises all access to `data`; the raw lock may be used from any thread.
-unsafe impl<T: Send> Send for KLock<T> {}
-// SAFETY: as above: shared access only yields `&mut T` under the lock.
-unsafe impl<T: Send> Sync for KLock<T> {}
+/// A kind of kernel lock: its C object and the glue's calls on it.
+///
+/// # Safety
+/// `init` must initialise a lock of this kind at `raw`, and the other calls must be that
+/// lock's operations, releasing only what the matching acquisition took.
+pub unsafe trait Kind {
+    /// The C lock object.
+    type Raw;
+    /// Initialises `raw` with lockdep class `cls`.
+    ///
+    /// # Safety
+    /// `raw` is valid for writes and will not move until `destroy`.
+    unsafe fn init(raw: *mut Self::Raw, cls: u32);
+    /// Tears an unlocked lock down.
+    ///
+    /// # Safety
+    /// `raw` was initialised by `init` and is not held.
+    unsafe fn destroy(raw: *mut Self::Raw);
+    /// Acquires (spins or sleeps).
+    ///
+    /// # Safety
+    /// `raw` is an initialised lock.
+    unsafe fn lock(raw: *mut Self::Raw);
+    /// Acquires if free now.
+    ///
+    /// # Safety
+    /// As `lock`.
+    unsafe fn try_lock(raw: *mut Self::Raw) -> bool;
+    /// Releases.
+    ///
+    /// # Safety
+    /// The caller holds it.
+    unsafe fn unlock(raw: *mut Self::Raw);
+}
 
-impl<T> KLock<T> {
-    /// A spinlock of glue class `cls` (`ffi::LC_*`).
-    pub fn new_spin(data: T, cls: u32) -> Result<Self, Errno> {
-        // SAFETY: plain allocation; NULL on failure.
-        let raw = unsafe { ffi::svm_spin_new(cls) };
-        Ok(KLock {
-            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
-            spin: true,
-            data: UnsafeCell::new(data),
-        })
+/// `spinlock_t`: never held across a sleep.
+pub struct Spin;
+/// `struct mutex`.
+pub struct Mtx;
+
+// SAFETY: the glue's `svm_spin_*` are `spin_lock_init()` + class, `spin_lock()`,
+// `spin_trylock()` and `spin_unlock()` on the object passed.
+unsafe impl Kind for Spin {
+    type Raw = bindings::spinlock_t;
+    unsafe fn init(raw: *mut Self::Raw, cls: u32) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_spin_init(raw.cast(), cls) }
+    }
+    unsafe fn destroy(_raw: *mut Self::Raw) {}
+    unsafe fn lock(raw: *mut Self::Raw) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_spin_lock(raw.cast()) }
+    }
+    unsafe fn try_lock(raw: *mut Self::Raw) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_spin_trylock(raw.cast()) }
+    }
+    unsafe fn unlock(raw: *mut Self::Raw) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_spin_unlock(raw.cast()) }
+    }
+}
+
+// SAFETY: the glue's `svm_mutex_*` are `__mutex_init()` with the class, `mutex_destroy()`,
+// `mutex_lock()`, `mutex_trylock()` and `mutex_unlock()` on the object passed.
+unsafe impl Kind for Mtx {
+    type Raw = bindings::mutex;
+    unsafe fn init(raw: *mut Self::Raw, cls: u32) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_mutex_init(raw.cast(), cls) }
+    }
+    unsafe fn destroy(raw: *mut Self::Raw) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_mutex_destroy(raw.cast()) }
+    }
+    unsafe fn lock(raw: *mut Self::Raw) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_mutex_lock(raw.cast()) }
+    }
+    unsafe fn try_lock(raw: *mut Self::Raw) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_mutex_trylock(raw.cast()) }
+    }
+    unsafe fn unlock(raw: *mut Self::Raw) {
+        // SAFETY: forwarded contract.
+        unsafe { ffi::svm_mutex_unlock(raw.cast()) }
+    }
+}
+
+/// A kernel lock of kind `K` protecting a `T`, both in this struct.
+///
+/// # Invariants
+/// `raw` was initialised in place by `K::init` and has not moved since (the type is
+/// `!Unpin`, and only [`Lock::init`] / [`KLock::init_class`] build one, at its final address);
+/// `data` is only accessed with `raw` held, or through `&mut self`.
+pub struct KLock<T, K: Kind> {
+    raw: Opaque<K::Raw>,
+    data: UnsafeCell<T>,
+    _pin: PhantomPinned,
+}
+
+/// A spinlock (`LockClass::Table`, `LockClass::Tlb`, the driver's spinlocks).
+pub type KSpin<T> = KLock<T, Spin>;
+/// A mutex (`LockClass::Range`, `Index`, `Engine`, the driver's mutexes).
+pub type KMutex<T> = KLock<T, Mtx>;
+
+// SAFETY: the lock serialises all access to `data`; the C lock may be used from any thread.
+unsafe impl<T: Send, K: Kind> Send for KLock<T, K> {}
+// SAFETY: as above: shared access only yields `&mut T` under the lock.
+unsafe impl<T: Send, K: Kind> Sync for KLock<T, K> {}
+
+impl<T, K: Kind> KLock<T, K> {
+    /// Builds a lock of glue class `cls` (`ffi::LC_*`) holding `data` at `slot`.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes and the lock must stay there until dropped in place.
+    pub unsafe fn init_class(slot: *mut Self, data: T, cls: u32) {
+        // SAFETY: `slot` is valid and stays put (caller contract); each field is written once.
+        unsafe {
+            addr_of_mut!((*slot).data).write(UnsafeCell::new(data));
+            addr_of_mut!((*slot).raw).write(Opaque::uninit());
+            K::init(Opaque::raw_get(addr_of_mut!((*slot).raw)), cls);
+        }
     }
 
-    /// A mutex of glue class `cls`. May sleep (allocates with `GFP_KERNEL`).
-    pub fn new_mutex(data: T, cls: u32) -> Result<Self, Errno> {
-        // SAFETY: plain allocation; NULL on failure.
-        let raw = unsafe { ffi::svm_mutex_new(cls) };
-        Ok(KLock {
-            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
-            spin: false,
-            data: UnsafeCell::new(data),
-        })
+    fn raw(&self) -> *mut K::Raw {
+        self.raw.get()
+    }
+
+    /// A lock of glue class `cls` holding `data`, in its own allocation (for a lock that is
+    /// not part of a larger structure).
+    pub fn boxed(data: T, cls: u32, flags: kernel::alloc::Flags) -> Result<KBox<Self>, Errno> {
+        let mut b = KBox::<Self>::new_uninit(flags).map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: a fresh allocation, which the returned box keeps in place.
+        unsafe {
+            Self::init_class(b.as_mut_ptr(), data, cls);
+            Ok(b.assume_init())
+        }
     }
 
     /// Acquires the lock (spins or sleeps).
-    pub fn lock(&self) -> KGuard<'_, T> {
-        // SAFETY: `raw` is a live lock of the recorded kind.
-        unsafe {
-            if self.spin {
-                ffi::svm_spin_lock(self.raw.as_ptr())
-            } else {
-                ffi::svm_mutex_lock(self.raw.as_ptr())
-            }
-        }
+    pub fn lock(&self) -> KGuard<'_, T, K> {
+        // SAFETY: `raw` is an initialised lock (type invariant).
+        unsafe { K::lock(self.raw()) };
         KGuard {
             lock: self,
             _not_send: PhantomData,
@@ -71,15 +180,9 @@ impl<T> KLock<T> {
     }
 
     /// Acquires the lock only if it is free now.
-    pub fn try_lock(&self) -> Option<KGuard<'_, T>> {
-        // SAFETY: `raw` is a live lock of the recorded kind.
-        let ok = unsafe {
-            if self.spin {
-                ffi::svm_spin_trylock(self.raw.as_ptr())
-            } else {
-                ffi::svm_mutex_trylock(self.raw.as_ptr())
-            }
-        };
+    pub fn try_lock(&self) -> Option<KGuard<'_, T, K>> {
+        // SAFETY: `raw` is an initialised lock (type invariant).
+        let ok = unsafe { K::try_lock(self.raw()) };
         ok.then(|| KGuard {
             lock: self,
             _not_send: PhantomData,
@@ -92,26 +195,20 @@ impl<T> KLock<T> {
     }
 }
 
-impl<T> Drop for KLock<T> {
+impl<T, K: Kind> Drop for KLock<T, K> {
     fn drop(&mut self) {
-        // SAFETY: `raw` is live, unlocked (no guard can outlive `&self`), and freed once here.
-        unsafe {
-            if self.spin {
-                ffi::svm_spin_free(self.raw.as_ptr())
-            } else {
-                ffi::svm_mutex_free(self.raw.as_ptr())
-            }
-        }
+        // SAFETY: initialised (type invariant) and unlocked: no guard outlives `&self`.
+        unsafe { K::destroy(self.raw()) }
     }
 }
 
 /// Holding a [`KLock`]. Not `Send`: a kernel lock is released by the task that took it.
-pub struct KGuard<'a, T> {
-    lock: &'a KLock<T>,
+pub struct KGuard<'a, T, K: Kind> {
+    lock: &'a KLock<T, K>,
     _not_send: PhantomData<*mut ()>,
 }
 
-impl<T> Deref for KGuard<'_, T> {
+impl<T, K: Kind> Deref for KGuard<'_, T, K> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the lock is held.
@@ -119,80 +216,63 @@ impl<T> Deref for KGuard<'_, T> {
     }
 }
 
-impl<T> DerefMut for KGuard<'_, T> {
+impl<T, K: Kind> DerefMut for KGuard<'_, T, K> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the lock is held, and `&mut self` makes this the only reference.
         unsafe { &mut *self.lock.data.get() }
     }
 }
 
-impl<T> Drop for KGuard<'_, T> {
+impl<T, K: Kind> Drop for KGuard<'_, T, K> {
     fn drop(&mut self) {
         // SAFETY: this guard holds the lock.
-        unsafe {
-            if self.lock.spin {
-                ffi::svm_spin_unlock(self.lock.raw.as_ptr())
-            } else {
-                ffi::svm_mutex_unlock(self.lock.raw.as_ptr())
-            }
-        }
+        unsafe { K::unlock(self.lock.raw()) }
     }
 }
 
-impl<T> Lock<T> for KLock<T> {
+impl<T, K: Kind> Lock<T> for KLock<T, K> {
     type Guard<'a>
-        = KGuard<'a, T>
+        = KGuard<'a, T, K>
     where
         Self: 'a;
 
-    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
-        match class {
-            LockClass::Table => KLock::new_spin(data, ffi::LC_TABLE),
-            LockClass::Range => KLock::new_mutex(data, ffi::LC_RANGE),
-            LockClass::Index => KLock::new_mutex(data, ffi::LC_INDEX),
-            // The engine-wide mutex of `LockScope::EngineMutex`: a sleeping lock, since the
-            // invalidation callback waits for the device TLB flush under it.
-            LockClass::Engine => KLock::new_mutex(data, ffi::LC_ENGINE),
-            // Held across each device access and taken by the flush of a non-blockable
-            // invalidation: a spinlock.
-            LockClass::Tlb => KLock::new_spin(data, ffi::LC_TLB),
-        }
+    unsafe fn init(slot: *mut Self, data: T, class: LockClass) -> Result<(), Errno> {
+        // SAFETY: forwarded contract.
+        unsafe { Self::init_class(slot, data, glue_class(class)) };
+        Ok(())
     }
 
-    fn lock(&self) -> KGuard<'_, T> {
+    fn lock(&self) -> KGuard<'_, T, K> {
         KLock::lock(self)
     }
 
-    fn try_lock(&self) -> Option<KGuard<'_, T>> {
+    fn try_lock(&self) -> Option<KGuard<'_, T, K>> {
         KLock::try_lock(self)
     }
 }
 
-/// A kernel `struct rw_semaphore` owned by the C glue (kmalloc'd; 6.12's Rust bindings have
-/// no rwsem), protecting a `T`. The engine uses it only as the engine-wide lock of
-/// `LockScope::EngineRwsem` (drm_gpusvm's `notifier_lock`), so every instance gets the
-/// `svm_engine_rwsem` lockdep class whatever [`LockClass`] asks for.
+/// A `struct rw_semaphore` protecting a `T`, both in this struct. The engine uses it only as
+/// the engine-wide lock of `LockScope::EngineRwsem` (drm_gpusvm's `notifier_lock`), so every
+/// instance gets the `svm_engine_rwsem` lockdep class whatever [`LockClass`] asks for.
 ///
 /// # Invariants
-/// `raw` is a live rwsem created by the glue and freed on drop; `data` is only read with the
-/// read or write side held, and only written with the write side held (or through
-/// `&mut self`).
+/// `raw` was initialised in place and has not moved since; `data` is only read with the read
+/// or write side held, and only written with the write side held (or through `&mut self`).
 pub struct KRwLock<T> {
-    raw: NonNull<c_void>,
+    raw: Opaque<bindings::rw_semaphore>,
     data: UnsafeCell<T>,
+    _pin: PhantomPinned,
 }
 
-// SAFETY: the rwsem serialises writers against everyone; the raw lock may be used from any
-// thread.
+// SAFETY: the rwsem serialises writers against everyone; it may be used from any thread.
 unsafe impl<T: Send> Send for KRwLock<T> {}
 // SAFETY: readers share `&T` concurrently (hence `T: Sync`); writers get `&mut T` only
 // exclusively (hence `T: Send`).
 unsafe impl<T: Send + Sync> Sync for KRwLock<T> {}
 
-impl<T> Drop for KRwLock<T> {
-    fn drop(&mut self) {
-        // SAFETY: `raw` is live, unlocked (no guard can outlive `&self`), and freed once here.
-        unsafe { ffi::svm_rwsem_free(self.raw.as_ptr()) }
+impl<T> KRwLock<T> {
+    fn raw(&self) -> *mut c_void {
+        self.raw.get().cast()
     }
 }
 
@@ -213,7 +293,7 @@ impl<T> Deref for KRwReadGuard<'_, T> {
 impl<T> Drop for KRwReadGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: this guard holds the read side.
-        unsafe { ffi::svm_rwsem_up_read(self.lock.raw.as_ptr()) }
+        unsafe { ffi::svm_rwsem_up_read(self.lock.raw()) }
     }
 }
 
@@ -241,7 +321,7 @@ impl<T> DerefMut for KRwWriteGuard<'_, T> {
 impl<T> Drop for KRwWriteGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: this guard holds the write side.
-        unsafe { ffi::svm_rwsem_up_write(self.lock.raw.as_ptr()) }
+        unsafe { ffi::svm_rwsem_up_write(self.lock.raw()) }
     }
 }
 
@@ -255,18 +335,22 @@ impl<T> RwLock<T> for KRwLock<T> {
     where
         Self: 'a;
 
-    fn new(data: T, _class: LockClass) -> Result<Self, Errno> {
-        // SAFETY: plain allocation; NULL on failure.
-        let raw = unsafe { ffi::svm_rwsem_new(ffi::LC_ENGINE_RW) };
-        Ok(KRwLock {
-            raw: NonNull::new(raw).ok_or(Errno::ENOMEM)?,
-            data: UnsafeCell::new(data),
-        })
+    unsafe fn init(slot: *mut Self, data: T, _class: LockClass) -> Result<(), Errno> {
+        // SAFETY: `slot` is valid and stays put (caller contract); each field is written once.
+        unsafe {
+            addr_of_mut!((*slot).data).write(UnsafeCell::new(data));
+            addr_of_mut!((*slot).raw).write(Opaque::uninit());
+            ffi::svm_rwsem_init(
+                Opaque::raw_get(addr_of_mut!((*slot).raw)).cast(),
+                ffi::LC_ENGINE_RW,
+            );
+        }
+        Ok(())
     }
 
     fn read(&self) -> KRwReadGuard<'_, T> {
-        // SAFETY: `raw` is a live rwsem.
-        unsafe { ffi::svm_rwsem_down_read(self.raw.as_ptr()) };
+        // SAFETY: `raw` is an initialised rwsem.
+        unsafe { ffi::svm_rwsem_down_read(self.raw()) };
         KRwReadGuard {
             lock: self,
             _not_send: PhantomData,
@@ -274,8 +358,8 @@ impl<T> RwLock<T> for KRwLock<T> {
     }
 
     fn write(&self) -> KRwWriteGuard<'_, T> {
-        // SAFETY: `raw` is a live rwsem.
-        unsafe { ffi::svm_rwsem_down_write(self.raw.as_ptr()) };
+        // SAFETY: `raw` is an initialised rwsem.
+        unsafe { ffi::svm_rwsem_down_write(self.raw()) };
         KRwWriteGuard {
             lock: self,
             _not_send: PhantomData,
@@ -283,8 +367,8 @@ impl<T> RwLock<T> for KRwLock<T> {
     }
 
     fn try_write(&self) -> Option<KRwWriteGuard<'_, T>> {
-        // SAFETY: `raw` is a live rwsem.
-        let ok = unsafe { ffi::svm_rwsem_down_write_trylock(self.raw.as_ptr()) };
+        // SAFETY: `raw` is an initialised rwsem.
+        let ok = unsafe { ffi::svm_rwsem_down_write_trylock(self.raw()) };
         ok.then(|| KRwWriteGuard {
             lock: self,
             _not_send: PhantomData,
@@ -292,10 +376,11 @@ impl<T> RwLock<T> for KRwLock<T> {
     }
 }
 
-/// The engine's lock family.
+/// The engine's lock family: the kind is the type.
 pub struct KLocks;
 
 impl LockFamily for KLocks {
-    type Lock<T: Send> = KLock<T>;
+    type Spin<T: Send> = KSpin<T>;
+    type Mutex<T: Send> = KMutex<T>;
     type RwLock<T: Send + Sync> = KRwLock<T>;
 }

@@ -1,20 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The range index (`RangeMap`): an rbtree under a mutex.
 
-use super::{KLock, GFP};
-use crate::pgtable::{Errno, Lock, LockClass};
+use super::{KMutex, GFP};
+use crate::ffi;
+use crate::pgtable::Errno;
 use crate::platform::RangeMap;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode};
 
 /// The range index: an rbtree under a mutex of the index class. Nodes are allocated before
 /// the lock is taken, values are dropped after it is released, and no other lock is ever
-/// taken under it, so a lookup waits only for another short index operation.
-pub struct KMap<V>(KLock<RBTree<u64, V>>);
+/// taken under it, so a lookup waits only for another short index operation. The lock is in
+/// its own allocation: the map is built by value inside the engine, and a lock never moves.
+pub struct KMap<V>(KBox<KMutex<RBTree<u64, V>>>);
 
 impl<V: Clone + Send + Sync + 'static> RangeMap<V> for KMap<V> {
     fn new() -> Result<Self, Errno> {
-        Ok(KMap(KLock::new(RBTree::new(), LockClass::Index)?))
+        Ok(KMap(KMutex::boxed(RBTree::new(), ffi::LC_INDEX, GFP)?))
     }
 
     fn get(&self, key: u64) -> Option<V> {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Page-table memory (`PtMem`).
 
-use super::{KLock, GFP, TABLES_LIVE};
+use super::{KSpin, GFP, TABLES_LIVE};
 use crate::ffi;
 use crate::pgtable::{AuxTable, Errno, HwTable, PtMem, Table};
 use core::ptr::NonNull;
@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 /// The page table's lock type (a spinlock: `LockClass::Table`).
-pub type TableLock = KLock<()>;
+pub type TableLock = KSpin<()>;
 
 /// Page-table memory: each table is an order-0 page of hardware entries (what the device
 /// walks, by physical address), an order-0 page of software words, and a small kmalloc'd node
@@ -60,17 +60,21 @@ unsafe impl PtMem for KMem {
                 return Err(Errno::ENOMEM);
             }
         };
-        // SAFETY: two fresh pages, ours alone until `free`.
-        let node = unsafe { Table::new(hw, aux) }
-            .and_then(|t| KBox::new(t, GFP).map_err(|_| Errno::ENOMEM));
-        let node = match node {
-            Ok(n) => n,
-            Err(e) => {
+        let mut slot = match KBox::<Table<TableLock>>::new_uninit(GFP) {
+            Ok(b) => b,
+            Err(_) => {
                 free_pages_of(hw, aux);
-                return Err(e);
+                return Err(Errno::ENOMEM);
             }
         };
-        let node = KBox::into_raw(node);
+        // SAFETY: a fresh node the box keeps in place; two fresh pages, ours alone until
+        // `free`.
+        if let Err(e) = unsafe { Table::init(slot.as_mut_ptr(), hw, aux) } {
+            free_pages_of(hw, aux);
+            return Err(e);
+        }
+        // SAFETY: initialised just above.
+        let node = KBox::into_raw(unsafe { slot.assume_init() });
         // SAFETY: `hw` is a page of ours; its `private` is ours to use until it is freed.
         unsafe { ffi::svm_page_set_private(hw.as_ptr().cast(), node as usize) };
         TABLES_LIVE.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@
 //!
 //! | trait | kernel |
 //! |---|---|
-//! | `LockFamily` → [`KLock`], [`KRwLock`] | a kmalloc'd `spinlock_t` (`LockClass::Table`, `Tlb`) or `struct mutex` (`Range`, `Index`, `Engine`), or `struct rw_semaphore` (the engine-wide rwsem), one static lockdep class each |
+//! | `LockFamily` → [`KSpin`], [`KMutex`], [`KRwLock`] | a `spinlock_t` (`Spin`: `LockClass::Table`, `Tlb`), `struct mutex` (`Mutex`: `Range`, `Index`, `Engine`) or `struct rw_semaphore` (the engine-wide rwsem) embedded next to its data and built in place (no allocation per lock), one static lockdep class each |
 //! | `SharedPtr` → [`KArc`] | `kernel::sync::Arc` |
 //! | `RangeMap` → [`KMap`] | `kernel::rbtree::RBTree` under a mutex of the index class |
 //! | `Mm` → [`KMm`], `Interval` → [`KInterval`] | `mm_struct` (mmgrab), `mmu_interval_notifier`, `hmm_range_fault()` |

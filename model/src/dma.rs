@@ -72,6 +72,9 @@ impl State {
 
 struct Inner {
     st: Mutex<State>,
+    /// Place 2 MiB mappings off a 2 MiB boundary, as swiotlb bouncing or an IOMMU with a
+    /// smaller IOVA alignment may.
+    misalign_huge: std::sync::atomic::AtomicBool,
     machine: Arc<Machine>,
     violations: Violations,
     maps: AtomicU64,
@@ -92,12 +95,18 @@ impl DmaTracker {
                 live: BTreeMap::new(),
                 writable_overlap: Default::default(),
             }),
+            misalign_huge: std::sync::atomic::AtomicBool::new(false),
             machine: mm.0.machine.clone(),
             violations,
             maps: AtomicU64::new(0),
             unmaps: AtomicU64::new(0),
             dirtied: AtomicU64::new(0),
         }))
+    }
+
+    /// From now on, place 2 MiB mappings 4 KiB off a 2 MiB boundary (`on`), or aligned.
+    pub fn set_misalign_huge(&self, on: bool) {
+        self.0.misalign_huge.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -167,7 +176,10 @@ impl svm::platform::Dma for DmaTracker {
         self.0.maps.fetch_add(1, Ordering::Relaxed);
         let size = PAGE_SIZE << order;
         let mut st = self.lock();
-        let addr = (st.next + size - 1) & !(size - 1);
+        let mut addr = (st.next + size - 1) & !(size - 1);
+        if order != 0 && self.0.misalign_huge.load(Ordering::Relaxed) {
+            addr += PAGE_SIZE;
+        }
         // Never collide with the poison address of freed page tables.
         debug_assert!(addr > POISON_DMA);
         st.next = addr + size;

@@ -37,17 +37,27 @@ impl<T> Drop for ModelGuard<'_, T> {
     }
 }
 
+impl<T> ModelLock<T> {
+    /// A lock of `class` holding `data`. The model's locks may move (a shim mutex), so tests
+    /// and the model's own structures build them by value; the engine uses [`Lock::init`].
+    pub fn new(data: T, class: LockClass) -> Self {
+        ModelLock {
+            inner: sync::Mutex::new(data),
+            class,
+        }
+    }
+}
+
 impl<T> Lock<T> for ModelLock<T> {
     type Guard<'a>
         = ModelGuard<'a, T>
     where
         Self: 'a;
 
-    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
-        Ok(ModelLock {
-            inner: sync::Mutex::new(data),
-            class,
-        })
+    unsafe fn init(slot: *mut Self, data: T, class: LockClass) -> Result<(), Errno> {
+        // SAFETY: `slot` is valid for writes (caller contract).
+        unsafe { slot.write(ModelLock::new(data, class)) };
+        Ok(())
     }
 
     fn lock(&self) -> ModelGuard<'_, T> {
@@ -122,6 +132,16 @@ impl<T> Drop for ModelWriteGuard<'_, T> {
     }
 }
 
+impl<T> ModelRwLock<T> {
+    /// A lock of `class` holding `data` (movable, as [`ModelLock::new`]).
+    pub fn new(data: T, class: LockClass) -> Self {
+        ModelRwLock {
+            inner: sync::RwLock::new(data),
+            class,
+        }
+    }
+}
+
 impl<T> RwLock<T> for ModelRwLock<T> {
     type ReadGuard<'a>
         = ModelReadGuard<'a, T>
@@ -132,11 +152,10 @@ impl<T> RwLock<T> for ModelRwLock<T> {
     where
         Self: 'a;
 
-    fn new(data: T, class: LockClass) -> Result<Self, Errno> {
-        Ok(ModelRwLock {
-            inner: sync::RwLock::new(data),
-            class,
-        })
+    unsafe fn init(slot: *mut Self, data: T, class: LockClass) -> Result<(), Errno> {
+        // SAFETY: `slot` is valid for writes (caller contract).
+        unsafe { slot.write(ModelRwLock::new(data, class)) };
+        Ok(())
     }
 
     fn read(&self) -> ModelReadGuard<'_, T> {
@@ -173,7 +192,10 @@ impl<T> RwLock<T> for ModelRwLock<T> {
 /// The lock family of the model.
 pub struct ModelLocks;
 
+/// Spin and mutex are the same shim mutex here: lockdep's rules by class stand in for the
+/// kernel's kind checks (nothing sleeps or is allocated under a `Table` or `Tlb` lock).
 impl LockFamily for ModelLocks {
-    type Lock<T: Send> = ModelLock<T>;
+    type Spin<T: Send> = ModelLock<T>;
+    type Mutex<T: Send> = ModelLock<T>;
     type RwLock<T: Send + Sync> = ModelRwLock<T>;
 }

@@ -44,6 +44,15 @@ impl<T: Send + Sync> SharedPtr<T> for ModelArc<T> {
         Ok(ModelArc(sync::Arc::new(v)))
     }
 
+    fn new_init(init: impl FnOnce(*mut T) -> Result<(), Errno>) -> Result<Self, Errno> {
+        lockdep::check_alloc("Arc::new");
+        // The model's locks may move (`ModelLock::new`): build the value here and move it in.
+        let mut v = core::mem::MaybeUninit::<T>::uninit();
+        init(v.as_mut_ptr())?;
+        // SAFETY: `init` succeeded, so `v` holds a valid `T`.
+        Ok(ModelArc(sync::Arc::new(unsafe { v.assume_init() })))
+    }
+
     fn ptr_eq(a: &Self, b: &Self) -> bool {
         sync::Arc::ptr_eq(&a.0, &b.0)
     }

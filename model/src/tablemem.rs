@@ -136,19 +136,20 @@ unsafe impl PtMem for TableMem {
         // SAFETY: as above.
         let aux: Box<AuxTable> = unsafe { Box::new_zeroed().assume_init() };
         let aux = NonNull::from(Box::leak(aux));
-        // SAFETY: both pages are this table's alone until `free`.
-        let t = match unsafe { Table::new(NonNull::from(&mut hw.hw), aux) } {
-            Ok(t) => t,
-            Err(e) => {
-                // SAFETY: leaked just above, never shared.
-                unsafe {
-                    drop(Box::from_raw(hw as *mut HwPage));
-                    drop(Box::from_raw(aux.as_ptr()));
-                }
-                return Err(e);
+        let slot = Box::into_raw(Box::<T>::new_uninit()).cast::<T>();
+        // SAFETY: a fresh box, stable until `free`; both pages are this table's alone until
+        // `free`.
+        if let Err(e) = unsafe { Table::init(slot, NonNull::from(&mut hw.hw), aux) } {
+            // SAFETY: allocated just above, never shared; the node was not initialised.
+            unsafe {
+                drop(Box::from_raw(slot.cast::<core::mem::MaybeUninit<T>>()));
+                drop(Box::from_raw(hw as *mut HwPage));
+                drop(Box::from_raw(aux.as_ptr()));
             }
-        };
-        let node: &mut T = Box::leak(Box::new(t));
+            return Err(e);
+        }
+        // SAFETY: initialised just above.
+        let node: &mut T = unsafe { &mut *slot };
         hw.node = node;
         lock(&self.0.live).insert(&hw.hw as *const HwTable as usize);
         self.0.live_count.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,8 @@ pub use errno::Errno;
 pub use format::{Entry, Gfx9Format, Perm, PteFormat, X86Format};
 pub use lock::{Lock, LockClass, LockFamily, RwLock};
 pub use table::{
-    AuxTable, Census, Deferred, Flush, HwTable, Leaf, PageTable, PtMem, Table, Translation,
+    AuxTable, Census, Conflict, Deferred, Flush, HwTable, Leaf, MapError, PageTable, PtMem, Table,
+    Translation,
 };
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The lock abstraction shared by the page table and the engine.
 //!
 //! Modelled on `rust/kernel/sync/lock.rs`: the code that needs a lock is generic over a backend
-//! family, and each platform supplies the real thing — a kernel `struct mutex` (through the C
-//! glue, with a named lockdep class per [`LockClass`]) in the module, `std::sync::Mutex` in the
-//! model, `loom::sync::Mutex` under `--cfg loom` so loom sees every acquisition. Unlike 6.12's
+//! family, the kind of lock (spin, mutex, rwsem) is in its type, and a lock is built in place
+//! (pinned), never moved. Each platform supplies the real thing: in the module a `spinlock_t`,
+//! `struct mutex` or `struct rw_semaphore` embedded in the lock (no allocation per lock), with
+//! a named lockdep class per [`LockClass`]; `std::sync::Mutex` in the model;
+//! `loom::sync::Mutex` under `--cfg loom` so loom sees every acquisition. Unlike 6.12's
 //! `kernel::sync::Lock`, the backend must offer `try_lock`: the non-blockable invalidation path
 //! (the OOM reaper) depends on it.
 
@@ -35,15 +37,25 @@ pub enum LockClass {
     Tlb,
 }
 
-/// A lock protecting a `T`.
+/// A lock protecting a `T`, built in place.
+///
+/// A kernel lock cannot move once initialised (lockdep's map and a mutex's wait list point
+/// into it), so a lock is never built by value: [`Lock::init`] writes it into its final slot,
+/// and the slot's owner keeps it there until it drops it (it is pinned). A backend whose locks
+/// may move (the model's) states so, and only then may its owner move an initialised lock.
 pub trait Lock<T>: Sized {
     /// Proof of holding the lock; releases it when dropped.
     type Guard<'a>: DerefMut<Target = T>
     where
         Self: 'a;
 
-    /// Creates an unlocked lock. Fallible because a kernel backend may allocate.
-    fn new(data: T, class: LockClass) -> Result<Self, Errno>;
+    /// Builds an unlocked lock of `class` holding `data` at `slot`. Nothing is initialised on
+    /// an error.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes and aligned, and its owner must not move the lock
+    /// until it is dropped in place (unless the backend allows it).
+    unsafe fn init(slot: *mut Self, data: T, class: LockClass) -> Result<(), Errno>;
 
     /// Acquires the lock, waiting (or sleeping, for a mutex backend) as long as needed.
     fn lock(&self) -> Self::Guard<'_>;
@@ -52,9 +64,9 @@ pub trait Lock<T>: Sized {
     fn try_lock(&self) -> Option<Self::Guard<'_>>;
 }
 
-/// A reader/writer lock protecting a `T` (kernel: `struct rw_semaphore`). Like the kernel's
-/// rwsem, a backend should let a waiting writer hold off new readers, so a stream of readers
-/// cannot starve it.
+/// A reader/writer lock protecting a `T` (kernel: `struct rw_semaphore`), built in place as
+/// [`Lock`] is. Like the kernel's rwsem, a backend should let a waiting writer hold off new
+/// readers, so a stream of readers cannot starve it.
 pub trait RwLock<T>: Sized {
     /// Proof of holding the read side.
     type ReadGuard<'a>: Deref<Target = T>
@@ -65,8 +77,11 @@ pub trait RwLock<T>: Sized {
     where
         Self: 'a;
 
-    /// Creates an unlocked lock. Fallible because a kernel backend may allocate.
-    fn new(data: T, class: LockClass) -> Result<Self, Errno>;
+    /// Builds an unlocked lock at `slot`, as [`Lock::init`].
+    ///
+    /// # Safety
+    /// As [`Lock::init`].
+    unsafe fn init(slot: *mut Self, data: T, class: LockClass) -> Result<(), Errno>;
 
     /// Acquires the read side (`down_read()`), sleeping as long as needed.
     fn read(&self) -> Self::ReadGuard<'_>;
@@ -78,10 +93,16 @@ pub trait RwLock<T>: Sized {
     fn try_write(&self) -> Option<Self::WriteGuard<'_>>;
 }
 
-/// A family of locks: how a platform builds a [`Lock`] or an [`RwLock`] for any protected type.
+/// A family of locks: how a platform builds each kind of lock for any protected type. The
+/// kind is in the type: code that holds a lock across a sleep asks for a [`LockFamily::Mutex`],
+/// code on the non-blockable invalidation path or under another spinlock for a
+/// [`LockFamily::Spin`].
 pub trait LockFamily: 'static {
-    /// The lock type for data `T`.
-    type Lock<T: Send>: Lock<T> + Send + Sync;
-    /// The reader/writer lock type for data `T`.
+    /// A lock that spins (kernel: `spinlock_t`): never held across a sleep. The page table's
+    /// ([`LockClass::Table`]) and the device TLB's ([`LockClass::Tlb`]).
+    type Spin<T: Send>: Lock<T> + Send + Sync;
+    /// A sleeping lock (kernel: `struct mutex`): a range's, the index's, the engine's.
+    type Mutex<T: Send>: Lock<T> + Send + Sync;
+    /// A reader/writer lock (kernel: `struct rw_semaphore`).
     type RwLock<T: Send + Sync>: RwLock<T> + Send + Sync;
 }

@@ -25,7 +25,7 @@ use super::errno::Errno;
 use super::format::{Entry, Perm, PteFormat};
 use super::lock::{Lock, LockClass};
 use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr::{addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries per table.
@@ -83,20 +83,29 @@ pub struct Table<L> {
 }
 
 impl<L: Lock<()>> Table<L> {
-    /// A node over the pages `hw` and `aux`, every entry cleared.
+    /// Builds a node over the pages `hw` and `aux` at `slot`, every entry cleared, its lock in
+    /// place. Nothing is initialised on an error.
     ///
     /// # Safety
+    /// `slot` must be valid for writes and stay where it is until the node is dropped there;
     /// `hw` and `aux` must be valid for reads and writes, not used by anything else, and stay
     /// so until the node is dropped (the platform frees them after it).
-    pub unsafe fn new(hw: NonNull<HwTable>, aux: NonNull<AuxTable>) -> Result<Self, Errno> {
-        let lock = L::new((), LockClass::Table)?;
+    pub unsafe fn init(
+        slot: *mut Self,
+        hw: NonNull<HwTable>,
+        aux: NonNull<AuxTable>,
+    ) -> Result<(), Errno> {
+        // SAFETY: `slot` is valid and stays put (caller contract).
+        unsafe { L::init(addr_of_mut!((*slot).lock), (), LockClass::Table)? };
         // SAFETY: the caller gives us both pages exclusively; all-zero is a valid
-        // `AtomicU64` array.
+        // `AtomicU64` array. The other fields are plain writes into the slot.
         unsafe {
             hw.as_ptr().write_bytes(0, 1);
             aux.as_ptr().write_bytes(0, 1);
+            addr_of_mut!((*slot).hw).write(hw);
+            addr_of_mut!((*slot).aux).write(aux);
         }
-        Ok(Table { hw, aux, lock })
+        Ok(())
     }
 
     /// The hardware page (for the platform: its address, and freeing it).
@@ -128,11 +137,12 @@ unsafe impl<L: Sync> Sync for Table<L> {}
 /// Memory for page-table pages, supplied by the platform.
 ///
 /// # Safety
-/// Implementations must return tables (nodes built with [`Table::new`] over two pages) that
+/// Implementations must return tables (nodes built with [`Table::init`] over two pages) that
 /// stay valid until passed to `free`; `pa` must give the device address of a table's hardware
 /// page, and `va` the node whose hardware page is at that address, for every live table.
 pub unsafe trait PtMem: Send + Sync {
-    /// The per-table lock.
+    /// The per-table lock: a spinlock (`LockFamily::Spin`), taken on the non-blockable
+    /// invalidation path.
     type Lock: Lock<()> + Send + Sync;
     /// Allocates an empty table: a node and its two zeroed pages (may sleep: never called
     /// under an engine lock).
@@ -165,6 +175,49 @@ pub struct Translation {
     /// there: a software device reaches memory through the page, never by dereferencing a DMA
     /// address).
     pub aux: u64,
+}
+
+/// What in the tree's layout kept [`PageTable::prepare`] or [`PageTable::map`] from acting.
+/// The caller can change the layout (zap a huge leaf, map 4 KiB leaves instead) and retry;
+/// nothing was changed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Conflict {
+    /// `map`: a table on the way down to the leaf's level is missing (`prepare` first).
+    NoTable,
+    /// A 2 MiB leaf covers the address where a 4 KiB table or leaf is wanted.
+    HugeLeaf,
+    /// `map` at level 1: the slot holds a table of 4 KiB leaves.
+    Table,
+    /// `map`: the address is not aligned to the leaf's size.
+    AddrAlign,
+}
+
+/// Why [`PageTable::prepare`] or [`PageTable::map`] failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MapError {
+    /// The layout is in the way ([`Conflict`]): a signal to the caller, not a failure.
+    Layout(Conflict),
+    /// Misuse (`EINVAL`: a VA out of range or misaligned, an unsupported level) or no memory
+    /// (`ENOMEM`).
+    Fail(Errno),
+}
+
+impl From<Errno> for MapError {
+    fn from(e: Errno) -> Self {
+        MapError::Fail(e)
+    }
+}
+
+impl From<MapError> for Errno {
+    /// The errno a caller with no use for the layout reports.
+    fn from(e: MapError) -> Errno {
+        match e {
+            MapError::Layout(Conflict::NoTable) => Errno::ENOENT,
+            MapError::Layout(Conflict::HugeLeaf) => Errno::EBUSY,
+            MapError::Layout(Conflict::Table | Conflict::AddrAlign) => Errno::EINVAL,
+            MapError::Fail(e) => e,
+        }
+    }
 }
 
 /// A leaf as the table holds it, for the owner's bookkeeping.
@@ -358,9 +411,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         Ok(t)
     }
 
-    fn check_va(va: u64) -> Result<(), Errno> {
+    fn check_va(va: u64) -> Result<(), MapError> {
         if va >= VA_LIMIT {
-            return Err(Errno::EINVAL);
+            return Err(MapError::Fail(Errno::EINVAL));
         }
         Ok(())
     }
@@ -369,9 +422,9 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// exists, allocating missing tables. Only the parent of each installed table is locked.
     /// May sleep: call it with no engine lock held.
     ///
-    /// Returns [`Errno::EBUSY`] when a 2 MiB leaf sits where a level-0
-    /// table is wanted: the caller must first zap that leaf.
-    pub fn prepare(&self, va: u64, level: u8) -> Result<(), Errno> {
+    /// Returns [`Conflict::HugeLeaf`] when a 2 MiB leaf sits where a level-0 table is wanted:
+    /// the caller must first zap that leaf.
+    pub fn prepare(&self, va: u64, level: u8) -> Result<(), MapError> {
         Self::check_va(va)?;
         let mut t = self.root;
         for l in (level + 1..LEVELS).rev() {
@@ -382,7 +435,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                 continue;
             }
             if F::decode(pte, l) != Entry::None {
-                return Err(Errno::EBUSY);
+                return Err(MapError::Layout(Conflict::HugeLeaf));
             }
             let new = self.mem.alloc()?;
             let guard = self.table(t).lock.lock();
@@ -398,7 +451,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                     drop(guard);
                     // SAFETY: `new` was never linked, so nothing can reach it.
                     unsafe { self.mem.free(new) };
-                    return Err(Errno::EBUSY);
+                    return Err(MapError::Layout(Conflict::HugeLeaf));
                 }
             };
             drop(guard);
@@ -447,9 +500,10 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
 
     /// Writes a valid leaf at `va` (4 KiB at level 0, 2 MiB at level 1) with software word
     /// `aux`, replacing whatever leaf was there; never allocates. The tables down to `level`
-    /// must exist ([`PageTable::prepare`]): `Err(ENOENT)` otherwise, `Err(EBUSY)` if a huge
-    /// leaf covers `va` when `level` is 0, `Err(EINVAL)` for a misaligned `va` or a level-1
-    /// slot that holds a table.
+    /// must exist ([`PageTable::prepare`]). A layout in the way is a [`MapError::Layout`]:
+    /// a missing table, a huge leaf over `va` when `level` is 0, a table in the level-1 slot,
+    /// or an `addr` not aligned to the leaf size (a 2 MiB DMA mapping an IOMMU placed off a
+    /// 2 MiB boundary). A misaligned `va` or an unsupported level is `Fail(EINVAL)`.
     ///
     /// Returns the leaf it replaced. Replacing a valid leaf by one with fewer rights or another
     /// address needs a TLB flush the caller owes; raising rights does not.
@@ -460,16 +514,22 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         addr: u64,
         perm: Perm,
         aux: u64,
-    ) -> Result<Option<Leaf>, Errno> {
+    ) -> Result<Option<Leaf>, MapError> {
         Self::check_va(va)?;
+        if level > 1 || (level == 1 && !F::HUGE) {
+            return Err(MapError::Fail(Errno::EINVAL));
+        }
         let size = 1u64 << level_shift(level);
-        if level > 1 || (level == 1 && !F::HUGE) || va & (size - 1) != 0 || addr & (size - 1) != 0 {
-            return Err(Errno::EINVAL);
+        if va & (size - 1) != 0 {
+            return Err(MapError::Fail(Errno::EINVAL));
+        }
+        if addr & (size - 1) != 0 {
+            return Err(MapError::Layout(Conflict::AddrAlign));
         }
         let t = match self.walk(va, level) {
             Ok(t) => t,
-            Err(None) => return Err(Errno::ENOENT),
-            Err(Some(_)) => return Err(Errno::EBUSY),
+            Err(None) => return Err(MapError::Layout(Conflict::NoTable)),
+            Err(Some(_)) => return Err(MapError::Layout(Conflict::HugeLeaf)),
         };
         let tb = self.table(t);
         let i = index(va, level);
@@ -477,7 +537,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let old_pte = tb.pte()[i].load(Ordering::Relaxed);
         let old_aux = tb.aux()[i].load(Ordering::Relaxed);
         let old = match F::decode(old_pte, level) {
-            Entry::Table(_) => return Err(Errno::EINVAL),
+            Entry::Table(_) => return Err(MapError::Layout(Conflict::Table)),
             Entry::None => None,
             Entry::Leaf { addr, perm } => Some(Leaf {
                 va,

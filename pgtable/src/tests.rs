@@ -6,7 +6,9 @@ extern crate std;
 use super::errno::Errno;
 use super::format::{Gfx9Format, Perm, PteFormat, X86Format};
 use super::lock::{Lock, LockClass};
-use super::table::{AuxTable, HwTable, PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT};
+use super::table::{
+    AuxTable, Conflict, HwTable, MapError, PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT,
+};
 use core::ptr::NonNull;
 use std::boxed::Box;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -58,8 +60,10 @@ impl<T> Lock<T> for StdLock<T> {
         = StdGuard<'a, T>
     where
         Self: 'a;
-    fn new(data: T, _class: LockClass) -> Result<Self, Errno> {
-        Ok(StdLock(Mutex::new(data)))
+    unsafe fn init(slot: *mut Self, data: T, _class: LockClass) -> Result<(), Errno> {
+        // SAFETY: `slot` is valid for writes (caller contract).
+        unsafe { slot.write(StdLock(Mutex::new(data))) };
+        Ok(())
     }
     fn lock(&self) -> StdGuard<'_, T> {
         StdGuard::new(self.0.lock().unwrap())
@@ -90,11 +94,12 @@ unsafe impl PtMem for Mem {
         let aux: Box<AuxTable> = unsafe { Box::new_zeroed().assume_init() };
         let hw = Box::leak(hw);
         let aux = NonNull::from(Box::leak(aux));
-        // SAFETY: both pages are ours alone until `free`.
-        let t = unsafe { Table::new(NonNull::from(&mut hw.hw), aux)? };
-        let t = Box::leak(Box::new(t));
-        hw.node = t;
-        Ok(NonNull::from(t))
+        let slot = Box::leak(Box::<Table<StdLock<()>>>::new_uninit()).as_mut_ptr();
+        // SAFETY: a fresh box (stable until `free`); both pages are ours alone until `free`.
+        unsafe { Table::init(slot, NonNull::from(&mut hw.hw), aux)? };
+        hw.node = slot;
+        // SAFETY: a box is never null.
+        Ok(unsafe { NonNull::new_unchecked(slot) })
     }
     unsafe fn free(&self, t: NonNull<Table<Self::Lock>>) {
         self.0.fetch_sub(1, Ordering::SeqCst);
@@ -125,12 +130,18 @@ fn basic<F: PteFormat>() {
     {
         let pt = PageTable::<F, _>::new(mem.clone()).unwrap();
         let va = 0x7f00_0012_3000;
-        assert_eq!(pt.map(va, 0, 0x5000, Perm::RW, 7), Err(Errno::ENOENT));
+        assert_eq!(
+            pt.map(va, 0, 0x5000, Perm::RW, 7),
+            Err(MapError::Layout(Conflict::NoTable))
+        );
         pt.prepare(va, 0).unwrap();
         assert_eq!(mem.0.load(Ordering::SeqCst), 4, "root + three levels");
         pt.prepare(va, 0).unwrap();
         assert_eq!(mem.0.load(Ordering::SeqCst), 4, "prepare is idempotent");
-        assert_eq!(pt.map(va + 1, 0, 0x5000, Perm::RW, 7), Err(Errno::EINVAL));
+        assert_eq!(
+            pt.map(va + 1, 0, 0x5000, Perm::RW, 7),
+            Err(MapError::Fail(Errno::EINVAL))
+        );
         assert_eq!(pt.map(va, 0, 0x5000, Perm::RO, 7), Ok(None));
         let t = pt.translate(va + 0x123).unwrap();
         assert_eq!((t.addr, t.perm, t.level), (0x5000, Perm::RO, 0));
@@ -148,12 +159,12 @@ fn basic<F: PteFormat>() {
         assert_eq!((t.addr, t.level), (0x4000_0000 + 0x12_3000, 1));
         assert_eq!(
             pt.prepare(hb + 0x1000, 0),
-            Err(Errno::EBUSY),
+            Err(MapError::Layout(Conflict::HugeLeaf)),
             "4K table under a huge leaf"
         );
         assert_eq!(
             pt.map(hb + 0x1000, 0, 0x1000, Perm::RO, 0),
-            Err(Errno::EBUSY)
+            Err(MapError::Layout(Conflict::HugeLeaf))
         );
 
         // Partial zap of the huge leaf zaps it whole; flush span covers 2 MiB.
@@ -199,7 +210,7 @@ fn basic<F: PteFormat>() {
         unsafe { pt.free_deferred(d) };
         assert_eq!(mem.0.load(Ordering::SeqCst), before - 1);
         assert_eq!(pt.translate(va), None);
-        assert_eq!(pt.prepare(VA_LIMIT, 0), Err(Errno::EINVAL));
+        assert_eq!(pt.prepare(VA_LIMIT, 0), Err(MapError::Fail(Errno::EINVAL)));
     }
     assert_eq!(mem.0.load(Ordering::SeqCst), 0, "drop frees every table");
 }
@@ -309,20 +320,26 @@ fn edges<F: PteFormat>() {
     pt.prepare(0x40_0000, 1).unwrap();
     assert_eq!(
         pt.map(0x40_0000, 2, 0, Perm::RO, 0),
-        Err(Errno::EINVAL),
+        Err(MapError::Fail(Errno::EINVAL)),
         "no level-2 leaves"
     );
     assert_eq!(
         pt.map(0x40_0000, 1, 0x1000, Perm::RO, 0),
-        Err(Errno::EINVAL),
-        "misaligned 2 MiB address"
+        Err(MapError::Layout(Conflict::AddrAlign)),
+        "misaligned 2 MiB address: map it as 4 KiB leaves"
     );
     assert_eq!(
         pt.map(0x40_1000, 1, 0x20_0000, Perm::RO, 0),
-        Err(Errno::EINVAL),
+        Err(MapError::Fail(Errno::EINVAL)),
         "misaligned 2 MiB VA"
     );
     assert_eq!(pt.map(0x40_0000, 1, 0x20_0000, Perm::RO, 0), Ok(None));
+    pt.prepare(0xc0_0000, 0).unwrap();
+    assert_eq!(
+        pt.map(0xc0_0000, 1, 0x20_0000, Perm::RO, 0),
+        Err(MapError::Layout(Conflict::Table)),
+        "a 2 MiB leaf where a table of 4 KiB leaves is"
+    );
 
     // `get` reports the leaf's base VA and keeps reporting a zapped leaf until it is reaped.
     pt.prepare(0x80_0000, 0).unwrap();
@@ -440,8 +457,14 @@ fn map_refuses_levels_a_format_cannot_hold() {
     let g = 1u64 << 30;
     let pt = PageTable::<X86Format, _>::new(Mem::default()).unwrap();
     pt.prepare(g, 1).unwrap();
-    assert_eq!(pt.map(g, 2, g, Perm::RW, 0), Err(Errno::EINVAL));
-    assert_eq!(pt.map(g, 3, 0, Perm::RW, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        pt.map(g, 2, g, Perm::RW, 0),
+        Err(MapError::Fail(Errno::EINVAL))
+    );
+    assert_eq!(
+        pt.map(g, 3, 0, Perm::RW, 0),
+        Err(MapError::Fail(Errno::EINVAL))
+    );
     assert_eq!(pt.map(g, 1, g, Perm::RW, 0), Ok(None));
 
     /// X86Format's encoding, for a device that has no 2 MiB leaves.
@@ -464,7 +487,10 @@ fn map_refuses_levels_a_format_cannot_hold() {
     }
     let pt = PageTable::<NoHuge, _>::new(Mem::default()).unwrap();
     pt.prepare(g, 1).unwrap();
-    assert_eq!(pt.map(g, 1, g, Perm::RW, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        pt.map(g, 1, g, Perm::RW, 0),
+        Err(MapError::Fail(Errno::EINVAL))
+    );
     pt.prepare(g, 0).unwrap();
     assert_eq!(pt.map(g, 0, g, Perm::RW, 0), Ok(None));
 }

@@ -118,7 +118,7 @@ pub struct UnitState {
 /// One execution unit: its TLB and counters, alone on its cache lines.
 #[repr(align(64))]
 struct Unit<L: LockFamily> {
-    st: L::Lock<UnitState>,
+    st: L::Spin<UnitState>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -135,15 +135,16 @@ pub struct DevTlb<L: LockFamily> {
 
 // SAFETY: `DevTlb` is a collection of `Unit`s (locks and atomics); the `MaybeUninit` wrapper
 // only hides which are initialised, and only initialised ones are ever touched.
-unsafe impl<L: LockFamily> Send for DevTlb<L> where L::Lock<UnitState>: Send {}
+unsafe impl<L: LockFamily> Send for DevTlb<L> where L::Spin<UnitState>: Send {}
 // SAFETY: as above; every shared access goes through a unit's lock or an atomic.
-unsafe impl<L: LockFamily> Sync for DevTlb<L> where L::Lock<UnitState>: Sync {}
+unsafe impl<L: LockFamily> Sync for DevTlb<L> where L::Spin<UnitState>: Sync {}
 
 impl<L: LockFamily> DevTlb<L> {
     /// A device with `units` execution units (clamped to `1..=MAX_UNITS`) of `entries` TLB
     /// entries each (clamped to `1..=MAX_ENTRIES`). `flush_may_sleep` is what
     /// [`DeviceTlb::flush_may_sleep`] reports: false for a spinlock backend. The value is a
-    /// few KiB: a kernel builds it in place with [`DevTlb::init`] instead.
+    /// few KiB, and its locks are moved with it: only for a platform whose locks may move (the
+    /// model); a kernel builds it in place with [`DevTlb::init`].
     pub fn new(units: usize, entries: usize, flush_may_sleep: bool) -> Result<Self, Errno> {
         let mut slot = MaybeUninit::uninit();
         Self::init(&mut slot, units, entries, flush_may_sleep)?;
@@ -152,8 +153,9 @@ impl<L: LockFamily> DevTlb<L> {
     }
 
     /// [`DevTlb::new`] in place: builds the TLBs in `slot` (kernel: a fresh allocation), one
-    /// unit at a time, so no copy of the whole ever sits on a kernel stack. On error `slot` is
-    /// left uninitialised, with every unit built so far dropped.
+    /// unit at a time and each lock in place, so no copy of the whole ever sits on a kernel
+    /// stack. On error `slot` is left uninitialised, with every unit built so far dropped.
+    /// The slot must stay put until the TLBs are dropped there (their locks never move).
     pub fn init(
         slot: &mut MaybeUninit<Self>,
         units: usize,
@@ -176,31 +178,25 @@ impl<L: LockFamily> DevTlb<L> {
             unsafe { (*p).n }
         } < n
         {
-            let st = match L::Lock::new(
-                UnitState {
+            // SAFETY: `n < MAX_UNITS`; unit `n` is not initialised yet: its lock is built in
+            // place (the slot stays put: the caller's contract), then its counters; it is
+            // counted only once whole, so a later error drops exactly the built units.
+            unsafe {
+                let i = (*p).n;
+                let u = (*p).units[i].as_mut_ptr();
+                let st = UnitState {
                     e: [Entry::EMPTY; MAX_ENTRIES],
                     cap,
                     next: 0,
-                },
-                LockClass::Tlb,
-            ) {
-                Ok(st) => st,
-                Err(e) => {
-                    // SAFETY: the slot is a valid `DevTlb` of `n` units; dropping it drops
-                    // exactly those, and the caller treats the slot as uninitialised again.
-                    unsafe { core::ptr::drop_in_place(p) };
+                };
+                if let Err(e) = L::Spin::init(addr_of_mut!((*u).st), st, LockClass::Tlb) {
+                    // The slot is a valid `DevTlb` of `n` units; dropping it drops exactly
+                    // those, and the caller treats the slot as uninitialised again.
+                    core::ptr::drop_in_place(p);
                     return Err(e);
                 }
-            };
-            // SAFETY: `n < MAX_UNITS`; unit `n` is not initialised yet; it is counted only
-            // once written, so a later error drops exactly the written units.
-            unsafe {
-                let i = (*p).n;
-                (*p).units[i].write(Unit {
-                    st,
-                    hits: AtomicU64::new(0),
-                    misses: AtomicU64::new(0),
-                });
+                addr_of_mut!((*u).hits).write(AtomicU64::new(0));
+                addr_of_mut!((*u).misses).write(AtomicU64::new(0));
                 (*p).n = i + 1;
             }
         }
@@ -268,7 +264,7 @@ impl<L: LockFamily> Drop for DevTlb<L> {
 
 impl<L: LockFamily> DeviceTlb for DevTlb<L>
 where
-    L::Lock<UnitState>: Send + Sync,
+    L::Spin<UnitState>: Send + Sync,
 {
     fn flush(&self, start: u64, end: u64) {
         if start >= end {
@@ -306,7 +302,7 @@ where
 /// for the cursor to be dropped.
 pub struct Cursor<'a, L: LockFamily> {
     u: &'a Unit<L>,
-    g: <L::Lock<UnitState> as Lock<UnitState>>::Guard<'a>,
+    g: <L::Spin<UnitState> as Lock<UnitState>>::Guard<'a>,
 }
 
 impl<L: LockFamily> Cursor<'_, L> {

@@ -259,7 +259,8 @@ impl<P: Platform> Engine<P> {
             }
             let start = key << self.cfg.range_shift;
             let size = self.cfg.range_size();
-            let r = P::Arc::new(Range::new(self, start, start + size)?)?;
+            // SAFETY: `new_init` hands a fresh slot that stays put for the range's life.
+            let r = P::Arc::new_init(|p| unsafe { Range::init(p, self, start, start + size) })?;
             let cookie = &*r as *const Range<P> as *const ();
             let iv = self.mm.interval_insert(
                 start,

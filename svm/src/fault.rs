@@ -9,7 +9,7 @@
 use super::config::MAX_WINDOW_PAGES;
 use super::engine::{leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
-use super::pgtable::{Errno, Lock, Perm, PteFormat};
+use super::pgtable::{Conflict, Errno, Lock, MapError, Perm, PteFormat};
 use super::platform::{
     hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
     HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
@@ -195,7 +195,7 @@ impl<P: Platform> Engine<P> {
             };
             match prep {
                 Ok(()) => {}
-                Err(Errno::EBUSY) => {
+                Err(MapError::Layout(Conflict::HugeLeaf)) => {
                     // A 2 MiB leaf covers pages we will map as 4 KiB: release it first.
                     let _serial = self.serial.fault();
                     let mut st = range.lock.lock();
@@ -207,7 +207,7 @@ impl<P: Platform> Engine<P> {
                     self.evict(&mut st, b, b + HUGE);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
 
             // Step 5. The engine-wide lock of a baseline lock scope (none by default) goes
@@ -498,8 +498,10 @@ impl<P: Platform> Engine<P> {
             Err(e) => {
                 self.dma.unmap(addr, head, HUGE_ORDER, dma_write);
                 match e {
-                    Errno::EINVAL | Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
-                    e => Err(e),
+                    // Whatever is in the way (a table of 4 KiB leaves, a missing table, a DMA
+                    // address off a 2 MiB boundary): map the block as 4 KiB pages.
+                    MapError::Layout(_) => Ok(Commit::Relayout),
+                    MapError::Fail(e) => Err(e),
                 }
             }
         }
@@ -555,8 +557,11 @@ impl<P: Platform> Engine<P> {
             Err(e) => {
                 self.dma.unmap(addr, pfn, 0, dma_write);
                 match e {
-                    Errno::EBUSY | Errno::ENOENT => Ok(Commit::Relayout),
-                    e => Err(e),
+                    // A huge leaf mapped (or the table freed) since `prepare`: lay out again.
+                    MapError::Layout(Conflict::HugeLeaf | Conflict::NoTable) => {
+                        Ok(Commit::Relayout)
+                    }
+                    e => Err(e.into()),
                 }
             }
         }

@@ -201,6 +201,10 @@ pub trait DeviceTlb: Send + Sync {
 pub trait SharedPtr<T>: Clone + Deref<Target = T> + Send + Sync {
     /// Allocates.
     fn new(v: T) -> Result<Self, Errno>;
+    /// Allocates and builds the value in place, for a value holding locks (which never move):
+    /// `init` writes a valid `T` at the pointer, or fails having initialised nothing. A
+    /// platform whose locks may move may build it elsewhere and move it in.
+    fn new_init(init: impl FnOnce(*mut T) -> Result<(), Errno>) -> Result<Self, Errno>;
     /// Whether both point to the same allocation.
     fn ptr_eq(a: &Self, b: &Self) -> bool;
 }

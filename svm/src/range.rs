@@ -11,6 +11,7 @@ use super::platform::{Event, Mm, Platform};
 use super::sync::{fence, AtomicBool, AtomicUsize, Ordering};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 use core::sync::atomic::AtomicBool as PlainBool;
 
 /// What the range lock protects.
@@ -84,7 +85,7 @@ impl<T> Drop for OnceSlot<T> {
 }
 
 type MmInterval<P> = <<P as Platform>::Mm as Mm>::Interval;
-type RangeLock<P> = <<P as Platform>::Locks as LockFamily>::Lock<RangeState>;
+type RangeLock<P> = <<P as Platform>::Locks as LockFamily>::Mutex<RangeState>;
 
 /// One range.
 ///
@@ -115,25 +116,35 @@ unsafe impl<P: Platform> Send for Range<P> {}
 unsafe impl<P: Platform> Sync for Range<P> {}
 
 impl<P: Platform> Range<P> {
-    pub(crate) fn new(engine: &Engine<P>, start: u64, end: u64) -> Result<Self, Errno> {
-        Ok(Range {
-            start,
-            end,
-            engine: engine as *const Engine<P>,
-            interval: OnceSlot::new(),
-            lock: RangeLock::<P>::new(
-                RangeState {
-                    dead: false,
-                    owner: false,
-                    mapped: 0,
-                    last: None,
-                },
-                LockClass::Range,
-            )?,
-            inflight: AtomicUsize::new(0),
-            dead: AtomicBool::new(false),
-            gc_pending: AtomicBool::new(false),
-        })
+    /// Builds a range at `slot`, its lock in place. Nothing is initialised on an error.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes and stay put until the range is dropped there.
+    pub(crate) unsafe fn init(
+        slot: *mut Self,
+        engine: &Engine<P>,
+        start: u64,
+        end: u64,
+    ) -> Result<(), Errno> {
+        let state = RangeState {
+            dead: false,
+            owner: false,
+            mapped: 0,
+            last: None,
+        };
+        // SAFETY: `slot` is valid and stays put (caller contract); every field is written
+        // once, the lock first (the only one that can fail).
+        unsafe {
+            RangeLock::<P>::init(addr_of_mut!((*slot).lock), state, LockClass::Range)?;
+            addr_of_mut!((*slot).start).write(start);
+            addr_of_mut!((*slot).end).write(end);
+            addr_of_mut!((*slot).engine).write(engine as *const Engine<P>);
+            addr_of_mut!((*slot).interval).write(OnceSlot::new());
+            addr_of_mut!((*slot).inflight).write(AtomicUsize::new(0));
+            addr_of_mut!((*slot).dead).write(AtomicBool::new(false));
+            addr_of_mut!((*slot).gc_pending).write(AtomicBool::new(false));
+        }
+        Ok(())
     }
 
     /// The notifier. Only published ranges are handed out, and they always have one.

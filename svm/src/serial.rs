@@ -14,19 +14,20 @@
 
 use super::config::LockScope;
 use super::pgtable::{Errno, Lock, LockClass, LockFamily, RwLock};
-use super::platform::Platform;
+use super::platform::{Platform, SharedPtr};
 
-type MutexOf<P> = <<P as Platform>::Locks as LockFamily>::Lock<()>;
+type MutexOf<P> = <<P as Platform>::Locks as LockFamily>::Mutex<()>;
 type RwsemOf<P> = <<P as Platform>::Locks as LockFamily>::RwLock<()>;
 
 /// The engine-wide lock, of the kind the configuration's [`LockScope`] names.
 pub(crate) enum Serial<P: Platform> {
     /// [`LockScope::PerRange`]: nothing to take.
     None,
-    /// [`LockScope::EngineMutex`].
-    Mutex(MutexOf<P>),
+    /// [`LockScope::EngineMutex`] (in its own allocation: a lock never moves, and the engine
+    /// is built by value).
+    Mutex(P::Arc<MutexOf<P>>),
     /// [`LockScope::EngineRwsem`].
-    Rwsem(RwsemOf<P>),
+    Rwsem(P::Arc<RwsemOf<P>>),
 }
 
 /// Holding the engine-wide lock (or nothing, under [`LockScope::PerRange`]); releases it when
@@ -49,8 +50,13 @@ impl<P: Platform> Serial<P> {
     pub(crate) fn new(scope: LockScope) -> Result<Self, Errno> {
         Ok(match scope {
             LockScope::PerRange => Serial::None,
-            LockScope::EngineMutex => Serial::Mutex(MutexOf::<P>::new((), LockClass::Engine)?),
-            LockScope::EngineRwsem => Serial::Rwsem(RwsemOf::<P>::new((), LockClass::Engine)?),
+            // SAFETY (both): `new_init` hands a fresh slot that stays put for the lock's life.
+            LockScope::EngineMutex => Serial::Mutex(P::Arc::new_init(|p| unsafe {
+                MutexOf::<P>::init(p, (), LockClass::Engine)
+            })?),
+            LockScope::EngineRwsem => Serial::Rwsem(P::Arc::new_init(|p| unsafe {
+                RwsemOf::<P>::init(p, (), LockClass::Engine)
+            })?),
         })
     }
 

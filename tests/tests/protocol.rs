@@ -56,6 +56,30 @@ fn gfx9_format_mirrors_too() {
     done(&w);
 }
 
+/// A 2 MiB DMA mapping off a 2 MiB boundary cannot back a 2 MiB device leaf: the page table
+/// reports the layout conflict (`Conflict::AddrAlign`), the engine unmaps it and maps the
+/// block as 4 KiB pages, and every byte still arrives.
+#[test]
+fn huge_dma_address_off_boundary_maps_small_pages() {
+    let w = World::<pgtable::X86Format>::builder().build().unwrap();
+    w.dma.set_misalign_huge(true);
+    let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::THP).unwrap();
+    for i in 0..4 {
+        w.mm.cpu_write(a + i * M2 / 2, 100 + i).unwrap();
+    }
+    let mut d = w.device();
+    for i in 0..4 {
+        assert_eq!(d.read(a + i * M2 / 2).unwrap(), 100 + i);
+    }
+    let s = w.engine.stats();
+    assert_eq!(
+        s.huge_mapped, 0,
+        "no 2 MiB leaf over a misaligned DMA address"
+    );
+    assert!(s.pages_mapped >= 4);
+    done(&w);
+}
+
 #[test]
 fn tlb_flushed_before_callback_returns() {
     let w = world();

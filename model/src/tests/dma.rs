@@ -23,7 +23,7 @@ fn map_unmap_resolve_and_misuse() {
     let _s = v.scope();
     let dma = DmaTracker::new(&mm, v.clone());
     let p = pages(&mm, 2);
-    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let range = ModelLock::new((), LockClass::Range);
     let g = range.lock();
     let a = dma.map(p[0], 0, true).unwrap();
     let b = dma.map(p[1], 0, true).unwrap();
@@ -59,7 +59,7 @@ fn huge_mapping_alignment() {
     mm.cpu_write(t, 1).unwrap();
     let head = mm.cpu_pte(t).unwrap().0;
     let small = pages(&mm, 1)[0];
-    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let range = ModelLock::new((), LockClass::Range);
     let _g = range.lock();
     dma.map(small, 0, true).unwrap();
     let a = dma.map(head, 9, true).unwrap();
@@ -120,7 +120,7 @@ fn directions_and_overlapping_writable_mappings() {
     let _s = v.scope();
     let dma = DmaTracker::new(&mm, v.clone());
     let p = pages(&mm, 1);
-    let range = ModelLock::new((), LockClass::Range).unwrap();
+    let range = ModelLock::new((), LockClass::Range);
     let g = range.lock();
     let ro: Vec<u64> = (0..20).map(|_| dma.map(p[0], 0, false).unwrap()).collect();
     assert!(v.is_empty(), "read-only mappings may overlap");

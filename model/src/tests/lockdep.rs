@@ -9,8 +9,8 @@ use svm::platform::{Interval as _, Mm};
 fn two_range_locks() {
     let v = Violations::new();
     let _s = v.scope();
-    let a = ModelLock::new((), LockClass::Range).unwrap();
-    let b = ModelLock::new((), LockClass::Range).unwrap();
+    let a = ModelLock::new((), LockClass::Range);
+    let b = ModelLock::new((), LockClass::Range);
     let _g = a.lock();
     let _h = b.lock();
     assert_eq!(v.count(), 1);
@@ -20,8 +20,8 @@ fn two_range_locks() {
 fn table_lock_is_innermost() {
     let v = Violations::new();
     let _s = v.scope();
-    let t = ModelLock::new((), LockClass::Table).unwrap();
-    let r = ModelLock::new((), LockClass::Range).unwrap();
+    let t = ModelLock::new((), LockClass::Table);
+    let r = ModelLock::new((), LockClass::Range);
     {
         let _g = r.lock();
         let _h = t.lock();
@@ -39,7 +39,7 @@ fn sleeping_calls_under_a_range_lock() {
     let v = mm.violations().clone();
     let _s = v.scope();
     let reg = Reg::new(&mm, 0, MB2);
-    let r = ModelLock::new((), LockClass::Range).unwrap();
+    let r = ModelLock::new((), LockClass::Range);
     let mem = TableMem::new::<X86Format>(v.clone());
     {
         let _g = r.lock();
@@ -72,8 +72,8 @@ fn sleeping_calls_under_a_range_lock() {
 #[test]
 #[should_panic(expected = "lockdep")]
 fn no_scope_panics() {
-    let a = ModelLock::new((), LockClass::Range).unwrap();
-    let b = ModelLock::new((), LockClass::Range).unwrap();
+    let a = ModelLock::new((), LockClass::Range);
+    let b = ModelLock::new((), LockClass::Range);
     let _g = a.lock();
     let _h = b.lock();
 }
@@ -88,10 +88,10 @@ fn engine_lock_order() {
     let v = mm.violations().clone();
     let _s = v.scope();
     let reg = Reg::new(&mm, 0, MB2);
-    let m = ModelLock::new((), LockClass::Engine).unwrap();
-    let rw = ModelRwLock::new((), LockClass::Engine).unwrap();
-    let r = ModelLock::new((), LockClass::Range).unwrap();
-    let t = ModelLock::new((), LockClass::Table).unwrap();
+    let m = ModelLock::new((), LockClass::Engine);
+    let rw = ModelRwLock::new((), LockClass::Engine);
+    let r = ModelLock::new((), LockClass::Range);
+    let t = ModelLock::new((), LockClass::Table);
     {
         let _m = mm.mmap_read().unwrap();
         let _e = m.lock();
@@ -150,8 +150,8 @@ fn engine_lock_order() {
 fn engine_lock_in_a_nonblockable_callback() {
     let v = Violations::new();
     let _s = v.scope();
-    let m = ModelLock::new((), LockClass::Engine).unwrap();
-    let rw = ModelRwLock::new((), LockClass::Engine).unwrap();
+    let m = ModelLock::new((), LockClass::Engine);
+    let rw = ModelRwLock::new((), LockClass::Engine);
     let _cb = crate::lockdep::enter_callback(false);
     assert!(m.try_lock().is_some());
     assert!(rw.try_write().is_some());

@@ -35,7 +35,7 @@ impl Rec {
             refuse_nonblock: AtomicBool::new(false),
             skip_set_seq: AtomicBool::new(false),
             hold: AtomicUsize::new(0),
-            lock: ModelLock::new((), LockClass::Range).unwrap(),
+            lock: ModelLock::new((), LockClass::Range),
         }))
     }
 
