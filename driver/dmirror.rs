@@ -350,7 +350,12 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool, gone: &AtomicBool) -> Result<()
             // the round and before the copy reached it: a retry, as test_hmm's fault loop
             // absorbs one inside `dmirror_range_fault`, not a new device fault.
             let start = cmd.addr + ((done + i as u64) << PAGE_SHIFT);
-            prefetch_killable(e, start, end - start, access, &mut 0, gone)?;
+            // SAFETY: no preconditions.
+            let t0 = unsafe { ffi::svm_now_ns() };
+            let r = prefetch_killable(e, start, end - start, access, &mut 0, gone);
+            // SAFETY: no preconditions.
+            unsafe { ffi::svm_fault_ns_add(ffi::svm_now_ns().wrapping_sub(t0)) };
+            r?;
             if start < covered {
                 refaults += 1;
             } else {

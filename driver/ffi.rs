@@ -127,6 +127,7 @@ extern "C" {
 
     pub fn svm_now_ns() -> u64;
     pub fn svm_cond_resched();
+    pub fn svm_fault_ns_add(ns: u64);
     pub fn svm_nr_cpu_ids() -> u32;
     pub fn svm_this_cpu() -> u32;
     pub fn svm_fatal_signal_pending() -> bool;

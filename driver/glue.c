@@ -795,6 +795,30 @@ unsigned int svm_lock_scope(void)
 }
 
 /*
+ * Measurement: ns the dmirror front end spent in the engine's fault service (the READ and
+ * WRITE commands' fault rounds), summed over every mirror since load.  The benchmark
+ * (vmtests' dmbench) sets it beside the fault-in time of the same command, to tell the
+ * engine's own time from the rest of the first access.
+ */
+static atomic64_t svm_fault_ns;
+
+static int svm_fault_ns_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%lld\n", (long long)atomic64_read(&svm_fault_ns));
+}
+
+static const struct kernel_param_ops svm_fault_ns_ops = {
+	.get = svm_fault_ns_get,
+};
+module_param_cb(fault_ns, &svm_fault_ns_ops, NULL, 0444);
+MODULE_PARM_DESC(fault_ns, "measurement: ns in the engine's fault service for dmirror commands");
+
+void svm_fault_ns_add(u64 ns)
+{
+	atomic64_add(ns, &svm_fault_ns);
+}
+
+/*
  * A test hook: the accel fault worker stalls this long before servicing each batch, as a
  * fault on slow or stuck backing storage (FUSE, NFS) would, so vmtests can kill a job while
  * its fault is outstanding.  Writing 0 ends a running stall within 10 ms.

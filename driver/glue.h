@@ -128,6 +128,7 @@ unsigned long svm_phys_page_private(u64 pa);
 /* misc */
 u64 svm_now_ns(void);
 void svm_cond_resched(void);
+void svm_fault_ns_add(u64 ns);	/* the fault_ns module parameter */
 unsigned int svm_nr_cpu_ids(void);
 unsigned int svm_this_cpu(void);	/* a hint: the caller may migrate right after */
 bool svm_fatal_signal_pending(void);

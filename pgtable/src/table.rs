@@ -177,6 +177,77 @@ pub struct Translation {
     pub aux: u64,
 }
 
+/// One level-0 table of a [`PageTable`], found once ([`PageTable::leaf_table`]): its leaves
+/// read and written without a walk each. Only for addresses in its 2 MiB span; anything else
+/// goes through the page table.
+///
+/// # Invariants
+/// `t` is the level-0 table of `pt` for `[base, base + 2 MiB)`, and stays linked while the
+/// handle lives (the caller owns the span).
+pub struct LeafTable<'a, F: PteFormat, M: PtMem> {
+    pt: &'a PageTable<F, M>,
+    t: NonNull<Table<M::Lock>>,
+    base: u64,
+}
+
+/// A 4 KiB leaf to write into an empty slot ([`LeafTable::fill`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct NewLeaf {
+    /// VA of the page.
+    pub va: u64,
+    /// DMA address of the page.
+    pub addr: u64,
+    /// Rights.
+    pub perm: Perm,
+    /// Software word.
+    pub aux: u64,
+}
+
+impl<F: PteFormat, M: PtMem> LeafTable<'_, F, M> {
+    /// Whether `va` lies in this table's 2 MiB span.
+    pub fn covers(&self, va: u64) -> bool {
+        va >= self.base && va - self.base < 1u64 << HUGE_SHIFT
+    }
+
+    /// [`PageTable::get`] of the 4 KiB leaf at `va`.
+    pub fn get(&self, va: u64) -> Option<Leaf> {
+        if !self.covers(va) {
+            return self.pt.get(va, 0);
+        }
+        self.pt.get_in(self.t, va, 0)
+    }
+
+    /// Writes `leaves` (4 KiB, in this table's span, into empty slots) under one hold of the
+    /// table's lock, in order; stops at the first that is out of the span, misaligned or whose
+    /// slot is not empty, and returns how many it wrote. The caller owns the span (no other
+    /// writer), so a slot it saw empty is still empty.
+    pub fn fill(&self, leaves: &[NewLeaf]) -> usize {
+        let tb = self.pt.table(self.t);
+        let _g = tb.lock.lock();
+        for (n, l) in leaves.iter().enumerate() {
+            if !self.covers(l.va) || l.va & 0xfff != 0 || l.addr & 0xfff != 0 {
+                return n;
+            }
+            let i = index(l.va, 0);
+            if F::decode(tb.pte()[i].load(Ordering::Relaxed), 0) != Entry::None {
+                return n;
+            }
+            tb.aux()[i].store(l.aux, Ordering::Relaxed);
+            tb.pte()[i].store(F::leaf(l.addr, l.perm, 0), Ordering::Release);
+        }
+        leaves.len()
+    }
+
+    /// [`PageTable::map`] of a 4 KiB leaf at `va`.
+    pub fn map(&self, va: u64, addr: u64, perm: Perm, aux: u64) -> Result<Option<Leaf>, MapError> {
+        if !self.covers(va) {
+            return self.pt.map(va, 0, addr, perm, aux);
+        }
+        PageTable::<F, M>::check_align(va, 0, addr)?;
+        self.pt.map_in(self.t, va, 0, addr, perm, aux)
+    }
+}
+
 /// What in the tree's layout kept [`PageTable::prepare`] or [`PageTable::map`] from acting.
 /// The caller can change the layout (zap a huge leaf, map 4 KiB leaves instead) and retry;
 /// nothing was changed.
@@ -472,6 +543,11 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
     /// Reads the leaf at `va` for `level` (0 or 1), if any, with its software word.
     pub fn get(&self, va: u64, level: u8) -> Option<Leaf> {
         let t = self.walk(va, level).ok()?;
+        self.get_in(t, va, level)
+    }
+
+    /// [`PageTable::get`] in table `t`, the one at `level` covering `va`.
+    fn get_in(&self, t: NonNull<Table<M::Lock>>, va: u64, level: u8) -> Option<Leaf> {
         let i = index(va, level);
         let tb = self.table(t);
         let pte = tb.pte()[i].load(Ordering::Acquire);
@@ -519,6 +595,16 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         if level > 1 || (level == 1 && !F::HUGE) {
             return Err(MapError::Fail(Errno::EINVAL));
         }
+        Self::check_align(va, level, addr)?;
+        let t = match self.walk(va, level) {
+            Ok(t) => t,
+            Err(None) => return Err(MapError::Layout(Conflict::NoTable)),
+            Err(Some(_)) => return Err(MapError::Layout(Conflict::HugeLeaf)),
+        };
+        self.map_in(t, va, level, addr, perm, aux)
+    }
+
+    fn check_align(va: u64, level: u8, addr: u64) -> Result<(), MapError> {
         let size = 1u64 << level_shift(level);
         if va & (size - 1) != 0 {
             return Err(MapError::Fail(Errno::EINVAL));
@@ -526,11 +612,19 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         if addr & (size - 1) != 0 {
             return Err(MapError::Layout(Conflict::AddrAlign));
         }
-        let t = match self.walk(va, level) {
-            Ok(t) => t,
-            Err(None) => return Err(MapError::Layout(Conflict::NoTable)),
-            Err(Some(_)) => return Err(MapError::Layout(Conflict::HugeLeaf)),
-        };
+        Ok(())
+    }
+
+    /// [`PageTable::map`] in table `t`, the one at `level` covering `va`, arguments checked.
+    fn map_in(
+        &self,
+        t: NonNull<Table<M::Lock>>,
+        va: u64,
+        level: u8,
+        addr: u64,
+        perm: Perm,
+        aux: u64,
+    ) -> Result<Option<Leaf>, MapError> {
         let tb = self.table(t);
         let i = index(va, level);
         let _g = tb.lock.lock();
@@ -559,6 +653,23 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         tb.aux()[i].store(aux, Ordering::Relaxed);
         tb.pte()[i].store(F::leaf(addr, perm, level), Ordering::Release);
         Ok(old)
+    }
+
+    /// The level-0 table of `va`'s 2 MiB span, found by one walk, to read and write many of
+    /// its 512 leaves without walking again (a fault's window). `None` when the table is
+    /// missing or a 2 MiB leaf covers the span. The caller must own the span as for an
+    /// [`PageTable::unlink_leaf_tables`] (the engine holds the lock of the range that owns
+    /// it), so that the table is not unlinked while the handle is used.
+    pub fn leaf_table(&self, va: u64) -> Option<LeafTable<'_, F, M>> {
+        if va >= VA_LIMIT {
+            return None;
+        }
+        let t = self.walk(va, 0).ok()?;
+        Some(LeafTable {
+            pt: self,
+            t,
+            base: va & !((1u64 << HUGE_SHIFT) - 1),
+        })
     }
 
     /// Visits, under each leaf table's lock, every slot of `[start, end)` that holds a leaf

@@ -9,7 +9,7 @@
 use super::config::MAX_WINDOW_PAGES;
 use super::engine::{leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
-use super::pgtable::{Conflict, Errno, Lock, MapError, Perm, PteFormat};
+use super::pgtable::{Conflict, Errno, LeafTable, Lock, MapError, NewLeaf, Perm, PteFormat};
 use super::platform::{
     hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
     HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
@@ -20,6 +20,43 @@ use super::stats::Counters;
 const PAGE: u64 = 1 << PAGE_SHIFT;
 const HUGE: u64 = 1 << HUGE_SHIFT;
 const HUGE_ORDER: u32 = HUGE_SHIFT - PAGE_SHIFT;
+
+/// Leaves a window's fault-around writes per table-lock hold.
+const FILL_BATCH: usize = 16;
+
+/// Neighbour leaves DMA-mapped and waiting to be written ([`Engine::fill_flush`]).
+struct Fill {
+    leaves: [NewLeaf; FILL_BATCH],
+    pfn: [u64; FILL_BATCH],
+    dma_write: [bool; FILL_BATCH],
+    n: usize,
+}
+
+impl Default for Fill {
+    fn default() -> Self {
+        let empty = NewLeaf {
+            va: 0,
+            addr: 0,
+            perm: Perm::RO,
+            aux: 0,
+        };
+        Fill {
+            leaves: [empty; FILL_BATCH],
+            pfn: [0; FILL_BATCH],
+            dma_write: [false; FILL_BATCH],
+            n: 0,
+        }
+    }
+}
+
+impl Fill {
+    fn push(&mut self, l: NewLeaf, pfn: u64, dma_write: bool) {
+        self.leaves[self.n] = l;
+        self.pfn[self.n] = pfn;
+        self.dma_write[self.n] = dma_write;
+        self.n += 1;
+    }
+}
 
 /// How a commit attempt ended, short of an error.
 enum Commit {
@@ -450,8 +487,14 @@ impl<P: Platform> Engine<P> {
         level: u8,
         pfn: u64,
         perm: Perm,
+        lt: Option<&LeafTable<'_, P::Fmt, P::Mem>>,
     ) -> Result<bool, Errno> {
-        let Some(l) = self.pt.get(va, level) else {
+        let lt = lt.filter(|_| level == 0);
+        let got = match lt {
+            Some(t) => t.get(va),
+            None => self.pt.get(va, level),
+        };
+        let Some(l) = got else {
             return Ok(false);
         };
         if l.valid && leaf_pfn(l.aux) == pfn {
@@ -459,7 +502,10 @@ impl<P: Platform> Engine<P> {
                 return Ok(true);
             }
             if l.aux & AUX_DMA_WRITE != 0 {
-                self.pt.map(va, level, l.addr, perm, l.aux)?;
+                match lt {
+                    Some(t) => t.map(va, l.addr, perm, l.aux)?,
+                    None => self.pt.map(va, level, l.addr, perm, l.aux)?,
+                };
                 let c = if level == 1 {
                     &self.stats.huge_mapped
                 } else {
@@ -485,7 +531,7 @@ impl<P: Platform> Engine<P> {
     ) -> Result<Commit, Errno> {
         let head = hmm_pfn(fpfn) - ((page - block) >> PAGE_SHIFT);
         let (perm, dma_write) = Self::rights(fpfn, access);
-        if self.keep_leaf(st, block, 1, head, perm)? {
+        if self.keep_leaf(st, block, 1, head, perm, None)? {
             return Ok(Commit::Done);
         }
         let addr = self.dma.map(head, HUGE_ORDER, dma_write)?;
@@ -518,21 +564,82 @@ impl<P: Platform> Engine<P> {
         access: Access,
     ) -> Result<Commit, Errno> {
         let fi = ((page - ws) >> PAGE_SHIFT) as usize;
-        match self.commit_page(st, page, pfns[fi], access)? {
+        // One walk to the window's leaf table instead of two per page (read, then write):
+        // the range lock we hold keeps the table linked.
+        let lt = self.pt.leaf_table(ws);
+        let lt = lt.as_ref();
+        match self.commit_page(st, page, pfns[fi], access, lt)? {
             Commit::Done => {}
             Commit::Relayout => return Ok(Commit::Relayout),
         }
+        // Neighbours are best effort: the first that does not fit ends fault-around. Those
+        // whose slot is empty (the common case) are DMA-mapped one by one and written in
+        // batches, one table-lock hold and one counter update per batch.
+        let mut fill = Fill::default();
         for (i, &v) in pfns.iter().enumerate() {
             if i == fi || v & HMM_PFN_VALID == 0 {
                 continue;
             }
-            // Neighbours are best effort: the first that does not fit ends fault-around.
-            match self.commit_page(st, ws + ((i as u64) << PAGE_SHIFT), v, access) {
+            let va = ws + ((i as u64) << PAGE_SHIFT);
+            if let Some(t) = lt.filter(|t| t.covers(va) && t.get(va).is_none()) {
+                let (perm, dma_write) = Self::rights(v, access);
+                let pfn = hmm_pfn(v);
+                let Ok(addr) = self.dma.map(pfn, 0, dma_write) else {
+                    break;
+                };
+                let aux = leaf_aux(pfn, dma_write);
+                fill.push(
+                    NewLeaf {
+                        va,
+                        addr,
+                        perm,
+                        aux,
+                    },
+                    pfn,
+                    dma_write,
+                );
+                if fill.n == FILL_BATCH && !self.fill_flush(st, t, &mut fill) {
+                    return Ok(Commit::Done);
+                }
+                continue;
+            }
+            if let Some(t) = lt {
+                if !self.fill_flush(st, t, &mut fill) {
+                    return Ok(Commit::Done);
+                }
+            }
+            match self.commit_page(st, va, v, access, lt) {
                 Ok(Commit::Done) => {}
                 _ => break,
             }
         }
+        if let Some(t) = lt {
+            self.fill_flush(st, t, &mut fill);
+        }
         Ok(Commit::Done)
+    }
+
+    /// Writes the pending leaves of `fill` into `t`; DMA-unmaps any it could not write.
+    /// Returns whether all were written.
+    fn fill_flush(
+        &self,
+        st: &mut RangeState,
+        t: &LeafTable<'_, P::Fmt, P::Mem>,
+        fill: &mut Fill,
+    ) -> bool {
+        let n = fill.n;
+        if n == 0 {
+            return true;
+        }
+        let w = t.fill(&fill.leaves[..n]);
+        st.mapped += w;
+        Counters::add(&self.stats.pages_mapped, w as u64);
+        for k in w..n {
+            let l = &fill.leaves[k];
+            self.dma.unmap(l.addr, fill.pfn[k], 0, fill.dma_write[k]);
+        }
+        fill.n = 0;
+        w == n
     }
 
     fn commit_page(
@@ -541,14 +648,20 @@ impl<P: Platform> Engine<P> {
         va: u64,
         v: u64,
         access: Access,
+        lt: Option<&LeafTable<'_, P::Fmt, P::Mem>>,
     ) -> Result<Commit, Errno> {
         let pfn = hmm_pfn(v);
         let (perm, dma_write) = Self::rights(v, access);
-        if self.keep_leaf(st, va, 0, pfn, perm)? {
+        if self.keep_leaf(st, va, 0, pfn, perm, lt)? {
             return Ok(Commit::Done);
         }
         let addr = self.dma.map(pfn, 0, dma_write)?;
-        match self.pt.map(va, 0, addr, perm, leaf_aux(pfn, dma_write)) {
+        let aux = leaf_aux(pfn, dma_write);
+        let r = match lt {
+            Some(t) => t.map(va, addr, perm, aux),
+            None => self.pt.map(va, 0, addr, perm, aux),
+        };
+        match r {
             Ok(_) => {
                 st.mapped += 1;
                 Counters::add(&self.stats.pages_mapped, 1);
@@ -634,13 +747,46 @@ impl<P: Platform> Engine<P> {
         }
         let mut va = start;
         while va < end {
-            if !self.mapped_for(va, access) {
-                self.fault_span(scratch, va, end, access)?;
+            va = self.mapped_run(va, end, access);
+            *done = va - start;
+            if va == end {
+                break;
             }
+            self.fault_span(scratch, va, end, access)?;
             va += PAGE;
             *done = va - start;
         }
         Ok(())
+    }
+
+    /// The first page from `va` on (at most `end`) the device cannot access for `access`:
+    /// one range lookup per range and one walk per leaf (a 2 MiB leaf is skipped whole),
+    /// where a page-by-page check would look the range up and walk the table for each of
+    /// the 512 pages of a window.
+    fn mapped_run(&self, mut va: u64, end: u64, access: Access) -> u64 {
+        while va < end {
+            let Some(r) = self.ranges.get(self.range_key(va)) else {
+                return va;
+            };
+            let Some(_walk) = InFlight::enter(&r) else {
+                return va;
+            };
+            let stop = end.min(r.end);
+            if stop <= va {
+                // Not the range of `va` after all (cannot happen): check no further.
+                return va;
+            }
+            while va < stop {
+                match self.pt.translate(va) {
+                    Some(t) if t.perm.write || access == Access::Read => {
+                        let span = if t.level == 1 { HUGE } else { PAGE };
+                        va = ((va & !(span - 1)) + span).min(end);
+                    }
+                    _ => return va,
+                }
+            }
+        }
+        end
     }
 
     /// Reads the CPU page table for `[start, start + out.len() pages)` without faulting
