@@ -7,7 +7,7 @@ use super::errno::Errno;
 use super::format::{Gfx9Format, Perm, PteFormat, X86Format};
 use super::lock::{Lock, LockClass};
 use super::table::{
-    AuxTable, Conflict, HwTable, MapError, PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT,
+    AuxTable, Conflict, HwTable, MapError, NewLeaf, PageTable, PtMem, Table, HUGE_SHIFT, VA_LIMIT,
 };
 use core::ptr::NonNull;
 use std::boxed::Box;
@@ -581,4 +581,80 @@ fn reap_stays_inside_its_span() {
     for va in [base, base + 3 * 0x1000] {
         assert!(!pt.get(va, 0).unwrap().valid, "{va:#x} was reaped");
     }
+}
+
+#[test]
+fn leaf_table_reads_writes_and_fills_its_span_only() {
+    let pt = PageTable::<X86Format, _>::new(Mem::default()).unwrap();
+    let b = 0x40_0000u64;
+    assert!(pt.leaf_table(b).is_none(), "no table yet");
+    pt.prepare(b, 0).unwrap();
+    let lt = pt.leaf_table(b + 0x5000).unwrap();
+    assert!(lt.covers(b) && lt.covers(b + M2 - 0x1000));
+    assert!(!lt.covers(b - 0x1000) && !lt.covers(b + M2));
+
+    assert_eq!(lt.get(b + 0x1000), None);
+    assert_eq!(lt.map(b + 0x1000, 0x9000, Perm::RO, 5), Ok(None));
+    let l = lt.get(b + 0x1000).unwrap();
+    assert_eq!(
+        (l.va, l.addr, l.aux, l.valid),
+        (b + 0x1000, 0x9000, 5, true)
+    );
+    assert_eq!(pt.get(b + 0x1000, 0), Some(l));
+    assert_eq!(
+        lt.map(b + 0x1001, 0x9000, Perm::RO, 5),
+        Err(MapError::Fail(Errno::EINVAL))
+    );
+    assert_eq!(
+        lt.map(b + 0x2000, 0x9800, Perm::RO, 5),
+        Err(MapError::Layout(Conflict::AddrAlign))
+    );
+
+    // `fill` writes empty slots in order, under one lock hold, and stops at an occupied slot,
+    // a misaligned address or a page outside the span.
+    let nl = |va: u64, addr: u64| NewLeaf {
+        va,
+        addr,
+        perm: Perm::RW,
+        aux: addr >> 12,
+    };
+    assert_eq!(
+        lt.fill(&[
+            nl(b + 0x2000, 0xa000),
+            nl(b + 0x3000, 0xb000),
+            nl(b + 0x1000, 0xc000)
+        ]),
+        2
+    );
+    for (va, addr) in [
+        (b + 0x2000, 0xa000),
+        (b + 0x3000, 0xb000),
+        (b + 0x1000, 0x9000),
+    ] {
+        let l = pt.get(va, 0).unwrap();
+        assert_eq!((l.addr, l.valid), (addr, true), "leaf at {va:#x}");
+    }
+    assert_eq!(pt.translate(b + 0x3456).unwrap().addr, 0xb000);
+    assert_eq!(lt.fill(&[nl(b + 0x4000, 0xd000), nl(b + M2, 0xe000)]), 1);
+    assert_eq!(lt.fill(&[nl(b + 0x5000, 0xd800)]), 0, "misaligned address");
+    assert_eq!(lt.fill(&[nl(b + 0x5800, 0xd000)]), 0, "misaligned VA");
+    assert_eq!(pt.get(b + 0x5000, 0), None);
+    assert_eq!(lt.fill(&[]), 0);
+
+    // Outside its span, `get` and `map` go through the page table.
+    assert_eq!(lt.get(b + M2), None);
+    assert_eq!(
+        lt.map(b + M2, 0xf000, Perm::RO, 1),
+        Err(MapError::Layout(Conflict::NoTable))
+    );
+    pt.prepare(b + M2, 0).unwrap();
+    assert_eq!(lt.map(b + M2, 0xf000, Perm::RO, 1), Ok(None));
+    assert_eq!(lt.get(b + M2).unwrap().addr, 0xf000);
+
+    // A 2 MiB leaf over the span: no leaf table.
+    let h = 0x80_0000u64;
+    pt.prepare(h, 1).unwrap();
+    pt.map(h, 1, 0x4000_0000, Perm::RO, 0).unwrap();
+    assert!(pt.leaf_table(h).is_none());
+    assert!(pt.leaf_table(VA_LIMIT).is_none());
 }

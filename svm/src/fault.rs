@@ -746,17 +746,17 @@ impl<P: Platform> Engine<P> {
             return Err(Errno::EINVAL);
         }
         let mut va = start;
-        while va < end {
+        loop {
             va = self.mapped_run(va, end, access);
             *done = va - start;
             if va == end {
-                break;
+                return Ok(());
             }
             self.fault_span(scratch, va, end, access)?;
+            // Counted as populated even if an invalidation took it back already: a storm on
+            // one page must not hold the prefetch there.
             va += PAGE;
-            *done = va - start;
         }
-        Ok(())
     }
 
     /// The first page from `va` on (at most `end`) the device cannot access for `access`:

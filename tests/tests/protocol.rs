@@ -691,6 +691,61 @@ fn huge_leaves_can_be_turned_off() {
 /// A prefetch asks for every page of its span: one fault (one window, one `hmm_range_fault`
 /// with a request on each page) maps all of them, where a device fault maps only its
 /// fault-around block. A bad page in the middle stops it exactly there.
+/// PREFETCH skips what the device can already access for the access asked, a 2 MiB leaf
+/// whole, and stops skipping at the first page it cannot: a write prefetch over pages mapped
+/// read-only upgrades them, and a prefetch over a mapped span faults nothing.
+#[test]
+fn prefetch_skips_only_what_is_mapped_for_its_access() {
+    let w = world();
+    let a =
+        w.mm.mmap_fixed(64 * M2, M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
+    let e = &w.engine;
+    let mut s = Scratch::new();
+    let mut n = 0;
+    e.prefetch(&mut s, a, 64 * PAGE, Access::Read, &mut n)
+        .unwrap();
+    assert_eq!(n, 64 * PAGE);
+    let faults = e.stats().faults;
+    e.prefetch(&mut s, a, 64 * PAGE, Access::Read, &mut n)
+        .unwrap();
+    assert_eq!(
+        (n, e.stats().faults),
+        (64 * PAGE, faults),
+        "all mapped: no fault"
+    );
+    e.prefetch(&mut s, a, 64 * PAGE, Access::Write, &mut n)
+        .unwrap();
+    assert_eq!(n, 64 * PAGE);
+    assert!(
+        e.stats().faults > faults,
+        "read-only leaves are not mapped for a write"
+    );
+    let mut d = w.device();
+    for i in 0..64 {
+        d.write(a + i * PAGE, i).unwrap();
+    }
+    assert_eq!(
+        d.stats().faults,
+        0,
+        "the write prefetch made every page writable"
+    );
+
+    // A 2 MiB leaf: one fault, then a prefetch over it faults nothing.
+    let h =
+        w.mm.mmap_fixed(66 * M2, M2, Prot::RW, MapFlags::THP)
+            .unwrap();
+    w.mm.cpu_write(h, 7).unwrap();
+    let faults = e.stats().faults;
+    e.prefetch(&mut s, h, M2, Access::Read, &mut n).unwrap();
+    assert_eq!(n, M2);
+    assert_eq!(e.page_table().census().huge, 1);
+    e.prefetch(&mut s, h + PAGE, M2 - PAGE, Access::Read, &mut n)
+        .unwrap();
+    assert_eq!((n, e.stats().faults), (M2 - PAGE, faults + 1));
+    done(&w);
+}
+
 #[test]
 fn prefetch_faults_its_span_in_one_window() {
     let w = world();
