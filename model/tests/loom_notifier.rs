@@ -31,7 +31,7 @@ fn read_begin_and_retry_keep_a_mirror_coherent() {
         let mm = MmHandle::new();
         let _s = mm.violations().scope();
         let mirror = Arc::new(Mirror {
-            lock: ModelLock::new(None, LockClass::Range).unwrap(),
+            lock: ModelLock::new(None, LockClass::Range),
         });
         let cpu_pte = Arc::new(AtomicU64::new(1));
         let cookie = &*mirror as *const Mirror as *const ();
