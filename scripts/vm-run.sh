@@ -367,7 +367,8 @@ dmbench_table() {
                 printf "\n"
             }
             print "  ratio: how many times better svm is (test_hmm time / svm time; svm MiB/s / test_hmm MiB/s)"
-            print "  mirror_cost: per round, fault-in minus the re-read of the same buffer (the fault service alone)"
+            print "  mirror_cost: per round, fault-in minus the re-read of the same buffer (the fault service and the first touch of each page)"
+            print "  fault_service: the fault service of each driver alone (svm_accel: fault_ns; test_hmm: a kretprobe on dmirror_fault)"
             print "  scale_2t_over_1t: per round, two threads on disjoint buffers over one thread (MiB/s / MiB/s)"
             if (nb) print "  svm-*: the same module under the baselines of the model table (range_shift/lock_scope module parameters)"
             for (k in runs) if (runs[k] > 1) { printf "  (medians and interquartile ranges over %d alternating rounds)\n", runs[k]; break }
