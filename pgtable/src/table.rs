@@ -308,6 +308,26 @@ pub struct Leaf {
     pub valid: bool,
 }
 
+impl Leaf {
+    /// The leaf an entry holds at `va` (its first byte) and `level`, with software word `aux`:
+    /// `None` for an empty slot or a table link.
+    fn of(e: Entry, va: u64, level: u8, aux: u64) -> Option<Leaf> {
+        let (addr, perm, valid) = match e {
+            Entry::Leaf { addr, perm } => (addr, perm, true),
+            Entry::Zapped { addr, perm } => (addr, perm, false),
+            _ => return None,
+        };
+        Some(Leaf {
+            va,
+            level,
+            addr,
+            perm,
+            aux,
+            valid,
+        })
+    }
+}
+
 /// A VA span the device TLB must be flushed for, `[start, end)`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Flush {
@@ -553,25 +573,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let pte = tb.pte()[i].load(Ordering::Acquire);
         let base = va & !((1u64 << level_shift(level)) - 1);
         let aux = tb.aux()[i].load(Ordering::Relaxed);
-        match F::decode(pte, level) {
-            Entry::Leaf { addr, perm } => Some(Leaf {
-                va: base,
-                level,
-                addr,
-                perm,
-                aux,
-                valid: true,
-            }),
-            Entry::Zapped { addr, perm } => Some(Leaf {
-                va: base,
-                level,
-                addr,
-                perm,
-                aux,
-                valid: false,
-            }),
-            _ => None,
-        }
+        Leaf::of(F::decode(pte, level), base, level, aux)
     }
 
     /// Writes a valid leaf at `va` (4 KiB at level 0, 2 MiB at level 1) with software word
@@ -632,23 +634,7 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
         let old_aux = tb.aux()[i].load(Ordering::Relaxed);
         let old = match F::decode(old_pte, level) {
             Entry::Table(_) => return Err(MapError::Layout(Conflict::Table)),
-            Entry::None => None,
-            Entry::Leaf { addr, perm } => Some(Leaf {
-                va,
-                level,
-                addr,
-                perm,
-                aux: old_aux,
-                valid: true,
-            }),
-            Entry::Zapped { addr, perm } => Some(Leaf {
-                va,
-                level,
-                addr,
-                perm,
-                aux: old_aux,
-                valid: false,
-            }),
+            e => Leaf::of(e, va, level, old_aux),
         };
         tb.aux()[i].store(aux, Ordering::Relaxed);
         tb.pte()[i].store(F::leaf(addr, perm, level), Ordering::Release);

@@ -24,11 +24,10 @@ const HUGE_ORDER: u32 = HUGE_SHIFT - PAGE_SHIFT;
 /// Leaves a window's fault-around writes per table-lock hold.
 const FILL_BATCH: usize = 16;
 
-/// Neighbour leaves DMA-mapped and waiting to be written ([`Engine::fill_flush`]).
+/// Neighbour leaves DMA-mapped and waiting to be written ([`Engine::fill_flush`]); each
+/// leaf's `aux` also says how to undo its DMA mapping (pfn and direction).
 struct Fill {
     leaves: [NewLeaf; FILL_BATCH],
-    pfn: [u64; FILL_BATCH],
-    dma_write: [bool; FILL_BATCH],
     n: usize,
 }
 
@@ -42,18 +41,14 @@ impl Default for Fill {
         };
         Fill {
             leaves: [empty; FILL_BATCH],
-            pfn: [0; FILL_BATCH],
-            dma_write: [false; FILL_BATCH],
             n: 0,
         }
     }
 }
 
 impl Fill {
-    fn push(&mut self, l: NewLeaf, pfn: u64, dma_write: bool) {
+    fn push(&mut self, l: NewLeaf) {
         self.leaves[self.n] = l;
-        self.pfn[self.n] = pfn;
-        self.dma_write[self.n] = dma_write;
         self.n += 1;
     }
 }
@@ -555,6 +550,8 @@ impl<P: Platform> Engine<P> {
 
     /// Writes 4 KiB leaves for the window's valid pfns, the faulting page first, under the
     /// range lock. Never grants more than hmm reported, and write only to a write fault.
+    /// Not inlined: its batch buffer must not sit in the frame that calls `hmm_range_fault()`.
+    #[inline(never)]
     fn commit_pages(
         &self,
         st: &mut RangeState,
@@ -588,16 +585,12 @@ impl<P: Platform> Engine<P> {
                     break;
                 };
                 let aux = leaf_aux(pfn, dma_write);
-                fill.push(
-                    NewLeaf {
-                        va,
-                        addr,
-                        perm,
-                        aux,
-                    },
-                    pfn,
-                    dma_write,
-                );
+                fill.push(NewLeaf {
+                    va,
+                    addr,
+                    perm,
+                    aux,
+                });
                 if fill.n == FILL_BATCH && !self.fill_flush(st, t, &mut fill) {
                     return Ok(Commit::Done);
                 }
@@ -634,9 +627,9 @@ impl<P: Platform> Engine<P> {
         let w = t.fill(&fill.leaves[..n]);
         st.mapped += w;
         Counters::add(&self.stats.pages_mapped, w as u64);
-        for k in w..n {
-            let l = &fill.leaves[k];
-            self.dma.unmap(l.addr, fill.pfn[k], 0, fill.dma_write[k]);
+        for l in &fill.leaves[w..n] {
+            self.dma
+                .unmap(l.addr, leaf_pfn(l.aux), 0, l.aux & AUX_DMA_WRITE != 0);
         }
         fill.n = 0;
         w == n

@@ -87,47 +87,36 @@ fn fault_vs_invalidate_same_range() {
 /// only after the TLB flush.
 #[test]
 fn tlb_entry_live_during_invalidation() {
-    model(|| {
-        let w = world();
-        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
-        let mut d = w.device();
-        d.write(a, 1).unwrap();
-        let t = thread::spawn(move || {
-            for _ in 0..2 {
-                match d.read(a) {
-                    Ok(v) => assert_eq!(v, 1),
-                    Err(e) => assert_eq!(e, Errno::EFAULT),
-                }
-            }
-        });
-        w.mm.munmap(a, PAGE).unwrap();
-        t.join().unwrap();
-        finish(&w);
-    });
+    model(|| tlb_entry_live_on_unit(0));
 }
 
 /// As [`tlb_entry_live_during_invalidation`], on the device's second execution unit: the
 /// flush must reach, and wait for, every unit's TLB, not only the first.
 #[test]
 fn flush_waits_for_every_unit() {
-    model(|| {
-        let w = world();
-        let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
-        let _unit0 = w.device();
-        let mut d = w.device();
-        d.write(a, 1).unwrap();
-        let t = thread::spawn(move || {
-            for _ in 0..2 {
-                match d.read(a) {
-                    Ok(v) => assert_eq!(v, 1),
-                    Err(e) => assert_eq!(e, Errno::EFAULT),
-                }
+    model(|| tlb_entry_live_on_unit(1));
+}
+
+/// A device context on execution unit `unit` reads a page it has cached while the page is
+/// unmapped: each read sees the value or faults, never the freed page.
+fn tlb_entry_live_on_unit(unit: usize) {
+    let w = world();
+    let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    // Devices take the units round robin: the ones before `unit` only hold theirs.
+    let _before: Vec<_> = (0..unit).map(|_| w.device()).collect();
+    let mut d = w.device();
+    d.write(a, 1).unwrap();
+    let t = thread::spawn(move || {
+        for _ in 0..2 {
+            match d.read(a) {
+                Ok(v) => assert_eq!(v, 1),
+                Err(e) => assert_eq!(e, Errno::EFAULT),
             }
-        });
-        w.mm.munmap(a, PAGE).unwrap();
-        t.join().unwrap();
-        finish(&w);
+        }
     });
+    w.mm.munmap(a, PAGE).unwrap();
+    t.join().unwrap();
+    finish(&w);
 }
 
 /// Two faults on the same range, one read and one write of neighbouring pages.

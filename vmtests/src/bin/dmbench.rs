@@ -351,22 +351,30 @@ fn cpu_fill(threads: usize, mib_each: usize, passes: usize) -> f64 {
     let bufs: Vec<Arc<Buf>> = (0..threads)
         .map(|_| Arc::new(Buf::new(len, false)))
         .collect();
-    let go = Arc::new(std::sync::Barrier::new(threads));
+    let secs = timed_threads(&bufs, move |b: &Buf| {
+        for p in 0..passes {
+            for off in (0..b.len).step_by(8) {
+                // SAFETY: an aligned word inside the buffer, which only this thread touches.
+                let w = unsafe { &*(b.ptr.add(off) as *const AtomicU64) };
+                w.store(p as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    (threads * mib_each * passes) as f64 / secs
+}
+
+/// Runs `work` on each buffer in a thread of its own, all started together; returns the
+/// seconds from the first start to the last end.
+fn timed_threads(bufs: &[Arc<Buf>], work: impl Fn(&Buf) + Clone + Send + 'static) -> f64 {
+    let go = Arc::new(std::sync::Barrier::new(bufs.len()));
     let hs: Vec<_> = bufs
         .iter()
         .map(|b| {
-            let (b, go) = (b.clone(), go.clone());
+            let (b, go, work) = (b.clone(), go.clone(), work.clone());
             thread::spawn(move || {
                 go.wait();
                 let t = Instant::now();
-                for p in 0..passes {
-                    for off in (0..b.len).step_by(8) {
-                        // SAFETY: an aligned word inside the buffer, which only this thread
-                        // touches now.
-                        let w = unsafe { &*(b.ptr.add(off) as *const AtomicU64) };
-                        w.store(p as u64, Ordering::Relaxed);
-                    }
-                }
+                work(&b);
                 (t, Instant::now())
             })
         })
@@ -374,7 +382,7 @@ fn cpu_fill(threads: usize, mib_each: usize, passes: usize) -> f64 {
     let r: Vec<(Instant, Instant)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     let t0 = r.iter().map(|x| x.0).min().unwrap();
     let t1 = r.iter().map(|x| x.1).max().unwrap();
-    (threads * mib_each * passes) as f64 / (t1 - t0).as_secs_f64()
+    (t1 - t0).as_secs_f64()
 }
 
 /// FILL jobs through the accel uAPI over already mirrored buffers, `threads` threads on one
@@ -432,28 +440,15 @@ fn accel_fill(threads: usize, mib_each: usize, passes: usize) -> Option<f64> {
     for b in &bufs {
         fill(b, 1);
     }
-    let go = Arc::new(std::sync::Barrier::new(threads));
-    let hs: Vec<_> = bufs
-        .iter()
-        .map(|b| {
-            let (b, go) = (b.clone(), go.clone());
-            thread::spawn(move || {
-                go.wait();
-                let t = Instant::now();
-                for p in 0..passes {
-                    fill(&b, p as u64 + 2);
-                }
-                (t, Instant::now())
-            })
-        })
-        .collect();
-    let r: Vec<(Instant, Instant)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-    let t0 = r.iter().map(|x| x.0).min().unwrap();
-    let t1 = r.iter().map(|x| x.1).max().unwrap();
+    let secs = timed_threads(&bufs, move |b: &Buf| {
+        for p in 0..passes {
+            fill(b, p as u64 + 2);
+        }
+    });
     drop(bufs);
     // SAFETY: our fd.
     unsafe { libc::close(fd) };
-    Some((threads * mib_each * passes) as f64 / (t1 - t0).as_secs_f64())
+    Some((threads * mib_each * passes) as f64 / secs)
 }
 
 fn main() {
