@@ -46,10 +46,10 @@ use crate::kplat::{this_unit, KArc, KEngine, TlbCursor, GFP};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
+use crate::work::WorkItem;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::{size_of, MaybeUninit};
-use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::types::{AsBytes, FromBytes};
@@ -130,7 +130,7 @@ impl Cmd {
 pub struct Mirror {
     mm: *mut ffi::MmStruct,
     engine: UnsafeCell<Option<KArc<KEngine>>>,
-    gc_work: *mut ffi::Work,
+    gc_work: WorkItem,
     closing: AtomicBool,
     /// The device is being unplugged: running commands stop with `ENODEV`.
     gone: AtomicBool,
@@ -143,28 +143,25 @@ impl Mirror {
         if mm.is_null() {
             return Err(Errno::EINVAL);
         }
-        let mut m = KBox::new(
+        let mut slot = KBox::<Mirror>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
+        let p = slot.as_mut_ptr();
+        // SAFETY: the work item's data is the mirror, at the address the box fixes; the mirror
+        // outlives it (it is a field), and dropping it cancels it.
+        let gc_work = unsafe { WorkItem::new(svm_rs_dm_gc, p.cast())? };
+        let mut m = KBox::write(
+            slot,
             Mirror {
                 mm,
                 engine: UnsafeCell::new(None),
-                gc_work: null_mut(),
+                gc_work,
                 closing: AtomicBool::new(false),
                 gone: AtomicBool::new(false),
             },
-            GFP,
-        )
-        .map_err(|_| Errno::ENOMEM)?;
-        // SAFETY: plain allocation; the work item's data is the mirror, whose address the box
-        // fixes.
-        m.gc_work =
-            unsafe { ffi::svm_work_new(svm_rs_dm_gc, (&*m as *const Mirror).cast_mut().cast()) };
-        if m.gc_work.is_null() {
-            return Err(Errno::ENOMEM);
-        }
+        );
         // SAFETY: `current->mm` is live; `dev` is the module's platform device, registered
         // while any file is open; `gc_work` outlives every notifier (release tears the engine
         // down before dropping the mirror).
-        *m.engine.get_mut() = Some(unsafe { new_engine(dev, mm, m.gc_work)? });
+        *m.engine.get_mut() = Some(unsafe { new_engine(dev, mm, m.gc_work.as_ptr())? });
         // Registered before the glue publishes it, so an unplug finds it from now on.
         registry()
             .lock()
@@ -247,14 +244,12 @@ impl Mirror {
         // GC must not run concurrently with teardown: stop it (a GC queued after this sees
         // `closing` and does nothing), tear down, then make sure no queued run is left.
         self.closing.store(true, Ordering::Release);
-        // SAFETY: live work item (invariant).
-        unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
+        self.gc_work.cancel_sync();
         if let Some(e) = self.engine() {
             e.teardown();
         }
         // Every notifier is gone: nothing can queue the GC work again.
-        // SAFETY: live work item (invariant).
-        unsafe { ffi::svm_work_cancel_sync(self.gc_work) };
+        self.gc_work.cancel_sync();
         // SAFETY: no command runs (release, or unplug after the glue's wait) and GC is
         // stopped: nothing reads `engine` now (invariant).
         drop(unsafe { (*self.engine.get()).take() });
@@ -274,16 +269,9 @@ impl Mirror {
 impl Drop for Mirror {
     fn drop(&mut self) {
         // The engine first: it was torn down (`release`) or never had a notifier (a failed
-        // `open`), so no callback can queue the work item any more.
+        // `open`), so no callback can queue the work item any more; the field `gc_work` is
+        // dropped (cancelled, then freed) after this.
         drop(self.engine.get_mut().take());
-        if !self.gc_work.is_null() {
-            // SAFETY: no queued or running work (`release` cancelled it, or no notifier ever
-            // existed); freed once.
-            unsafe {
-                ffi::svm_work_cancel_sync(self.gc_work);
-                ffi::svm_work_free(self.gc_work);
-            }
-        }
     }
 }
 

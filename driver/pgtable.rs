@@ -20,5 +20,6 @@ pub use errno::Errno;
 pub use format::{Entry, Gfx9Format, Perm, PteFormat, X86Format};
 pub use lock::{Lock, LockClass, LockFamily, RwLock};
 pub use table::{
-    AuxTable, Census, Conflict, Deferred, Flush, HwTable, Leaf, LeafTable, MapError, NewLeaf, PageTable, PtMem, Table, Translation,
+    AuxTable, Census, Conflict, Deferred, Flush, HwTable, Leaf, LeafTable, MapError, NewLeaf,
+    PageTable, PtMem, Table, Translation,
 };

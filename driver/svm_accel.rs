@@ -46,6 +46,7 @@ mod dmirror;
 mod ffi;
 mod kplat;
 mod uapi;
+mod work;
 
 module! {
     type: SvmAccel,

@@ -57,8 +57,8 @@ pub unsafe extern "C" fn svm_rs_postclose(ctx: *mut c_void) {
         let c = unsafe { &*ctx.cast::<Ctx>() };
         // GC stops now; the worker, if running, finishes its batch.
         c.closing.store(true, Ordering::Release);
-        // SAFETY: live work item (invariant), queued once: the file is released once.
-        unsafe { ffi::svm_work_queue(c.release_work) };
+        // Queued once: the file is released once.
+        c.release_work.queue();
     }
 }
 

@@ -43,6 +43,7 @@ use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
 use crate::platform::Platform;
 use crate::uapi;
+use crate::work::{WaitQueue, WorkItem};
 use core::ffi::c_void;
 use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -129,20 +130,20 @@ enum JobErr {
 /// Per open file.
 ///
 /// # Invariants
-/// `work`, `gc_work`, `release_work` and `waitq` are live until drop; `bound` is null or a
+/// `bound` is null or a
 /// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::shutdown`] (at close, or at
 /// unplug), when no ioctl can run any more. A context published to the glue is in the
 /// registry until [`Ctx::close`].
 pub struct Ctx {
     dev: *mut ffi::Device,
-    work: *mut ffi::Work,
+    work: WorkItem,
     /// Runs [`Ctx::close`] after the file's release, which must not wait for the worker.
-    release_work: *mut ffi::Work,
+    release_work: WorkItem,
     /// GC, queued by `MMU_NOTIFY_UNMAP` callbacks: its own work item, because
     /// `mmu_interval_notifier_remove()` waits for every running invalidation of the mm, and
     /// faults must not wait behind an unrelated munmap.
-    gc_work: *mut ffi::Work,
-    waitq: *mut ffi::Waitq,
+    gc_work: WorkItem,
+    waitq: WaitQueue,
     bind_lock: KMutex<()>,
     bound: AtomicPtr<Bound>,
     closing: AtomicBool,
@@ -265,14 +266,24 @@ impl Ctx {
         };
         let mut slot = KBox::<Ctx>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
         let p = slot.as_mut_ptr();
+        // The work items' data is the context, at the address the box fixes; they only run
+        // once the context is published, and dropping them (with it) cancels them.
+        // SAFETY: the context outlives its work items (they are its fields).
+        let work = unsafe { WorkItem::new(svm_rs_work, p.cast())? };
+        // SAFETY: as above.
+        let gc_work = unsafe { WorkItem::new(svm_rs_gc, p.cast())? };
+        // SAFETY: as above; it drops the context from its own function (`close`), and it
+        // exists now so that the release cannot fail.
+        let release_work = unsafe { WorkItem::new_teardown(svm_rs_release, p.cast())? };
+        let waitq = WaitQueue::new()?;
         // SAFETY: a fresh allocation the box keeps in place; every field is written once, the
         // locks in place (they never move).
         unsafe {
             addr_of_mut!((*p).dev).write(dev);
-            addr_of_mut!((*p).work).write(null_mut());
-            addr_of_mut!((*p).release_work).write(null_mut());
-            addr_of_mut!((*p).gc_work).write(null_mut());
-            addr_of_mut!((*p).waitq).write(null_mut());
+            addr_of_mut!((*p).work).write(work);
+            addr_of_mut!((*p).release_work).write(release_work);
+            addr_of_mut!((*p).gc_work).write(gc_work);
+            addr_of_mut!((*p).waitq).write(waitq);
             KMutex::init_class(addr_of_mut!((*p).bind_lock), (), ffi::LC_CTX);
             addr_of_mut!((*p).bound).write(AtomicPtr::new(null_mut()));
             addr_of_mut!((*p).closing).write(AtomicBool::new(false));
@@ -286,30 +297,7 @@ impl Ctx {
             addr_of_mut!((*p).gc_removed).write(AtomicU64::new(0));
         }
         // SAFETY: every field was initialised just above.
-        let mut b = unsafe { slot.assume_init() };
-        // SAFETY: plain allocation.
-        b.waitq = unsafe { ffi::svm_waitq_new() };
-        if b.waitq.is_null() {
-            return Err(Errno::ENOMEM);
-        }
-        // SAFETY: plain allocation; the work item's data is the context it belongs to, whose
-        // address the box fixes.
-        b.work = unsafe { ffi::svm_work_new(svm_rs_work, (&*b as *const Ctx).cast_mut().cast()) };
-        if b.work.is_null() {
-            return Err(Errno::ENOMEM);
-        }
-        // SAFETY: as above.
-        b.gc_work = unsafe { ffi::svm_work_new(svm_rs_gc, (&*b as *const Ctx).cast_mut().cast()) };
-        if b.gc_work.is_null() {
-            return Err(Errno::ENOMEM);
-        }
-        // SAFETY: as above. Allocated now so that the release cannot fail.
-        b.release_work = unsafe {
-            ffi::svm_work_new_teardown(svm_rs_release, (&*b as *const Ctx).cast_mut().cast())
-        };
-        if b.release_work.is_null() {
-            return Err(Errno::ENOMEM);
-        }
+        let b = unsafe { slot.assume_init() };
         // Registered before the glue publishes it, so an unplug finds it from now on.
         registry()
             .lock()
@@ -349,7 +337,7 @@ impl Ctx {
         // SAFETY: `current->mm` of the calling task is live; `dev` is the DRM device's parent,
         // alive while a file is open; the work item outlives every notifier (close removes
         // them before freeing it).
-        let engine = unsafe { new_engine(self.dev, mm, self.gc_work)? };
+        let engine = unsafe { new_engine(self.dev, mm, self.gc_work.as_ptr())? };
         let b = KBox::new(Bound { mm, engine }, GFP).map_err(|_| Errno::ENOMEM)?;
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
@@ -366,7 +354,7 @@ impl Ctx {
         // it is freed, and none can start on it any more.
         unregister(&mut registry().lock().ctxs, &*self);
         self.shutdown();
-        // `Drop` frees the work items and the wait queue.
+        // Dropping the context frees the work items (this one included) and the wait queue.
     }
 
     /// Releases the engine and everything it holds (DMA mappings, notifiers, page table, the
@@ -376,47 +364,18 @@ impl Ctx {
     /// and unplug serialise on the registry).
     fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
-        // SAFETY: live work items; this waits for a running worker (here, in a work item,
-        // not in the exiting task).
-        unsafe {
-            ffi::svm_work_cancel_sync(self.work);
-            ffi::svm_work_cancel_sync(self.gc_work);
-        }
+        // This waits for a running worker (here, in a work item, not in the exiting task).
+        self.work.cancel_sync();
+        self.gc_work.cancel_sync();
         let p = self.bound.swap(null_mut(), Ordering::AcqRel);
         if !p.is_null() {
             // SAFETY: leaked by BIND, reclaimed once here.
             let b = unsafe { KBox::from_raw(p) };
             b.engine.teardown();
             // Every notifier is gone, so nothing can queue the work items again.
-            // SAFETY: live work items.
-            unsafe {
-                ffi::svm_work_cancel_sync(self.work);
-                ffi::svm_work_cancel_sync(self.gc_work);
-            }
+            self.work.cancel_sync();
+            self.gc_work.cancel_sync();
             drop(b);
-        }
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        // SAFETY: no bound state, no queued or running work item and no waiter are left
-        // (`close`, or a `new` that failed before publishing the context); each freed once.
-        // `release_work` may be the work item running this: a work function may free its own
-        // work item (the workqueue core does not touch it after the call).
-        unsafe {
-            if !self.release_work.is_null() {
-                ffi::svm_work_free(self.release_work);
-            }
-            if !self.gc_work.is_null() {
-                ffi::svm_work_free(self.gc_work);
-            }
-            if !self.work.is_null() {
-                ffi::svm_work_free(self.work);
-            }
-            if !self.waitq.is_null() {
-                ffi::svm_waitq_free(self.waitq);
-            }
         }
     }
 }

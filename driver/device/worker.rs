@@ -7,19 +7,17 @@ use super::*;
 
 impl Ctx {
     pub(super) fn queue_work(&self) {
-        // SAFETY: live work item (invariant).
-        unsafe { ffi::svm_work_queue(self.work) }
+        self.work.queue()
     }
 
     pub(super) fn wake(&self) {
-        // SAFETY: live wait queue (invariant).
-        unsafe { ffi::svm_waitq_wake(self.waitq) }
+        self.waitq.wake()
     }
 
     /// Sleeps until `*p != old`; `Intr` on a fatal signal.
     pub(super) fn wait_ne(&self, p: &AtomicU32, old: u32) -> Result<(), JobErr> {
-        // SAFETY: live wait queue; `p` outlives the wait.
-        match unsafe { ffi::svm_waitq_wait_ne_killable(self.waitq, p.as_ptr(), old) } {
+        // SAFETY: `p` outlives the wait.
+        match unsafe { self.waitq.wait_ne_killable(p.as_ptr(), old) } {
             0 => Ok(()),
             _ => Err(JobErr::Intr),
         }
@@ -133,8 +131,7 @@ impl Ctx {
             self.fault_batches.fetch_add(1, Ordering::Relaxed);
             // A range GC passed over while this batch's faults were in flight is collected
             // now, on the GC work item, so no fault waits for a notifier removal.
-            // SAFETY: live work item (invariant).
-            unsafe { ffi::svm_work_queue(self.gc_work) };
+            self.gc_work.queue();
         }
     }
 
