@@ -251,6 +251,50 @@ fn census_vs_gc() {
     });
 }
 
+/// PREFETCH's check of what is already mapped walks a range's leaf table only under that
+/// range's `InFlight`: a prefetch ending exactly where a range GC is retiring begins must not
+/// walk into the next range's table (GC may be freeing it). Loom orders every walk step
+/// against the table free (walk jitter), so such a walk is a use-after-free the model reports.
+#[test]
+fn prefetch_walk_stays_in_its_range_vs_gc() {
+    model(|| {
+        let w = Arc::new(
+            model::WorldBuilder::new()
+                .config(Config {
+                    fault_around_pages: 1,
+                    ..Config::default()
+                })
+                .tlb_entries(4)
+                .clock_step(1)
+                .walk_jitter(true)
+                .build()
+                .unwrap(),
+        );
+        let b = 64 * M2;
+        w.mm.mmap_fixed(b, 2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+        // The last page of the first range, mapped for the device.
+        w.mm.cpu_write(b + M2 - PAGE, 3).unwrap();
+        assert_eq!(w.device().read(b + M2 - PAGE).unwrap(), 3);
+        // The next range: mirrored, unmapped (marked for GC) and mapped again, fresh.
+        w.device().write(b + M2, 1).unwrap();
+        w.mm.munmap(b + M2, M2).unwrap();
+        w.mm.mmap_fixed(b + M2, M2, Prot::RW, MapFlags::ANON).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let mut s = Box::new(svm::Scratch::new());
+            let mut done = 0;
+            w2.engine
+                .prefetch(&mut s, b + M2 - PAGE, PAGE, svm::Access::Read, &mut done)
+                .unwrap();
+            assert_eq!(done, PAGE);
+        });
+        w.gc();
+        t.join().unwrap();
+        w.gc();
+        finish(&w);
+    });
+}
+
 /// Two creators of one range, and an invalidation of the winner's page while the loser's
 /// notifier is still registered: the loser's callback runs (its notifier overlaps the span)
 /// but must leave the winner's leaves alone; only the winner's callback, under the winner's
