@@ -271,14 +271,16 @@ fn prefetch_walk_stays_in_its_range_vs_gc() {
                 .unwrap(),
         );
         let b = 64 * M2;
-        w.mm.mmap_fixed(b, 2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+        w.mm.mmap_fixed(b, 2 * M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
         // The last page of the first range, mapped for the device.
         w.mm.cpu_write(b + M2 - PAGE, 3).unwrap();
         assert_eq!(w.device().read(b + M2 - PAGE).unwrap(), 3);
         // The next range: mirrored, unmapped (marked for GC) and mapped again, fresh.
         w.device().write(b + M2, 1).unwrap();
         w.mm.munmap(b + M2, M2).unwrap();
-        w.mm.mmap_fixed(b + M2, M2, Prot::RW, MapFlags::ANON).unwrap();
+        w.mm.mmap_fixed(b + M2, M2, Prot::RW, MapFlags::ANON)
+            .unwrap();
         let w2 = w.clone();
         let t = thread::spawn(move || {
             let mut s = Box::new(svm::Scratch::new());
