@@ -211,6 +211,23 @@ fn fault_vs_gc() {
     });
 }
 
+/// [`world`] with loom's walk jitter: every page-table walk step and every table free is a
+/// loom scheduling point, so a walk can be preempted between reading a link and following it.
+fn jitter_world() -> Arc<World> {
+    Arc::new(
+        model::WorldBuilder::new()
+            .config(Config {
+                fault_around_pages: 1,
+                ..Config::default()
+            })
+            .tlb_entries(4)
+            .clock_step(1)
+            .walk_jitter(true)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// QUERY's census walking a range's leaf table while GC retires the range (unmapped and mapped
 /// again, nothing mapped): the census enters a leaf table only under an `InFlight`, and GC frees
 /// it only when no walker is in. Loom orders every walk step against every table free here
@@ -219,18 +236,7 @@ fn fault_vs_gc() {
 #[test]
 fn census_vs_gc() {
     model(|| {
-        let w = Arc::new(
-            model::WorldBuilder::new()
-                .config(Config {
-                    fault_around_pages: 1,
-                    ..Config::default()
-                })
-                .tlb_entries(4)
-                .clock_step(1)
-                .walk_jitter(true)
-                .build()
-                .unwrap(),
-        );
+        let w = jitter_world();
         let a = remapped_range(&w);
         let w2 = w.clone();
         let t = thread::spawn(move || {
@@ -258,18 +264,7 @@ fn census_vs_gc() {
 #[test]
 fn prefetch_walk_stays_in_its_range_vs_gc() {
     model(|| {
-        let w = Arc::new(
-            model::WorldBuilder::new()
-                .config(Config {
-                    fault_around_pages: 1,
-                    ..Config::default()
-                })
-                .tlb_entries(4)
-                .clock_step(1)
-                .walk_jitter(true)
-                .build()
-                .unwrap(),
-        );
+        let w = jitter_world();
         let b = 64 * M2;
         w.mm.mmap_fixed(b, 2 * M2, Prot::RW, MapFlags::ANON)
             .unwrap();
