@@ -9,7 +9,7 @@
 use super::config::MAX_WINDOW_PAGES;
 use super::engine::{leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE};
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
-use super::pgtable::{Conflict, Errno, LeafTable, Lock, MapError, NewLeaf, Perm, PteFormat};
+use super::pgtable::{Conflict, Errno, Leaf, LeafTable, Lock, MapError, NewLeaf, Perm, PteFormat};
 use super::platform::{
     hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
     HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
@@ -484,12 +484,7 @@ impl<P: Platform> Engine<P> {
         perm: Perm,
         lt: Option<&LeafTable<'_, P::Fmt, P::Mem>>,
     ) -> Result<bool, Errno> {
-        let lt = lt.filter(|_| level == 0);
-        let got = match lt {
-            Some(t) => t.get(va),
-            None => self.pt.get(va, level),
-        };
-        let Some(l) = got else {
+        let Some(l) = self.leaf_get(lt, va, level) else {
             return Ok(false);
         };
         if l.valid && leaf_pfn(l.aux) == pfn {
@@ -497,10 +492,7 @@ impl<P: Platform> Engine<P> {
                 return Ok(true);
             }
             if l.aux & AUX_DMA_WRITE != 0 {
-                match lt {
-                    Some(t) => t.map(va, l.addr, perm, l.aux)?,
-                    None => self.pt.map(va, level, l.addr, perm, l.aux)?,
-                };
+                self.leaf_map(lt, va, level, l.addr, perm, l.aux)?;
                 let c = if level == 1 {
                     &self.stats.huge_mapped
                 } else {
@@ -513,6 +505,36 @@ impl<P: Platform> Engine<P> {
         let span = if level == 1 { HUGE } else { PAGE };
         self.evict(st, va, va + span);
         Ok(false)
+    }
+
+    /// The leaf at `va` and `level`, through the window's leaf table `lt` when there is one
+    /// (a 4 KiB leaf: no walk), else through the page table.
+    fn leaf_get(
+        &self,
+        lt: Option<&LeafTable<'_, P::Fmt, P::Mem>>,
+        va: u64,
+        level: u8,
+    ) -> Option<Leaf> {
+        match lt.filter(|_| level == 0) {
+            Some(t) => t.get(va),
+            None => self.pt.get(va, level),
+        }
+    }
+
+    /// Writes a leaf as [`PageTable::map`] does, through `lt` as [`Engine::leaf_get`] reads.
+    fn leaf_map(
+        &self,
+        lt: Option<&LeafTable<'_, P::Fmt, P::Mem>>,
+        va: u64,
+        level: u8,
+        addr: u64,
+        perm: Perm,
+        aux: u64,
+    ) -> Result<Option<Leaf>, MapError> {
+        match lt.filter(|_| level == 0) {
+            Some(t) => t.map(va, addr, perm, aux),
+            None => self.pt.map(va, level, addr, perm, aux),
+        }
     }
 
     /// Writes one 2 MiB leaf for `block`, under the range lock.
@@ -650,11 +672,7 @@ impl<P: Platform> Engine<P> {
         }
         let addr = self.dma.map(pfn, 0, dma_write)?;
         let aux = leaf_aux(pfn, dma_write);
-        let r = match lt {
-            Some(t) => t.map(va, addr, perm, aux),
-            None => self.pt.map(va, 0, addr, perm, aux),
-        };
-        match r {
+        match self.leaf_map(lt, va, 0, addr, perm, aux) {
             Ok(_) => {
                 st.mapped += 1;
                 Counters::add(&self.stats.pages_mapped, 1);

@@ -688,9 +688,6 @@ fn huge_leaves_can_be_turned_off() {
     done(&w);
 }
 
-/// A prefetch asks for every page of its span: one fault (one window, one `hmm_range_fault`
-/// with a request on each page) maps all of them, where a device fault maps only its
-/// fault-around block. A bad page in the middle stops it exactly there.
 /// PREFETCH skips what the device can already access for the access asked, a 2 MiB leaf
 /// whole, and stops skipping at the first page it cannot: a write prefetch over pages mapped
 /// read-only upgrades them, and a prefetch over a mapped span faults nothing.
@@ -746,6 +743,9 @@ fn prefetch_skips_only_what_is_mapped_for_its_access() {
     done(&w);
 }
 
+/// A prefetch asks for every page of its span: one fault (one window, one `hmm_range_fault`
+/// with a request on each page) maps all of them, where a device fault maps only its
+/// fault-around block. A bad page in the middle stops it exactly there.
 #[test]
 fn prefetch_faults_its_span_in_one_window() {
     let w = world();
