@@ -70,8 +70,59 @@ impl State {
     }
 }
 
+/// Live DMA mappings per page, over every DMA tracker of a machine. DMA mappings hold no page
+/// reference (hmm does not pin), so a page freed while one exists is one the device can still
+/// reach: the invalidation before the free returned without releasing it. Reported when the
+/// page is freed, long before a device access or a `set_page_dirty()` could notice.
+#[derive(Default)]
+pub(crate) struct DmaPages {
+    count: Mutex<std::collections::HashMap<u64, u32, crate::inthash::IntBuild>>,
+    watch: Mutex<Option<Violations>>,
+}
+
+impl DmaPages {
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<u64, u32, crate::inthash::IntBuild>> {
+        self.count.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, pfn: u64, n: u64) {
+        let mut c = self.lock();
+        for p in pfn..pfn + n {
+            *c.entry(p).or_insert(0) += 1;
+        }
+    }
+
+    fn sub(&self, pfn: u64, n: u64) {
+        let mut c = self.lock();
+        for p in pfn..pfn + n {
+            if let Some(k) = c.get_mut(&p) {
+                *k -= 1;
+                if *k == 0 {
+                    c.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Called by the machine as it frees `pfn`.
+    pub(crate) fn check_free(&self, pfn: u64) {
+        let Some(&n) = self.lock().get(&pfn) else {
+            return;
+        };
+        if let Some(v) = &*self.watch.lock().unwrap_or_else(|e| e.into_inner()) {
+            v.record(
+                "I4",
+                format!("pfn {pfn:#x} freed with {n} DMA mapping(s) of it live: its invalidation returned without releasing them"),
+            );
+        }
+    }
+}
+
 struct Inner {
     st: Mutex<State>,
+    pages: Arc<DmaPages>,
     /// Place 2 MiB mappings off a 2 MiB boundary, as swiotlb bouncing or an IOMMU with a
     /// smaller IOVA alignment may.
     misalign_huge: std::sync::atomic::AtomicBool,
@@ -89,7 +140,14 @@ pub struct DmaTracker(Arc<Inner>);
 impl DmaTracker {
     /// A tracker for the device that mirrors `mm` (it checks pages on `mm`'s machine).
     pub fn new(mm: &MmHandle, violations: Violations) -> Self {
+        let pages = mm.0.machine.st.lock().dma_pages.clone();
+        pages
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| violations.clone());
         DmaTracker(Arc::new(Inner {
+            pages,
             st: Mutex::new(State {
                 next: DMA_BASE,
                 live: BTreeMap::new(),
@@ -183,6 +241,7 @@ impl svm::platform::Dma for DmaTracker {
         // Never collide with the poison address of freed page tables.
         debug_assert!(addr > POISON_DMA);
         st.next = addr + size;
+        self.0.pages.add(pfn, n);
         st.live.insert(
             addr,
             DmaMapping {
@@ -232,6 +291,7 @@ impl svm::platform::Dma for DmaTracker {
             }
             Some(m) => {
                 st.live.remove(&addr);
+                self.0.pages.sub(m.pfn, 1 << m.order);
                 if m.write {
                     if let Some(n) = st.writable_overlap.get_mut(&m.pfn) {
                         *n -= 1;

@@ -48,7 +48,11 @@ impl Violations {
 
     /// Records a violation of invariant `tag` ("I1", "I2", "I4", "lockdep", "notifier", ...).
     pub fn record(&self, tag: &str, msg: impl Into<String>) {
-        let msg = format!("[{tag}] {}", msg.into());
+        let mut msg = format!("[{tag}] {}", msg.into());
+        if std::env::var_os("SVM_VIOLATION_BACKTRACE").is_some() {
+            // Debugging aid: where the detector fired (the thread that saw it).
+            msg.push_str(&format!("\n{}", std::backtrace::Backtrace::force_capture()));
+        }
         let n = self.0.count.fetch_add(1, Ordering::Relaxed);
         if self.0.panic.load(Ordering::Relaxed) {
             panic!("violation: {msg}");

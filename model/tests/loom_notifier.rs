@@ -67,3 +67,33 @@ fn read_begin_and_retry_keep_a_mirror_coherent() {
         mm.violations().assert_none();
     });
 }
+
+/// `MADV_DONTNEED` of one page of an empty THP-eligible 2 MiB block, racing a CPU store
+/// elsewhere in the block that faults a THP in (both under `mmap_read_lock`): the zap must
+/// split a PMD that appeared after its first look, as `zap_pmd_range()` does under the PMD
+/// lock, instead of zapping it whole (which freed pages outside the advised span behind
+/// their notifiers' backs: the storm's `set_page_dirty()` of a freed page).
+#[test]
+fn madvise_splits_a_thp_faulted_in_during_it() {
+    use model::{MapFlags, Prot};
+    const M2: u64 = 2 << 20;
+    loom::model(|| {
+        let mm = MmHandle::new();
+        let _s = mm.violations().scope();
+        let h = mm.mmap(M2, Prot::RW, MapFlags::THP).unwrap();
+        assert_eq!(h % M2, 0);
+        let mm2 = mm.clone();
+        let cpu = loom::thread::spawn(move || {
+            let _s = mm2.violations().scope();
+            mm2.cpu_write(h + M2 / 2, 7).unwrap();
+        });
+        mm.madvise_dontneed(h + 4096, 4096).unwrap();
+        cpu.join().unwrap();
+        assert_eq!(
+            mm.cpu_read(h + M2 / 2).unwrap(),
+            7,
+            "a store outside the span was lost"
+        );
+        mm.violations().assert_none();
+    });
+}

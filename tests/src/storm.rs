@@ -89,6 +89,7 @@ impl StormReport {
     /// Whether every check held.
     pub fn clean(&self) -> bool {
         self.violations == 0
+            && self.engine.accounting_errors == 0
             && self.lost_writes == 0
             && self.dma_leaks == 0
             && self.quiescent.is_ok()
@@ -436,6 +437,10 @@ pub fn table(r: &StormReport) -> String {
             format!("{}", r.final_checks),
         ),
         ("lost writes", format!("{}", r.lost_writes)),
+        (
+            "engine accounting errors",
+            format!("{}", e.accounting_errors),
+        ),
         ("invariant violations", format!("{}", r.violations)),
         (
             "DMA mappings left after teardown",

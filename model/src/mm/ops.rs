@@ -2,8 +2,10 @@
 //! MADV_FREE)`, `fork()` (6.12 `mm/mmap.c`, `mm/vma.c`, `mm/mprotect.c`, `mm/madvise.c`,
 //! `kernel/fork.c` + `copy_page_range()`).
 
+use super::state::MachineState;
 use super::state::{huge_down, is_zero_pfn, Pte, Vma, HPAGE_NR, HPAGE_SIZE, PAGE_SIZE};
 use super::{MmHandle, MmShared};
+use crate::sync::MutexGuard;
 use pgtable::Errno;
 use svm::platform::Event;
 
@@ -108,6 +110,26 @@ impl MmShared {
             st.vmas.remove(&s);
         }
         true
+    }
+
+    /// The machine lock, taken when no PMD straddles `start` or `end` any more: those that do
+    /// are split first (each with its nested `MMU_NOTIFY_CLEAR`), and the check is repeated
+    /// under the lock returned, as `zap_pmd_range()` splits under the PMD lock in the walk
+    /// itself. Under `mmap_read_lock` a fault may install a THP in an empty 2 MiB block at any
+    /// time until then; zapping it whole would free pages outside `[start, end)` that no
+    /// notifier of theirs was told about.
+    pub(crate) fn lock_split(&self, start: u64, end: u64) -> MutexGuard<'_, MachineState> {
+        loop {
+            let m = self.machine.st.lock();
+            let straddling = m.mm_ref(self.id).straddling_pmds(start, end);
+            if straddling.is_empty() {
+                return m;
+            }
+            drop(m);
+            for h in straddling {
+                self.split_huge_pmd(self.id, h);
+            }
+        }
     }
 
     /// `unmap_region()`: `MMU_NOTIFY_UNMAP` over `[start, end)`, zap, `free_pgtables()`.
@@ -408,11 +430,7 @@ impl MmHandle {
             // zap_page_range_single() / madvise_free_single_vma(): MMU_NOTIFY_CLEAR around the
             // walk; a PMD only partly covered is split inside it (a nested CLEAR).
             let _inv = mm.inv(s, e, Event::Clear);
-            let straddling = mm.machine.st.lock().mm_ref(mm.id).straddling_pmds(s, e);
-            for h in straddling {
-                mm.split_huge_pmd(mm.id, h);
-            }
-            let mut m = mm.machine.st.lock();
+            let mut m = mm.lock_split(s, e);
             if !free {
                 m.zap_range(mm.id, s, e);
                 continue;

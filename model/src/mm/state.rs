@@ -6,8 +6,10 @@
 //!
 //! Everything here runs with that mutex held and never calls out.
 
+use crate::dma::DmaPages;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 /// A deterministic hash map (loom replays need a stable iteration order) with a fast hash for
 /// the integer keys the model uses.
@@ -270,6 +272,9 @@ pub(crate) struct MachineState {
     next_slot: u64,
     pub mms: DetMap<MmId, MmState>,
     live: usize,
+    /// The pages DMA trackers of this machine have mapped: a page must not be freed while
+    /// one is.
+    pub dma_pages: Arc<DmaPages>,
 }
 
 impl MachineState {
@@ -282,6 +287,7 @@ impl MachineState {
             next_slot: 1,
             mms: DetMap::default(),
             live: 0,
+            dma_pages: Arc::default(),
         }
     }
 
@@ -438,6 +444,7 @@ impl MachineState {
         if let Some(slot) = self.frames.get(&pfn).and_then(|f| f.swapcache) {
             self.uncache(pfn, slot);
         }
+        self.dma_pages.check_free(pfn);
         let f = self.frame(pfn);
         f.alive = false;
         f.data = POISON;
@@ -612,7 +619,8 @@ impl MachineState {
             .map(|(a, _)| *a)
             .collect();
         for h in pmds {
-            debug_assert!(
+            // A model bug, not the engine's: it would free pages outside the notified span.
+            assert!(
                 h >= start && h + HPAGE_SIZE <= end,
                 "straddling PMD not split"
             );
