@@ -14,6 +14,7 @@ export CARGO_TERM_COLOR=never
 # feature                    suite     test that must fail
 cases=(
   "teeth-no-read-retry       loom      fault_vs_invalidate_same_range"
+  "teeth-no-read-retry       loom      batch_window_vs_invalidate"
   "teeth-no-set-seq          loom      fault_vs_invalidate_same_range"
   "teeth-commit-unlocked     loom      fault_vs_invalidate_same_range"
   "teeth-unmap-before-flush  loom      tlb_entry_live_during_invalidation"

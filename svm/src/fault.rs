@@ -693,8 +693,22 @@ impl<P: Platform> Engine<P> {
 
     /// Services a batch of device faults as a hardware fault buffer delivers them: sorts the
     /// batch by page (writes first), services each page once with the strongest access asked
-    /// for it, skips pages an earlier fault's fault-around already mapped, and fills every
-    /// entry's `result`. Returns how many faults were actually serviced.
+    /// for it, skips pages the device can already access (an earlier fault's fault-around or
+    /// window mapped them), and fills every entry's `result`. Returns how many pages needed
+    /// service.
+    ///
+    /// Queued faults close together are serviced as one window, as hardware fault batches
+    /// are (UVM services up to 256 faults per batch): a page needing service takes the queued
+    /// pages after it with the same access into its window while each lies at most
+    /// `fault_around_pages` pages past the previous one (and in the window's range and VMA,
+    /// within [`MAX_WINDOW_PAGES`]), and the window gets one `hmm_range_fault()` and one
+    /// range-lock hold ([`Engine::fault_span`]). 6.12's hmm faults every page from the first
+    /// absent one to the end of the window, so the pages between queued faults are faulted
+    /// in too: the gap bound keeps that to a fault-around block per fault. Should the window
+    /// fail, its first page is serviced alone for its own errno; every other page of the
+    /// group then comes round in this loop, found mapped or serviced on its own.
+    ///
+    /// [`MAX_WINDOW_PAGES`]: super::config::MAX_WINDOW_PAGES
     pub fn fault_batch(&self, scratch: &mut Scratch, batch: &mut [DeviceFault]) -> usize {
         batch.sort_unstable_by(|a, b| {
             (a.va >> PAGE_SHIFT)
@@ -706,16 +720,19 @@ impl<P: Platform> Engine<P> {
         while i < batch.len() {
             let page = batch[i].va & !(PAGE - 1);
             let access = batch[i].access;
-            let mut j = i + 1;
-            while j < batch.len() && batch[j].va & !(PAGE - 1) == page {
-                j += 1;
-            }
+            let j = Self::page_end(batch, i);
             Counters::add(&self.stats.batch_duplicates, (j - i - 1) as u64);
             let res = if self.mapped_for(page, access) {
                 Ok(())
             } else {
                 serviced += 1;
-                self.fault(scratch, page, access)
+                match self.window_end(batch, j, page, access) {
+                    Some(end) => {
+                        Counters::add(&self.stats.batch_windows, 1);
+                        self.fault_span(scratch, page, end, access)
+                    }
+                    None => self.fault(scratch, page, access),
+                }
             };
             for f in &mut batch[i..j] {
                 f.result = Some(res);
@@ -723,6 +740,43 @@ impl<P: Platform> Engine<P> {
             i = j;
         }
         serviced
+    }
+
+    /// The index past the entries of the (sorted) batch's page at `i`.
+    fn page_end(batch: &[DeviceFault], i: usize) -> usize {
+        let page = batch[i].va >> PAGE_SHIFT;
+        let mut j = i + 1;
+        while j < batch.len() && batch[j].va >> PAGE_SHIFT == page {
+            j += 1;
+        }
+        j
+    }
+
+    /// The end of the window that serves `page` (for `access`) together with the queued pages
+    /// from index `j` on (see [`Engine::fault_batch`]); `None` if none joins it. The range,
+    /// VMA and [`MAX_WINDOW_PAGES`] bounds are the window's own ([`Engine::window`]): pages
+    /// past them are serviced after it.
+    ///
+    /// [`MAX_WINDOW_PAGES`]: super::config::MAX_WINDOW_PAGES
+    fn window_end(
+        &self,
+        batch: &[DeviceFault],
+        mut j: usize,
+        page: u64,
+        access: Access,
+    ) -> Option<u64> {
+        let gap = u64::from(self.cfg.fault_around_pages) << PAGE_SHIFT;
+        let mut last = page;
+        while j < batch.len() {
+            let p = batch[j].va & !(PAGE - 1);
+            // The first entry of a page carries its strongest access.
+            if batch[j].access != access || p - last > gap {
+                break;
+            }
+            last = p;
+            j = Self::page_end(batch, j);
+        }
+        (last > page).then_some(last + PAGE)
     }
 
     /// Whether the device can already perform `access` at `page` (a hint: the device retries).

@@ -54,6 +54,9 @@ stats! {
     range_races,
     /// Device faults dropped as duplicates by batch service.
     batch_duplicates,
+    /// Windows of batch service that took several queued faults into one
+    /// `hmm_range_fault()` and one range-lock hold.
+    batch_windows,
     /// Broken bookkeeping invariants caught and survived (a range reaping more leaves than it
     /// mapped). Always 0 unless the engine has a bug; the tests require 0.
     accounting_errors,

@@ -479,3 +479,35 @@ fn retries_for_other_pages_or_reads_are_foreign() {
         });
     }
 }
+
+/// A batch window (two queued write faults, one `hmm_range_fault()`, one lock hold) racing the
+/// migration of its second page: the window's `read_retry` covers every page it commits, so
+/// neither the old page nor a stale translation survives, and a device write afterwards lands
+/// in the page the CPU maps (a freed page with a live DMA mapping is reported by the model).
+#[test]
+fn batch_window_vs_invalidate() {
+    use svm::{Access, DeviceFault, Scratch};
+    model(|| {
+        let w = world();
+        let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+        w.mm.cpu_write(a, 1).unwrap();
+        w.mm.cpu_write(a + PAGE, 2).unwrap();
+        let w2 = w.clone();
+        let t = thread::spawn(move || {
+            let mut s = Box::new(Scratch::new());
+            let mut batch = [
+                DeviceFault::new(a, Access::Write),
+                DeviceFault::new(a + PAGE, Access::Write),
+            ];
+            w2.engine.fault_batch(&mut s, &mut batch);
+            batch.iter().all(|f| f.result == Some(Ok(())))
+        });
+        w.mm.migrate(a + PAGE).unwrap();
+        assert!(t.join().unwrap(), "every queued fault answered Ok");
+        assert_eq!(w.engine.stats().batch_windows, 1);
+        let mut d = w.device();
+        d.write(a + PAGE, 3).unwrap();
+        assert_eq!(w.mm.cpu_read(a + PAGE).unwrap(), 3, "device write lost");
+        finish(&w);
+    });
+}

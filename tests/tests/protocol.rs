@@ -435,6 +435,98 @@ fn batch_service_dedups_and_sorts() {
     done(&w);
 }
 
+/// Queued write faults on neighbouring absent pages are one window: one `hmm_range_fault()`,
+/// every fault answered, the pages between them faulted in too, and nothing past the last.
+#[test]
+fn batch_faults_close_together_share_one_window() {
+    let w = world();
+    let a = w.mm.mmap(64 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    // Pages 0, 1, 3, 11 and 27: gaps of at most a fault-around block (16 pages); 44 is 17
+    // past 27 and starts a window of its own.
+    let mut batch: Vec<DeviceFault> = [27, 11, 0, 44, 3, 1]
+        .iter()
+        .map(|&i| DeviceFault::new(a + i * PAGE, Access::Write))
+        .collect();
+    let calls = w.mm.hmm_calls();
+    let mut s = Scratch::new();
+    assert_eq!(w.engine.fault_batch(&mut s, &mut batch), 2);
+    // The window, then 44 alone: a snapshot, its fault and a snapshot of its block.
+    assert_eq!(
+        w.mm.hmm_calls() - calls,
+        1 + 3,
+        "one hmm_range_fault() for the window"
+    );
+    assert_eq!(w.engine.stats().batch_windows, 1);
+    assert!(batch.iter().all(|f| f.result == Some(Ok(()))), "{batch:?}");
+    for i in 0..=27 {
+        let t = w.engine.page_table().translate(a + i * PAGE);
+        assert!(t.is_some_and(|t| t.perm.write), "page {i} mapped writable");
+        assert!(w.mm.cpu_pte(a + i * PAGE).is_some(), "page {i} faulted in");
+    }
+    for i in 28..44 {
+        assert!(
+            w.mm.cpu_pte(a + i * PAGE).is_none(),
+            "page {i} past the window"
+        );
+    }
+    done(&w);
+}
+
+/// A window never reaches past a gap wider than a fault-around block, across a change of
+/// access (a read must not become a write fault, which would break COW), or into another
+/// VMA; each fault keeps its own errno.
+#[test]
+fn batch_windows_stop_at_gaps_access_and_vma() {
+    let w = world();
+    let a = w.mm.mmap(64 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    w.mm.mprotect(a + 40 * PAGE, 4 * PAGE, Prot::NONE).unwrap();
+    w.mm.cpu_write(a + 21 * PAGE, 5).unwrap();
+    let child = w.mm.fork().unwrap();
+    let (pfn21, _) = w.mm.cpu_pte(a + 21 * PAGE).unwrap();
+    let mut batch: Vec<DeviceFault> = vec![
+        DeviceFault::new(a, Access::Write),
+        // 19 pages on: past the gap bound.
+        DeviceFault::new(a + 19 * PAGE, Access::Write),
+        DeviceFault::new(a + 20 * PAGE, Access::Write),
+        // A read of a COW-shared page after writes: its own service, no COW break.
+        DeviceFault::new(a + 21 * PAGE, Access::Read),
+        DeviceFault::new(a + 38 * PAGE, Access::Read),
+        DeviceFault::new(a + 39 * PAGE, Access::Read),
+        // PROT_NONE, its own VMA.
+        DeviceFault::new(a + 40 * PAGE, Access::Read),
+    ];
+    let mut s = Scratch::new();
+    assert_eq!(w.engine.fault_batch(&mut s, &mut batch), 5);
+    assert_eq!(w.engine.stats().batch_windows, 2, "19-20 and 38-39");
+    for f in &batch {
+        let want = if f.va == a + 40 * PAGE {
+            Err(Errno::EFAULT)
+        } else {
+            Ok(())
+        };
+        assert_eq!(f.result, Some(want), "{f:?}");
+    }
+    assert!(
+        w.mm.cpu_pte(a + 10 * PAGE).is_none(),
+        "the gap stays untouched"
+    );
+    assert_eq!(
+        w.mm.cpu_pte(a + 21 * PAGE),
+        Some((pfn21, false)),
+        "no COW break"
+    );
+    assert!(
+        !w.engine
+            .page_table()
+            .translate(a + 21 * PAGE)
+            .unwrap()
+            .perm
+            .write
+    );
+    child.exit();
+    done(&w);
+}
+
 #[test]
 fn nonblockable_invalidation_refuses_without_touching_anything() {
     let w: World = World::builder().flush_may_sleep(true).build().unwrap();
