@@ -39,14 +39,14 @@
 //! hole part way may have written the chunks before it); an `mmap` of the device is limited
 //! to 1 GiB. Every value of a command is checked before it is shifted or added to.
 
-use crate::device::{new_engine, prefetch_killable, registry, resched, unregister, ENODEV};
+use crate::binding::Binding;
+use crate::device::{prefetch_killable, registry, resched, unregister, ENODEV};
 use crate::engine::Access;
 use crate::ffi;
-use crate::kplat::{this_unit, KArc, KEngine, TlbCursor, GFP};
+use crate::kplat::{this_unit, KEngine, TlbCursor, GFP};
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
-use crate::work::WorkItem;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::{size_of, MaybeUninit};
@@ -122,19 +122,22 @@ impl Cmd {
 /// One open `/dev/hmm_dmirrorN`.
 ///
 /// # Invariants
-/// `engine` is set before the file is published and written again only by
+/// `binding` is set before the file is published and written again only by
 /// [`Mirror::shutdown`] (at release, or at unplug once the glue waited for every command to
-/// leave), when no command runs and GC is stopped: everything else only reads it. `gc_work`
-/// is live until drop, and every notifier that can queue it is removed (teardown) before it
-/// is freed. A mirror published to the glue is in the registry until [`Mirror::release`].
+/// leave), when no command runs: everything else only reads it. A mirror published to the
+/// glue is in the registry until [`Mirror::release`].
 pub struct Mirror {
-    mm: *mut ffi::MmStruct,
-    engine: UnsafeCell<Option<KArc<KEngine>>>,
-    gc_work: WorkItem,
-    closing: AtomicBool,
+    /// The engine bound to the opener's mm, and its GC.
+    binding: UnsafeCell<Option<KBox<Binding>>>,
     /// The device is being unplugged: running commands stop with `ENODEV`.
     gone: AtomicBool,
 }
+
+// SAFETY: `binding` is written only when nothing else can reach the mirror (invariant); the
+// rest is `Send + Sync`.
+unsafe impl Send for Mirror {}
+// SAFETY: as above.
+unsafe impl Sync for Mirror {}
 
 impl Mirror {
     fn open(dev: *mut ffi::Device) -> Result<KBox<Mirror>, Errno> {
@@ -143,25 +146,16 @@ impl Mirror {
         if mm.is_null() {
             return Err(Errno::EINVAL);
         }
-        let mut slot = KBox::<Mirror>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
-        let p = slot.as_mut_ptr();
-        // SAFETY: the work item's data is the mirror, at the address the box fixes; the mirror
-        // outlives it (it is a field), and dropping it cancels it.
-        let gc_work = unsafe { WorkItem::new(svm_rs_dm_gc, p.cast())? };
-        let mut m = KBox::write(
-            slot,
+        // SAFETY: `dev` is the module's platform device, registered while any file is open.
+        let binding = unsafe { Binding::new(dev)? };
+        let m = KBox::new(
             Mirror {
-                mm,
-                engine: UnsafeCell::new(None),
-                gc_work,
-                closing: AtomicBool::new(false),
+                binding: UnsafeCell::new(Some(binding)),
                 gone: AtomicBool::new(false),
             },
-        );
-        // SAFETY: `current->mm` is live; `dev` is the module's platform device, registered
-        // while any file is open; `gc_work` outlives every notifier (release tears the engine
-        // down before dropping the mirror).
-        *m.engine.get_mut() = Some(unsafe { new_engine(dev, mm, m.gc_work.as_ptr())? });
+            GFP,
+        )
+        .map_err(|_| Errno::ENOMEM)?;
         // Registered before the glue publishes it, so an unplug finds it from now on.
         registry()
             .lock()
@@ -171,10 +165,10 @@ impl Mirror {
         Ok(m)
     }
 
-    /// The engine; `None` once shut down (unplug).
-    fn engine(&self) -> Option<&KEngine> {
+    /// The binding; `None` once shut down (unplug).
+    fn binding(&self) -> Option<&Binding> {
         // SAFETY: only `shutdown` writes it, when nothing else reads it (invariant).
-        unsafe { (*self.engine.get()).as_deref() }
+        unsafe { (*self.binding.get()).as_deref() }
     }
 
     /// Unplug begins: running commands stop at their next chunk.
@@ -208,13 +202,13 @@ impl Mirror {
         if ubytes != 0 && !matches!(cmd.ptr.checked_add(ubytes), Some(u) if u <= task_size) {
             return Err(Errno::EFAULT);
         }
-        // SAFETY: no preconditions.
-        if unsafe { ffi::svm_current_mm() } != self.mm {
-            return Err(Errno::EXDEV);
-        }
         // Set by `open` before publication, gone only after an unplug (invariant), when the
         // glue no longer lets commands through.
-        let e = self.engine().ok_or(ENODEV)?;
+        let b = self.binding().ok_or(ENODEV)?;
+        if !b.is_current() {
+            return Err(Errno::EXDEV);
+        }
+        let e = b.engine();
         cmd.cpages = 0;
         cmd.faults = 0;
         match nr {
@@ -238,40 +232,13 @@ impl Mirror {
     }
 
     /// Tears the engine down and drops it (DMA mappings, notifiers, page table, the device
-    /// and mm references): at release, or at unplug once no command can run. Idempotent;
-    /// never concurrent with itself (release and unplug serialise on the registry).
+    /// and mm references; `Binding` knows the order): at release, or at unplug once no
+    /// command can run. Idempotent; never concurrent with itself (release and unplug
+    /// serialise on the registry).
     pub(crate) fn shutdown(&self) {
-        // GC must not run concurrently with teardown: stop it (a GC queued after this sees
-        // `closing` and does nothing), tear down, then make sure no queued run is left.
-        self.closing.store(true, Ordering::Release);
-        self.gc_work.cancel_sync();
-        if let Some(e) = self.engine() {
-            e.teardown();
-        }
-        // Every notifier is gone: nothing can queue the GC work again.
-        self.gc_work.cancel_sync();
-        // SAFETY: no command runs (release, or unplug after the glue's wait) and GC is
-        // stopped: nothing reads `engine` now (invariant).
-        drop(unsafe { (*self.engine.get()).take() });
-    }
-
-    fn gc(&self) {
-        if !self.closing.load(Ordering::Acquire) {
-            if let Some(e) = self.engine() {
-                // Runs as a kworker: charge the bound mm's cgroup.
-                let _charge = e.mm().charge_scope();
-                e.gc();
-            }
-        }
-    }
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        // The engine first: it was torn down (`release`) or never had a notifier (a failed
-        // `open`), so no callback can queue the work item any more; the field `gc_work` is
-        // dropped (cancelled, then freed) after this.
-        drop(self.engine.get_mut().take());
+        // SAFETY: no command runs (release, or unplug after the glue's wait): nothing reads
+        // `binding` now (invariant).
+        drop(unsafe { (*self.binding.get()).take() });
     }
 }
 
@@ -519,14 +486,4 @@ pub unsafe extern "C" fn svm_rs_dm_mmap(vma: *mut c_void, start: u64, end: u64) 
         va += PAGE;
     }
     0
-}
-
-/// The GC work item's function.
-///
-/// # Safety
-/// `data` is the live mirror the work item was created for.
-#[no_mangle]
-pub unsafe extern "C" fn svm_rs_dm_gc(data: *mut c_void) {
-    // SAFETY: per the contract (release cancels the work before freeing the mirror).
-    unsafe { &*data.cast::<Mirror>() }.gc();
 }

@@ -73,7 +73,7 @@ SVM_OFF(drm_svm_accel_prefetch, len, 8);
 SVM_OFF(drm_svm_accel_prefetch, flags, 16);
 SVM_OFF(drm_svm_accel_prefetch, pad, 20);
 SVM_OFF(drm_svm_accel_prefetch, done, 24);
-static_assert(sizeof(struct drm_svm_accel_query) == 272);
+static_assert(sizeof(struct drm_svm_accel_query) == 304);
 SVM_OFF(drm_svm_accel_query, flags, 0);
 SVM_OFF(drm_svm_accel_query, range_shift, 4);
 SVM_OFF(drm_svm_accel_query, fault_around_pages, 8);
@@ -88,6 +88,7 @@ SVM_OFF(drm_svm_accel_query, jobs, 96);
 SVM_OFF(drm_svm_accel_query, gc_removed, 136);
 SVM_OFF(drm_svm_accel_query, faults, 144);
 SVM_OFF(drm_svm_accel_query, batch_duplicates, 264);
+SVM_OFF(drm_svm_accel_query, accounting_errors, 296);
 
 /* test_hmm's uAPI, which driver/dmirror.rs speaks. */
 static_assert(sizeof(struct hmm_dmirror_cmd) == 40);

@@ -219,6 +219,5 @@ int svm_rs_dm_open(struct device *dev, void **out);
 void svm_rs_dm_release(void *m);
 int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);
 int svm_rs_dm_mmap(struct vm_area_struct *vma, u64 start, u64 end);
-void svm_rs_dm_gc(void *m);
 
 #endif

@@ -40,6 +40,7 @@ mod sync;
 
 mod pgtable;
 
+mod binding;
 mod device;
 mod dmacache;
 mod dmirror;

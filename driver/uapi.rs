@@ -100,6 +100,10 @@ pub struct Query {
     pub ranges_removed: u64,
     pub range_races: u64,
     pub batch_duplicates: u64,
+    pub batch_windows: u64,
+    pub ranges_reaped_empty: u64,
+    pub range_limit_hits: u64,
+    pub accounting_errors: u64,
 }
 
 // The layout glue.c static_asserts for the C header (same numbers): checked at compile time
@@ -134,7 +138,7 @@ off!(Prefetch, len, 8);
 off!(Prefetch, flags, 16);
 off!(Prefetch, pad, 20);
 off!(Prefetch, done, 24);
-const _: () = assert!(core::mem::size_of::<Query>() == 272);
+const _: () = assert!(core::mem::size_of::<Query>() == 304);
 off!(Query, flags, 0);
 off!(Query, range_shift, 4);
 off!(Query, fault_around_pages, 8);
@@ -149,3 +153,4 @@ off!(Query, jobs, 96);
 off!(Query, gc_removed, 136);
 off!(Query, faults, 144);
 off!(Query, batch_duplicates, 264);
+off!(Query, accounting_errors, 296);

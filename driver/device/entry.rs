@@ -56,7 +56,9 @@ pub unsafe extern "C" fn svm_rs_postclose(ctx: *mut c_void) {
         // SAFETY: per the contract; the context lives until `release_work` frees it.
         let c = unsafe { &*ctx.cast::<Ctx>() };
         // GC stops now; the worker, if running, finishes its batch.
-        c.closing.store(true, Ordering::Release);
+        if let Some(b) = c.bound() {
+            b.stop_gc();
+        }
         // Queued once: the file is released once.
         c.release_work.queue();
     }
@@ -106,16 +108,6 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
     // SAFETY: per the contract.
     let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Query>()) };
     ret(c.query(a))
-}
-
-/// The GC work item's function.
-///
-/// # Safety
-/// `data` is the live context the work item was created for.
-#[no_mangle]
-pub unsafe extern "C" fn svm_rs_gc(data: *mut c_void) {
-    // SAFETY: per the contract (close cancels the work before freeing the context).
-    unsafe { &*data.cast::<Ctx>() }.gc();
 }
 
 /// The fault worker's function.

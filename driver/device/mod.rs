@@ -32,13 +32,12 @@
 //! fault service, so it is outside every engine lock), `svm_tlb_lock` (innermost, never held
 //! while waiting).
 
-use crate::config::{Config, LockScope};
+use crate::binding::Binding;
+use crate::config::Config;
 use crate::dmirror::Mirror;
-use crate::engine::{Access, DeviceFault, Parts, Scratch};
+use crate::engine::{Access, DeviceFault, Scratch};
 use crate::ffi;
-use crate::kplat::{
-    this_unit, KArc, KDma, KEngine, KMem, KMm, KMutex, KPlat, KSpin, KTlb, GFP, TLB_ENTRIES,
-};
+use crate::kplat::{this_unit, KEngine, KMutex, KPlat, KSpin, GFP, TLB_ENTRIES};
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
 use crate::platform::Platform;
@@ -57,7 +56,7 @@ mod query;
 mod registry;
 mod worker;
 
-use entry::{svm_rs_gc, svm_rs_release, svm_rs_work};
+use entry::{svm_rs_release, svm_rs_work};
 pub(crate) use registry::{registry, registry_free, registry_init, unregister};
 
 /// Device fault queue entries.
@@ -111,12 +110,6 @@ struct WorkerState {
     waiters: KVec<QEntry>,
 }
 
-/// What BIND creates.
-struct Bound {
-    mm: *mut ffi::MmStruct,
-    engine: KArc<KEngine>,
-}
-
 /// Why a job stopped.
 enum JobErr {
     /// A fault the engine could not service: errno and address.
@@ -130,23 +123,21 @@ enum JobErr {
 /// Per open file.
 ///
 /// # Invariants
-/// `bound` is null or a
-/// `KBox<Bound>` leaked by BIND, set once and freed in [`Ctx::shutdown`] (at close, or at
-/// unplug), when no ioctl can run any more. A context published to the glue is in the
+/// `bound` is null or a `KBox<Binding>` leaked by BIND, set once and freed in
+/// [`Ctx::shutdown`] (at close, or at unplug), when no ioctl can run any more and the fault
+/// worker is stopped. A context published to the glue is in the
 /// registry until [`Ctx::close`].
 pub struct Ctx {
     dev: *mut ffi::Device,
     work: WorkItem,
     /// Runs [`Ctx::close`] after the file's release, which must not wait for the worker.
     release_work: WorkItem,
-    /// GC, queued by `MMU_NOTIFY_UNMAP` callbacks: its own work item, because
-    /// `mmu_interval_notifier_remove()` waits for every running invalidation of the mm, and
-    /// faults must not wait behind an unrelated munmap.
-    gc_work: WorkItem,
     waitq: WaitQueue,
     bind_lock: KMutex<()>,
-    bound: AtomicPtr<Bound>,
-    closing: AtomicBool,
+    /// The engine and its GC (its own work item, because `mmu_interval_notifier_remove()`
+    /// waits for every running invalidation of the mm, and faults must not wait behind an
+    /// unrelated munmap).
+    bound: AtomicPtr<Binding>,
     /// The device is being unplugged: jobs and prefetches stop with `ENODEV`.
     gone: AtomicBool,
     fq: KSpin<FaultQueue>,
@@ -155,7 +146,6 @@ pub struct Ctx {
     jobs: AtomicU64,
     device_faults: AtomicU64,
     fault_batches: AtomicU64,
-    gc_removed: AtomicU64,
 }
 
 fn ret(r: Result<(), Errno>) -> i32 {
@@ -182,47 +172,6 @@ pub(crate) fn zeroed_scratch() -> Result<KBox<Scratch>, Errno> {
     let b = KBox::<Scratch>::new_uninit(GFP | __GFP_ZERO).map_err(|_| Errno::ENOMEM)?;
     // SAFETY: `Scratch` is an array of `u64`, for which all-zero is valid.
     Ok(unsafe { b.assume_init() })
-}
-
-/// An engine for the device `dev`, configured by the module parameters, mirroring `mm`;
-/// `gc_work` is queued after every `MMU_NOTIFY_UNMAP` callback. Shared by BIND and the dmirror
-/// front end.
-///
-/// # Safety
-/// `mm` is the calling task's live `current->mm`; `dev` is the module's platform device,
-/// registered while any file is open; `gc_work` outlives every notifier of the engine (its
-/// owner tears the engine down before freeing it).
-pub(crate) unsafe fn new_engine(
-    dev: *mut ffi::Device,
-    mm: *mut ffi::MmStruct,
-    gc_work: *mut ffi::Work,
-) -> Result<KArc<KEngine>, Errno> {
-    // SAFETY: per the contract.
-    let kmm = unsafe { KMm::bind(mm, gc_work)? };
-    let parts = Parts::<KPlat> {
-        mm: kmm,
-        // SAFETY: per the contract.
-        dma: unsafe { KDma::new(dev)? },
-        tlb: KTlb::new()?,
-        mem: KMem,
-    };
-    let cfg = Config {
-        // SAFETY: no preconditions.
-        task_size: unsafe { ffi::svm_task_size() },
-        // SAFETY: no preconditions.
-        max_ranges: unsafe { ffi::svm_max_ranges() } as usize,
-        // SAFETY: no preconditions.
-        range_shift: unsafe { ffi::svm_range_shift() },
-        // SAFETY: no preconditions.
-        lock_scope: match unsafe { ffi::svm_lock_scope() } {
-            0 => LockScope::PerRange,
-            1 => LockScope::EngineMutex,
-            2 => LockScope::EngineRwsem,
-            _ => return Err(Errno::EINVAL),
-        },
-        ..Config::default()
-    };
-    KEngine::new(KPlat, parts, cfg)
 }
 
 /// `Engine::prefetch` of `[start, start + len)` in chunks, stopping with `EINTR` at a fatal
@@ -270,8 +219,6 @@ impl Ctx {
         // once the context is published, and dropping them (with it) cancels them.
         // SAFETY: the context outlives its work items (they are its fields).
         let work = unsafe { WorkItem::new(svm_rs_work, p.cast())? };
-        // SAFETY: as above.
-        let gc_work = unsafe { WorkItem::new(svm_rs_gc, p.cast())? };
         // SAFETY: as above; it drops the context from its own function (`close`), and it
         // exists now so that the release cannot fail.
         let release_work = unsafe { WorkItem::new_teardown(svm_rs_release, p.cast())? };
@@ -282,11 +229,9 @@ impl Ctx {
             addr_of_mut!((*p).dev).write(dev);
             addr_of_mut!((*p).work).write(work);
             addr_of_mut!((*p).release_work).write(release_work);
-            addr_of_mut!((*p).gc_work).write(gc_work);
             addr_of_mut!((*p).waitq).write(waitq);
             KMutex::init_class(addr_of_mut!((*p).bind_lock), (), ffi::LC_CTX);
             addr_of_mut!((*p).bound).write(AtomicPtr::new(null_mut()));
-            addr_of_mut!((*p).closing).write(AtomicBool::new(false));
             addr_of_mut!((*p).gone).write(AtomicBool::new(false));
             KSpin::init_class(addr_of_mut!((*p).fq), FaultQueue { q: fq }, ffi::LC_FAULTQ);
             addr_of_mut!((*p).drained).write(AtomicU32::new(0));
@@ -294,7 +239,6 @@ impl Ctx {
             addr_of_mut!((*p).jobs).write(AtomicU64::new(0));
             addr_of_mut!((*p).device_faults).write(AtomicU64::new(0));
             addr_of_mut!((*p).fault_batches).write(AtomicU64::new(0));
-            addr_of_mut!((*p).gc_removed).write(AtomicU64::new(0));
         }
         // SAFETY: every field was initialised just above.
         let b = unsafe { slot.assume_init() };
@@ -307,18 +251,17 @@ impl Ctx {
         Ok(KBox::into_raw(b))
     }
 
-    fn bound(&self) -> Option<&Bound> {
+    fn bound(&self) -> Option<&Binding> {
         let p = self.bound.load(Ordering::Acquire);
-        // SAFETY: a published `Bound` lives until `shutdown`, which no ioctl or worker
+        // SAFETY: a published `Binding` lives until `shutdown`, which no ioctl or worker
         // outlives.
         (!p.is_null()).then(|| unsafe { &*p })
     }
 
     /// The bound state, for a caller that must be in the bound mm.
-    fn bound_here(&self) -> Result<&Bound, Errno> {
+    fn bound_here(&self) -> Result<&Binding, Errno> {
         let b = self.bound().ok_or(ENOTCONN)?;
-        // SAFETY: no preconditions.
-        if unsafe { ffi::svm_current_mm() } != b.mm {
+        if !b.is_current() {
             return Err(Errno::EXDEV);
         }
         Ok(b)
@@ -332,13 +275,8 @@ impl Ctx {
         if self.bound().is_some() {
             return Err(Errno::EBUSY);
         }
-        // SAFETY: no preconditions.
-        let mm = unsafe { ffi::svm_current_mm() };
-        // SAFETY: `current->mm` of the calling task is live; `dev` is the DRM device's parent,
-        // alive while a file is open; the work item outlives every notifier (close removes
-        // them before freeing it).
-        let engine = unsafe { new_engine(self.dev, mm, self.gc_work.as_ptr())? };
-        let b = KBox::new(Bound { mm, engine }, GFP).map_err(|_| Errno::ENOMEM)?;
+        // SAFETY: `dev` is the DRM device's parent, alive while a file is open.
+        let b = unsafe { Binding::new(self.dev)? };
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
     }
@@ -363,19 +301,17 @@ impl Ctx {
     /// glue waited for every ioctl to leave. Idempotent; never concurrent with itself (close
     /// and unplug serialise on the registry).
     fn shutdown(&self) {
-        self.closing.store(true, Ordering::Release);
-        // This waits for a running worker (here, in a work item, not in the exiting task).
+        if let Some(b) = self.bound() {
+            b.stop_gc();
+        }
+        // The fault worker uses the binding: stop it first. This waits for a running worker
+        // (here, in a work item, not in the exiting task); only jobs queue it, and none runs.
         self.work.cancel_sync();
-        self.gc_work.cancel_sync();
         let p = self.bound.swap(null_mut(), Ordering::AcqRel);
         if !p.is_null() {
-            // SAFETY: leaked by BIND, reclaimed once here.
-            let b = unsafe { KBox::from_raw(p) };
-            b.engine.teardown();
-            // Every notifier is gone, so nothing can queue the work items again.
-            self.work.cancel_sync();
-            self.gc_work.cancel_sync();
-            drop(b);
+            // SAFETY: leaked by BIND, reclaimed once here; nothing uses it any more (no
+            // ioctl, no worker). Dropping it tears the engine down (`Binding`'s order).
+            drop(unsafe { KBox::from_raw(p) });
         }
     }
 }

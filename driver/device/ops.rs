@@ -11,12 +11,12 @@ impl Ctx {
     /// device fault, waits for it, and replays.
     pub(super) fn access<R>(
         &self,
-        b: &Bound,
+        b: &Binding,
         reqs: &[(u64, Access)],
         mut f: impl FnMut(&[*mut u8; 2]) -> R,
     ) -> Result<R, JobErr> {
-        let pt = b.engine.page_table();
-        let tlb = b.engine.tlb();
+        let pt = b.engine().page_table();
+        let tlb = b.engine().tlb();
         let mut replays = 0;
         loop {
             if fatal_signal_pending() {
@@ -93,7 +93,7 @@ impl Ctx {
     }
 
     /// Runs one op; returns its result word.
-    pub(super) fn run_op(&self, b: &Bound, op: &uapi::Op) -> Result<u64, JobErr> {
+    pub(super) fn run_op(&self, b: &Binding, op: &uapi::Op) -> Result<u64, JobErr> {
         let mut off = 0u64;
         let in_page = |va: u64| PAGE - (va & (PAGE - 1));
         match op.kind {
@@ -188,7 +188,7 @@ impl Ctx {
         }
         // SAFETY: initialised by the copy above; `Op` is plain integers (any bits are valid).
         unsafe { ops.set_len(n) };
-        let task_size = b.engine.config().task_size;
+        let task_size = b.engine().config().task_size;
         for op in ops.iter() {
             Self::check_op(op, task_size)?;
         }
@@ -241,7 +241,7 @@ impl Ctx {
         if a.start & (PAGE - 1) != 0
             || a.len & (PAGE - 1) != 0
             || a.len == 0
-            || end > b.engine.config().task_size
+            || end > b.engine().config().task_size
         {
             return Err(Errno::EINVAL);
         }
@@ -250,7 +250,7 @@ impl Ctx {
         } else {
             Access::Read
         };
-        prefetch_killable(&b.engine, a.start, a.len, access, &mut a.done, &self.gone)
+        prefetch_killable(b.engine(), a.start, a.len, access, &mut a.done, &self.gone)
     }
 
     // ---- QUERY ----------------------------------------------------------------------

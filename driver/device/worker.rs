@@ -73,7 +73,7 @@ impl Ctx {
         };
         // What the fault service allocates (ranges, notifiers, page-table pages) is charged
         // to the bound mm's memory cgroup, not to this kworker's.
-        let _charge = b.engine.mm().charge_scope();
+        let _charge = b.engine().mm().charge_scope();
         let mut g = self.worker.lock();
         let ws = &mut *g;
         loop {
@@ -106,7 +106,7 @@ impl Ctx {
             }
             // SAFETY: no preconditions (0 unless a test set the module parameter).
             unsafe { ffi::svm_fault_delay() };
-            b.engine.fault_batch(&mut ws.scratch, &mut ws.batch);
+            b.engine().fault_batch(&mut ws.scratch, &mut ws.batch);
             for w in ws.waiters.iter() {
                 let page = w.va >> PAGE_SHIFT;
                 // `fault_batch` sorted the batch by page; entries of one page share a result.
@@ -131,20 +131,7 @@ impl Ctx {
             self.fault_batches.fetch_add(1, Ordering::Relaxed);
             // A range GC passed over while this batch's faults were in flight is collected
             // now, on the GC work item, so no fault waits for a notifier removal.
-            self.gc_work.queue();
-        }
-    }
-
-    /// The GC work item.
-    pub(super) fn gc(&self) {
-        let Some(b) = self.bound() else {
-            return;
-        };
-        if !self.closing.load(Ordering::Acquire) {
-            // GC frees; should it ever allocate, the bound mm's cgroup pays.
-            let _charge = b.engine.mm().charge_scope();
-            let n = b.engine.gc();
-            self.gc_removed.fetch_add(n as u64, Ordering::Relaxed);
+            b.queue_gc();
         }
     }
 

@@ -996,6 +996,12 @@ pub fn run(cfg: &StormCfg) -> TResult {
             q.pt_zapped, q.dma_live, q.pt_pages, q.pt_huge
         ));
     }
+    if q.accounting_errors != 0 {
+        sh.problem(format!(
+            "engine accounting errors: {} (a range reaped more leaves than it mapped)",
+            q.accounting_errors
+        ));
+    }
     let c = &sh.c;
     let lost_during = c.lost_during.load(Relaxed);
     let lost = lost_during + dev_bad + cpu_bad;
@@ -1041,6 +1047,10 @@ pub fn run(cfg: &StormCfg) -> TResult {
         ),
         ("device faults", qs.device_faults.to_string()),
         ("fault batches", qs.fault_batches.to_string()),
+        (
+            "  windows serving several queued faults",
+            qs.batch_windows.to_string(),
+        ),
         ("faults serviced (engine)", qs.faults.to_string()),
         (
             "faults / s",

@@ -161,6 +161,11 @@ struct drm_svm_accel_query {
 	__u64 ranges_removed;
 	__u64 range_races;
 	__u64 batch_duplicates;
+	/* appended (DRM zero-extends a shorter struct from older userspace) */
+	__u64 batch_windows;       /* windows serving several queued faults at once */
+	__u64 ranges_reaped_empty;
+	__u64 range_limit_hits;
+	__u64 accounting_errors;   /* engine bookkeeping bugs caught: always 0 */
 };
 
 #define DRM_IOCTL_SVM_ACCEL_BIND \
