@@ -60,6 +60,10 @@ pub(crate) struct State {
     /// Live device-writable mappings per first pfn: `CONFIG_DMA_API_DEBUG`'s active-cacheline
     /// overlap count (it tracks the mapping's first cacheline, and skips `DMA_TO_DEVICE`).
     writable_overlap: std::collections::HashMap<u64, u32, crate::inthash::IntBuild>,
+    /// Live 4 KiB mappings per page, and 2 MiB mappings per head page ([`DmaWatch`]; a
+    /// 2 MiB mapping of an unaligned pfn is a violation of its own).
+    pages: std::collections::HashMap<u64, u32, crate::inthash::IntBuild>,
+    huge: std::collections::HashMap<u64, u32, crate::inthash::IntBuild>,
 }
 
 impl State {
@@ -70,59 +74,37 @@ impl State {
     }
 }
 
-/// Live DMA mappings per page, over every DMA tracker of a machine. DMA mappings hold no page
-/// reference (hmm does not pin), so a page freed while one exists is one the device can still
-/// reach: the invalidation before the free returned without releasing it. Reported when the
-/// page is freed, long before a device access or a `set_page_dirty()` could notice.
-#[derive(Default)]
-pub(crate) struct DmaPages {
-    count: Mutex<std::collections::HashMap<u64, u32, crate::inthash::IntBuild>>,
-    watch: Mutex<Option<Violations>>,
-}
+/// A machine's handle on one of its DMA trackers, to check each page it frees. DMA mappings
+/// hold no page reference (hmm does not pin), so a page freed while one exists is one the
+/// device can still reach: the invalidation before the free returned without releasing it.
+/// Reported when the page is freed, long before a device access or a `set_page_dirty()`
+/// could notice.
+pub(crate) struct DmaWatch(std::sync::Weak<Inner>);
 
-impl DmaPages {
-    fn lock(
-        &self,
-    ) -> MutexGuard<'_, std::collections::HashMap<u64, u32, crate::inthash::IntBuild>> {
-        self.count.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, pfn: u64, n: u64) {
-        let mut c = self.lock();
-        for p in pfn..pfn + n {
-            *c.entry(p).or_insert(0) += 1;
-        }
-    }
-
-    fn sub(&self, pfn: u64, n: u64) {
-        let mut c = self.lock();
-        for p in pfn..pfn + n {
-            if let Some(k) = c.get_mut(&p) {
-                *k -= 1;
-                if *k == 0 {
-                    c.remove(&p);
-                }
-            }
-        }
-    }
-
-    /// Called by the machine as it frees `pfn`.
-    pub(crate) fn check_free(&self, pfn: u64) {
-        let Some(&n) = self.lock().get(&pfn) else {
-            return;
+impl DmaWatch {
+    /// Called by the machine (its lock held) as it frees `pfn`. Returns whether the tracker
+    /// still exists.
+    pub(crate) fn check_free(&self, pfn: u64) -> bool {
+        let Some(t) = self.0.upgrade() else {
+            return false;
         };
-        if let Some(v) = &*self.watch.lock().unwrap_or_else(|e| e.into_inner()) {
-            v.record(
+        let n = {
+            let st = t.st.lock().unwrap_or_else(|e| e.into_inner());
+            st.pages.get(&pfn).copied().unwrap_or(0)
+                + st.huge.get(&(pfn & !(HPAGE_NR - 1))).copied().unwrap_or(0)
+        };
+        if n > 0 {
+            t.violations.record(
                 "I4",
                 format!("pfn {pfn:#x} freed with {n} DMA mapping(s) of it live: its invalidation returned without releasing them"),
             );
         }
+        true
     }
 }
 
 struct Inner {
     st: Mutex<State>,
-    pages: Arc<DmaPages>,
     /// Place 2 MiB mappings off a 2 MiB boundary, as swiotlb bouncing or an IOMMU with a
     /// smaller IOVA alignment may.
     misalign_huge: std::sync::atomic::AtomicBool,
@@ -140,18 +122,13 @@ pub struct DmaTracker(Arc<Inner>);
 impl DmaTracker {
     /// A tracker for the device that mirrors `mm` (it checks pages on `mm`'s machine).
     pub fn new(mm: &MmHandle, violations: Violations) -> Self {
-        let pages = mm.0.machine.st.lock().dma_pages.clone();
-        pages
-            .watch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(|| violations.clone());
-        DmaTracker(Arc::new(Inner {
-            pages,
+        let t = DmaTracker(Arc::new(Inner {
             st: Mutex::new(State {
                 next: DMA_BASE,
                 live: BTreeMap::new(),
                 writable_overlap: Default::default(),
+                pages: Default::default(),
+                huge: Default::default(),
             }),
             misalign_huge: std::sync::atomic::AtomicBool::new(false),
             machine: mm.0.machine.clone(),
@@ -159,7 +136,13 @@ impl DmaTracker {
             maps: AtomicU64::new(0),
             unmaps: AtomicU64::new(0),
             dirtied: AtomicU64::new(0),
-        }))
+        }));
+        mm.0.machine
+            .st
+            .lock()
+            .dma_watch
+            .push(DmaWatch(Arc::downgrade(&t.0)));
+        t
     }
 
     /// From now on, place 2 MiB mappings 4 KiB off a 2 MiB boundary (`on`), or aligned.
@@ -241,7 +224,12 @@ impl svm::platform::Dma for DmaTracker {
         // Never collide with the poison address of freed page tables.
         debug_assert!(addr > POISON_DMA);
         st.next = addr + size;
-        self.0.pages.add(pfn, n);
+        let per = if order == 0 {
+            &mut st.pages
+        } else {
+            &mut st.huge
+        };
+        *per.entry(pfn).or_insert(0) += 1;
         st.live.insert(
             addr,
             DmaMapping {
@@ -291,7 +279,17 @@ impl svm::platform::Dma for DmaTracker {
             }
             Some(m) => {
                 st.live.remove(&addr);
-                self.0.pages.sub(m.pfn, 1 << m.order);
+                let per = if m.order == 0 {
+                    &mut st.pages
+                } else {
+                    &mut st.huge
+                };
+                if let Some(k) = per.get_mut(&m.pfn) {
+                    *k -= 1;
+                    if *k == 0 {
+                        per.remove(&m.pfn);
+                    }
+                }
                 if m.write {
                     if let Some(n) = st.writable_overlap.get_mut(&m.pfn) {
                         *n -= 1;

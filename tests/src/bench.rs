@@ -984,3 +984,122 @@ pub fn csv(rows: &[Row]) -> String {
 
 /// Guards against a silent change of the buffers' placement: they must fit the device VA.
 const _: () = assert!(BASE + 2 * THREAD_STRIDE < VA_LIMIT);
+
+/// One line of the batch-service table ([`batch_service`]).
+#[derive(Clone, Debug)]
+pub struct BatchRow {
+    /// What was queued.
+    pub pattern: &'static str,
+    /// Queued faults (distinct pages) per batch.
+    pub faults: u64,
+    /// `hmm_range_fault()` calls per batch: one by one, and through `fault_batch`.
+    pub hmm_single: u64,
+    pub hmm_batch: u64,
+    /// Windows `fault_batch` formed.
+    pub windows: u64,
+    /// Median µs per batch: one by one, and through `fault_batch`.
+    pub us_single: f64,
+    pub us_batch: f64,
+}
+
+/// A hardware fault buffer's worth of first-touch write faults (pages absent from the CPU, as
+/// a kernel filling a fresh buffer sees them) on `ours`, serviced one fault at a time (what
+/// batch service did before windows: sort, skip what is mapped, fault each page) and through
+/// [`Engine::fault_batch`](svm::Engine::fault_batch), which serves queued faults close
+/// together as one window. `dense`: 256 consecutive pages; `strided`: every 4th page (gaps
+/// the window faults in too); `sparse`: every 32nd page (gaps wider than a fault-around
+/// block: no window). Each trial uses a fresh world; medians over `trials`.
+pub fn batch_service(trials: usize, problems: &mut Vec<String>) -> Vec<BatchRow> {
+    let f = flavors(16)[0];
+    let mut rows = Vec::new();
+    for (pattern, step) in [("dense", 1u64), ("strided 4", 4), ("sparse 32", 32)] {
+        let n = 256u64;
+        let (mut single, mut batch) = (Vec::new(), Vec::new());
+        let (mut hs, mut hb, mut wins) = (0, 0, 0);
+        for _ in 0..trials.max(1) {
+            for windows in [false, true] {
+                let w = world(f.engine);
+                let va =
+                    w.mm.mmap_fixed(BASE, n * step * PAGE, Prot::RW, MapFlags::ANON)
+                        .expect("mmap");
+                let mut scratch = Box::new(Scratch::new());
+                let mut q: Vec<svm::DeviceFault> = (0..n)
+                    .rev()
+                    .map(|i| svm::DeviceFault::new(va + i * step * PAGE, Access::Write))
+                    .collect();
+                let calls = w.mm.hmm_calls();
+                let t = Instant::now();
+                let ok = {
+                    let _s = w.violations.scope();
+                    if windows {
+                        w.engine.fault_batch(&mut scratch, &mut q);
+                        q.iter().filter(|f| f.result == Some(Ok(()))).count() as u64
+                    } else {
+                        q.sort_by_key(|f| f.va);
+                        let mut ok = 0;
+                        for f in &q {
+                            let mapped = w
+                                .engine
+                                .page_table()
+                                .translate(f.va)
+                                .is_some_and(|t| t.perm.write);
+                            if mapped || w.engine.fault(&mut scratch, f.va, Access::Write).is_ok() {
+                                ok += 1;
+                            }
+                        }
+                        ok
+                    }
+                };
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                let calls = w.mm.hmm_calls() - calls;
+                if ok != n {
+                    problems.push(format!("batch {pattern}: {ok} of {n} faults serviced"));
+                }
+                if windows {
+                    batch.push(us);
+                    hb = calls;
+                    wins = w.engine.stats().batch_windows;
+                } else {
+                    single.push(us);
+                    hs = calls;
+                }
+                finish(w, "batch service", problems);
+            }
+        }
+        rows.push(BatchRow {
+            pattern,
+            faults: n,
+            hmm_single: hs,
+            hmm_batch: hb,
+            windows: wins,
+            us_single: median(&single),
+            us_batch: median(&batch),
+        });
+    }
+    rows
+}
+
+/// The batch-service table.
+pub fn batch_table(rows: &[BatchRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| queued write faults (first touch) | faults | hmm calls: one by one / windows | windows | µs per batch: one by one / windows | speed-up |"
+    );
+    let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} / {} | {} | {:.0} / {:.0} | {:.2}x |",
+            r.pattern,
+            r.faults,
+            r.hmm_single,
+            r.hmm_batch,
+            r.windows,
+            r.us_single,
+            r.us_batch,
+            r.us_single / r.us_batch
+        );
+    }
+    s
+}

@@ -70,3 +70,25 @@ fn median_of_odd_even_and_none() {
     assert_eq!(bench::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     assert!(bench::median(&[]).is_nan());
 }
+
+/// The batch-service table: windows cut the `hmm_range_fault()` calls of dense queued faults to
+/// one per window, and change nothing where the gaps are wider than a fault-around block.
+#[test]
+fn batch_service_runs_and_counts_calls() {
+    let mut problems = Vec::new();
+    let rows = bench::batch_service(1, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), 3);
+    let dense = &rows[0];
+    // One by one: each absent page costs a snapshot, its fault and a snapshot again.
+    assert_eq!(dense.hmm_single, 3 * 256);
+    assert_eq!(
+        (dense.windows, dense.hmm_batch),
+        (1, 1),
+        "one window of 256 pages"
+    );
+    let sparse = &rows[2];
+    assert_eq!(sparse.windows, 0);
+    assert_eq!(sparse.hmm_batch, sparse.hmm_single);
+    assert_eq!(bench::batch_table(&rows).lines().count(), 2 + 3);
+}

@@ -6,10 +6,9 @@
 //!
 //! Everything here runs with that mutex held and never calls out.
 
-use crate::dma::DmaPages;
+use crate::dma::DmaWatch;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
 
 /// A deterministic hash map (loom replays need a stable iteration order) with a fast hash for
 /// the integer keys the model uses.
@@ -272,9 +271,8 @@ pub(crate) struct MachineState {
     next_slot: u64,
     pub mms: DetMap<MmId, MmState>,
     live: usize,
-    /// The pages DMA trackers of this machine have mapped: a page must not be freed while
-    /// one is.
-    pub dma_pages: Arc<DmaPages>,
+    /// The DMA trackers of this machine: a page must not be freed while one maps it.
+    pub dma_watch: Vec<DmaWatch>,
 }
 
 impl MachineState {
@@ -287,7 +285,7 @@ impl MachineState {
             next_slot: 1,
             mms: DetMap::default(),
             live: 0,
-            dma_pages: Arc::default(),
+            dma_watch: Vec::new(),
         }
     }
 
@@ -444,7 +442,7 @@ impl MachineState {
         if let Some(slot) = self.frames.get(&pfn).and_then(|f| f.swapcache) {
             self.uncache(pfn, slot);
         }
-        self.dma_pages.check_free(pfn);
+        self.dma_watch.retain(|w| w.check_free(pfn));
         let f = self.frame(pfn);
         f.alive = false;
         f.data = POISON;

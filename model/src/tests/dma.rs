@@ -141,3 +141,31 @@ fn directions_and_overlapping_writable_mappings() {
     assert_eq!(v.count(), 2);
     assert_eq!(dma.live(), 1, "the mismatched unmap did not unmap");
 }
+
+/// A page freed while a DMA mapping of it is live is reported at the free (the invalidation
+/// before it returned without releasing the mapping); one unmapped first is not.
+#[test]
+fn page_freed_while_dma_mapped_is_reported() {
+    let mm = MmHandle::new();
+    let v = mm.violations().clone();
+    let _s = v.scope();
+    let dma = DmaTracker::new(&mm, v.clone());
+    let a = mm.mmap(2 * PG, Prot::RW, MapFlags::ANON).unwrap();
+    mm.cpu_write(a, 1).unwrap();
+    mm.cpu_write(a + PG, 2).unwrap();
+    let p0 = mm.cpu_pte(a).unwrap().0;
+    let p1 = mm.cpu_pte(a + PG).unwrap().0;
+    let range = ModelLock::new((), LockClass::Range);
+    let (d0, d1) = {
+        let _g = range.lock();
+        (
+            dma.map(p0, 0, false).unwrap(),
+            dma.map(p1, 0, true).unwrap(),
+        )
+    };
+    dma.unmap(d0, p0, 0, false);
+    mm.munmap(a, 2 * PG).unwrap();
+    assert_eq!(v.count(), 1, "{:?}", v.messages());
+    assert!(v.messages()[0].contains(&format!("pfn {p1:#x} freed with 1 DMA mapping")));
+    dma.unmap(d1, p1, 0, true);
+}

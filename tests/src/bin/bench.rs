@@ -2,7 +2,8 @@
 //!
 //! Prints the machine, the commit and one table: a row per configuration (`ours`,
 //! `gpusvm-like`, `test_hmm-like`: the same engine with other `range_shift` and `lock_scope`)
-//! and a row per baseline with ours divided by it. See `tests/src/bench.rs` for what each
+//! and a row per baseline with ours divided by it; then the batch-service table (a fault
+//! buffer's worth of queued faults, one by one against windows). See `tests/src/bench.rs` for what each
 //! column measures and `bench/RESULTS.md` for a run.
 //!
 //! Options:
@@ -194,6 +195,15 @@ fn main() -> ExitCode {
             );
         }
     }
+    eprintln!("bench: batch service");
+    let mut batch_problems = Vec::new();
+    let batch = bench::batch_service(cfg.trials, &mut batch_problems);
+    println!();
+    println!(
+        "batch service (ours, fault-around 16; medians of {} trials):",
+        cfg.trials
+    );
+    print!("{}", bench::batch_table(&batch));
     let write = |path: &Option<String>, s: String| {
         if let Some(p) = path {
             if let Err(e) = std::fs::write(p, s) {
@@ -205,6 +215,10 @@ fn main() -> ExitCode {
     };
     let mut ok = write(&json, bench::json(&cfg, &rows, &sweep));
     ok &= write(&csv, bench::csv(&rows));
+    for p in &batch_problems {
+        eprintln!("bench: PROBLEM in batch service: {p}");
+        ok = false;
+    }
     for r in &rows {
         for p in &r.problems {
             eprintln!("bench: PROBLEM in {}: {p}", r.name);
