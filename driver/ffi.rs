@@ -125,6 +125,13 @@ extern "C" {
     pub fn svm_page_set_private(p: *mut c_void, v: usize);
     pub fn svm_phys_page_private(pa: u64) -> usize;
 
+    pub fn svm_tracing() -> bool;
+    pub fn svm_trace_fault_start(ctx: *const c_void, va: u64, write: bool, pages: u64);
+    pub fn svm_trace_fault_end(ctx: *const c_void, va: u64, write: bool, err: i32, ns: u64);
+    pub fn svm_trace_retry(ctx: *const c_void, va: u64, own: bool);
+    pub fn svm_trace_invalidate(ctx: *const c_void, start: u64, end: u64, event: u32, hit: bool);
+    pub fn svm_trace_gc(ctx: *const c_void, removed: u64);
+
     pub fn svm_now_ns() -> u64;
     pub fn svm_cond_resched();
     pub fn svm_fault_ns_add(ns: u64);

@@ -125,6 +125,14 @@ u64 svm_virt_to_phys(const void *p);
 void svm_page_set_private(void *p, unsigned long v);
 unsigned long svm_phys_page_private(u64 pa);
 
+/* tracepoints (trace.c, svm_trace.h): events use the SVM_EV_* numbering */
+bool svm_tracing(void);
+void svm_trace_fault_start(const void *ctx, u64 va, bool write, u64 pages);
+void svm_trace_fault_end(const void *ctx, u64 va, bool write, int err, u64 ns);
+void svm_trace_retry(const void *ctx, u64 va, bool own);
+void svm_trace_invalidate(const void *ctx, u64 start, u64 end, unsigned int event, bool hit);
+void svm_trace_gc(const void *ctx, u64 removed);
+
 /* misc */
 u64 svm_now_ns(void);
 void svm_cond_resched(void);

@@ -37,6 +37,8 @@ mod serial;
 mod stats;
 #[path = "../svm/src/sync.rs"]
 mod sync;
+#[path = "../svm/src/trace.rs"]
+mod trace;
 
 mod pgtable;
 

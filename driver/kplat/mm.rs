@@ -249,3 +249,17 @@ impl Mm for KMm {
         Ok(())
     }
 }
+
+/// The glue's `SVM_EV_*` code of `e` (the inverse of the callback's decoding above).
+pub(crate) fn event_code(e: Event) -> u32 {
+    match e {
+        Event::Unmap => 0,
+        Event::Clear => 1,
+        Event::ProtectionVma => 2,
+        Event::ProtectionPage => 3,
+        Event::SoftDirty => 4,
+        Event::Release => 5,
+        Event::Migrate => 6,
+        Event::Exclusive => 7,
+    }
+}

@@ -32,10 +32,12 @@ pub use mem::*;
 pub use mm::*;
 pub use tlb::*;
 
-use crate::engine::Engine;
+use crate::engine::{Access, Engine};
 use crate::ffi;
 use crate::pgtable::X86Format;
 use crate::platform::Platform;
+use crate::trace::Trace;
+use core::ffi::c_void;
 
 // ---- the platform ------------------------------------------------------------------
 
@@ -60,6 +62,44 @@ impl Platform for KPlat {
     fn relax(&self) {
         // SAFETY: called with no lock held (engine contract).
         unsafe { ffi::svm_cond_resched() }
+    }
+
+    fn tracing(&self) -> bool {
+        // SAFETY: no preconditions (static-key checks).
+        unsafe { ffi::svm_tracing() }
+    }
+
+    fn trace(&self, ev: &Trace) {
+        let c = |ctx: usize| ctx as *const c_void;
+        let w = |a: Access| a == Access::Write;
+        // SAFETY: the tracepoints only record their arguments (`ctx` is printed hashed,
+        // never dereferenced); they neither sleep nor take locks of ours.
+        unsafe {
+            match *ev {
+                Trace::FaultStart {
+                    ctx,
+                    va,
+                    access,
+                    pages,
+                } => ffi::svm_trace_fault_start(c(ctx), va, w(access), pages),
+                Trace::FaultEnd {
+                    ctx,
+                    va,
+                    access,
+                    err,
+                    ns,
+                } => ffi::svm_trace_fault_end(c(ctx), va, w(access), err, ns),
+                Trace::Retry { ctx, va, own } => ffi::svm_trace_retry(c(ctx), va, own),
+                Trace::Invalidate {
+                    ctx,
+                    start,
+                    end,
+                    event,
+                    hit,
+                } => ffi::svm_trace_invalidate(c(ctx), start, end, mm::event_code(event), hit),
+                Trace::Gc { ctx, removed } => ffi::svm_trace_gc(c(ctx), removed as u64),
+            }
+        }
     }
 }
 

@@ -166,6 +166,8 @@ pub struct ModelPlatform<F: PteFormat = X86Format> {
     /// under loom).
     step: u64,
     fake: AtomicU64,
+    /// The engine's trace events, when recording ([`ModelPlatform::record_trace`]).
+    trace: Option<std::sync::Mutex<Vec<svm::trace::Trace>>>,
     _fmt: PhantomData<fn() -> F>,
 }
 
@@ -196,7 +198,22 @@ impl<F: PteFormat> ModelPlatform<F> {
             start: std::time::Instant::now(),
             step: step_ns,
             fake: AtomicU64::new(0),
+            trace: None,
             _fmt: PhantomData,
+        }
+    }
+
+    /// Records every trace event from now on ([`ModelPlatform::trace_log`]).
+    pub fn record_trace(mut self) -> Self {
+        self.trace = Some(Default::default());
+        self
+    }
+
+    /// The trace events recorded so far, oldest first.
+    pub fn trace_log(&self) -> Vec<svm::trace::Trace> {
+        match &self.trace {
+            Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => Vec::new(),
         }
     }
 }
@@ -232,5 +249,15 @@ impl<F: PteFormat> Platform for ModelPlatform<F> {
     fn warn(&self, what: &str) {
         // The kernel logs it; here it is a violation of the thread's world (or a panic).
         crate::lockdep::report(format!("engine invariant: {what}"));
+    }
+
+    fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    fn trace(&self, ev: &svm::trace::Trace) {
+        if let Some(t) = &self.trace {
+            t.lock().unwrap_or_else(|e| e.into_inner()).push(*ev);
+        }
     }
 }

@@ -26,6 +26,7 @@ pub struct WorldBuilder<F: PteFormat = X86Format> {
     walk_jitter: bool,
     panic_on_violation: bool,
     max_device_faults: u32,
+    trace: bool,
     _fmt: PhantomData<fn() -> F>,
 }
 
@@ -41,6 +42,7 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
             walk_jitter: false,
             panic_on_violation: false,
             max_device_faults: 16,
+            trace: false,
             _fmt: PhantomData,
         }
     }
@@ -104,6 +106,12 @@ impl<F: PteFormat> WorldBuilder<F> {
         self
     }
 
+    /// Record the engine's trace events (`World::trace_log`).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
     /// Panic on the first violation instead of logging it (proptest shrinking).
     pub fn panic_on_violation(mut self, on: bool) -> Self {
         self.panic_on_violation = on;
@@ -131,6 +139,11 @@ impl<F: PteFormat> WorldBuilder<F> {
         let plat = match self.clock_step {
             Some(s) => ModelPlatform::<F>::with_clock_step(s),
             None => ModelPlatform::<F>::new(),
+        };
+        let plat = if self.trace {
+            plat.record_trace()
+        } else {
+            plat
         };
         let parts = Parts {
             mm: mm.clone(),
@@ -183,6 +196,11 @@ impl<F: PteFormat> World<F> {
     /// A builder (for another PTE format: `World::<Gfx9Format>::builder()`).
     pub fn builder() -> WorldBuilder<F> {
         WorldBuilder::new()
+    }
+
+    /// The engine's trace events so far (recorded only if the builder asked for them).
+    pub fn trace_log(&self) -> Vec<svm::trace::Trace> {
+        self.engine.platform().trace_log()
     }
 
     /// A device context (one per thread; all share this world's device counters).

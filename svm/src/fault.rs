@@ -16,6 +16,7 @@ use super::platform::{
 };
 use super::range::{InFlight, Range, RangeState};
 use super::stats::Counters;
+use super::trace::Trace;
 
 const PAGE: u64 = 1 << PAGE_SHIFT;
 const HUGE: u64 = 1 << HUGE_SHIFT;
@@ -82,8 +83,11 @@ impl<P: Platform> Engine<P> {
     /// `EBUSY` when invalidations kept racing the fault past the retry budget; `ESRCH` once the
     /// mm is gone; `ENOMEM`.
     pub fn fault(&self, scratch: &mut Scratch, va: u64, access: Access) -> Result<(), Errno> {
-        let r = self.fault_page(scratch, va & !(PAGE - 1), access, 0);
+        let page = va & !(PAGE - 1);
+        let t0 = self.trace_start(page, access, 1);
+        let r = self.fault_page(scratch, page, access, 0);
         self.count_fault(&r);
+        self.trace_end(t0, page, access, &r);
         r
     }
 
@@ -101,11 +105,13 @@ impl<P: Platform> Engine<P> {
         span_end: u64,
         access: Access,
     ) -> Result<(), Errno> {
+        let t0 = self.trace_start(page, access, (span_end - page) >> PAGE_SHIFT);
         let r = match self.fault_page(scratch, page, access, span_end) {
             Err(Errno::EFAULT | Errno::EPERM) => self.fault_page(scratch, page, access, 0),
             r => r,
         };
         self.count_fault(&r);
+        self.trace_end(t0, page, access, &r);
         r
     }
 
@@ -453,6 +459,7 @@ impl<P: Platform> Engine<P> {
         } else {
             Counters::add(&self.stats.retries_foreign, 1);
         }
+        self.trace(|ctx| Trace::Retry { ctx, va: page, own });
     }
 
     /// What a leaf for the hmm pfn `v` may grant: write only to a write fault on a page the CPU

@@ -12,6 +12,7 @@ use super::pgtable::Lock;
 use super::platform::{Mm, Platform, RangeMap};
 use super::stats::Counters;
 use super::sync::{fence, Ordering};
+use super::trace::Trace;
 
 impl<P: Platform> Engine<P> {
     /// Removes ranges marked by `MMU_NOTIFY_UNMAP` that are unused. Call from a worker with no
@@ -23,6 +24,7 @@ impl<P: Platform> Engine<P> {
                 n += 1;
             }
         });
+        self.trace(|ctx| Trace::Gc { ctx, removed: n });
         n
     }
 

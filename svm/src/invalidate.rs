@@ -14,6 +14,7 @@ use super::platform::{DeviceTlb, Dma, Event, Interval, Invalidation, Mm, Platfor
 use super::range::{Range, RangeState};
 use super::stats::Counters;
 use super::sync::Ordering;
+use super::trace::Trace;
 
 /// The callback registered with every range's notifier.
 ///
@@ -75,10 +76,20 @@ impl<P: Platform> Engine<P> {
             iv.set_seq(inv.cur_seq);
         }
         st.last = Some((inv.start, inv.end, inv.event));
+        let trace = |hit| {
+            self.trace(|ctx| Trace::Invalidate {
+                ctx,
+                start,
+                end,
+                event: inv.event,
+                hit,
+            })
+        };
         if (st.dead || !st.owner) && !cfg!(feature = "teeth-stale-callback-zaps") {
             // Not (or no longer) the owner of its span: nothing was mapped through it, and
             // the leaves there, if any, belong to the owner, whose own callback zaps them
             // under its own lock for this same invalidation (see `RangeState::owner`).
+            trace(false);
             return true;
         }
         let hit = if inv.event == Event::ProtectionPage && self.cfg.downgrade_on_wrprotect {
@@ -92,6 +103,7 @@ impl<P: Platform> Engine<P> {
         if inv.event == Event::Unmap {
             range.gc_pending.store(true, Ordering::Release);
         }
+        trace(hit);
         true
     }
 

@@ -23,6 +23,7 @@ mod range;
 mod serial;
 pub mod stats;
 mod sync;
+pub mod trace;
 
 pub use config::{Config, LockScope};
 pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, Scratch};

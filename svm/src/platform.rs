@@ -252,4 +252,14 @@ pub trait Platform: Send + Sync + Sized + 'static {
     fn warn(&self, what: &str) {
         let _ = what;
     }
+    /// Whether trace events are wanted now (kernel: an `svm` tracepoint is enabled). Cheap:
+    /// asked once per fault.
+    fn tracing(&self) -> bool {
+        false
+    }
+    /// Reports an event ([`super::trace::Trace`]); called only after [`Platform::tracing`]
+    /// said yes, possibly under a range lock, so it must not sleep or take engine locks.
+    fn trace(&self, ev: &super::trace::Trace) {
+        let _ = ev;
+    }
 }

@@ -527,6 +527,72 @@ fn batch_windows_stop_at_gaps_access_and_vma() {
     done(&w);
 }
 
+/// The engine's trace events, as the kernel's `svm` tracepoints report them: a fault's start
+/// and end (errno, latency), a retry after a foreign invalidation, every invalidation callback
+/// with whether it found mappings, and GC passes; nothing when nobody listens.
+#[test]
+fn trace_events_follow_faults_invalidations_and_gc() {
+    use svm::platform::Event;
+    use svm::trace::Trace;
+    let w: World = World::builder().trace(true).build().unwrap();
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut s = Scratch::new();
+    w.engine.fault(&mut s, a + 8, Access::Write).unwrap();
+    assert_eq!(
+        w.engine.fault(&mut s, a + 64 * PAGE, Access::Read),
+        Err(Errno::EFAULT)
+    );
+    w.mm.munmap(a, 4 * PAGE).unwrap();
+    assert_eq!(w.gc(), 1);
+    let log = w.trace_log();
+    let ctx = match log[0] {
+        Trace::FaultStart {
+            ctx,
+            va,
+            access,
+            pages,
+        } => {
+            assert_eq!((va, access, pages), (a, Access::Write, 1));
+            ctx
+        }
+        e => panic!("first event {e:?}"),
+    };
+    assert!(log.iter().all(|e| match *e {
+        Trace::FaultStart { ctx: c, .. }
+        | Trace::FaultEnd { ctx: c, .. }
+        | Trace::Retry { ctx: c, .. }
+        | Trace::Invalidate { ctx: c, .. }
+        | Trace::Gc { ctx: c, .. } => c == ctx,
+    }));
+    let ends: Vec<(u64, i32)> = log
+        .iter()
+        .filter_map(|e| match *e {
+            Trace::FaultEnd { va, err, .. } => Some((va, err)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [(a, 0), (a + 64 * PAGE, Errno::EFAULT.0)]);
+    assert!(log.contains(&Trace::Invalidate {
+        ctx,
+        start: a,
+        end: a + 4 * PAGE,
+        event: Event::Unmap,
+        hit: true
+    }));
+    assert_eq!(log.last(), Some(&Trace::Gc { ctx, removed: 1 }));
+    w.teardown();
+    quiet(&w);
+
+    let quiet_world = world();
+    let b = quiet_world.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    quiet_world.engine.fault(&mut s, b, Access::Read).unwrap();
+    assert!(
+        quiet_world.trace_log().is_empty(),
+        "not recording: no events"
+    );
+    done(&quiet_world);
+}
+
 #[test]
 fn nonblockable_invalidation_refuses_without_touching_anything() {
     let w: World = World::builder().flush_may_sleep(true).build().unwrap();

@@ -503,6 +503,69 @@ fn t_add(d: &Dev) -> TResult {
     Ok(())
 }
 
+/// The engine's tracepoints (system `svm`, driver/svm_trace.h): a job's faults start and end
+/// (errno, latency), a fault on a hole ends with `EFAULT`, the munmap's invalidation reports
+/// its hit, and GC passes are reported.
+fn t_tracepoints(d: &Dev) -> TResult {
+    let root = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .find(|r| std::path::Path::new(&format!("{r}/events/svm")).exists())
+        .ok_or("no events/svm in tracefs (tracepoints not registered?)")?;
+    let put = |f: &str, v: &str| {
+        std::fs::write(format!("{root}/{f}"), v).map_err(|e| format!("{root}/{f}: {e}"))
+    };
+    put("events/svm/enable", "1")?;
+    put("trace", "")?;
+    let mut b = Buf::new(4 * PAGE);
+    let a = b.addr();
+    let r = (|| -> TResult {
+        d.run(&mut [fill(a, b.len as u64, 7)])?;
+        b.unmap();
+        let s = d.submit(&mut [fill(a, 8, 1)]).map_err(ename)?;
+        check!(
+            s.error == -libc::EFAULT,
+            "job on the hole: {}",
+            ename(-s.error)
+        );
+        Ok(())
+    })();
+    // GC runs on a work item after the fault batch: give it a moment to report.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut t = String::new();
+    while Instant::now() < deadline {
+        t = std::fs::read_to_string(format!("{root}/trace")).map_err(|e| e.to_string())?;
+        if t.contains("svm_gc:") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    put("events/svm/enable", "0")?;
+    r?;
+    let has = |what: &str, parts: &[&str]| {
+        t.lines()
+            .any(|l| l.contains(what) && parts.iter().all(|p| l.contains(p)))
+    };
+    let va = format!("va={a:#x}");
+    check!(
+        has("svm_fault_start:", &[&va, "write", "pages=1"]),
+        "no fault start at {a:#x}:\n{t}"
+    );
+    check!(
+        has("svm_fault_end:", &[&va, "write", "err=0", "ns="]),
+        "no fault end at {a:#x}:\n{t}"
+    );
+    check!(
+        has("svm_fault_end:", &[&va, "err=14"]),
+        "no EFAULT fault end:\n{t}"
+    );
+    check!(
+        has("svm_invalidate:", &["unmap", "hit=1"]),
+        "no unmap invalidation with a hit:\n{t}"
+    );
+    check!(has("svm_gc:", &["removed="]), "no GC pass:\n{t}");
+    Ok(())
+}
+
 fn t_munmap_efault(d: &Dev) -> TResult {
     let mut b = Buf::new(64 << 10);
     let a = b.addr();
@@ -3316,6 +3379,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             run("prefetch_race", &|| t_prefetch_race(&d));
             run("concurrent", &|| t_concurrent(&d));
             run("dma_accounting", &|| t_dma_accounting(&d));
+            run("tracepoints", &|| t_tracepoints(&d));
             if let Ok(q) = d.query() {
                 println!(
                     "stats: jobs {} device_faults {} batches {} faults {} errors {} pages {} huge {} dma_unmapped {} invalidations {} (hit {}) flushes {} ranges +{} -{} races {} gc {} tlb hit/miss {}/{}",
