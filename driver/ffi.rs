@@ -125,6 +125,10 @@ extern "C" {
     pub fn svm_page_set_private(p: *mut c_void, v: usize);
     pub fn svm_phys_page_private(pa: u64) -> usize;
 
+    pub fn svm_debugfs_ctx_add(ctx: *mut c_void, id: u64) -> *mut c_void;
+    pub fn svm_debugfs_remove(d: *mut c_void);
+    pub fn svm_seq_write(m: *mut c_void, buf: *const u8, len: usize);
+
     pub fn svm_tracing() -> bool;
     pub fn svm_trace_fault_start(ctx: *const c_void, va: u64, write: bool, pages: u64);
     pub fn svm_trace_fault_end(ctx: *const c_void, va: u64, write: bool, err: i32, ns: u64);

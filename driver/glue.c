@@ -1229,6 +1229,8 @@ int svm_glue_init(unsigned int dma_bits)
 	svm_wq = alloc_workqueue("svm_accel", WQ_UNBOUND, 0);
 	if (!svm_wq)
 		return -ENOMEM;
+	/* Before the device: a file opened as soon as it registers gets its directory. */
+	svm_debugfs_init();
 	ret = platform_driver_register(&svm_platform_driver);
 	if (ret)
 		goto err_wq;
@@ -1254,6 +1256,7 @@ int svm_glue_init(unsigned int dma_bits)
 err_drv:
 	platform_driver_unregister(&svm_platform_driver);
 err_wq:
+	svm_debugfs_exit();
 	destroy_workqueue(svm_wq);
 	return ret;
 }
@@ -1266,6 +1269,7 @@ void svm_glue_exit(void)
 	 * still bound, so no DMA mapping outlives the driver.
 	 */
 	flush_workqueue(svm_wq);
+	svm_debugfs_exit();
 	svm_dm_exit();
 	platform_device_unregister(svm_pdev);
 	platform_driver_unregister(&svm_platform_driver);

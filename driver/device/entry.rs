@@ -110,6 +110,22 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
     ret(c.query(a))
 }
 
+/// debugfs: the text of one of a context's files (`what`: `SVM_DBG_*`) into the `seq_file`
+/// `m`. 0, or `-ENOMEM` when the text did not fit (the glue's seq_file retries).
+///
+/// # Safety
+/// `ctx` is a context whose directory is still there (`shutdown` removes it, waiting for
+/// running readers, before anything the files read goes); `m` is the show's `seq_file`.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_debugfs_show(ctx: *mut c_void, what: u32, m: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let c = unsafe { &*ctx.cast::<Ctx>() };
+    match c.debugfs_show(what, m) {
+        Ok(()) => 0,
+        Err(_) => -Errno::ENOMEM.0,
+    }
+}
+
 /// The fault worker's function.
 ///
 /// # Safety

@@ -50,6 +50,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
+mod debugfs;
 mod entry;
 mod ops;
 mod query;
@@ -134,6 +135,9 @@ pub struct Ctx {
     release_work: WorkItem,
     waitq: WaitQueue,
     bind_lock: KMutex<()>,
+    /// Its debugfs directory (`ctx-<id>`), or null; removed before the binding goes, since
+    /// its files read the binding.
+    dbg: AtomicPtr<c_void>,
     /// The engine and its GC (its own work item, because `mmu_interval_notifier_remove()`
     /// waits for every running invalidation of the mm, and faults must not wait behind an
     /// unrelated munmap).
@@ -231,6 +235,7 @@ impl Ctx {
             addr_of_mut!((*p).release_work).write(release_work);
             addr_of_mut!((*p).waitq).write(waitq);
             KMutex::init_class(addr_of_mut!((*p).bind_lock), (), ffi::LC_CTX);
+            addr_of_mut!((*p).dbg).write(AtomicPtr::new(null_mut()));
             addr_of_mut!((*p).bound).write(AtomicPtr::new(null_mut()));
             addr_of_mut!((*p).gone).write(AtomicBool::new(false));
             KSpin::init_class(addr_of_mut!((*p).fq), FaultQueue { q: fq }, ffi::LC_FAULTQ);
@@ -248,7 +253,15 @@ impl Ctx {
             .ctxs
             .push(&*b as *const Ctx, GFP_KERNEL)
             .map_err(|_| Errno::ENOMEM)?;
-        Ok(KBox::into_raw(b))
+        let p = KBox::into_raw(b);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        // SAFETY: the context is fully built and lives until `close`, whose `shutdown`
+        // removes the directory (waiting for its readers) first.
+        let d =
+            unsafe { ffi::svm_debugfs_ctx_add(p.cast(), NEXT_ID.fetch_add(1, Ordering::Relaxed)) };
+        // SAFETY: just leaked above, not yet published to the glue.
+        unsafe { (*p).dbg.store(d, Ordering::Release) };
+        Ok(p)
     }
 
     fn bound(&self) -> Option<&Binding> {
@@ -301,6 +314,12 @@ impl Ctx {
     /// glue waited for every ioctl to leave. Idempotent; never concurrent with itself (close
     /// and unplug serialise on the registry).
     fn shutdown(&self) {
+        // First the debugfs files, which read the binding: this waits for running readers.
+        let d = self.dbg.swap(null_mut(), Ordering::AcqRel);
+        if !d.is_null() {
+            // SAFETY: made by `svm_debugfs_ctx_add` for this context, removed once here.
+            unsafe { ffi::svm_debugfs_remove(d) };
+        }
         if let Some(b) = self.bound() {
             b.stop_gc();
         }

@@ -41,8 +41,13 @@ vm_build() {
     (
         cd vmtests || exit 1
         RUSTFLAGS="-C target-feature=+crt-static" \
-            cargo build --release --quiet --target x86_64-unknown-linux-gnu
-    )
+            cargo build --release --quiet --target x86_64-unknown-linux-gnu || exit 1
+        # svm-stat's own unit test (its core also runs in the VM, in the vmtest debugfs).
+        out=$(RUSTFLAGS="-C target-feature=+crt-static" \
+            cargo test --release --quiet --target x86_64-unknown-linux-gnu --bin svm-stat 2>&1) ||
+            { echo "$out"; echo "svm-stat unit test failed"; exit 1; }
+        echo "svm-stat: $(echo "$out" | grep -E '^test result')"
+    ) || die "vmtests build or svm-stat test failed"
     VMTESTS=vmtests/target/x86_64-unknown-linux-gnu/release/svm-vmtests
     DMBENCH=vmtests/target/x86_64-unknown-linux-gnu/release/dmbench
 }

@@ -36,6 +36,24 @@ pub enum Access {
     Write,
 }
 
+/// A range as [`Engine::for_each_range_info`] reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RangeInfo {
+    /// The span `[start, end)`.
+    pub start: u64,
+    pub end: u64,
+    /// Device leaves it maps (4 KiB or 2 MiB each).
+    pub mapped: usize,
+    /// It owns its span (a fault committed through it).
+    pub owner: bool,
+    /// Killed by GC or teardown, not yet unpublished.
+    pub dead: bool,
+    /// An `MMU_NOTIFY_UNMAP` marked it for GC.
+    pub gc_pending: bool,
+    /// Faults or walks in it now.
+    pub inflight: usize,
+}
+
 /// One device fault as a hardware fault buffer reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct DeviceFault {
@@ -191,6 +209,23 @@ impl<P: Platform> Engine<P> {
                 }
             }
         })
+    }
+
+    /// Calls `f` on a summary of every published range, in address order, each read under
+    /// its range lock (debugfs; may sleep).
+    pub fn for_each_range_info(&self, mut f: impl FnMut(RangeInfo)) {
+        self.each_range(|_, r| {
+            let st = r.lock.lock();
+            f(RangeInfo {
+                start: r.start,
+                end: r.end,
+                mapped: st.mapped,
+                owner: st.owner,
+                dead: st.dead,
+                gc_pending: r.gc_pending.load(Ordering::Relaxed),
+                inflight: r.inflight.load(Ordering::Relaxed),
+            });
+        });
     }
 
     /// Bytes of engine metadata per range (the `Range` itself; its notifier is the

@@ -26,6 +26,6 @@ mod sync;
 pub mod trace;
 
 pub use config::{Config, LockScope};
-pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, Scratch};
+pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, RangeInfo, Scratch};
 pub use platform::Platform;
 pub use stats::Stats;

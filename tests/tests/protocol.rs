@@ -593,6 +593,37 @@ fn trace_events_follow_faults_invalidations_and_gc() {
     done(&quiet_world);
 }
 
+/// What debugfs lists: every range in address order with its mapped leaves and state.
+#[test]
+fn range_info_lists_ranges_in_order() {
+    let w = world();
+    let a = w.mm.mmap(2 * M2, Prot::RW, MapFlags::ANON).unwrap();
+    let mut s = Scratch::new();
+    w.engine.fault(&mut s, a + M2, Access::Write).unwrap();
+    w.engine.fault(&mut s, a, Access::Write).unwrap();
+    w.engine.fault(&mut s, a + PAGE, Access::Write).unwrap();
+    let mut v = Vec::new();
+    w.engine.for_each_range_info(|r| v.push(r));
+    let base = a & !(M2 - 1);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(
+        (v[0].start, v[0].end, v[1].start),
+        (base, base + M2, base + M2)
+    );
+    assert_eq!((v[0].mapped, v[1].mapped), (2, 1), "{v:?}");
+    assert!(v
+        .iter()
+        .all(|r| r.owner && !r.dead && !r.gc_pending && r.inflight == 0));
+    w.mm.munmap(a, PAGE).unwrap();
+    let mut v = Vec::new();
+    w.engine.for_each_range_info(|r| v.push(r));
+    assert!(
+        v[0].gc_pending && v[0].mapped == 1 && !v[1].gc_pending,
+        "{v:?}"
+    );
+    done(&w);
+}
+
 #[test]
 fn nonblockable_invalidation_refuses_without_touching_anything() {
     let w: World = World::builder().flush_may_sleep(true).build().unwrap();

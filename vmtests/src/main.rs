@@ -19,6 +19,7 @@ mod uapi {
 
 mod dmirror_uapi;
 mod storm;
+mod svmstat;
 
 use dmirror_uapi::{dm_iowr, DmCmd};
 use std::ffi::CString;
@@ -501,6 +502,131 @@ fn t_add(d: &Dev) -> TResult {
         dev_n
     );
     Ok(())
+}
+
+/// debugfs (`/sys/kernel/debug/svm_accel/ctx-N/{stats,ranges}`) shows this context as QUERY
+/// does and its ranges with their leaves; svm-stat's table (its core, `svmstat.rs`) lists it;
+/// an unbound file's directory says `unbound`.
+fn t_debugfs(d: &Dev) -> TResult {
+    let b = Buf::new(64 << 10);
+    d.run(&mut [fill(b.addr(), b.len as u64, 3)])?;
+    let key = |q: &drm_svm_accel_query| {
+        (
+            q.jobs, q.faults, q.ranges, q.dma_live, q.pt_pages, q.pt_huge,
+        )
+    };
+    // GC of earlier tests' ranges may still run: compare only a snapshot QUERY brackets.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let q = d.query()?;
+        let snap = svmstat::snapshot(svmstat::ROOT)?;
+        let q2 = d.query()?;
+        if key(&q) != key(&q2) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let Some((name, st)) = snap
+            .iter()
+            .find(|(_, s)| s.get("jobs") == Some(&q.jobs) && s.get("faults") == Some(&q.faults))
+        else {
+            last = format!(
+                "no context with QUERY's jobs {} and faults {} in {snap:?}",
+                q.jobs, q.faults
+            );
+            continue;
+        };
+        let ranges = std::fs::read_to_string(format!("{}/{name}/ranges", svmstat::ROOT))
+            .map_err(|e| e.to_string())?;
+        if key(&d.query()?) != key(&q) {
+            continue;
+        }
+        for (k, v) in [
+            ("ranges", q.ranges),
+            ("dma_live", q.dma_live),
+            ("pt_pages", q.pt_pages),
+            ("accounting_errors", 0),
+        ] {
+            check!(
+                st.get(k) == Some(&v),
+                "{name}/stats: {k} {:?}, QUERY {v}",
+                st.get(k)
+            );
+        }
+        let mut mapped = 0;
+        for l in ranges.lines() {
+            let m = l
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("mapped="))
+                .and_then(|m| m.parse::<u64>().ok())
+                .ok_or_else(|| format!("{name}/ranges line {l:?}"))?;
+            mapped += m;
+        }
+        check!(
+            ranges.lines().count() as u64 == q.ranges,
+            "{name}/ranges:\n{ranges}"
+        );
+        check!(
+            mapped == q.pt_pages + q.pt_huge,
+            "mapped {mapped} != leaves {} + {}",
+            q.pt_pages,
+            q.pt_huge
+        );
+        let t = svmstat::table(&snap, None);
+        print!("svm-stat:\n{t}");
+        check!(
+            t.lines().any(|l| l.starts_with(name.as_str())),
+            "svm-stat table lacks {name}:\n{t}"
+        );
+        let u = Dev::open()?;
+        let unbound = std::fs::read_dir(svmstat::ROOT)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("stats")).is_ok_and(|t| t == "unbound\n")
+            })
+            .count();
+        drop(u);
+        check!(
+            unbound >= 1,
+            "no directory of the unbound file says unbound"
+        );
+        // Readers racing files that bind, fault and close: a directory goes (waiting for its
+        // readers) before its engine does; KASAN would see a reader use a freed binding.
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (stop, reads) = (stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for e in std::fs::read_dir(svmstat::ROOT)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        for f in ["stats", "ranges"] {
+                            if std::fs::read_to_string(e.path().join(f)).is_ok() {
+                                reads.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let churn = (|| -> TResult {
+            for _ in 0..20 {
+                let f = Dev::bound()?;
+                let c = Buf::new(64 << 10);
+                f.run(&mut [fill(c.addr(), c.len as u64, 1)])?;
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        reader.join().map_err(|_| "reader panicked")?;
+        churn?;
+        check!(reads.load(Ordering::Relaxed) > 0, "the reader read nothing");
+        return Ok(());
+    }
+    Err(format!("debugfs never matched a quiet QUERY: {last}"))
 }
 
 /// The engine's tracepoints (system `svm`, driver/svm_trace.h): a job's faults start and end
@@ -3380,6 +3506,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             run("concurrent", &|| t_concurrent(&d));
             run("dma_accounting", &|| t_dma_accounting(&d));
             run("tracepoints", &|| t_tracepoints(&d));
+            run("debugfs", &|| t_debugfs(&d));
             if let Ok(q) = d.query() {
                 println!(
                     "stats: jobs {} device_faults {} batches {} faults {} errors {} pages {} huge {} dma_unmapped {} invalidations {} (hit {}) flushes {} ranges +{} -{} races {} gc {} tlb hit/miss {}/{}",
