@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * debugfs: /sys/kernel/debug/svm_accel/, one directory per open accel file (ctx-N) with
- * `stats` and `ranges`, whose text Rust writes (svm_rs_debugfs_show). debugfs removal waits
- * for running readers, so a context removes its directory before its engine goes.
+ * debugfs: /sys/kernel/debug/svm_accel/: `device`, and one directory per open accel file
+ * (ctx-N) and dmirror file (dm-N) with `stats` and `ranges`, whose text Rust writes
+ * (svm_rs_debugfs_show). debugfs removal waits for running readers, so a file removes its
+ * directory before its engine goes.
  */
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
@@ -11,10 +12,24 @@
 
 static struct dentry *svm_debugfs_root;
 
+#define SVM_DBG_FILE(name, what)						\
+static int svm_dbg_##name##_show(struct seq_file *m, void *unused)		\
+{										\
+	return svm_rs_debugfs_show(m->private, what, m);			\
+}										\
+DEFINE_SHOW_ATTRIBUTE(svm_dbg_##name)
+
+SVM_DBG_FILE(stats, SVM_DBG_STATS);
+SVM_DBG_FILE(ranges, SVM_DBG_RANGES);
+SVM_DBG_FILE(dm_stats, SVM_DBG_DM_STATS);
+SVM_DBG_FILE(dm_ranges, SVM_DBG_DM_RANGES);
+SVM_DBG_FILE(device, SVM_DBG_DEVICE);
+
 void svm_debugfs_init(void)
 {
 	/* debugfs errors are not fatal: the files are a diagnostic. */
 	svm_debugfs_root = debugfs_create_dir("svm_accel", NULL);
+	debugfs_create_file("device", 0400, svm_debugfs_root, NULL, &svm_dbg_device_fops);
 }
 
 void svm_debugfs_exit(void)
@@ -23,27 +38,17 @@ void svm_debugfs_exit(void)
 	svm_debugfs_root = NULL;
 }
 
-static int svm_dbg_stats_show(struct seq_file *m, void *unused)
-{
-	return svm_rs_debugfs_show(m->private, SVM_DBG_STATS, m);
-}
-DEFINE_SHOW_ATTRIBUTE(svm_dbg_stats);
-
-static int svm_dbg_ranges_show(struct seq_file *m, void *unused)
-{
-	return svm_rs_debugfs_show(m->private, SVM_DBG_RANGES, m);
-}
-DEFINE_SHOW_ATTRIBUTE(svm_dbg_ranges);
-
-void *svm_debugfs_ctx_add(void *ctx, u64 id)
+void *svm_debugfs_ctx_add(void *obj, u64 id, bool mirror)
 {
 	char name[32];
 	struct dentry *d;
 
-	snprintf(name, sizeof(name), "ctx-%llu", id);
+	snprintf(name, sizeof(name), "%s-%llu", mirror ? "dm" : "ctx", id);
 	d = debugfs_create_dir(name, svm_debugfs_root);
-	debugfs_create_file("stats", 0400, d, ctx, &svm_dbg_stats_fops);
-	debugfs_create_file("ranges", 0400, d, ctx, &svm_dbg_ranges_fops);
+	debugfs_create_file("stats", 0400, d, obj,
+			    mirror ? &svm_dbg_dm_stats_fops : &svm_dbg_stats_fops);
+	debugfs_create_file("ranges", 0400, d, obj,
+			    mirror ? &svm_dbg_dm_ranges_fops : &svm_dbg_ranges_fops);
 	return d;
 }
 

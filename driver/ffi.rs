@@ -125,9 +125,19 @@ extern "C" {
     pub fn svm_page_set_private(p: *mut c_void, v: usize);
     pub fn svm_phys_page_private(pa: u64) -> usize;
 
-    pub fn svm_debugfs_ctx_add(ctx: *mut c_void, id: u64) -> *mut c_void;
+    pub fn svm_debugfs_ctx_add(obj: *mut c_void, id: u64, mirror: bool) -> *mut c_void;
     pub fn svm_debugfs_remove(d: *mut c_void);
     pub fn svm_seq_write(m: *mut c_void, buf: *const u8, len: usize);
+}
+
+/// `SVM_DBG_*` (glue.h): which debugfs file a show is for.
+pub const SVM_DBG_STATS: u32 = 0;
+pub const SVM_DBG_RANGES: u32 = 1;
+pub const SVM_DBG_DM_STATS: u32 = 2;
+pub const SVM_DBG_DM_RANGES: u32 = 3;
+pub const SVM_DBG_DEVICE: u32 = 4;
+
+extern "C" {
 
     pub fn svm_tracing() -> bool;
     pub fn svm_trace_fault_start(ctx: *const c_void, va: u64, write: bool, pages: u64);

@@ -126,13 +126,17 @@ void svm_page_set_private(void *p, unsigned long v);
 unsigned long svm_phys_page_private(u64 pa);
 
 /* debugfs (debugfs.c): a context's directory; its files' text comes from Rust */
-enum { SVM_DBG_STATS = 0, SVM_DBG_RANGES = 1 };
+enum {
+	SVM_DBG_STATS = 0, SVM_DBG_RANGES = 1,		/* an accel context */
+	SVM_DBG_DM_STATS = 2, SVM_DBG_DM_RANGES = 3,	/* a dmirror file */
+	SVM_DBG_DEVICE = 4,				/* the module (obj NULL) */
+};
 void svm_debugfs_init(void);
 void svm_debugfs_exit(void);
-void *svm_debugfs_ctx_add(void *ctx, u64 id);	/* NULL or ERR_PTR: no directory */
+void *svm_debugfs_ctx_add(void *obj, u64 id, bool mirror);	/* NULL/ERR_PTR: none */
 void svm_debugfs_remove(void *d);		/* waits for running readers */
 void svm_seq_write(void *m, const char *buf, size_t len);
-int svm_rs_debugfs_show(void *ctx, unsigned int what, void *m);	/* Rust */
+int svm_rs_debugfs_show(void *obj, unsigned int what, void *m);	/* Rust */
 
 /* tracepoints (trace.c, svm_trace.h): events use the SVM_EV_* numbering */
 bool svm_tracing(void);

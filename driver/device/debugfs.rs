@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
-//! debugfs: `/sys/kernel/debug/svm_accel/ctx-N/{stats,ranges}` for each open accel file
-//! (driver/debugfs.c makes the files; the text comes from here). `stats` has one `name value`
-//! line per QUERY field; `ranges` one line per range of the engine. Both say `unbound` before
-//! BIND.
+//! debugfs text (driver/debugfs.c makes the files): `/sys/kernel/debug/svm_accel/device`, and
+//! `stats` and `ranges` in `ctx-N/` for each open accel file and `dm-N/` for each dmirror file.
+//! `stats` has one `name value` line per counter, `ranges` one line per range of the engine;
+//! an accel file says `unbound` before BIND, a dmirror file `unplugged` after an unplug.
 
 use super::*;
+use crate::kplat::{DMA_LIVE, TABLES_LIVE};
+use crate::stats::Stats;
 use core::fmt::Write;
 
 /// A `seq_file` as a `fmt::Write` (seq_file retries a show with a larger buffer on overflow).
-struct Seq(*mut c_void);
+pub(crate) struct Seq(pub(crate) *mut c_void);
 
 impl Write for Seq {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -18,93 +20,131 @@ impl Write for Seq {
     }
 }
 
-/// `writeln!(w, "name value")` for each named field of a QUERY struct.
-macro_rules! fields {
-    ($w:expr, $q:expr, $($f:ident),* $(,)?) => {
-        $( writeln!($w, "{} {}", stringify!($f), $q.$f)?; )*
+/// An engine's census and every statistic, `name value` per line. The statistics are named
+/// by destructuring (no `..`): a new field of `Stats` does not build until it is shown.
+pub(crate) fn show_engine(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
+    let cfg = e.config();
+    let c = e.census();
+    writeln!(w, "range_shift {}", cfg.range_shift)?;
+    writeln!(w, "fault_around_pages {}", cfg.fault_around_pages)?;
+    writeln!(w, "pt_tables {}", c.tables)?;
+    writeln!(w, "pt_pages {}", c.pages)?;
+    writeln!(w, "pt_huge {}", c.huge)?;
+    writeln!(w, "pt_zapped {}", c.zapped)?;
+    writeln!(w, "ranges {}", e.range_count())?;
+    writeln!(w, "dma_live {}", e.dma().live())?;
+    macro_rules! lines {
+        ($($f:ident),* $(,)?) => {{
+            let Stats { $($f),* } = e.stats();
+            $( writeln!(w, "{} {}", stringify!($f), $f)?; )*
+        }};
+    }
+    lines!(
+        faults,
+        fault_errors,
+        pages_mapped,
+        huge_mapped,
+        dma_unmapped,
+        retries_own,
+        retries_foreign,
+        retry_timeouts,
+        invalidations,
+        invalidations_hit,
+        nonblock_refused,
+        tlb_flushes,
+        ranges_created,
+        ranges_removed,
+        range_races,
+        batch_duplicates,
+        batch_windows,
+        accounting_errors,
+        ranges_reaped_empty,
+        range_limit_hits,
+    );
+    Ok(())
+}
+
+/// One line per range of `e`, in address order, each read under its range lock.
+pub(crate) fn show_ranges(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
+    let mut r = Ok(());
+    e.for_each_range_info(|i| {
+        if r.is_ok() {
+            r = writeln!(
+                w,
+                "{:#x}-{:#x} mapped={} owner={} dead={} gc_pending={} inflight={}",
+                i.start,
+                i.end,
+                i.mapped,
+                u8::from(i.owner),
+                u8::from(i.dead),
+                u8::from(i.gc_pending),
+                i.inflight
+            );
+        }
+    });
+    r
+}
+
+/// `device`: the module's configuration and what all its files hold together.
+pub(crate) fn show_device(w: &mut Seq) -> core::fmt::Result {
+    let (ctxs, mirrors) = {
+        let r = registry().lock();
+        (r.ctxs.len(), r.mirrors.len())
     };
+    writeln!(w, "accel_files {ctxs}")?;
+    writeln!(w, "dmirror_files {mirrors}")?;
+    // SAFETY: no preconditions (module parameters).
+    let (shift, scope, max) = unsafe {
+        (
+            ffi::svm_range_shift(),
+            ffi::svm_lock_scope(),
+            ffi::svm_max_ranges(),
+        )
+    };
+    writeln!(w, "range_shift {shift}")?;
+    let scope = match scope {
+        0 => "per_range",
+        1 => "engine_mutex",
+        _ => "engine_rwsem",
+    };
+    writeln!(w, "lock_scope {scope}")?;
+    writeln!(w, "max_ranges {max}")?;
+    writeln!(
+        w,
+        "pte_format {}",
+        <<KPlat as Platform>::Fmt as PteFormat>::NAME
+    )?;
+    writeln!(w, "dma_live {}", DMA_LIVE.load(Ordering::Relaxed))?;
+    writeln!(
+        w,
+        "table_pages_live {}",
+        TABLES_LIVE.load(Ordering::Relaxed)
+    )
 }
 
 impl Ctx {
-    /// The directory's files, by `what` (`SVM_DBG_*`), written to the `seq_file` `m`.
-    pub(super) fn debugfs_show(&self, what: u32, m: *mut c_void) -> core::fmt::Result {
-        let mut w = Seq(m);
-        if self.bound().is_none() {
-            return writeln!(w, "unbound");
-        }
-        match what {
-            0 => self.show_stats(&mut w),
-            _ => self.show_ranges(&mut w),
-        }
-    }
-
-    fn show_stats(&self, w: &mut Seq) -> core::fmt::Result {
-        // SAFETY: `Query` is plain integers and bytes: all-zero is valid.
-        let mut q: uapi::Query = unsafe { core::mem::zeroed() };
-        if self.query(&mut q).is_err() {
-            return writeln!(w, "error");
-        }
-        fields!(
-            w,
-            q,
-            range_shift,
-            fault_around_pages,
-            pt_tables,
-            pt_pages,
-            pt_huge,
-            pt_zapped,
-            ranges,
-            dma_live,
-            jobs,
-            device_faults,
-            fault_batches,
-            tlb_hits,
-            tlb_misses,
-            gc_removed,
-            faults,
-            fault_errors,
-            pages_mapped,
-            huge_mapped,
-            dma_unmapped,
-            retries_own,
-            retries_foreign,
-            retry_timeouts,
-            invalidations,
-            invalidations_hit,
-            nonblock_refused,
-            tlb_flushes,
-            ranges_created,
-            ranges_removed,
-            range_races,
-            batch_duplicates,
-            batch_windows,
-            ranges_reaped_empty,
-            range_limit_hits,
-            accounting_errors,
-        );
-        Ok(())
-    }
-
-    fn show_ranges(&self, w: &mut Seq) -> core::fmt::Result {
+    /// A context's files, by `what` (`SVM_DBG_STATS` or `_RANGES`).
+    pub(super) fn debugfs_show(&self, what: u32, w: &mut Seq) -> core::fmt::Result {
         let Some(b) = self.bound() else {
-            return Ok(());
+            return writeln!(w, "unbound");
         };
-        let mut r = Ok(());
-        b.engine().for_each_range_info(|i| {
-            if r.is_ok() {
-                r = writeln!(
-                    w,
-                    "{:#x}-{:#x} mapped={} owner={} dead={} gc_pending={} inflight={}",
-                    i.start,
-                    i.end,
-                    i.mapped,
-                    u8::from(i.owner),
-                    u8::from(i.dead),
-                    u8::from(i.gc_pending),
-                    i.inflight
-                );
-            }
-        });
-        r
+        if what == ffi::SVM_DBG_RANGES {
+            return show_ranges(b.engine(), w);
+        }
+        writeln!(w, "jobs {}", self.jobs.load(Ordering::Relaxed))?;
+        writeln!(
+            w,
+            "device_faults {}",
+            self.device_faults.load(Ordering::Relaxed)
+        )?;
+        writeln!(
+            w,
+            "fault_batches {}",
+            self.fault_batches.load(Ordering::Relaxed)
+        )?;
+        writeln!(w, "tlb_hits {}", b.engine().tlb().hits())?;
+        writeln!(w, "tlb_misses {}", b.engine().tlb().misses())?;
+        writeln!(w, "gc_removed {}", b.gc_removed())?;
+        show_engine(b.engine(), w)
     }
 }

@@ -110,17 +110,29 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
     ret(c.query(a))
 }
 
-/// debugfs: the text of one of a context's files (`what`: `SVM_DBG_*`) into the `seq_file`
-/// `m`. 0, or `-ENOMEM` when the text did not fit (the glue's seq_file retries).
+/// debugfs: the text of a file (`what`: `SVM_DBG_*`) into the `seq_file` `m`. 0, or
+/// `-ENOMEM` if writing failed.
 ///
 /// # Safety
-/// `ctx` is a context whose directory is still there (`shutdown` removes it, waiting for
-/// running readers, before anything the files read goes); `m` is the show's `seq_file`.
+/// `obj` is what the file was made for: a context (`SVM_DBG_STATS`, `_RANGES`) or a mirror
+/// (`SVM_DBG_DM_*`) whose directory is still there (their `shutdown` removes it, waiting for
+/// running readers, before anything the files read goes), or null for `SVM_DBG_DEVICE` (the
+/// module's, removed at module exit); `m` is the show's `seq_file`.
 #[no_mangle]
-pub unsafe extern "C" fn svm_rs_debugfs_show(ctx: *mut c_void, what: u32, m: *mut c_void) -> i32 {
-    // SAFETY: per the contract.
-    let c = unsafe { &*ctx.cast::<Ctx>() };
-    match c.debugfs_show(what, m) {
+pub unsafe extern "C" fn svm_rs_debugfs_show(obj: *mut c_void, what: u32, m: *mut c_void) -> i32 {
+    let mut w = debugfs::Seq(m);
+    let r = match what {
+        ffi::SVM_DBG_STATS | ffi::SVM_DBG_RANGES => {
+            // SAFETY: per the contract.
+            unsafe { &*obj.cast::<Ctx>() }.debugfs_show(what, &mut w)
+        }
+        ffi::SVM_DBG_DM_STATS | ffi::SVM_DBG_DM_RANGES => {
+            // SAFETY: per the contract.
+            unsafe { &*obj.cast::<Mirror>() }.debugfs_show(what == ffi::SVM_DBG_DM_RANGES, &mut w)
+        }
+        _ => debugfs::show_device(&mut w),
+    };
+    match r {
         Ok(()) => 0,
         Err(_) => -Errno::ENOMEM.0,
     }

@@ -50,7 +50,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
-mod debugfs;
+pub(crate) mod debugfs;
 mod entry;
 mod ops;
 mod query;
@@ -257,8 +257,9 @@ impl Ctx {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         // SAFETY: the context is fully built and lives until `close`, whose `shutdown`
         // removes the directory (waiting for its readers) first.
-        let d =
-            unsafe { ffi::svm_debugfs_ctx_add(p.cast(), NEXT_ID.fetch_add(1, Ordering::Relaxed)) };
+        let d = unsafe {
+            ffi::svm_debugfs_ctx_add(p.cast(), NEXT_ID.fetch_add(1, Ordering::Relaxed), false)
+        };
         // SAFETY: just leaked above, not yet published to the glue.
         unsafe { (*p).dbg.store(d, Ordering::Release) };
         Ok(p)

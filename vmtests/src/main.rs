@@ -624,9 +624,78 @@ fn t_debugfs(d: &Dev) -> TResult {
         reader.join().map_err(|_| "reader panicked")?;
         churn?;
         check!(reads.load(Ordering::Relaxed) > 0, "the reader read nothing");
+        t_debugfs_dmirror_and_device()?;
         return Ok(());
     }
     Err(format!("debugfs never matched a quiet QUERY: {last}"))
+}
+
+/// debugfs' `device` file counts the open files, and a dmirror file (`dm-N`) shows its
+/// engine's statistics and ranges after a READ.
+fn t_debugfs_dmirror_and_device() -> TResult {
+    let dev =
+        std::fs::read_to_string(format!("{}/device", svmstat::ROOT)).map_err(|e| e.to_string())?;
+    let val = |text: &str, k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    check!(
+        val(&dev, "accel_files").is_some_and(|n| n >= 1),
+        "device file:\n{dev}"
+    );
+    check!(dev.contains("pte_format x86-64"), "device file:\n{dev}");
+    // Before the open: the file's directory appears with it.
+    let before: std::collections::BTreeSet<String> =
+        svmstat::snapshot(svmstat::ROOT)?.into_keys().collect();
+    let p = CString::new(DMIRROR).unwrap();
+    // SAFETY: plain open.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Ok(()); // no dmirror front end loaded
+    }
+    let b = Buf::new(8 * PAGE);
+    b.words()[0].store(5, Ordering::Relaxed);
+    let mut out = vec![0u8; 8 * PAGE];
+    let r = dm(
+        fd,
+        0,
+        DmCmd {
+            addr: b.addr(),
+            ptr: out.as_mut_ptr() as u64,
+            npages: 8,
+            ..DmCmd::default()
+        },
+    );
+    let after = svmstat::snapshot(svmstat::ROOT);
+    let dev2 =
+        std::fs::read_to_string(format!("{}/device", svmstat::ROOT)).map_err(|e| e.to_string());
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    r.map_err(|e| format!("dmirror READ: {}", ename(e)))?;
+    let after = after?;
+    let dev2 = dev2?;
+    check!(
+        val(&dev2, "dmirror_files").is_some_and(|n| n >= 1),
+        "device file:\n{dev2}"
+    );
+    let (name, st) = after
+        .iter()
+        .find(|(n, _)| n.starts_with("dm-") && !before.contains(*n))
+        .ok_or_else(|| {
+            format!(
+                "no new dm-N directory: {:?}",
+                after.keys().collect::<Vec<_>>()
+            )
+        })?;
+    check!(
+        st.get("faults").is_some_and(|f| *f >= 1) && st.get("ranges").is_some_and(|r| *r >= 1),
+        "{name}: {st:?}"
+    );
+    check!(
+        st.get("pt_pages").is_some_and(|n| *n >= 8),
+        "{name}: {st:?}"
+    );
+    Ok(())
 }
 
 /// The engine's tracepoints (system `svm`, driver/svm_trace.h): a job's faults start and end

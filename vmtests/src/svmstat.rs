@@ -1,7 +1,7 @@
 //! svm-stat's core (`src/bin/svm-stat.rs`), shared with the in-VM test `debugfs`: reads every
-//! accel context's `/sys/kernel/debug/svm_accel/ctx-N/stats` (one `name value` line per QUERY
-//! field, `unbound` before BIND) and prints a table, with rates per second against an earlier
-//! snapshot.
+//! context's `/sys/kernel/debug/svm_accel/{ctx,dm}-N/stats` (accel and dmirror files; one
+//! `name value` line per counter, `unbound` before BIND, `unplugged` after an unplug) and
+//! prints a table, with rates per second against an earlier snapshot.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ pub type Stats = BTreeMap<String, u64>;
 
 /// Parses a `stats` file: `None` for an unbound context.
 pub fn parse(text: &str) -> Result<Option<Stats>, String> {
-    if text.trim() == "unbound" {
+    if matches!(text.trim(), "unbound" | "unplugged") {
         return Ok(None);
     }
     let mut s = Stats::new();
@@ -38,7 +38,7 @@ pub fn snapshot(root: &str) -> Result<BTreeMap<String, Stats>, String> {
     for e in dir {
         let e = e.map_err(|e| e.to_string())?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("ctx-") {
+        if !name.starts_with("ctx-") && !name.starts_with("dm-") {
             continue;
         }
         // A context may close between the listing and the read: skip it.
