@@ -6,7 +6,6 @@
 
 use super::*;
 use crate::kplat::{DMA_LIVE, TABLES_LIVE};
-use crate::stats::Stats;
 use core::fmt::Write;
 
 /// A `seq_file` as a `fmt::Write` (seq_file retries a show with a larger buffer on overflow).
@@ -20,8 +19,7 @@ impl Write for Seq {
     }
 }
 
-/// An engine's census and every statistic, `name value` per line. The statistics are named
-/// by destructuring (no `..`): a new field of `Stats` does not build until it is shown.
+/// An engine's census and every statistic (`Stats::for_each`), `name value` per line.
 pub(crate) fn show_engine(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
     let cfg = e.config();
     let c = e.census();
@@ -33,35 +31,13 @@ pub(crate) fn show_engine(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
     writeln!(w, "pt_zapped {}", c.zapped)?;
     writeln!(w, "ranges {}", e.range_count())?;
     writeln!(w, "dma_live {}", e.dma().live())?;
-    macro_rules! lines {
-        ($($f:ident),* $(,)?) => {{
-            let Stats { $($f),* } = e.stats();
-            $( writeln!(w, "{} {}", stringify!($f), $f)?; )*
-        }};
-    }
-    lines!(
-        faults,
-        fault_errors,
-        pages_mapped,
-        huge_mapped,
-        dma_unmapped,
-        retries_own,
-        retries_foreign,
-        retry_timeouts,
-        invalidations,
-        invalidations_hit,
-        nonblock_refused,
-        tlb_flushes,
-        ranges_created,
-        ranges_removed,
-        range_races,
-        batch_duplicates,
-        batch_windows,
-        accounting_errors,
-        ranges_reaped_empty,
-        range_limit_hits,
-    );
-    Ok(())
+    let mut r = Ok(());
+    e.stats().for_each(|k, v| {
+        if r.is_ok() {
+            r = writeln!(w, "{k} {v}");
+        }
+    });
+    r
 }
 
 /// One line per range of `e`, in address order, each read under its range lock.

@@ -18,6 +18,14 @@ macro_rules! stats {
                 Stats { $($f: self.$f.load(Ordering::Relaxed),)* }
             }
         }
+
+        impl Stats {
+            /// Calls `f` with every counter's name and value, in declaration order (debugfs
+            /// lists them all without a list of its own).
+            pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $( f(stringify!($f), self.$f); )*
+            }
+        }
     };
 }
 

@@ -621,6 +621,11 @@ fn range_info_lists_ranges_in_order() {
         v[0].gc_pending && v[0].mapped == 1 && !v[1].gc_pending,
         "{v:?}"
     );
+    // And every statistic by name, as debugfs prints them.
+    let mut names = Vec::new();
+    w.engine.stats().for_each(|k, v| names.push((k, v)));
+    assert_eq!(names[0], ("faults", 3));
+    assert!(names.iter().any(|&(k, _)| k == "accounting_errors"));
     done(&w);
 }
 
