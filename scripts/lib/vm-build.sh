@@ -19,6 +19,12 @@ vm_build() {
     fi
     echo "== kernel: $KDIR"
 
+    # --- the uAPI header's kernel-doc: no warning, every member documented -------
+    local kd
+    kd="$("$KDIR/scripts/kernel-doc" -none -Wall include/uapi/drm/svm_accel.h 2>&1)"
+    [ -z "$kd" ] || { echo "$kd"; die "kernel-doc warnings in include/uapi/drm/svm_accel.h"; }
+    echo "== kernel-doc: include/uapi/drm/svm_accel.h clean"
+
     # --- module ---------------------------------------------------------------
     echo "== building svm_accel.ko"
     local mlog

@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
-/*
- * svm_accel: uAPI of the svm sample DRM accel driver (/dev/accel/accelN).
+/**
+ * DOC: svm_accel uAPI overview
  *
- * A software device that shares the address space of the process that bound
- * it: every device access goes through the device page table that the svm
- * engine mirrors from the CPU page tables with hmm_range_fault() and
+ * The uAPI of the svm sample DRM accel driver (/dev/accel/accelN): a software
+ * device that shares the address space of the process that bound it.  Every
+ * device access goes through the device page table that the svm engine
+ * mirrors from the CPU page tables with hmm_range_fault() and
  * mmu_interval_notifier.  See Documentation/kernel.md.
  *
  * Conventions: every ioctl is DRM_IOWR with a fixed-size struct of __u64/__u32
  * fields and explicit padding (which must be zero); errors are negative
- * errnos, as the kernel returns them.
+ * errnos, as the kernel returns them.  DRM copies the struct back on every
+ * return, so output fields are valid on error too.  Once the device is
+ * unplugged every ioctl fails with -ENODEV.  Memory allocated for a call or a
+ * context is charged to the bound mm's memory cgroup: -ENOMEM is what its
+ * limit looks like.
  */
 #ifndef _UAPI_SVM_ACCEL_H_
 #define _UAPI_SVM_ACCEL_H_
@@ -25,12 +30,22 @@ extern "C" {
 #define DRM_SVM_ACCEL_PREFETCH  0x02
 #define DRM_SVM_ACCEL_QUERY     0x03
 
-/*
- * BIND: binds the open file (its device context) to the caller's address
- * space (current->mm).  Once per open file: -EBUSY if already bound.  Every
- * other ioctl except QUERY then fails with -ENOTCONN on an unbound file and
- * with -EXDEV when called from another address space (e.g. a child that
- * inherited the fd across fork).  flags and pad must be 0 (-EINVAL).
+/**
+ * struct drm_svm_accel_bind - DRM_IOCTL_SVM_ACCEL_BIND: bind to this process
+ * @flags: must be 0
+ * @pad: must be 0
+ *
+ * Binds the open file (its device context) to the caller's address space
+ * (current->mm), once per open file.  Every other ioctl except QUERY then
+ * fails with -ENOTCONN on an unbound file and with -EXDEV when called from
+ * another address space (a child that inherited the fd across fork, a file
+ * passed over a socket).
+ *
+ * Return: 0, or one of these:
+ *
+ * * -EBUSY: the file is bound already
+ * * -EINVAL: @flags or @pad not 0
+ * * -ENOMEM, -ESRCH: no memory; no address space (a kernel thread)
  */
 struct drm_svm_accel_bind {
 	__u32 flags;
@@ -43,10 +58,20 @@ struct drm_svm_accel_bind {
 #define SVM_ACCEL_OP_ADD  3 /* atomic 64-bit add of `value` at dst; old value -> result */
 #define SVM_ACCEL_OP_READ 4 /* read [src, src+len); wrapping sum of its u64 words -> result */
 
-/*
- * One device operation.  Addresses and lengths are user virtual addresses of
- * the bound mm and must be 8-byte aligned (-EINVAL); len <= 1 GiB; flags must
- * be 0.  `result` is written back to the user's array for ADD and READ.
+/**
+ * struct drm_svm_accel_op - one device operation of a SUBMIT job
+ * @kind: SVM_ACCEL_OP_FILL, _COPY, _ADD or _READ
+ * @flags: must be 0
+ * @src: source address (COPY, READ)
+ * @dst: destination address (FILL, COPY, ADD)
+ * @len: bytes (FILL, COPY, READ), at most 1 GiB
+ * @value: the pattern (FILL) or the addend (ADD)
+ * @result: out: the old value (ADD) or the wrapping sum of the words (READ),
+ *	written back to the user's array
+ *
+ * Addresses and lengths are user virtual addresses of the bound mm, 8-byte
+ * aligned and below TASK_SIZE; otherwise the whole job is refused with
+ * -EINVAL before it runs.
  */
 struct drm_svm_accel_op {
 	__u32 kind;
@@ -60,24 +85,33 @@ struct drm_svm_accel_op {
 
 #define SVM_ACCEL_MAX_OPS 4096
 
-/*
- * SUBMIT: runs `op_count` ops from the array at `ops_ptr`, in order, on the
- * software device.  A device access that misses in the device TLB and page
- * table (or writes a read-only leaf) raises a device fault; the fault worker
- * services it through the engine and the access is replayed.
+/**
+ * struct drm_svm_accel_submit - DRM_IOCTL_SVM_ACCEL_SUBMIT: run a job
+ * @ops_ptr: user address of an array of @op_count struct drm_svm_accel_op
+ * @op_count: 1 to SVM_ACCEL_MAX_OPS
+ * @flags: must be 0
+ * @error: out: 0, or the negative errno of the first device fault that could
+ *	not be serviced: -EFAULT (a hole, PROT_NONE, VM_IO/VM_PFNMAP,
+ *	memfd_secret or userfaultfd-registered memory), -EPERM (a write to
+ *	read-only memory), -EBUSY (invalidations kept racing the fault past its
+ *	retry budget), -ENOMEM, -ESRCH (the address space is gone)
+ * @failed_op: out: index of the op that failed (when @error is set)
+ * @fault_addr: out: the address that faulted (when @error is set)
  *
- * Returns 0 when the job ran: `error` is then 0, or the negative errno of the
- * first fault that could not be serviced (-EFAULT hole/PROT_NONE/VM_IO/
- * VM_PFNMAP, memfd_secret or userfaultfd-registered memory, -EPERM write to
- * read-only memory, -EBUSY retry budget, -ENOMEM, -ESRCH mm gone), with the
- * index of the failing op in `failed_op` and the faulting address in
- * `fault_addr`; ops before `failed_op` completed.
- * Returns a negative errno without running anything for a bad request
- * (-EINVAL: bad kind, flags, alignment, op_count 0 or > SVM_ACCEL_MAX_OPS,
- * kernel address; -EFAULT: ops array unreadable), and -EINTR when a fatal
- * signal stopped the job, between accesses or while it waited for a device
- * fault to be serviced.  flags must be 0; error, failed_op and fault_addr
- * are outputs only.
+ * Runs the ops in order on the software device.  A device access that misses
+ * in the device TLB and page table (or writes a read-only leaf) raises a device
+ * fault; the fault worker services it through the engine and the access is
+ * replayed.  Ops before @failed_op completed.
+ *
+ * Return: 0 when the job ran (see @error), or, with nothing run:
+ *
+ * * -EINVAL: a bad kind, flags, alignment or length, @op_count 0 or above
+ *   SVM_ACCEL_MAX_OPS, a kernel address
+ * * -EFAULT: the ops array is unreadable
+ * * -ENOTCONN, -EXDEV: not bound; bound to another process
+ * * -EINTR: a fatal signal stopped the job, between accesses or while it
+ *   waited for a device fault (ops before it may have completed)
+ * * -ENOMEM: no memory for the job
  */
 struct drm_svm_accel_submit {
 	__u64 ops_ptr;
@@ -90,13 +124,23 @@ struct drm_svm_accel_submit {
 
 #define SVM_ACCEL_PREFETCH_WRITE (1u << 0)
 
-/*
- * PREFETCH: populates the device page table for [start, start+len) (for
- * writing with SVM_ACCEL_PREFETCH_WRITE) without a device access.  start and
- * len must be page aligned, len > 0, the range below TASK_SIZE (-EINVAL).
- * Restartable: `done` always reports how many bytes from `start` are
- * populated, also on error; a fatal signal stops it between 2 MiB chunks with
- * -EINTR.  Other errors as SUBMIT's `error`.
+/**
+ * struct drm_svm_accel_prefetch - DRM_IOCTL_SVM_ACCEL_PREFETCH: populate
+ * @start: first byte, page aligned
+ * @len: bytes, page aligned, not 0; the span below TASK_SIZE
+ * @flags: 0, or SVM_ACCEL_PREFETCH_WRITE to populate for writing
+ * @pad: must be 0
+ * @done: out: how many bytes from @start are populated, also on error
+ *
+ * Populates the device page table for [@start, @start + @len) without a
+ * device access.  Restartable: resume at @start + @done.
+ *
+ * Return: 0, or one of these:
+ *
+ * * -EINVAL: misaligned, empty, overflowing or kernel span, bad @flags or @pad
+ * * -EINTR: a fatal signal, checked between 2 MiB chunks
+ * * -ENOTCONN, -EXDEV: not bound; bound to another process
+ * * the first fault's errno, as struct drm_svm_accel_submit's @error lists
  */
 struct drm_svm_accel_prefetch {
 	__u64 start;
@@ -111,61 +155,108 @@ struct drm_svm_accel_prefetch {
 #define SVM_ACCEL_PTE_X86  1
 #define SVM_ACCEL_PTE_GFX9 2
 
-/*
- * QUERY: capabilities, and (when bound) the engine's statistics and a census
- * of the device page table.  Works on an unbound file (flags lacks
+/**
+ * struct drm_svm_accel_query - DRM_IOCTL_SVM_ACCEL_QUERY: describe and count
+ *
+ * Capabilities, and (when bound) the engine's statistics and a census of the
+ * device page table.  Works on an unbound file (@flags lacks
  * SVM_ACCEL_QUERY_BOUND and every counter is 0).  Output only: whatever the
- * caller passes in is ignored and overwritten.
+ * caller passes in is ignored and overwritten.  Fields after
+ * @batch_duplicates were appended later: DRM zero-extends the struct of an
+ * older caller, and copies back only what it passed.  The same counters are in
+ * /sys/kernel/debug/svm_accel/ctx-N/stats.
+ *
+ * Return: 0, or -ENOMEM.
  */
 struct drm_svm_accel_query {
 	/* capabilities */
-	__u32 flags;               /* out: SVM_ACCEL_QUERY_BOUND */
-	__u32 range_shift;         /* log2 of a range (one notifier + lock each) */
-	__u32 fault_around_pages;  /* pages serviced per fault */
-	__u32 pte_format;          /* SVM_ACCEL_PTE_* */
-	__u64 page_sizes;          /* bitmask of device page sizes (4 KiB | 2 MiB) */
-	__u32 fault_queue_depth;   /* device fault queue entries */
-	__u32 tlb_entries;         /* device TLB entries */
-	char pte_format_name[16];  /* NUL terminated */
+	/** @flags: SVM_ACCEL_QUERY_BOUND when bound */
+	__u32 flags;
+	/** @range_shift: log2 of a range's size (one notifier and lock each) */
+	__u32 range_shift;
+	/** @fault_around_pages: pages a device fault maps around its own */
+	__u32 fault_around_pages;
+	/** @pte_format: SVM_ACCEL_PTE_* */
+	__u32 pte_format;
+	/** @page_sizes: bitmask of device page sizes (4 KiB | 2 MiB) */
+	__u64 page_sizes;
+	/** @fault_queue_depth: device fault queue entries */
+	__u32 fault_queue_depth;
+	/** @tlb_entries: device TLB entries per execution unit */
+	__u32 tlb_entries;
+	/** @pte_format_name: NUL terminated */
+	char pte_format_name[16];
 
 	/* device page table census */
+	/** @pt_tables: page-table pages */
 	__u64 pt_tables;
-	__u64 pt_pages;            /* valid 4 KiB leaves */
-	__u64 pt_huge;             /* valid 2 MiB leaves */
-	__u64 pt_zapped;           /* zapped leaves awaiting reap (0 at rest) */
-	__u64 ranges;              /* ranges published now */
-	__u64 dma_live;            /* DMA mappings held now */
+	/** @pt_pages: valid 4 KiB leaves */
+	__u64 pt_pages;
+	/** @pt_huge: valid 2 MiB leaves */
+	__u64 pt_huge;
+	/** @pt_zapped: zapped leaves awaiting reap (0 at rest) */
+	__u64 pt_zapped;
+	/** @ranges: ranges published now */
+	__u64 ranges;
+	/** @dma_live: DMA mappings held now */
+	__u64 dma_live;
 
 	/* device counters */
+	/** @jobs: SUBMIT jobs run */
 	__u64 jobs;
-	__u64 device_faults;       /* faults raised by the device */
-	__u64 fault_batches;       /* batches the fault worker serviced */
+	/** @device_faults: faults raised by the device */
+	__u64 device_faults;
+	/** @fault_batches: batches the fault worker serviced */
+	__u64 fault_batches;
+	/** @tlb_hits: device TLB hits */
 	__u64 tlb_hits;
+	/** @tlb_misses: device TLB misses */
 	__u64 tlb_misses;
-	__u64 gc_removed;          /* ranges removed by the GC worker */
+	/** @gc_removed: ranges removed by the GC worker */
+	__u64 gc_removed;
 
 	/* engine statistics (svm/src/stats.rs) */
+	/** @faults: faults serviced */
 	__u64 faults;
+	/** @fault_errors: faults that failed with an errno */
 	__u64 fault_errors;
+	/** @pages_mapped: 4 KiB leaves written */
 	__u64 pages_mapped;
+	/** @huge_mapped: 2 MiB leaves written */
 	__u64 huge_mapped;
+	/** @dma_unmapped: DMA mappings released */
 	__u64 dma_unmapped;
+	/** @retries_own: retries after the fault's own COW break */
 	__u64 retries_own;
+	/** @retries_foreign: retries after any other invalidation */
 	__u64 retries_foreign;
+	/** @retry_timeouts: faults out of retry budget (-EBUSY) */
 	__u64 retry_timeouts;
+	/** @invalidations: invalidation callbacks run */
 	__u64 invalidations;
+	/** @invalidations_hit: of which found device mappings */
 	__u64 invalidations_hit;
+	/** @nonblock_refused: non-blockable callbacks refused */
 	__u64 nonblock_refused;
+	/** @tlb_flushes: device TLB flushes */
 	__u64 tlb_flushes;
+	/** @ranges_created: ranges created */
 	__u64 ranges_created;
+	/** @ranges_removed: ranges removed by GC or teardown */
 	__u64 ranges_removed;
+	/** @range_races: range creations lost to a concurrent creator */
 	__u64 range_races;
+	/** @batch_duplicates: device faults merged as duplicates */
 	__u64 batch_duplicates;
-	/* appended (DRM zero-extends a shorter struct from older userspace) */
-	__u64 batch_windows;       /* windows serving several queued faults at once */
+	/* appended later (see above) */
+	/** @batch_windows: windows serving several queued faults at once */
+	__u64 batch_windows;
+	/** @ranges_reaped_empty: ranges removed because they mapped nothing */
 	__u64 ranges_reaped_empty;
+	/** @range_limit_hits: range creations refused (range budget) */
 	__u64 range_limit_hits;
-	__u64 accounting_errors;   /* engine bookkeeping bugs caught: always 0 */
+	/** @accounting_errors: engine bookkeeping bugs caught: always 0 */
+	__u64 accounting_errors;
 };
 
 #define DRM_IOCTL_SVM_ACCEL_BIND \
