@@ -62,9 +62,9 @@ impl Binding {
         // contract; `gc_work` outlives every notifier (`Drop` tears down first). On an
         // error the work item was never queued (no notifier exists) and is dropped here.
         let engine = unsafe { new_engine(dev, mm, gc_work.as_ptr())? };
-        // SAFETY: a fresh allocation the box keeps in place; every field is written once. The
-        // work item can be queued from here on (the engine's notifiers exist) but runs
-        // `gc` only through the pointer, which reads the fields written here first.
+        // SAFETY: a fresh allocation the box keeps in place; every field is written once.
+        // Nothing can queue the work item yet: only range notifiers do, and ranges come from
+        // faults through the binding, which is not published before this returns.
         unsafe {
             addr_of_mut!((*p).mm).write(mm);
             addr_of_mut!((*p).engine).write(engine);
