@@ -3051,6 +3051,9 @@ impl<'a> T<'a> {
         self.begin(format!("oracle {what} fd={fd} {}", op_desc(&ops[0])));
         let mut allowed = E_TRANSIENT.to_vec();
         allowed.push(libc::ENOTCONN);
+        // A child that inherited the file while it was unbound may have bound it to its own
+        // mm (the uAPI's documented EXDEV): no check this time; `o_submit` replaces the file.
+        allowed.push(libc::EXDEV);
         self.ioctl(K::Oracle, fd, A_SUBMIT, &mut s as *mut _ as u64, &allowed)
             .ok()
             .map(|()| s.error)
