@@ -709,22 +709,10 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                         None
                     };
                     let pte = tb.pte()[i].load(Ordering::Relaxed);
-                    let (addr, perm, valid) = match F::decode(pte, level) {
-                        Entry::Leaf { addr, perm } => (addr, perm, true),
-                        Entry::Zapped { addr, perm } => (addr, perm, false),
-                        _ => {
-                            va += span;
-                            continue;
-                        }
-                    };
                     let aux = tb.aux()[i].load(Ordering::Relaxed);
-                    let leaf = Leaf {
-                        va,
-                        level,
-                        addr,
-                        perm,
-                        aux,
-                        valid,
+                    let Some(leaf) = Leaf::of(F::decode(pte, level), va, level, aux) else {
+                        va += span;
+                        continue;
                     };
                     if let Some((npte, naux)) = v.leaf(&leaf) {
                         tb.aux()[i].store(naux, Ordering::Relaxed);
