@@ -40,7 +40,7 @@
 //! to 1 GiB. Every value of a command is checked before it is shifted or added to.
 
 use crate::binding::Binding;
-use crate::device::debugfs::{show_engine, show_ranges, Seq};
+use crate::device::debugfs::{show_engine, show_ranges, DebugfsDir, Seq};
 use crate::device::{prefetch_killable, registry, resched, unregister, ENODEV};
 use crate::engine::Access;
 use crate::ffi;
@@ -51,7 +51,7 @@ use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::{size_of, MaybeUninit};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
@@ -128,21 +128,13 @@ impl Cmd {
 /// leave), when no command runs: everything else only reads it. A mirror published to the
 /// glue is in the registry until [`Mirror::release`].
 pub struct Mirror {
+    /// Its debugfs directory (`dm-<id>`): removed before the binding goes, since its files
+    /// read the binding (declared first, so also dropped first).
+    dbg: DebugfsDir,
     /// The engine bound to the opener's mm, and its GC.
     binding: UnsafeCell<Option<KBox<Binding>>>,
     /// The device is being unplugged: running commands stop with `ENODEV`.
     gone: AtomicBool,
-    /// Its debugfs directory (`dm-<id>`), or null; removed before the binding goes, since
-    /// its files read the binding.
-    dbg: AtomicPtr<c_void>,
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        // `release` removed it already; no path drops a published mirror without it, but a
-        // directory left behind would point at freed memory.
-        self.remove_debugfs();
-    }
 }
 
 // SAFETY: `binding` is written only when nothing else can reach the mirror (invariant); the
@@ -162,9 +154,9 @@ impl Mirror {
         let binding = unsafe { Binding::new(dev)? };
         let m = KBox::new(
             Mirror {
+                dbg: DebugfsDir::none(),
                 binding: UnsafeCell::new(Some(binding)),
                 gone: AtomicBool::new(false),
-                dbg: AtomicPtr::new(core::ptr::null_mut()),
             },
             GFP,
         )
@@ -175,13 +167,10 @@ impl Mirror {
             .mirrors
             .push(&*m as *const Mirror, GFP_KERNEL)
             .map_err(|_| Errno::ENOMEM)?;
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let obj = &*m as *const Mirror as *mut c_void;
         // SAFETY: the mirror is fully built, in its box, and lives until `release`, whose
         // `shutdown` removes the directory (waiting for its readers) first.
-        let d =
-            unsafe { ffi::svm_debugfs_ctx_add(obj, NEXT_ID.fetch_add(1, Ordering::Relaxed), true) };
-        m.dbg.store(d, Ordering::Release);
+        unsafe { m.dbg.create(obj, true) };
         Ok(m)
     }
 
@@ -189,15 +178,6 @@ impl Mirror {
     fn binding(&self) -> Option<&Binding> {
         // SAFETY: only `shutdown` writes it, when nothing else reads it (invariant).
         unsafe { (*self.binding.get()).as_deref() }
-    }
-
-    /// Removes the debugfs directory, if there is one, waiting for running readers.
-    fn remove_debugfs(&self) {
-        let d = self.dbg.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if !d.is_null() {
-            // SAFETY: made by `svm_debugfs_ctx_add` for this mirror, removed once here.
-            unsafe { ffi::svm_debugfs_remove(d) };
-        }
     }
 
     /// Its debugfs files: `ranges`, or `stats` (the engine's, and its GC's removals).
@@ -279,7 +259,7 @@ impl Mirror {
     /// serialise on the registry).
     pub(crate) fn shutdown(&self) {
         // First the debugfs files, which read the binding: this waits for running readers.
-        self.remove_debugfs();
+        self.dbg.remove();
         // SAFETY: no command runs (release, or unplug after the glue's wait): nothing reads
         // `binding` now (invariant).
         drop(unsafe { (*self.binding.get()).take() });

@@ -8,6 +8,53 @@ use super::*;
 use crate::kplat::{DMA_LIVE, TABLES_LIVE};
 use core::fmt::Write;
 
+/// A file's debugfs directory (`ctx-N` or `dm-N`): made once its owner is built, removed
+/// (waiting for running readers) before anything its files read goes, at the latest when
+/// dropped; so an owner declares it before what the files read.
+///
+/// # Invariants
+/// `d` is null or a directory made by `svm_debugfs_ctx_add`, not yet removed.
+pub(crate) struct DebugfsDir {
+    d: AtomicPtr<c_void>,
+}
+
+impl DebugfsDir {
+    /// No directory yet.
+    pub(crate) const fn none() -> Self {
+        DebugfsDir {
+            d: AtomicPtr::new(null_mut()),
+        }
+    }
+
+    /// Makes the directory of `obj`, an accel context or (`mirror`) a dmirror file, named by
+    /// its kind and a count of opens since load. Without debugfs it stays none.
+    ///
+    /// # Safety
+    /// `obj` is fully built and stays valid until this directory is removed.
+    pub(crate) unsafe fn create(&self, obj: *mut c_void, mirror: bool) {
+        static NEXT_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+        let id = NEXT_ID[usize::from(mirror)].fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `obj` per the contract: the files' show may run on it from now on.
+        let d = unsafe { ffi::svm_debugfs_ctx_add(obj, id, mirror) };
+        self.d.store(d, Ordering::Release);
+    }
+
+    /// Removes the directory, if there is one, waiting for running readers. Idempotent.
+    pub(crate) fn remove(&self) {
+        let d = self.d.swap(null_mut(), Ordering::AcqRel);
+        if !d.is_null() {
+            // SAFETY: made by `svm_debugfs_ctx_add` (invariant), removed once here.
+            unsafe { ffi::svm_debugfs_remove(d) };
+        }
+    }
+}
+
+impl Drop for DebugfsDir {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// A `seq_file` as a `fmt::Write` (seq_file retries a show with a larger buffer on overflow).
 pub(crate) struct Seq(pub(crate) *mut c_void);
 

@@ -51,6 +51,7 @@ use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
 pub(crate) mod debugfs;
+use debugfs::DebugfsDir;
 mod entry;
 mod ops;
 mod query;
@@ -135,9 +136,9 @@ pub struct Ctx {
     release_work: WorkItem,
     waitq: WaitQueue,
     bind_lock: KMutex<()>,
-    /// Its debugfs directory (`ctx-<id>`), or null; removed before the binding goes, since
-    /// its files read the binding.
-    dbg: AtomicPtr<c_void>,
+    /// Its debugfs directory (`ctx-<id>`): removed before the binding goes, since its files
+    /// read the binding.
+    dbg: DebugfsDir,
     /// The engine and its GC (its own work item, because `mmu_interval_notifier_remove()`
     /// waits for every running invalidation of the mm, and faults must not wait behind an
     /// unrelated munmap).
@@ -235,7 +236,7 @@ impl Ctx {
             addr_of_mut!((*p).release_work).write(release_work);
             addr_of_mut!((*p).waitq).write(waitq);
             KMutex::init_class(addr_of_mut!((*p).bind_lock), (), ffi::LC_CTX);
-            addr_of_mut!((*p).dbg).write(AtomicPtr::new(null_mut()));
+            addr_of_mut!((*p).dbg).write(DebugfsDir::none());
             addr_of_mut!((*p).bound).write(AtomicPtr::new(null_mut()));
             addr_of_mut!((*p).gone).write(AtomicBool::new(false));
             KSpin::init_class(addr_of_mut!((*p).fq), FaultQueue { q: fq }, ffi::LC_FAULTQ);
@@ -254,14 +255,9 @@ impl Ctx {
             .push(&*b as *const Ctx, GFP_KERNEL)
             .map_err(|_| Errno::ENOMEM)?;
         let p = KBox::into_raw(b);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         // SAFETY: the context is fully built and lives until `close`, whose `shutdown`
         // removes the directory (waiting for its readers) first.
-        let d = unsafe {
-            ffi::svm_debugfs_ctx_add(p.cast(), NEXT_ID.fetch_add(1, Ordering::Relaxed), false)
-        };
-        // SAFETY: just leaked above, not yet published to the glue.
-        unsafe { (*p).dbg.store(d, Ordering::Release) };
+        unsafe { (*p).dbg.create(p.cast(), false) };
         Ok(p)
     }
 
@@ -316,11 +312,7 @@ impl Ctx {
     /// and unplug serialise on the registry).
     fn shutdown(&self) {
         // First the debugfs files, which read the binding: this waits for running readers.
-        let d = self.dbg.swap(null_mut(), Ordering::AcqRel);
-        if !d.is_null() {
-            // SAFETY: made by `svm_debugfs_ctx_add` for this context, removed once here.
-            unsafe { ffi::svm_debugfs_remove(d) };
-        }
+        self.dbg.remove();
         if let Some(b) = self.bound() {
             b.stop_gc();
         }
