@@ -54,9 +54,11 @@ pub const LC_ENGINE: u32 = 7;
 pub const LC_ENGINE_RW: u32 = 8;
 pub const LC_DMA: u32 = 9;
 pub const LC_REGISTRY: u32 = 10;
+pub const LC_QUEUES: u32 = 11;
+pub const LC_QCTL: u32 = 12;
 
 /// Entries of `svm_abi` (glue.h `SVM_ABI_NR`; glue.c asserts the same number).
-pub const ABI_NR: usize = 30;
+pub const ABI_NR: usize = 39;
 
 extern "C" {
     pub fn svm_spin_init(l: *mut c_void, cls: u32);
@@ -136,6 +138,7 @@ pub const SVM_DBG_RANGES: u32 = 1;
 pub const SVM_DBG_DM_STATS: u32 = 2;
 pub const SVM_DBG_DM_RANGES: u32 = 3;
 pub const SVM_DBG_DEVICE: u32 = 4;
+pub const SVM_DBG_QUEUES: u32 = 5;
 
 extern "C" {
 
@@ -145,6 +148,15 @@ extern "C" {
     pub fn svm_trace_retry(ctx: *const c_void, va: u64, own: bool);
     pub fn svm_trace_invalidate(ctx: *const c_void, start: u64, end: u64, event: u32, hit: bool);
     pub fn svm_trace_gc(ctx: *const c_void, removed: u64);
+    pub fn svm_trace_queue(
+        ctx: *const c_void,
+        id: u32,
+        state: u32,
+        err: i32,
+        addr: u64,
+        completed: u64,
+    );
+    pub fn svm_trace_queue_run(ctx: *const c_void, id: u32, jobs: u64, completed: u64);
 
     pub fn svm_now_ns() -> u64;
     pub fn svm_cond_resched();
@@ -164,6 +176,11 @@ extern "C" {
         f: unsafe extern "C" fn(*mut c_void),
         data: *mut c_void,
     ) -> *mut Work;
+    pub fn svm_work_new_queue(
+        f: unsafe extern "C" fn(*mut c_void),
+        data: *mut c_void,
+        high: bool,
+    ) -> *mut Work;
     pub fn svm_work_queue(w: *mut Work);
     pub fn svm_work_cancel_sync(w: *mut Work);
     pub fn svm_work_free(w: *mut Work);
@@ -171,7 +188,16 @@ extern "C" {
     pub fn svm_waitq_new() -> *mut Waitq;
     pub fn svm_waitq_free(q: *mut Waitq);
     pub fn svm_waitq_wait_ne_killable(q: *mut Waitq, p: *const u32, old: u32) -> i32;
+    pub fn svm_waitq_wait_cond(
+        q: *mut Waitq,
+        cond: unsafe extern "C" fn(*const c_void) -> bool,
+        data: *const c_void,
+        timeout_ns: u64,
+        interruptible: bool,
+    ) -> i32;
     pub fn svm_waitq_wake(q: *mut Waitq);
+    pub fn svm_capable_sys_nice() -> bool;
+    pub fn svm_max_queues() -> u32;
 
     pub static svm_abi: [u64; ABI_NR];
 

@@ -89,6 +89,29 @@ SVM_OFF(drm_svm_accel_query, gc_removed, 136);
 SVM_OFF(drm_svm_accel_query, faults, 144);
 SVM_OFF(drm_svm_accel_query, batch_duplicates, 264);
 SVM_OFF(drm_svm_accel_query, accounting_errors, 296);
+static_assert(sizeof(struct drm_svm_accel_qentry) == 64);
+SVM_OFF(drm_svm_accel_qentry, op, 0);
+SVM_OFF(drm_svm_accel_qentry, user, 48);
+static_assert(sizeof(struct drm_svm_accel_create_queue) == 40);
+SVM_OFF(drm_svm_accel_create_queue, ring, 0);
+SVM_OFF(drm_svm_accel_create_queue, doorbell, 8);
+SVM_OFF(drm_svm_accel_create_queue, fence, 16);
+SVM_OFF(drm_svm_accel_create_queue, ring_entries, 24);
+SVM_OFF(drm_svm_accel_create_queue, priority, 28);
+SVM_OFF(drm_svm_accel_create_queue, flags, 32);
+SVM_OFF(drm_svm_accel_create_queue, queue_id, 36);
+static_assert(sizeof(struct drm_svm_accel_destroy_queue) == 8);
+SVM_OFF(drm_svm_accel_destroy_queue, queue_id, 0);
+SVM_OFF(drm_svm_accel_destroy_queue, pad, 4);
+static_assert(sizeof(struct drm_svm_accel_wait) == 48);
+SVM_OFF(drm_svm_accel_wait, queue_id, 0);
+SVM_OFF(drm_svm_accel_wait, flags, 4);
+SVM_OFF(drm_svm_accel_wait, value, 8);
+SVM_OFF(drm_svm_accel_wait, timeout_ns, 16);
+SVM_OFF(drm_svm_accel_wait, completed, 24);
+SVM_OFF(drm_svm_accel_wait, fault_addr, 32);
+SVM_OFF(drm_svm_accel_wait, error, 40);
+SVM_OFF(drm_svm_accel_wait, state, 44);
 
 /* test_hmm's uAPI, which driver/dmirror.rs speaks. */
 static_assert(sizeof(struct hmm_dmirror_cmd) == 40);
@@ -118,7 +141,7 @@ static_assert(HMM_PFN_FLAGS == 0xffUL << 56);
 static_assert(HMM_PFN_REQ_FAULT == HMM_PFN_VALID && HMM_PFN_REQ_WRITE == HMM_PFN_WRITE);
 
 /* The headers' values, for module init to compare with the Rust constants (glue.h). */
-static_assert(SVM_ABI_NR == 30);
+static_assert(SVM_ABI_NR == 39);
 const u64 svm_abi[SVM_ABI_NR] = {
 	[SVM_ABI_HMM_PFN_VALID] = HMM_PFN_VALID,
 	[SVM_ABI_HMM_PFN_WRITE] = HMM_PFN_WRITE,
@@ -150,6 +173,15 @@ const u64 svm_abi[SVM_ABI_NR] = {
 	[SVM_ABI_DMIRROR_PROT_PMD] = HMM_DMIRROR_PROT_PMD,
 	[SVM_ABI_DMIRROR_PROT_PUD] = HMM_DMIRROR_PROT_PUD,
 	[SVM_ABI_DMIRROR_PROT_ZERO] = HMM_DMIRROR_PROT_ZERO,
+	[SVM_ABI_SIZE_QENTRY] = sizeof(struct drm_svm_accel_qentry),
+	[SVM_ABI_SIZE_CREATE_QUEUE] = sizeof(struct drm_svm_accel_create_queue),
+	[SVM_ABI_SIZE_DESTROY_QUEUE] = sizeof(struct drm_svm_accel_destroy_queue),
+	[SVM_ABI_SIZE_WAIT] = sizeof(struct drm_svm_accel_wait),
+	[SVM_ABI_MAX_QUEUES] = SVM_ACCEL_MAX_QUEUES,
+	[SVM_ABI_MAX_RING] = SVM_ACCEL_MAX_RING,
+	[SVM_ABI_QUEUE_ACTIVE] = SVM_ACCEL_QUEUE_ACTIVE,
+	[SVM_ABI_QUEUE_ERROR] = SVM_ACCEL_QUEUE_ERROR,
+	[SVM_ABI_QUEUE_SUSPENDED] = SVM_ACCEL_QUEUE_SUSPENDED,
 };
 
 /* ---- memory accounting -------------------------------------------------- */
@@ -210,6 +242,8 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_ENGINE_RW] = "svm_engine_rwsem",
 	[SVM_LC_DMA] = "svm_dma_cache_lock",
 	[SVM_LC_REGISTRY] = "svm_registry_lock",
+	[SVM_LC_QUEUES] = "svm_queues_lock",
+	[SVM_LC_QCTL] = "svm_qctl_lock",
 };
 
 /*
@@ -473,9 +507,17 @@ struct svm_notifier {
 
 struct svm_work {
 	struct work_struct work;
+	struct workqueue_struct *wq;
 	void (*fn)(void *data);
 	void *data;
 };
+
+/*
+ * Queue command processors run on workqueues of their own, sized for every queue the device
+ * allows (max_queues), so that neither starves the fault workers and GC on svm_wq nor
+ * waits behind each other.
+ */
+static struct workqueue_struct *svm_qwq, *svm_qwq_hi;
 
 static unsigned int svm_event(enum mmu_notifier_event ev)
 {
@@ -855,6 +897,21 @@ struct svm_work *svm_work_new(void (*fn)(void *data), void *data)
 	if (!w)
 		return NULL;
 	INIT_WORK(&w->work, svm_work_fn);
+	w->wq = svm_wq;
+	w->fn = fn;
+	w->data = data;
+	return w;
+}
+
+/* A queue's command processor: on the high-priority queue workqueue when `high`. */
+struct svm_work *svm_work_new_queue(void (*fn)(void *data), void *data, bool high)
+{
+	struct svm_work *w = kzalloc(sizeof(*w), SVM_GFP);
+
+	if (!w)
+		return NULL;
+	INIT_WORK(&w->work, svm_work_fn);
+	w->wq = high ? svm_qwq_hi : svm_qwq;
 	w->fn = fn;
 	w->data = data;
 	return w;
@@ -872,6 +929,7 @@ struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data)
 	if (!w)
 		return NULL;
 	INIT_WORK(&w->work, svm_work_fn);
+	w->wq = svm_wq;
 	w->fn = fn;
 	w->data = data;
 	return w;
@@ -879,7 +937,7 @@ struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data)
 
 void svm_work_queue(struct svm_work *w)
 {
-	queue_work(svm_wq, &w->work);
+	queue_work(w->wq, &w->work);
 }
 
 void svm_work_cancel_sync(struct svm_work *w)
@@ -920,9 +978,46 @@ int svm_waitq_wait_ne_killable(struct svm_waitq *q, const u32 *p, u32 old)
 	return wait_event_killable(q->wq, smp_load_acquire(p) != old) ? -EINTR : 0;
 }
 
+/*
+ * Sleeps until cond(data), for at most timeout_ns (U64_MAX: no timeout).  Interruptible
+ * (WAIT, in the caller's task: any signal ends it) or TASK_IDLE (a command processor, which
+ * takes no signals and must not count as load): 0, -ETIME or -EINTR.
+ */
+int svm_waitq_wait_cond(struct svm_waitq *q, bool (*cond)(const void *data), const void *data,
+			u64 timeout_ns, bool interruptible)
+{
+	ktime_t t = timeout_ns >= KTIME_MAX ? KTIME_MAX : ns_to_ktime(timeout_ns);
+	int ret = 0;
+
+	might_sleep();
+	if (cond(data))
+		return 0;
+	if (interruptible)
+		ret = __wait_event_hrtimeout(q->wq, cond(data), t, TASK_INTERRUPTIBLE);
+	else
+		ret = __wait_event_hrtimeout(q->wq, cond(data), t, TASK_IDLE);
+	return ret == -ERESTARTSYS ? -EINTR : ret;
+}
+
 void svm_waitq_wake(struct svm_waitq *q)
 {
 	wake_up_all(&q->wq);
+}
+
+bool svm_capable_sys_nice(void)
+{
+	return capable(CAP_SYS_NICE);
+}
+
+static unsigned int max_queues = 64;
+module_param(max_queues, uint, 0444);
+MODULE_PARM_DESC(max_queues,
+	"user-mode queues the device runs at once, over every file (1..512, default 64); "
+	"CREATE_QUEUE fails with -ENOSPC beyond it");
+
+unsigned int svm_max_queues(void)
+{
+	return clamp(max_queues, 1U, (unsigned int)WQ_MAX_ACTIVE);
 }
 
 /* ---- DRM accel driver -------------------------------------------------- */
@@ -992,12 +1087,18 @@ SVM_IOCTL(bind)
 SVM_IOCTL(submit)
 SVM_IOCTL(prefetch)
 SVM_IOCTL(query)
+SVM_IOCTL(create_queue)
+SVM_IOCTL(destroy_queue)
+SVM_IOCTL(wait)
 
 static const struct drm_ioctl_desc svm_ioctls[] = {
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_BIND, svm_ioctl_bind, 0),
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_SUBMIT, svm_ioctl_submit, 0),
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_PREFETCH, svm_ioctl_prefetch, 0),
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_QUERY, svm_ioctl_query, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_CREATE_QUEUE, svm_ioctl_create_queue, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_DESTROY_QUEUE, svm_ioctl_destroy_queue, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_WAIT, svm_ioctl_wait, 0),
 };
 
 DEFINE_DRM_ACCEL_FOPS(svm_fops);
@@ -1229,6 +1330,12 @@ int svm_glue_init(unsigned int dma_bits)
 	svm_wq = alloc_workqueue("svm_accel", WQ_UNBOUND, 0);
 	if (!svm_wq)
 		return -ENOMEM;
+	svm_qwq = alloc_workqueue("svm_queue", WQ_UNBOUND, svm_max_queues());
+	svm_qwq_hi = alloc_workqueue("svm_queue_hi", WQ_UNBOUND | WQ_HIGHPRI, svm_max_queues());
+	if (!svm_qwq || !svm_qwq_hi) {
+		ret = -ENOMEM;
+		goto err_qwq;
+	}
 	/* Before the device: a file opened as soon as it registers gets its directory. */
 	svm_debugfs_init();
 	ret = platform_driver_register(&svm_platform_driver);
@@ -1257,6 +1364,11 @@ err_drv:
 	platform_driver_unregister(&svm_platform_driver);
 err_wq:
 	svm_debugfs_exit();
+err_qwq:
+	if (svm_qwq_hi)
+		destroy_workqueue(svm_qwq_hi);
+	if (svm_qwq)
+		destroy_workqueue(svm_qwq);
 	destroy_workqueue(svm_wq);
 	return ret;
 }
@@ -1273,5 +1385,7 @@ void svm_glue_exit(void)
 	svm_dm_exit();
 	platform_device_unregister(svm_pdev);
 	platform_driver_unregister(&svm_platform_driver);
+	destroy_workqueue(svm_qwq_hi);
+	destroy_workqueue(svm_qwq);
 	destroy_workqueue(svm_wq);
 }

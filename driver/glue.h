@@ -30,6 +30,8 @@ enum svm_lock_class {
 	SVM_LC_ENGINE_RW = 8, /* rwsem: engine-wide lock of LockScope::EngineRwsem (baseline) */
 	SVM_LC_DMA = 9,    /* spinlock: a bucket of the shared DMA mapping table (innermost) */
 	SVM_LC_REGISTRY = 10, /* mutex: every open file's context, for unplug (device.rs) */
+	SVM_LC_QUEUES = 11, /* mutex: a context's queue table (never held while waiting) */
+	SVM_LC_QCTL = 12,   /* mutex: a context's queue suspend/resume (outside QUEUES) */
 	SVM_LC_NR
 };
 
@@ -130,6 +132,7 @@ enum {
 	SVM_DBG_STATS = 0, SVM_DBG_RANGES = 1,		/* an accel context */
 	SVM_DBG_DM_STATS = 2, SVM_DBG_DM_RANGES = 3,	/* a dmirror file */
 	SVM_DBG_DEVICE = 4,				/* the module (obj NULL) */
+	SVM_DBG_QUEUES = 5,				/* an accel context's queues */
 };
 void svm_debugfs_init(void);
 void svm_debugfs_exit(void);
@@ -137,6 +140,7 @@ void *svm_debugfs_ctx_add(void *obj, u64 id, bool mirror);	/* NULL/ERR_PTR: none
 void svm_debugfs_remove(void *d);		/* waits for running readers */
 void svm_seq_write(void *m, const char *buf, size_t len);
 int svm_rs_debugfs_show(void *obj, unsigned int what, void *m);	/* Rust */
+int svm_rs_debugfs_write(void *obj, unsigned int what, const char *buf, size_t len);
 
 /* tracepoints (trace.c, svm_trace.h): events use the SVM_EV_* numbering */
 bool svm_tracing(void);
@@ -145,6 +149,9 @@ void svm_trace_fault_end(const void *ctx, u64 va, bool write, int err, u64 ns);
 void svm_trace_retry(const void *ctx, u64 va, bool own);
 void svm_trace_invalidate(const void *ctx, u64 start, u64 end, unsigned int event, bool hit);
 void svm_trace_gc(const void *ctx, u64 removed);
+void svm_trace_queue(const void *ctx, u32 id, unsigned int state, int err, u64 addr,
+		     u64 completed);
+void svm_trace_queue_run(const void *ctx, u32 id, u64 jobs, u64 completed);
 
 /* misc */
 u64 svm_now_ns(void);
@@ -163,6 +170,7 @@ void svm_fault_delay(void);	/* the fault_delay_ms module parameter (tests) */
 /* work items (on the module's workqueue) + wait queues */
 struct svm_work *svm_work_new(void (*fn)(void *data), void *data);
 struct svm_work *svm_work_new_teardown(void (*fn)(void *data), void *data);
+struct svm_work *svm_work_new_queue(void (*fn)(void *data), void *data, bool high);
 void svm_work_queue(struct svm_work *w);
 void svm_work_cancel_sync(struct svm_work *w);
 void svm_work_free(struct svm_work *w);
@@ -171,7 +179,12 @@ void svm_rs_work(void *data);	/* Rust: the accel context's fault worker */
 struct svm_waitq *svm_waitq_new(void);
 void svm_waitq_free(struct svm_waitq *q);
 int svm_waitq_wait_ne_killable(struct svm_waitq *q, const u32 *p, u32 old);
+int svm_waitq_wait_cond(struct svm_waitq *q, bool (*cond)(const void *data), const void *data,
+			u64 timeout_ns, bool interruptible);
 void svm_waitq_wake(struct svm_waitq *q);
+bool svm_capable_sys_nice(void);
+unsigned int svm_max_queues(void);
+void svm_rs_queue_work(void *data);	/* Rust: a queue's command processor */
 
 /*
  * Kernel ABI values the Rust side hard-codes (svm/src/platform.rs, driver/uapi.rs,
@@ -211,6 +224,15 @@ enum svm_abi_idx {
 	SVM_ABI_DMIRROR_PROT_PMD,
 	SVM_ABI_DMIRROR_PROT_PUD,
 	SVM_ABI_DMIRROR_PROT_ZERO,
+	SVM_ABI_SIZE_QENTRY,
+	SVM_ABI_SIZE_CREATE_QUEUE,
+	SVM_ABI_SIZE_DESTROY_QUEUE,
+	SVM_ABI_SIZE_WAIT,
+	SVM_ABI_MAX_QUEUES,
+	SVM_ABI_MAX_RING,
+	SVM_ABI_QUEUE_ACTIVE,
+	SVM_ABI_QUEUE_ERROR,
+	SVM_ABI_QUEUE_SUSPENDED,
 	SVM_ABI_NR
 };
 extern const u64 svm_abi[SVM_ABI_NR];
@@ -229,6 +251,9 @@ int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
 int svm_rs_prefetch(void *ctx, void *data);
 int svm_rs_query(void *ctx, void *data);
+int svm_rs_create_queue(void *ctx, void *data);
+int svm_rs_destroy_queue(void *ctx, void *data);
+int svm_rs_wait(void *ctx, void *data);
 /* Rust: unplug (svm_remove): stop every job, then tear every engine down */
 void svm_rs_unplug_begin(void);
 void svm_rs_unplug_finish(void);

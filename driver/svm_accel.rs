@@ -99,6 +99,15 @@ const RUST_ABI: [(u64, &str); ffi::ABI_NR] = {
         (dmirror::PROT_PMD as u64, "PROT_PMD"),
         (dmirror::PROT_PUD as u64, "PROT_PUD"),
         (dmirror::PROT_ZERO as u64, "PROT_ZERO"),
+        (size_of::<uapi::QEntry>() as u64, "qentry size"),
+        (size_of::<uapi::CreateQueue>() as u64, "create_queue size"),
+        (size_of::<uapi::DestroyQueue>() as u64, "destroy_queue size"),
+        (size_of::<uapi::Wait>() as u64, "wait size"),
+        (uapi::MAX_QUEUES as u64, "SVM_ACCEL_MAX_QUEUES"),
+        (uapi::MAX_RING as u64, "SVM_ACCEL_MAX_RING"),
+        (uapi::QUEUE_ACTIVE as u64, "SVM_ACCEL_QUEUE_ACTIVE"),
+        (uapi::QUEUE_ERROR as u64, "SVM_ACCEL_QUEUE_ERROR"),
+        (uapi::QUEUE_SUSPENDED as u64, "SVM_ACCEL_QUEUE_SUSPENDED"),
     ]
 };
 

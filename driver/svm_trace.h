@@ -111,6 +111,56 @@ TRACE_EVENT(svm_gc,
 	TP_printk("ctx=%p removed=%llu", __entry->ctx, __entry->removed)
 );
 
+/* SVM_ACCEL_QUEUE_* states, and the lifecycle events that are not states. */
+#define svm_show_qstate(s)						\
+	__print_symbolic(s, { 1, "active" }, { 2, "error" },		\
+			 { 3, "suspended" }, { 4, "created" }, { 5, "destroyed" })
+
+/* A queue changed state: created, destroyed, error (err, addr), suspended, resumed (active). */
+TRACE_EVENT(svm_queue,
+	TP_PROTO(const void *ctx, u32 id, unsigned int state, int err, u64 addr, u64 completed),
+	TP_ARGS(ctx, id, state, err, addr, completed),
+	TP_STRUCT__entry(
+		__field(const void *, ctx)
+		__field(u32, id)
+		__field(unsigned int, state)
+		__field(int, err)
+		__field(u64, addr)
+		__field(u64, completed)
+	),
+	TP_fast_assign(
+		__entry->ctx = ctx;
+		__entry->id = id;
+		__entry->state = state;
+		__entry->err = err;
+		__entry->addr = addr;
+		__entry->completed = completed;
+	),
+	TP_printk("ctx=%p queue=%u %s err=%d addr=0x%llx completed=%llu", __entry->ctx,
+		  __entry->id, svm_show_qstate(__entry->state), __entry->err, __entry->addr,
+		  __entry->completed)
+);
+
+/* A command processor ran `jobs` jobs seen at one doorbell read. */
+TRACE_EVENT(svm_queue_run,
+	TP_PROTO(const void *ctx, u32 id, u64 jobs, u64 completed),
+	TP_ARGS(ctx, id, jobs, completed),
+	TP_STRUCT__entry(
+		__field(const void *, ctx)
+		__field(u32, id)
+		__field(u64, jobs)
+		__field(u64, completed)
+	),
+	TP_fast_assign(
+		__entry->ctx = ctx;
+		__entry->id = id;
+		__entry->jobs = jobs;
+		__entry->completed = completed;
+	),
+	TP_printk("ctx=%p queue=%u jobs=%llu completed=%llu", __entry->ctx, __entry->id,
+		  __entry->jobs, __entry->completed)
+);
+
 #endif /* _SVM_TRACE_H */
 
 #undef TRACE_INCLUDE_PATH

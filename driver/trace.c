@@ -39,3 +39,14 @@ void svm_trace_gc(const void *ctx, u64 removed)
 {
 	trace_svm_gc(ctx, removed);
 }
+
+void svm_trace_queue(const void *ctx, u32 id, unsigned int state, int err, u64 addr,
+		     u64 completed)
+{
+	trace_svm_queue(ctx, id, state, err, addr, completed);
+}
+
+void svm_trace_queue_run(const void *ctx, u32 id, u64 jobs, u64 completed)
+{
+	trace_svm_queue_run(ctx, id, jobs, completed);
+}

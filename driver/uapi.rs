@@ -106,6 +106,54 @@ pub struct Query {
     pub accounting_errors: u64,
 }
 
+/// `struct drm_svm_accel_qentry`: one ring entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct QEntry {
+    pub op: Op,
+    pub user: [u64; 2],
+}
+
+pub const MAX_QUEUES: u32 = 16;
+pub const MAX_RING: u32 = 4096;
+pub const QUEUE_PRIORITY_NORMAL: u32 = 0;
+pub const QUEUE_PRIORITY_HIGH: u32 = 1;
+pub const QUEUE_ACTIVE: u32 = 1;
+pub const QUEUE_ERROR: u32 = 2;
+pub const QUEUE_SUSPENDED: u32 = 3;
+
+/// `struct drm_svm_accel_create_queue`.
+#[repr(C)]
+pub struct CreateQueue {
+    pub ring: u64,
+    pub doorbell: u64,
+    pub fence: u64,
+    pub ring_entries: u32,
+    pub priority: u32,
+    pub flags: u32,
+    pub queue_id: u32,
+}
+
+/// `struct drm_svm_accel_destroy_queue`.
+#[repr(C)]
+pub struct DestroyQueue {
+    pub queue_id: u32,
+    pub pad: u32,
+}
+
+/// `struct drm_svm_accel_wait`.
+#[repr(C)]
+pub struct Wait {
+    pub queue_id: u32,
+    pub flags: u32,
+    pub value: u64,
+    pub timeout_ns: u64,
+    pub completed: u64,
+    pub fault_addr: u64,
+    pub error: i32,
+    pub state: u32,
+}
+
 // The layout glue.c static_asserts for the C header (same numbers): checked at compile time
 // on both sides, and the sizes once more against C's at load time (`svm_abi`).
 macro_rules! off {
@@ -154,3 +202,26 @@ off!(Query, gc_removed, 136);
 off!(Query, faults, 144);
 off!(Query, batch_duplicates, 264);
 off!(Query, accounting_errors, 296);
+const _: () = assert!(core::mem::size_of::<QEntry>() == 64);
+off!(QEntry, op, 0);
+off!(QEntry, user, 48);
+const _: () = assert!(core::mem::size_of::<CreateQueue>() == 40);
+off!(CreateQueue, ring, 0);
+off!(CreateQueue, doorbell, 8);
+off!(CreateQueue, fence, 16);
+off!(CreateQueue, ring_entries, 24);
+off!(CreateQueue, priority, 28);
+off!(CreateQueue, flags, 32);
+off!(CreateQueue, queue_id, 36);
+const _: () = assert!(core::mem::size_of::<DestroyQueue>() == 8);
+off!(DestroyQueue, queue_id, 0);
+off!(DestroyQueue, pad, 4);
+const _: () = assert!(core::mem::size_of::<Wait>() == 48);
+off!(Wait, queue_id, 0);
+off!(Wait, flags, 4);
+off!(Wait, value, 8);
+off!(Wait, timeout_ns, 16);
+off!(Wait, completed, 24);
+off!(Wait, fault_addr, 32);
+off!(Wait, error, 40);
+off!(Wait, state, 44);

@@ -42,6 +42,24 @@ impl WorkItem {
         })
     }
 
+    /// A queue's command processor, on the (high-priority when `high`) queue workqueue.
+    /// Dropping it cancels it (waiting for a running `f`) and frees it.
+    ///
+    /// # Safety
+    /// As [`WorkItem::new`].
+    pub unsafe fn new_queue(
+        f: unsafe extern "C" fn(*mut c_void),
+        data: *mut c_void,
+        high: bool,
+    ) -> Result<Self, Errno> {
+        // SAFETY: plain allocation; NULL on failure.
+        let w = unsafe { ffi::svm_work_new_queue(f, data, high) };
+        Ok(WorkItem {
+            w: NonNull::new(w).ok_or(Errno::ENOMEM)?,
+            self_freeing: false,
+        })
+    }
+
     /// A teardown work item (on the glue's teardown queue) whose function drops its own
     /// owner: dropping it only frees it, since it is the one running (a work function may
     /// free its own item; the workqueue core does not touch it after the call).
@@ -120,6 +138,32 @@ impl WaitQueue {
     pub unsafe fn wait_ne_killable(&self, word: *const u32, old: u32) -> i32 {
         // SAFETY: live queue (invariant); `word` per the contract.
         unsafe { ffi::svm_waitq_wait_ne_killable(self.q.as_ptr(), word, old) }
+    }
+
+    /// Sleeps until `cond()` holds, for at most `timeout_ns` (`u64::MAX`: no limit):
+    /// interruptibly (any signal: `EINTR`) or, for a worker, in `TASK_IDLE`. `ETIME` when
+    /// the time ran out. `cond` is evaluated after every wake-up, in this task.
+    pub fn wait_until(
+        &self,
+        timeout_ns: u64,
+        interruptible: bool,
+        cond: &dyn Fn() -> bool,
+    ) -> Result<(), Errno> {
+        unsafe extern "C" fn tramp(data: *const c_void) -> bool {
+            // SAFETY: `data` is the `&&dyn Fn` passed below, alive for the whole wait.
+            let f = unsafe { &*data.cast::<&dyn Fn() -> bool>() };
+            f()
+        }
+        let data: *const &dyn Fn() -> bool = &cond;
+        // SAFETY: live queue (invariant); `data` outlives the call, which evaluates it only
+        // while it runs.
+        let r = unsafe {
+            ffi::svm_waitq_wait_cond(self.q.as_ptr(), tramp, data.cast(), timeout_ns, interruptible)
+        };
+        match r {
+            0 => Ok(()),
+            e => Err(Errno(-e)),
+        }
     }
 
     /// Wakes every waiter.

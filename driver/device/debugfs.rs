@@ -168,6 +168,7 @@ impl Ctx {
         writeln!(w, "tlb_hits {}", b.engine().tlb().hits())?;
         writeln!(w, "tlb_misses {}", b.engine().tlb().misses())?;
         writeln!(w, "gc_removed {}", b.gc_removed())?;
+        writeln!(w, "queue_jobs {}", self.queue_jobs.load(Ordering::Relaxed))?;
         show_engine(b.engine(), w)
     }
 }

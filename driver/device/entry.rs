@@ -110,11 +110,64 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
     ret(c.query(a))
 }
 
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_create_queue(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::CreateQueue>()) };
+    ret(c.create_queue(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_destroy_queue(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &*data.cast::<uapi::DestroyQueue>()) };
+    ret(c.destroy_queue(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_wait(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Wait>()) };
+    ret(c.wait(a))
+}
+
+/// debugfs: a write to a context's `queues` file: `suspend` or `resume` (what the kernel
+/// does at teardown and when the address space goes, on demand). 0 or `-EINVAL`.
+///
+/// # Safety
+/// `obj` is the context the file was made for, whose directory is still there; `buf` holds
+/// `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn svm_rs_debugfs_write(
+    obj: *mut c_void,
+    what: u32,
+    buf: *const u8,
+    len: usize,
+) -> i32 {
+    if what != ffi::SVM_DBG_QUEUES {
+        return -Errno::EINVAL.0;
+    }
+    // SAFETY: per the contract.
+    let (c, b) = unsafe { (&*obj.cast::<Ctx>(), core::slice::from_raw_parts(buf, len)) };
+    match b.strip_suffix(b"\n").unwrap_or(b) {
+        b"suspend" => c.suspend_queues(),
+        b"resume" => c.resume_queues(),
+        _ => return -Errno::EINVAL.0,
+    }
+    0
+}
+
 /// debugfs: the text of a file (`what`: `SVM_DBG_*`) into the `seq_file` `m`. 0, or
 /// `-ENOMEM` if writing failed.
 ///
 /// # Safety
-/// `obj` is what the file was made for: a context (`SVM_DBG_STATS`, `_RANGES`) or a mirror
+/// `obj` is what the file was made for: a context (`SVM_DBG_STATS`, `_RANGES`, `_QUEUES`) or a mirror
 /// (`SVM_DBG_DM_*`) whose directory is still there (their `shutdown` removes it, waiting for
 /// running readers, before anything the files read goes), or null for `SVM_DBG_DEVICE` (the
 /// module's, removed at module exit); `m` is the show's `seq_file`.
@@ -122,6 +175,10 @@ pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i3
 pub unsafe extern "C" fn svm_rs_debugfs_show(obj: *mut c_void, what: u32, m: *mut c_void) -> i32 {
     let mut w = debugfs::Seq(m);
     let r = match what {
+        ffi::SVM_DBG_QUEUES => {
+            // SAFETY: per the contract.
+            unsafe { &*obj.cast::<Ctx>() }.show_queues(&mut w)
+        }
         ffi::SVM_DBG_STATS | ffi::SVM_DBG_RANGES => {
             // SAFETY: per the contract.
             unsafe { &*obj.cast::<Ctx>() }.debugfs_show(what, &mut w)

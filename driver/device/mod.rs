@@ -23,12 +23,14 @@
 //! stopped) while its file stays open; later ioctls fail with `ENODEV` in the glue.
 //!
 //! Files: this one holds the context (`Ctx`: open, BIND, close, teardown); `worker.rs` the
-//! fault queue's worker and GC; `ops.rs` the op interpreter (SUBMIT, PREFETCH); `query.rs`
+//! fault queue's worker and GC; `ops.rs` the op interpreter (SUBMIT, PREFETCH); `queue.rs`
+//! the user-mode queues and their command processors; `query.rs`
 //! QUERY; `registry.rs` the open files, for unplug; `entry.rs` the functions glue.c calls.
 //!
 //! Locks of this module (glue.h classes): `svm_registry_lock` (open, close, unplug; outside
 //! everything a teardown takes), `svm_ctx_lock` (BIND only), `svm_faultq_lock`
-//! (spinlock, queue only, nothing nested), `svm_worker_lock` (the worker's scratch; held across
+//! (spinlock, queue only, nothing nested), `svm_qctl_lock` and `svm_queues_lock` (queue
+//! suspend/resume and the queue table, see `queue.rs`), `svm_worker_lock` (the worker's scratch; held across
 //! fault service, so it is outside every engine lock), `svm_tlb_lock` (innermost, never held
 //! while waiting).
 
@@ -55,10 +57,12 @@ use debugfs::DebugfsDir;
 mod entry;
 mod ops;
 mod query;
+mod queue;
 mod registry;
 mod worker;
 
 use entry::{svm_rs_release, svm_rs_work};
+use queue::QueueTable;
 pub(crate) use registry::{registry, registry_free, registry_init, unregister};
 
 /// Device fault queue entries.
@@ -151,6 +155,10 @@ pub struct Ctx {
     jobs: AtomicU64,
     device_faults: AtomicU64,
     fault_batches: AtomicU64,
+    /// User-mode queues (`queue.rs`): stopped before the binding goes.
+    queues: KMutex<QueueTable>,
+    qctl: KMutex<()>,
+    queue_jobs: AtomicU64,
 }
 
 fn ret(r: Result<(), Errno>) -> i32 {
@@ -245,6 +253,9 @@ impl Ctx {
             addr_of_mut!((*p).jobs).write(AtomicU64::new(0));
             addr_of_mut!((*p).device_faults).write(AtomicU64::new(0));
             addr_of_mut!((*p).fault_batches).write(AtomicU64::new(0));
+            KMutex::init_class(addr_of_mut!((*p).queues), QueueTable::new(), ffi::LC_QUEUES);
+            KMutex::init_class(addr_of_mut!((*p).qctl), (), ffi::LC_QCTL);
+            addr_of_mut!((*p).queue_jobs).write(AtomicU64::new(0));
         }
         // SAFETY: every field was initialised just above.
         let b = unsafe { slot.assume_init() };
@@ -313,6 +324,9 @@ impl Ctx {
     fn shutdown(&self) {
         // First the debugfs files, which read the binding: this waits for running readers.
         self.dbg.remove();
+        // The queues' processors raise device faults and read the binding: stop them before
+        // the fault worker and GC.
+        self.stop_queues();
         if let Some(b) = self.bound() {
             b.stop_gc();
         }

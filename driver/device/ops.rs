@@ -1,8 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The op interpreter: SUBMIT's jobs run in the calling thread as the device's execution
-//! engine, every access through the device TLB ([`TlbCursor`]), and PREFETCH.
+//! engine, a queue's on its command processor (`queue.rs`); every access goes through the
+//! device TLB ([`TlbCursor`]). And PREFETCH.
 
+use super::queue::Queue;
 use super::*;
+
+/// Who runs a job: an ioctl, in the caller's task, or a queue's command processor.
+#[derive(Clone, Copy)]
+pub(super) enum Exec<'a> {
+    Ioctl,
+    Queue(&'a Queue),
+}
+
+impl Exec<'_> {
+    /// Told to stop: a fatal signal for an ioctl, a halt (destroy, suspend) for a queue.
+    pub(super) fn stopped(&self) -> bool {
+        match self {
+            Exec::Ioctl => fatal_signal_pending(),
+            Exec::Queue(q) => q.halted(),
+        }
+    }
+}
 
 impl Ctx {
     /// Performs one device access to the pages holding each `(va, access)` of `reqs` (at most
@@ -12,6 +31,7 @@ impl Ctx {
     pub(super) fn access<R>(
         &self,
         b: &Binding,
+        x: Exec<'_>,
         reqs: &[(u64, Access)],
         mut f: impl FnMut(&[*mut u8; 2]) -> R,
     ) -> Result<R, JobErr> {
@@ -19,7 +39,7 @@ impl Ctx {
         let tlb = b.engine().tlb();
         let mut replays = 0;
         loop {
-            if fatal_signal_pending() {
+            if x.stopped() {
                 return Err(JobErr::Intr);
             }
             if self.gone.load(Ordering::Relaxed) {
@@ -65,7 +85,7 @@ impl Ctx {
             if replays > MAX_REPLAYS {
                 return Err(JobErr::Fault(Errno::EBUSY, va));
             }
-            self.device_fault(va, acc)?;
+            self.device_fault(x, va, acc)?;
         }
     }
 
@@ -93,7 +113,7 @@ impl Ctx {
     }
 
     /// Runs one op; returns its result word.
-    pub(super) fn run_op(&self, b: &Binding, op: &uapi::Op) -> Result<u64, JobErr> {
+    pub(super) fn run_op(&self, b: &Binding, x: Exec<'_>, op: &uapi::Op) -> Result<u64, JobErr> {
         let mut off = 0u64;
         let in_page = |va: u64| PAGE - (va & (PAGE - 1));
         match op.kind {
@@ -101,7 +121,7 @@ impl Ctx {
                 while off < op.len {
                     let va = op.dst + off;
                     let n = (op.len - off).min(in_page(va));
-                    self.access(b, &[(va, Access::Write)], |p| {
+                    self.access(b, x, &[(va, Access::Write)], |p| {
                         for k in 0..(n / 8) as usize {
                             // SAFETY: in the mapped page, 8-byte aligned (va and n are).
                             let w = unsafe { AtomicU64::from_ptr(p[0].add(k * 8).cast()) };
@@ -116,7 +136,7 @@ impl Ctx {
                 while off < op.len {
                     let (s, d) = (op.src + off, op.dst + off);
                     let n = (op.len - off).min(in_page(s)).min(in_page(d));
-                    self.access(b, &[(s, Access::Read), (d, Access::Write)], |p| {
+                    self.access(b, x, &[(s, Access::Read), (d, Access::Write)], |p| {
                         for k in 0..(n / 8) as usize {
                             // SAFETY: both in their mapped pages, 8-byte aligned.
                             let (sw, dw) = unsafe {
@@ -132,7 +152,7 @@ impl Ctx {
                 }
                 Ok(0)
             }
-            uapi::OP_ADD => self.access(b, &[(op.dst, Access::Write)], |p| {
+            uapi::OP_ADD => self.access(b, x, &[(op.dst, Access::Write)], |p| {
                 // SAFETY: in the mapped page, 8-byte aligned.
                 let w = unsafe { AtomicU64::from_ptr(p[0].cast()) };
                 w.fetch_add(op.value, Ordering::SeqCst)
@@ -142,7 +162,7 @@ impl Ctx {
                 while off < op.len {
                     let va = op.src + off;
                     let n = (op.len - off).min(in_page(va));
-                    sum = self.access(b, &[(va, Access::Read)], |p| {
+                    sum = self.access(b, x, &[(va, Access::Read)], |p| {
                         let mut s = sum;
                         for k in 0..(n / 8) as usize {
                             // SAFETY: in the mapped page, 8-byte aligned.
@@ -202,7 +222,7 @@ impl Ctx {
                 return Err(ENODEV);
             }
             resched();
-            match self.run_op(b, op) {
+            match self.run_op(b, Exec::Ioctl, op) {
                 Ok(r) => {
                     if op.kind == uapi::OP_ADD || op.kind == uapi::OP_READ {
                         // The array was readable, so this cannot wrap; checked all the same,

@@ -3,6 +3,7 @@
 //! drains the queue in batches through `Engine::fault_batch`, answers every waiter and queues
 //! GC.
 
+use super::ops::Exec;
 use super::*;
 
 impl Ctx {
@@ -14,12 +15,25 @@ impl Ctx {
         self.waitq.wake()
     }
 
-    /// Sleeps until `*p != old`; `Intr` on a fatal signal.
-    pub(super) fn wait_ne(&self, p: &AtomicU32, old: u32) -> Result<(), JobErr> {
-        // SAFETY: `p` outlives the wait.
-        match unsafe { self.waitq.wait_ne_killable(p.as_ptr(), old) } {
-            0 => Ok(()),
-            _ => Err(JobErr::Intr),
+    /// Sleeps until `*p != old`; `Intr` on a fatal signal (an ioctl) or a halt (a queue's
+    /// command processor, which takes no signals: halting wakes the context's wait queue).
+    pub(super) fn wait_ne(&self, x: Exec<'_>, p: &AtomicU32, old: u32) -> Result<(), JobErr> {
+        match x {
+            // SAFETY: `p` outlives the wait.
+            Exec::Ioctl => match unsafe { self.waitq.wait_ne_killable(p.as_ptr(), old) } {
+                0 => Ok(()),
+                _ => Err(JobErr::Intr),
+            },
+            Exec::Queue(q) => {
+                let ne = || p.load(Ordering::Acquire) != old;
+                // No timeout: the worker answers every fault it dequeued.
+                let _ = self.waitq.wait_until(u64::MAX, false, &|| ne() || q.halted());
+                if ne() {
+                    Ok(())
+                } else {
+                    Err(JobErr::Intr)
+                }
+            }
         }
     }
 
@@ -27,7 +41,7 @@ impl Ctx {
 
     /// Raises a device fault and sleeps until the fault worker answered it, or until a fatal
     /// signal (`Intr`; the worker may still answer the waiter, which it co-owns).
-    pub(super) fn device_fault(&self, va: u64, access: Access) -> Result<(), JobErr> {
+    pub(super) fn device_fault(&self, x: Exec<'_>, va: u64, access: Access) -> Result<(), JobErr> {
         self.device_faults.fetch_add(1, Ordering::Relaxed);
         let w = Arc::new(
             Waiter {
@@ -56,10 +70,10 @@ impl Ctx {
             }
             // Full: let the worker drain it, then try again.
             self.queue_work();
-            self.wait_ne(&self.drained, gen)?;
+            self.wait_ne(x, &self.drained, gen)?;
         }
         self.queue_work();
-        self.wait_ne(&w.done, 0)?;
+        self.wait_ne(x, &w.done, 0)?;
         match w.err.load(Ordering::Acquire) {
             0 => Ok(()),
             e => Err(JobErr::Fault(Errno(e), va)),

@@ -50,6 +50,7 @@ macro_rules! check {
 }
 
 mod distro;
+mod queues;
 mod resources;
 
 fn errno() -> i32 {
@@ -2889,11 +2890,13 @@ fn t_dma_mask(d: &Dev) -> TResult {
     Ok(())
 }
 
-const USAGE: &str = "usage: svm-vmtests [--storm] [--only NAME,NAME...] [--threads N] [--seconds S]
+const USAGE: &str =
+    "usage: svm-vmtests [--storm] [--only NAME,NAME...] [--qbench N] [--threads N] [--seconds S]
                    [--mib M] [--seed X] [--churn munmap,mprotect,fork|none]
   no --storm: every test, the storm last (with these options)
   --storm:    only the storm (the main job: scripts/vm-storm.sh)
-  --only:     only the named tests (scripts/vm-test.sh's preempt=voluntary pass)";
+  --only:     only the named tests (scripts/vm-test.sh's preempt=voluntary pass)
+  --qbench N: only the queue benchmark, N jobs each way (scripts/vm-qbench.sh)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -2906,6 +2909,16 @@ fn main() {
             "--storm" => {
                 storm_only = true;
                 i += 1;
+            }
+            "--qbench" if i + 1 < args.len() => {
+                let jobs = args[i + 1].parse().unwrap_or(20_000);
+                match queues::qbench(jobs) {
+                    Ok(()) => std::process::exit(0),
+                    Err(e) => {
+                        eprintln!("qbench: {e}");
+                        std::process::exit(1);
+                    }
+                }
             }
             "--only" if i + 1 < args.len() => {
                 only = Some(args[i + 1].split(',').map(str::to_string).collect());
@@ -3576,6 +3589,26 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             run("dma_accounting", &|| t_dma_accounting(&d));
             run("tracepoints", &|| t_tracepoints(&d));
             run("debugfs", &|| t_debugfs(&d));
+            run("queue_basic", &|| queues::t_queue_basic(&d));
+            run("queue_bad_input", &|| queues::t_queue_bad_input(&d));
+            run("queue_high_priority", &|| queues::t_queue_high_priority(&d));
+            run("queue_error_state", &|| queues::t_queue_error_state(&d));
+            run("queue_munmap_mprotect", &|| {
+                queues::t_queue_munmap_mprotect(&d)
+            });
+            run("queue_migrate_swap", &|| queues::t_queue_migrate_swap(&d));
+            run("queue_fork", &|| queues::t_queue_fork(&d));
+            run("queue_destroy_running", &|| {
+                queues::t_queue_destroy_running(&d)
+            });
+            run("queue_suspend_resume", &|| {
+                queues::t_queue_suspend_resume(&d)
+            });
+            run("queue_many_faulting", &|| queues::t_queue_many_faulting(&d));
+            run("queue_exit_close_kill", &queues::t_queue_exit_close_kill);
+            run("queue_wait_signal", &|| queues::t_queue_wait_signal(&d));
+            run("queue_tracepoints", &|| queues::t_queue_tracepoints(&d));
+            run("queue_bench_short", &|| queues::t_queue_bench_short(&d));
             if let Ok(q) = d.query() {
                 println!(
                     "stats: jobs {} device_faults {} batches {} faults {} errors {} pages {} huge {} dma_unmapped {} invalidations {} (hit {}) flushes {} ranges +{} -{} races {} gc {} tlb hit/miss {}/{}",

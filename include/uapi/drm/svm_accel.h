@@ -29,6 +29,9 @@ extern "C" {
 #define DRM_SVM_ACCEL_SUBMIT    0x01
 #define DRM_SVM_ACCEL_PREFETCH  0x02
 #define DRM_SVM_ACCEL_QUERY     0x03
+#define DRM_SVM_ACCEL_CREATE_QUEUE  0x04
+#define DRM_SVM_ACCEL_DESTROY_QUEUE 0x05
+#define DRM_SVM_ACCEL_WAIT          0x06
 
 /**
  * struct drm_svm_accel_bind - DRM_IOCTL_SVM_ACCEL_BIND: bind to this process
@@ -259,6 +262,147 @@ struct drm_svm_accel_query {
 	__u64 accounting_errors;
 };
 
+/**
+ * DOC: user-mode queues
+ *
+ * A queue lets a process submit work without a system call.  Its ring, its
+ * doorbell word and its fence word are ordinary memory of the bound address
+ * space, named by CREATE_QUEUE; the device reaches them like any other memory,
+ * through its page table, so a ring page that is swapped out, migrated or
+ * copied on write is faulted back in by the device as a job's data would be.
+ *
+ * The protocol: the process writes jobs into consecutive ring entries (entry
+ * i mod @ring_entries for its i-th job, counting from 0) and then stores the
+ * number of jobs written so far into the doorbell word.  The device's command
+ * processor polls the doorbell (at once after work, backing off to about a
+ * millisecond when idle; a WAIT wakes it), runs each new entry's op, writes
+ * ADD's and READ's result into that entry, and then stores the number of jobs
+ * completed into the fence word.  All three words are native-endian __u64.
+ *
+ * A job whose device fault cannot be serviced (the errnos of struct
+ * drm_svm_accel_submit's @error), an invalid entry (-EINVAL), a doorbell more
+ * than @ring_entries ahead of the fence or behind it (-EOVERFLOW), or a ring,
+ * doorbell or fence word the device cannot reach puts the queue into the error
+ * state: it stops, keeping the errno and the faulting address, which WAIT
+ * reports.  Other queues and the process go on.  A queue in the error state
+ * stays so until it is destroyed.
+ *
+ * The kernel suspends a context's queues when its address space goes away and
+ * when the device is unplugged, and suspends and resumes them on request
+ * through debugfs (ctx-N/queues).  Closing the file destroys its queues.
+ */
+
+/**
+ * struct drm_svm_accel_qentry - one entry of a queue's ring (64 bytes)
+ * @op: the job, checked as SUBMIT checks its ops; @op.result is written back
+ *	for ADD and READ
+ * @user: ignored by the device: free for the submitter (a job id, say)
+ */
+struct drm_svm_accel_qentry {
+	struct drm_svm_accel_op op;
+	__u64 user[2];
+};
+
+#define SVM_ACCEL_MAX_QUEUES	16	/* per open file */
+#define SVM_ACCEL_MAX_RING	4096	/* entries */
+
+#define SVM_ACCEL_QUEUE_PRIORITY_NORMAL	0
+#define SVM_ACCEL_QUEUE_PRIORITY_HIGH	1	/* needs CAP_SYS_NICE */
+
+/**
+ * struct drm_svm_accel_create_queue - DRM_IOCTL_SVM_ACCEL_CREATE_QUEUE
+ * @ring: user address of @ring_entries struct drm_svm_accel_qentry, 64-byte
+ *	aligned
+ * @doorbell: user address of the doorbell word, 8-byte aligned
+ * @fence: user address of the fence word, 8-byte aligned
+ * @ring_entries: a power of two, 1 to SVM_ACCEL_MAX_RING
+ * @priority: SVM_ACCEL_QUEUE_PRIORITY_NORMAL, or _HIGH: the command processor
+ *	runs on a high-priority workqueue
+ * @flags: must be 0
+ * @queue_id: out: the queue's id, never reused by the file
+ *
+ * Creates a queue and starts its command processor at job 0: the doorbell word
+ * should hold 0 (or the number of jobs already in the ring).  Nothing is read
+ * or written by the call itself: the addresses need not be mapped yet.
+ *
+ * Return: 0, or one of these:
+ *
+ * * -EINVAL: misaligned or kernel addresses, @ring_entries not a power of two
+ *   or too large, bad @priority or @flags
+ * * -EACCES: _HIGH priority without CAP_SYS_NICE
+ * * -ENOSPC: the file has SVM_ACCEL_MAX_QUEUES queues, or the device its
+ *   max_queues (a module parameter, 64 by default)
+ * * -ENOTCONN, -EXDEV: not bound; bound to another process
+ * * -ENOMEM: no memory
+ */
+struct drm_svm_accel_create_queue {
+	__u64 ring;
+	__u64 doorbell;
+	__u64 fence;
+	__u32 ring_entries;
+	__u32 priority;
+	__u32 flags;
+	__u32 queue_id;
+};
+
+/**
+ * struct drm_svm_accel_destroy_queue - DRM_IOCTL_SVM_ACCEL_DESTROY_QUEUE
+ * @queue_id: the queue
+ * @pad: must be 0
+ *
+ * Stops the queue and frees it.  When the call returns the device neither
+ * reads nor writes the ring, doorbell or fence any more: a job it was running
+ * is abandoned between two device accesses.
+ *
+ * Return: 0, or -ENOENT (no such queue), -EINVAL (@pad), -ENOTCONN, -EXDEV.
+ */
+struct drm_svm_accel_destroy_queue {
+	__u32 queue_id;
+	__u32 pad;
+};
+
+#define SVM_ACCEL_QUEUE_ACTIVE		1
+#define SVM_ACCEL_QUEUE_ERROR		2
+#define SVM_ACCEL_QUEUE_SUSPENDED	3
+
+/**
+ * struct drm_svm_accel_wait - DRM_IOCTL_SVM_ACCEL_WAIT: wait for a queue
+ * @queue_id: the queue
+ * @flags: must be 0
+ * @value: wait until the queue completed at least this many jobs
+ * @timeout_ns: relative timeout; 0 only reports the state (a queue query)
+ * @completed: out: jobs completed (what the device last wrote to the fence
+ *	word)
+ * @fault_addr: out: in the error state, the address that could not be
+ *	accessed
+ * @error: out: in the error state, the negative errno; else 0
+ * @state: out: SVM_ACCEL_QUEUE_ACTIVE, _ERROR or _SUSPENDED
+ *
+ * Sleeps (interruptibly) until @value jobs completed, the queue enters the
+ * error state, @timeout_ns passes or a signal arrives.  The count is the
+ * kernel's own, not the fence word, which the process can overwrite.  The out
+ * fields are filled on every return but -EINVAL.  A WAIT also wakes an idle
+ * command processor, so a process that waits need not wait for its poll.
+ *
+ * Return: 0 when @value was reached, or one of these:
+ *
+ * * -ETIME: @timeout_ns passed first
+ * * -EIO: the queue is in the error state (see @error and @fault_addr)
+ * * -EINTR: a signal
+ * * -ENOENT: no such queue, or it was destroyed during the wait
+ * * -EINVAL, -ENOTCONN, -EXDEV: bad @flags; not bound; bound elsewhere
+ */
+struct drm_svm_accel_wait {
+	__u32 queue_id;
+	__u32 flags;
+	__u64 value;
+	__u64 timeout_ns;
+	__u64 completed;
+	__u64 fault_addr;
+	__s32 error;
+	__u32 state;
+};
+
 #define DRM_IOCTL_SVM_ACCEL_BIND \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_BIND, struct drm_svm_accel_bind)
 #define DRM_IOCTL_SVM_ACCEL_SUBMIT \
@@ -267,6 +411,14 @@ struct drm_svm_accel_query {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_PREFETCH, struct drm_svm_accel_prefetch)
 #define DRM_IOCTL_SVM_ACCEL_QUERY \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_QUERY, struct drm_svm_accel_query)
+#define DRM_IOCTL_SVM_ACCEL_CREATE_QUEUE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_CREATE_QUEUE, \
+		 struct drm_svm_accel_create_queue)
+#define DRM_IOCTL_SVM_ACCEL_DESTROY_QUEUE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_DESTROY_QUEUE, \
+		 struct drm_svm_accel_destroy_queue)
+#define DRM_IOCTL_SVM_ACCEL_WAIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_WAIT, struct drm_svm_accel_wait)
 
 #if defined(__cplusplus)
 }
