@@ -4,7 +4,7 @@
  * (locks with try-lock, mm, mmu_interval_notifier, hmm, DMA, pages, work
  * items, wait queues) behind functions on opaque pointers, plus the DRM accel
  * + platform driver boilerplate.  All logic lives in Rust (driver/ *.rs and the
- * shared svm/ and pgtable/ sources); see Documentation/kernel.md.
+ * shared svm/ and pgtable/ sources); see Documentation/kernel.rst.
  */
 #include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
@@ -789,7 +789,7 @@ unsigned int svm_max_ranges(void)
 
 /*
  * The engine's granularity and lock scope, read once per context (BIND or dmirror open):
- * the baselines of Documentation/design.md ("Granularity and the baselines") in the kernel.
+ * the baselines of Documentation/design.rst ("Granularity and the baselines") in the kernel.
  * A value the engine refuses (range_shift outside 16..=47, lock_scope above 2) fails BIND
  * and open with -EINVAL.
  */

@@ -6,7 +6,7 @@
 //! `pgtable/src`), pulled in with `#[path]` at crate-root level because the shared files name
 //! their siblings `super::engine`, `super::pgtable`, ... The kernel platform is
 //! `kplat/` over the C glue (`glue.c`); the device and the ioctls are `device/`.
-//! See Documentation/kernel.md.
+//! See Documentation/kernel.rst.
 
 // The shared files' `pub` items are reachable only inside this crate, and the module uses a
 // subset of the engine's API; `cfg(loom)` and the `teeth-*` features are never set here.

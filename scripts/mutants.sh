@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cargo-mutants over the shared engine sources (slow: not part of CI; about 2.5 h on 2 cores).
-# Results and the catalogue of equivalent mutants: Documentation/mutation.md.
+# Results and the catalogue of equivalent mutants: Documentation/mutation.rst.
 #
 #   scripts/mutants.sh [pgtable|svm|all]      (default all; output in mutants.out.<part>/)
 #

@@ -16,6 +16,7 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 scripts/check-shared.sh
+scripts/check-docs.sh
 
 step "unit, property and storm tests (release)"
 cargo test --workspace --release 2>&1 | tee "$logs/test.log" | grep -E '^(test result|running|     Running)|FAILED|panicked' || true

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-//! User-mode queues (Documentation/kernel.md, "User-mode queues"): a ring, a doorbell word
+//! User-mode queues (Documentation/kernel.rst, "User-mode queues"): a ring, a doorbell word
 //! and a fence word in the bound process's own memory, and a command processor per queue
 //! that reads them, runs the jobs and writes the fence through the device's memory access
 //! path ([`Ctx::access`]), as the device would: a ring page that was swapped out, migrated

@@ -7,7 +7,7 @@
 //! protocol atomic of the model and the engine is loom's) for exhaustive interleavings.
 //! Detectors record into a shared [`Violations`] log: stale device accesses (I1), device
 //! privilege above the CPU's (I2), DMA hygiene (I4), notifier-protocol misuse, and lockdep-style
-//! locking-rule breaks. See `Documentation/model.md`.
+//! locking-rule breaks. See `Documentation/model.rst`.
 
 pub mod device;
 pub mod dma;

@@ -17,7 +17,7 @@ pub const MAX_RANGE_SHIFT: u32 = 47;
 /// Every scope keeps the range lock and the whole per-range protocol; the engine-wide scopes
 /// only add one lock around the range lock's critical sections, so correctness is the same
 /// and only concurrency changes. They exist to measure this design against the reference
-/// designs with the same code (`Documentation/design.md`, "Granularity and the baselines").
+/// designs with the same code (`Documentation/design.rst`, "Granularity and the baselines").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LockScope {
     /// The range lock alone: faults and invalidations on different ranges share no engine

@@ -6,7 +6,7 @@
 //! own lock (a spinlock in the kernel: [`LockClass::Tlb`]). An access holds its unit's lock
 //! across the translation and the memory access itself ([`Cursor`]); a flush
 //! ([`DevTlb::flush`]) takes every unit's lock in turn. That is the whole of I1 on the device
-//! side (`Documentation/design.md`):
+//! side (`Documentation/design.rst`):
 //!
 //! - an access that held its unit when the flush took it has finished before the flush goes
 //!   on, so it no longer uses a page or a page-table page read before the zap;

@@ -3,7 +3,7 @@
 //! A device faults on a virtual address; the engine services it with `hmm_range_fault()`,
 //! maps each page with `dma_map_page()` and writes the device page table. When the CPU mm
 //! changes, the range's `mmu_interval_notifier` callback zaps the device leaves, flushes the
-//! device TLB and unmaps the DMA before it returns. See `Documentation/design.md`.
+//! device TLB and unmaps the DMA before it returns. See `Documentation/design.rst`.
 //!
 //! `core` only, no `alloc`: every kernel service comes through [`platform::Platform`]. The
 //! files below are also compiled inside the kernel module (pulled in with `#[path]`); they

@@ -1,5 +1,5 @@
 //! The granularity benchmark: this design against the reference designs' granularities, with
-//! the same engine code on the userspace model (`Documentation/design.md`, "Granularity and
+//! the same engine code on the userspace model (`Documentation/design.rst`, "Granularity and
 //! the baselines"; `bench/RESULTS.md` for a run and the commands).
 //!
 //! Three configurations of one engine:

@@ -12,7 +12,7 @@
 //! device write, swap out" on one page are common).
 //!
 //! Four machines: x86 PTEs with 2 MiB ranges, GFX9 PTEs with 64 KiB ranges, and the two
-//! baseline granularities of `Documentation/design.md` ("Granularity and the baselines"): x86
+//! baseline granularities of `Documentation/design.rst` ("Granularity and the baselines"): x86
 //! PTEs with one range over the whole address space and the engine mutex (test_hmm-like), and
 //! with 512 MiB ranges and the engine rwsem (drm_gpusvm-like). All use a fault-around window
 //! of 4 pages. Each case is 10 to 40 steps; a case costs well under a

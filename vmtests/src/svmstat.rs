@@ -65,6 +65,7 @@ const COLUMNS: &[(&str, &str, bool)] = &[
     ("invalidations", "invalidations", true),
     ("TLB misses", "tlb_misses", true),
     ("GC removed", "gc_removed", true),
+    ("queue jobs", "queue_jobs", true),
     ("acct errors", "accounting_errors", false),
 ];
 

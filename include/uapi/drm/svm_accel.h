@@ -6,7 +6,7 @@
  * device that shares the address space of the process that bound it.  Every
  * device access goes through the device page table that the svm engine
  * mirrors from the CPU page tables with hmm_range_fault() and
- * mmu_interval_notifier.  See Documentation/kernel.md.
+ * mmu_interval_notifier.  See Documentation/kernel.rst.
  *
  * Conventions: every ioctl is DRM_IOWR with a fixed-size struct of __u64/__u32
  * fields and explicit padding (which must be zero); errors are negative

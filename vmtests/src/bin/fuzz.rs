@@ -2,7 +2,8 @@
 //! test VM (issue 9). `scripts/vm-test.sh` runs a short run, `scripts/vm-fuzz.sh` the soak.
 //!
 //! What it calls: every ioctl of `/dev/accel/accel0` (BIND, SUBMIT with ops of every kind,
-//! PREFETCH, QUERY, unknown command numbers, known numbers with wrong sizes, directions and
+//! PREFETCH, QUERY, CREATE_QUEUE/WAIT/DESTROY_QUEUE with hostile rings, words, sizes, ids,
+//! values and timeouts, unknown command numbers, known numbers with wrong sizes, directions and
 //! type bytes) and of `/dev/hmm_dmirror0`/`1` (READ, WRITE, SNAPSHOT, RELEASE, the unsupported
 //! MIGRATE_TO_DEV/MIGRATE_TO_SYS/EXCLUSIVE/CHECK_EXCLUSIVE, unknown numbers and sizes), with
 //! hostile values: lengths and counts with each single bit 0..63 set (and +-1, +-page), 0,
@@ -114,6 +115,11 @@ const A_BIND: u64 = DRM_IOCTL_SVM_ACCEL_BIND as u64;
 const A_SUBMIT: u64 = DRM_IOCTL_SVM_ACCEL_SUBMIT as u64;
 const A_PREFETCH: u64 = DRM_IOCTL_SVM_ACCEL_PREFETCH as u64;
 const A_QUERY: u64 = DRM_IOCTL_SVM_ACCEL_QUERY as u64;
+const A_CREATE_QUEUE: u64 = DRM_IOCTL_SVM_ACCEL_CREATE_QUEUE as u64;
+const A_DESTROY_QUEUE: u64 = DRM_IOCTL_SVM_ACCEL_DESTROY_QUEUE as u64;
+const A_WAIT: u64 = DRM_IOCTL_SVM_ACCEL_WAIT as u64;
+/// The driver's command numbers in use: BIND .. WAIT.
+const A_NRS: u64 = 7;
 /// `DRM_COMMAND_BASE` and the DRM ioctl type byte, as the header encodes them.
 const A_BASE_NR: u64 = A_BIND & 0xff;
 const A_TYPE: u64 = (A_BIND >> 8) & 0xff;
@@ -164,7 +170,7 @@ fn ename(e: i32) -> String {
     n.into()
 }
 
-/// What the accel ioctls may return (the uAPI header, Documentation/kernel.md), plus the
+/// What the accel ioctls may return (the uAPI header, Documentation/kernel.rst), plus the
 /// limits the hardening work may add (`ENOSPC`, `E2BIG`, `EOVERFLOW`).
 const E_ACCEL: &[i32] = &[
     libc::EINVAL,
@@ -181,6 +187,21 @@ const E_ACCEL: &[i32] = &[
     libc::EOVERFLOW,
     libc::E2BIG,
     libc::ENODEV,
+];
+/// What the queue ioctls may return besides.
+const E_QUEUE: &[i32] = &[
+    libc::EINVAL,
+    libc::EFAULT,
+    libc::ENOTCONN,
+    libc::EXDEV,
+    libc::EINTR,
+    libc::ENOMEM,
+    libc::ENOSPC,
+    libc::ENODEV,
+    libc::EACCES,
+    libc::ETIME,
+    libc::EIO,
+    libc::ENOENT,
 ];
 /// What the dmirror commands may return.
 const E_DM: &[i32] = &[
@@ -230,6 +251,9 @@ enum K {
     AJob,
     APrefetch,
     AQuery,
+    ACreateQueue,
+    AWait,
+    ADestroyQueue,
     ABadNr,
     ABadSize,
     ABadFd,
@@ -257,12 +281,15 @@ enum K {
     Inherited,
     Oracle,
 }
-const KINDS: [&str; 31] = [
+const KINDS: [&str; 34] = [
     "accel.BIND",
     "accel.SUBMIT",
     "accel.SUBMIT.job",
     "accel.PREFETCH",
     "accel.QUERY",
+    "accel.CREATE_QUEUE",
+    "accel.WAIT",
+    "accel.DESTROY_QUEUE",
     "accel.badnr",
     "accel.badsize",
     "accel.badfd",
@@ -308,6 +335,7 @@ const ACTIONS: &[(&str, u32)] = &[
     ("accel.SUBMIT", 24),
     ("accel.PREFETCH", 8),
     ("accel.QUERY", 3),
+    ("accel.queue", 4),
     ("accel.badnr", 3),
     ("accel.badfd", 1),
     ("dm.READ", 8),
@@ -639,6 +667,8 @@ struct Ctx {
     secret_fd: i32,
     ro_area: u64,
     none_area: u64,
+    /// A read-only page of zeros: a queue's doorbell there never announces a job.
+    zero_page: u64,
     special: Vec<u64>,
     /// Writable mappings outside the arena, sorted (`/proc/self/maps`); replaced, never freed.
     forbidden: AtomicPtr<Vec<(u64, u64)>>,
@@ -793,6 +823,7 @@ impl Ctx {
         }
         protect(ro_area, 16 * PAGE, libc::PROT_READ);
         let none_area = map(0, 16 * PAGE, libc::PROT_NONE, anon, -1, 0).map_err(ename)?;
+        let zero_page = map(0, PAGE, libc::PROT_READ, anon, -1, 0).map_err(ename)?;
         let text = (parse_num as fn(&str) -> Option<u64>) as usize as u64;
         // vvar (VM_PFNMAP|VM_IO) and vdso: places the device must refuse or may only read.
         let mut special = Vec::new();
@@ -842,6 +873,7 @@ impl Ctx {
             secret_fd,
             ro_area,
             none_area,
+            zero_page,
             special,
             forbidden: AtomicPtr::new(Box::into_raw(Box::default())),
             big: Mutex::new(()),
@@ -992,6 +1024,8 @@ struct T<'a> {
     shadow_c: Vec<u64>,
     ops: Vec<drm_svm_accel_op>,
     kid: Option<Kid>,
+    /// Queues this thread created: (fd, id).
+    queues: Vec<(i32, u32)>,
     n: u64,
     cur: String,
 }
@@ -1126,6 +1160,7 @@ impl<'a> T<'a> {
             shadow_c: vec![0; (OB_LEN / 8) as usize],
             ops: Vec::with_capacity(MAX_OPS),
             kid: None,
+            queues: Vec::new(),
             n: 0,
             cur: String::new(),
         }
@@ -1408,6 +1443,7 @@ impl<'a> T<'a> {
             "accel.SUBMIT" => self.a_submit(),
             "accel.PREFETCH" => self.a_prefetch(),
             "accel.QUERY" => self.a_query(),
+            "accel.queue" => self.a_queue(),
             "accel.badnr" => self.a_badnr(),
             "accel.badfd" => self.a_badfd(),
             "dm.READ" => self.a_dm(0),
@@ -1470,6 +1506,173 @@ impl<'a> T<'a> {
         }
         if r.is_ok() && matches!(at, ArgAt::Bad(_)) {
             self.brk("BIND with an unreadable argument succeeded".into());
+        }
+    }
+
+    /// CREATE_QUEUE, WAIT or DESTROY_QUEUE with hostile arguments. The device never runs a
+    /// job of these queues (its writes would land anywhere): the doorbell is a word that
+    /// reads 0 for good, or one the device cannot read (the queue then fails). The ring and
+    /// the fence are anything.
+    fn a_queue(&mut self) {
+        let fd = self.accel_fd();
+        match self.r.below(3) {
+            0 => {
+                let entries = if self.r.chance(60) {
+                    1 << self.r.below(13)
+                } else {
+                    self.hostile_u32()
+                };
+                let doorbell = match self.r.below(6) {
+                    0..=2 => self.cx.zero_page + 8 * self.r.below(PAGE / 8),
+                    3 => self.cx.none_area + 8 * self.r.below(16 * PAGE / 8),
+                    4 => self.r.pick(&KERNEL_ADDRS),
+                    _ => self
+                        .r
+                        .pick(&[0, 8, PAGE, 0x10000, TASK_SIZE - 8, u64::MAX - 7]),
+                };
+                let ring = self.addr_any(64);
+                let fence = self.addr_any(8);
+                let priority = match self.r.below(8) {
+                    0 => 1,
+                    1 => self.hostile_u32(),
+                    _ => 0,
+                };
+                let flags = if self.r.chance(90) {
+                    0
+                } else {
+                    self.hostile_u32()
+                };
+                let mut c = drm_svm_accel_create_queue {
+                    ring,
+                    doorbell,
+                    fence,
+                    ring_entries: entries,
+                    priority,
+                    flags,
+                    queue_id: self.r.next() as u32,
+                };
+                let ring_ok = ring % 64 == 0
+                    && (entries as u64)
+                        .checked_mul(64)
+                        .and_then(|l| ring.checked_add(l))
+                        .is_some_and(|e| e <= TASK_SIZE);
+                let word_ok =
+                    |a: u64| a % 8 == 0 && a.checked_add(8).is_some_and(|e| e <= TASK_SIZE);
+                let bad = flags != 0
+                    || priority > 1
+                    || entries == 0
+                    || entries > SVM_ACCEL_MAX_RING
+                    || !entries.is_power_of_two()
+                    || !ring_ok
+                    || !word_ok(doorbell)
+                    || !word_ok(fence);
+                self.begin(format!(
+                    "accel.CREATE_QUEUE fd={fd} ring={ring:#x} entries={entries} doorbell={doorbell:#x} fence={fence:#x} prio={priority} flags={flags:#x}"
+                ));
+                let r = self.ioctl(
+                    K::ACreateQueue,
+                    fd,
+                    A_CREATE_QUEUE,
+                    &mut c as *mut _ as u64,
+                    E_QUEUE,
+                );
+                if r.is_ok() {
+                    if bad {
+                        self.brk("CREATE_QUEUE with invalid arguments succeeded".into());
+                    }
+                    if c.queue_id == 0 {
+                        self.brk("CREATE_QUEUE returned queue id 0".into());
+                    }
+                    self.queues.push((fd, c.queue_id));
+                    if self.queues.len() > 64 {
+                        let (f, id) = self.queues.remove(0);
+                        self.destroy_queue(f, id);
+                    }
+                }
+            }
+            1 => {
+                let id = self.pick_queue_id();
+                let mut w = drm_svm_accel_wait {
+                    queue_id: id,
+                    flags: if self.r.chance(95) {
+                        0
+                    } else {
+                        self.hostile_u32()
+                    },
+                    value: if self.r.chance(50) {
+                        self.r.below(4)
+                    } else {
+                        self.r.next()
+                    },
+                    timeout_ns: self.r.pick(&[0, 1, 1000, 100_000, 1_000_000]),
+                    ..Default::default()
+                };
+                let bad = w.flags != 0;
+                self.begin(format!(
+                    "accel.WAIT fd={fd} id={id} value={} timeout={}",
+                    w.value, w.timeout_ns
+                ));
+                let r = self.ioctl(K::AWait, fd, A_WAIT, &mut w as *mut _ as u64, E_QUEUE);
+                if r.is_ok() && bad {
+                    self.brk("WAIT with non-zero flags succeeded".into());
+                }
+                if r.is_ok() && w.completed < w.value {
+                    self.brk(format!(
+                        "WAIT returned 0 with completed {} < {}",
+                        w.completed, w.value
+                    ));
+                }
+                if matches!(r, Ok(()) | Err(libc::ETIME) | Err(libc::EIO))
+                    && !(1..=3).contains(&w.state)
+                {
+                    self.brk(format!("WAIT reported state {}", w.state));
+                }
+            }
+            _ => {
+                let (fd, id) = if !self.queues.is_empty() && self.r.chance(70) {
+                    let i = self.r.below(self.queues.len() as u64) as usize;
+                    self.queues.swap_remove(i)
+                } else {
+                    (fd, self.pick_queue_id())
+                };
+                self.destroy_queue(fd, id);
+            }
+        }
+    }
+
+    fn pick_queue_id(&mut self) -> u32 {
+        match self.r.below(4) {
+            0 if !self.queues.is_empty() => {
+                self.queues[self.r.below(self.queues.len() as u64) as usize].1
+            }
+            1 => self.hostile_u32(),
+            _ => self.r.below(40) as u32,
+        }
+    }
+
+    fn destroy_queue(&mut self, fd: i32, id: u32) {
+        let mut d = drm_svm_accel_destroy_queue {
+            queue_id: id,
+            pad: if self.r.chance(95) {
+                0
+            } else {
+                self.hostile_u32()
+            },
+        };
+        let bad = d.pad != 0;
+        self.begin(format!(
+            "accel.DESTROY_QUEUE fd={fd} id={id} pad={:#x}",
+            d.pad
+        ));
+        let r = self.ioctl(
+            K::ADestroyQueue,
+            fd,
+            A_DESTROY_QUEUE,
+            &mut d as *mut _ as u64,
+            E_QUEUE,
+        );
+        if r.is_ok() && bad {
+            self.brk("DESTROY_QUEUE with non-zero pad succeeded".into());
         }
     }
 
@@ -1954,8 +2157,8 @@ impl<'a> T<'a> {
         ];
         let (req, must_fail, k) = match self.r.below(3) {
             0 => {
-                // Unknown driver command numbers (DRM_COMMAND_BASE + 4 .. DRM_COMMAND_END).
-                let nr = A_BASE_NR + 4 + self.r.below(0x60 - 4);
+                // Unknown driver command numbers (DRM_COMMAND_BASE + A_NRS .. DRM_COMMAND_END).
+                let nr = A_BASE_NR + A_NRS + self.r.below(0x60 - A_NRS);
                 let size = self.r.pick(&sizes);
                 let dir = self.r.below(4);
                 self.sane_accel_arg(0);
