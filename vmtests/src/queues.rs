@@ -181,6 +181,14 @@ impl<'a> Q<'a> {
     }
 }
 
+impl Drop for Q<'_> {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no queue behind on the long-lived file (a later
+        // test's ring could reuse this one's address); ENOENT when the test destroyed it.
+        let _ = self.d.destroy_queue(self.id);
+    }
+}
+
 /// The `ctx-N` directory of the context that owns queue `id` at `ring` (debugfs).
 fn queue_line(ring: u64) -> Result<(String, String), String> {
     for e in std::fs::read_dir(svmstat::ROOT).map_err(|e| e.to_string())? {

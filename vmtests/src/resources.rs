@@ -16,8 +16,8 @@
 //!   (`mmu_notifier_register()`: `mmap_write_lock` and `mm_take_all_locks()`, a walk of
 //!   every VMA) would make each one cost in proportion to the VMAs.
 //! - `unplug`: the platform device is unbound from its driver (sysfs `unbind`) while accel
-//!   files (bound, with device mappings, one of them running jobs in another thread) and a
-//!   dmirror file are open: no DMA mapping of the device may survive (the DMA-API debug
+//!   files (bound, with device mappings, one of them running jobs in another thread, the
+//!   other a user-mode queue's jobs) and a dmirror file are open: the queue stops, no DMA mapping of the device may survive (the DMA-API debug
 //!   `dump`), every ioctl afterwards is `ENODEV` (new opens too), the CPU still sees what the
 //!   device wrote, close works; then the device is bound again and works.
 
@@ -647,6 +647,13 @@ fn unplug_with_files() -> TResult {
     } else {
         None
     };
+    // A queue of the second file runs jobs through the unplug: its processor must stop.
+    let qb = Buf::new(32 << 20);
+    let mut uq = crate::queues::Q::new(&d2, 64, 0)?;
+    for i in 0..64u64 {
+        uq.push(fill(qb.addr() + (i % 32) * (1 << 20), 1 << 20, i + 1));
+    }
+    uq.ring_doorbell();
     let before = dma_mappings();
     if let Some(n) = before {
         check!(n > 0, "no DMA mapping of {PDEV} before the unplug");
@@ -688,6 +695,12 @@ fn unplug_with_files() -> TResult {
     )?;
     enodev("PREFETCH", d.prefetch(b.addr(), len, false).0)?;
     enodev("BIND", unbound.bind())?;
+    let f = uq.fence();
+    std::thread::sleep(Duration::from_millis(50));
+    check!(uq.fence() == f, "the queue ran on after the unplug");
+    enodev("WAIT", uq.wait(0, 0).0)?;
+    enodev("DESTROY_QUEUE", d2.destroy_queue(uq.id))?;
+    println!("  unplug: the queue had completed {f} of 64 jobs");
     let mut q = crate::uapi::drm_svm_accel_query::default();
     enodev(
         "QUERY",
@@ -725,6 +738,7 @@ fn unplug_with_files() -> TResult {
     // The engines' notifiers are gone: the mm changes freely, the files close.
     drop(b);
     drop(unbound);
+    drop(uq);
     drop(d2);
     drop(Arc::try_unwrap(d).map_err(|_| "device still shared".to_string())?);
     Ok(())
