@@ -39,6 +39,8 @@ mod stats;
 mod sync;
 #[path = "../svm/src/trace.rs"]
 mod trace;
+#[path = "../svm/src/userq.rs"]
+mod userq;
 
 mod pgtable;
 

@@ -29,6 +29,9 @@ cases=(
   "teeth-stale-callback-zaps storm     storm_default_ranges"
   "teeth-gc-ignores-walkers  loom      census_vs_gc"
   "teeth-dma-always-bidirectional proptest_sm x86_2m_ranges"
+  "teeth-queue-publish-before-fence loom  userq::queue_wait_sees_the_fence"
+  "teeth-queue-publish-before-fence loom  userq::queue_destroy_vs_running_jobs"
+  "teeth-queue-no-completion-wake loom    userq::queue_wait_sees_the_fence"
 )
 
 fail=0

@@ -24,6 +24,7 @@ mod serial;
 pub mod stats;
 mod sync;
 pub mod trace;
+pub mod userq;
 
 pub use config::{Config, LockScope};
 pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, RangeInfo, Scratch};

@@ -511,3 +511,238 @@ fn batch_window_vs_invalidate() {
         finish(&w);
     });
 }
+
+// ---- user-mode queues (svm/src/userq.rs) ---------------------------------------------------
+//
+// The queue's command processor and a WAIT, a DESTROY or a suspend/resume, over a device whose
+// memory is a handful of words (the queue protocol does not depend on the engine's; SUBMIT's
+// access path is what the other models check). The device's accesses fail with `Halted`
+// once the queue is halted, as the kernel's access path does; its idle poll sleeps until a
+// kick or a halt (no timeout: loom has no clock, so a doorbell store alone is never noticed;
+// the process WAITs, which kicks).
+
+mod userq {
+    use super::model;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+    use pgtable::Errno;
+    use svm::userq::{QErr, QueueDevice, UserQueue, ACTIVE, ERROR, SUSPENDED};
+
+    const RING: u64 = 0x1000;
+    const DOORBELL: u64 = 0x2000;
+    const FENCE: u64 = 0x2008;
+    const DATA: u64 = 0x3000;
+    const HOLE: u64 = 0x4000;
+    const ADD: u64 = 3;
+    const TASK_SIZE: u64 = 1 << 47;
+
+    struct Dev {
+        q: UserQueue,
+        /// Two ring entries of eight words, then the doorbell, the fence and a data word.
+        words: Vec<AtomicU64>,
+        gen: Mutex<u64>,
+        cv: Condvar,
+        clock: std::sync::atomic::AtomicU64,
+    }
+
+    impl Dev {
+        fn new() -> Arc<Dev> {
+            Arc::new(Dev {
+                q: UserQueue::new(RING, 2, DOORBELL, FENCE, TASK_SIZE).unwrap(),
+                words: (0..19).map(|_| AtomicU64::new(0)).collect(),
+                gen: Mutex::new(0),
+                cv: Condvar::new(),
+                clock: std::sync::atomic::AtomicU64::new(0),
+            })
+        }
+
+        fn word(&self, va: u64) -> Result<&AtomicU64, QErr> {
+            let i = match va {
+                v if (RING..RING + 128).contains(&v) => (v - RING) / 8,
+                DOORBELL => 16,
+                FENCE => 17,
+                DATA => 18,
+                _ => return Err(QErr::Fault(Errno::EFAULT, va)),
+            };
+            Ok(&self.words[i as usize])
+        }
+
+        fn read(&self, va: u64) -> u64 {
+            self.word(va).unwrap().load(Ordering::Acquire)
+        }
+
+        /// The process: job `job` adds 1 at `dst`, announced with the doorbell.
+        fn submit(&self, job: u64, dst: u64) {
+            let slot = RING + (job % 2) * 64;
+            self.word(slot).unwrap().store(ADD, Ordering::Relaxed);
+            self.word(slot + 16).unwrap().store(dst, Ordering::Relaxed);
+            self.word(slot + 32).unwrap().store(1, Ordering::Relaxed);
+            self.word(DOORBELL)
+                .unwrap()
+                .store(job + 1, Ordering::Release);
+        }
+
+        /// WAIT, as the driver's: kick, wake, sleep until `wait_over`.
+        fn wait(&self, v: u64) -> Result<(), Errno> {
+            self.q.kick();
+            self.wake();
+            let mut g = self.gen.lock().unwrap();
+            while !self.q.wait_over(v) {
+                g = self.cv.wait(g).unwrap();
+            }
+            drop(g);
+            self.q.wait_result(v, Ok(()))
+        }
+
+        /// DESTROY's halt, as the driver's (its cancel_sync is the caller's join).
+        fn halt(&self) {
+            self.q.halt();
+            self.wake();
+        }
+    }
+
+    impl QueueDevice for Dev {
+        fn load(&self, va: u64) -> Result<u64, QErr> {
+            if self.q.halted() {
+                return Err(QErr::Halted);
+            }
+            Ok(self.word(va)?.load(Ordering::Acquire))
+        }
+        fn store(&self, va: u64, v: u64) -> Result<(), QErr> {
+            if self.q.halted() {
+                return Err(QErr::Halted);
+            }
+            self.word(va)?.store(v, Ordering::Release);
+            Ok(())
+        }
+        fn read_entry(&self, va: u64) -> Result<[u64; 6], QErr> {
+            if self.q.halted() {
+                return Err(QErr::Halted);
+            }
+            let mut w = [0; 6];
+            for (k, x) in w.iter_mut().enumerate() {
+                *x = self.word(va + 8 * k as u64)?.load(Ordering::Relaxed);
+            }
+            Ok(w)
+        }
+        fn run(&self, slot: u64, op: &[u64; 6]) -> Result<u64, QErr> {
+            if op[0] != ADD {
+                return Err(QErr::Fault(Errno::EINVAL, slot));
+            }
+            if self.q.halted() {
+                return Err(QErr::Halted);
+            }
+            Ok(self.word(op[2])?.fetch_add(op[4], Ordering::SeqCst))
+        }
+        fn has_result(&self, op: &[u64; 6]) -> bool {
+            op[0] == ADD
+        }
+        fn wake(&self) {
+            *self.gen.lock().unwrap() += 1;
+            self.cv.notify_all();
+        }
+        fn idle(&self, _ns: u64, cond: &dyn Fn() -> bool) {
+            let mut g = self.gen.lock().unwrap();
+            while !cond() {
+                g = self.cv.wait(g).unwrap();
+            }
+        }
+        fn now_ns(&self) -> u64 {
+            // Past the spin window at every look: the processor idles at once.
+            self.clock
+                .fetch_add(1 << 30, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    fn processor(d: &Arc<Dev>) -> thread::JoinHandle<()> {
+        let d = d.clone();
+        thread::spawn(move || d.q.run(&*d))
+    }
+
+    /// A WAIT that returns has the fence word written (the processor writes it before it
+    /// publishes its count), and is woken (no lost wake-up between the two).
+    #[test]
+    fn queue_wait_sees_the_fence() {
+        model(|| {
+            let d = Dev::new();
+            let p = processor(&d);
+            d.submit(0, DATA);
+            assert_eq!(d.wait(1), Ok(()));
+            assert_eq!(
+                d.read(FENCE),
+                1,
+                "WAIT returned before the fence was written"
+            );
+            assert_eq!(d.read(DATA), 1);
+            assert_eq!(d.read(RING + 40), 0, "ADD's old value written back");
+            d.halt();
+            p.join().unwrap();
+            assert_eq!(d.q.state(), ACTIVE);
+        });
+    }
+
+    /// A job that faults puts the queue into the error state, and the WAIT learns it.
+    #[test]
+    fn queue_error_reaches_the_waiter() {
+        model(|| {
+            let d = Dev::new();
+            let p = processor(&d);
+            d.submit(0, HOLE);
+            assert_eq!(d.wait(1), Err(Errno(5)));
+            p.join().unwrap();
+            let s = d.q.status();
+            assert_eq!((s.state, s.error, s.fault_addr), (ERROR, -14, HOLE));
+            assert_eq!((s.completed, d.read(FENCE)), (0, 0));
+        });
+    }
+
+    /// DESTROY while jobs run and a WAIT sleeps: the processor ends, the WAIT returns, and
+    /// every job counted as completed has its fence written.
+    #[test]
+    fn queue_destroy_vs_running_jobs() {
+        model(|| {
+            let d = Dev::new();
+            let p = processor(&d);
+            d.submit(0, DATA);
+            d.submit(1, DATA);
+            let w = {
+                let d = d.clone();
+                thread::spawn(move || d.wait(2))
+            };
+            d.halt();
+            p.join().unwrap();
+            let r = w.join().unwrap();
+            assert!(r == Ok(()) || r == Err(Errno::ENOENT), "WAIT: {r:?}");
+            let done = d.q.completed();
+            assert_eq!(d.read(FENCE), done, "a completed job without its fence");
+            let ran = d.read(DATA);
+            assert!(
+                ran == done || ran == done + 1,
+                "ran {ran}, completed {done}"
+            );
+        });
+    }
+
+    /// Suspend (waiting for the processor), a job announced while suspended does not run;
+    /// resume starts the processor again, and the job completes.
+    #[test]
+    fn queue_suspend_then_resume() {
+        model(|| {
+            let d = Dev::new();
+            let p = processor(&d);
+            assert!(d.q.suspend());
+            d.wake();
+            p.join().unwrap();
+            assert_eq!(d.q.state(), SUSPENDED);
+            d.submit(0, DATA);
+            assert_eq!(d.read(DATA), 0, "a suspended queue ran a job");
+            assert!(d.q.resume());
+            let p = processor(&d);
+            assert_eq!(d.wait(1), Ok(()));
+            d.halt();
+            p.join().unwrap();
+            assert_eq!(d.read(DATA), 1);
+        });
+    }
+}
