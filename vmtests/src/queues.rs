@@ -119,6 +119,22 @@ impl<'a> Q<'a> {
         self.next += 1;
     }
 
+    /// Announces `jobs` FILLs of `chunk` bytes: job i fills chunk i mod `chunks` from `base`
+    /// with `value(i)`.
+    pub(crate) fn fills(
+        &mut self,
+        base: u64,
+        chunk: u64,
+        jobs: u64,
+        chunks: u64,
+        value: impl Fn(u64) -> u64,
+    ) {
+        for i in 0..jobs {
+            self.push(fill(base + (i % chunks) * chunk, chunk, value(i)));
+        }
+        self.ring_doorbell();
+    }
+
     pub(crate) fn ring_doorbell(&self) {
         self.words.words()[0].store(self.next, Ordering::Release);
     }
@@ -515,10 +531,7 @@ pub(crate) fn t_queue_error_state(d: &Dev) -> TResult {
 pub(crate) fn t_queue_munmap_mprotect(d: &Dev) -> TResult {
     let b = Buf::new(32 << 20);
     let mut q = Q::new(d, 64, 0)?;
-    for i in 0..32u64 {
-        q.push(fill(b.addr() + i * (1 << 20), 1 << 20, i + 1));
-    }
-    q.ring_doorbell();
+    q.fills(b.addr(), 1 << 20, 32, 32, |i| i + 1);
     // One job more after the unmap, so the ring is read again for certain.
     q.ring.unmap();
     q.next += 1;
@@ -603,10 +616,7 @@ pub(crate) fn t_queue_fork(d: &Dev) -> TResult {
     let mut q = Q::new(d, 64, 0)?;
     let n = q.submit(&[fill(b.addr(), 4 << 20, 1)]);
     q.wait_ok(n)?;
-    for i in 0..32u64 {
-        q.push(fill(b.addr() + i * (128 << 10), 128 << 10, 2));
-    }
-    q.ring_doorbell();
+    q.fills(b.addr(), 128 << 10, 32, 32, |_| 2);
     // SAFETY: the child only touches its own memory and makes syscalls.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -650,10 +660,7 @@ pub(crate) fn t_queue_fork(d: &Dev) -> TResult {
 pub(crate) fn t_queue_destroy_running(d: &Dev) -> TResult {
     let b = Buf::new(64 << 20);
     let mut q = Q::new(d, 64, 0)?;
-    for i in 0..64u64 {
-        q.push(fill(b.addr() + i * (1 << 20), 1 << 20, 5));
-    }
-    q.ring_doorbell();
+    q.fills(b.addr(), 1 << 20, 64, 64, |_| 5);
     std::thread::sleep(Duration::from_millis(5));
     let t = Instant::now();
     d.destroy_queue(q.id).map_err(ename)?;
@@ -703,10 +710,7 @@ pub(crate) fn t_queue_many_faulting(d: &Dev) -> TResult {
         qs.push(Q::new(d, 64, (i == 0) as u32)?);
     }
     for (q, b) in qs.iter_mut().zip(&bufs) {
-        for k in 0..32u64 {
-            q.push(fill(b.addr() + k * (256 << 10), 256 << 10, k + 1));
-        }
-        q.ring_doorbell();
+        q.fills(b.addr(), 256 << 10, 32, 32, |k| k + 1);
     }
     for q in &qs {
         q.wait_ok(32)?;
@@ -737,10 +741,7 @@ pub(crate) fn t_queue_exit_close_kill() -> TResult {
                 let mut qs = Vec::new();
                 for _ in 0..3 {
                     let mut q = Q::new(d, 64, 0)?;
-                    for i in 0..64u64 {
-                        q.push(fill(b.addr() + (i % 32) * (1 << 20), 1 << 20, i));
-                    }
-                    q.ring_doorbell();
+                    q.fills(b.addr(), 1 << 20, 64, 32, |i| i);
                     qs.push(q);
                 }
                 match how {
@@ -962,10 +963,13 @@ pub(crate) fn qbench(jobs: u64) -> TResult {
         }
         let t = Instant::now();
         for (q, b) in qs.iter_mut().zip(&bufs) {
-            for k in 0..(per >> 20) as u64 {
-                q.push(fill(b.addr() + (k << 20), 1 << 20, 1));
-            }
-            q.ring_doorbell();
+            q.fills(
+                b.addr(),
+                1 << 20,
+                (per >> 20) as u64,
+                (per >> 20) as u64,
+                |_| 1,
+            );
         }
         for q in &qs {
             q.wait_ok(q.next)?;

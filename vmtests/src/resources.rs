@@ -650,10 +650,7 @@ fn unplug_with_files() -> TResult {
     // A queue of the second file runs jobs through the unplug: its processor must stop.
     let qb = Buf::new(32 << 20);
     let mut uq = crate::queues::Q::new(&d2, 64, 0)?;
-    for i in 0..64u64 {
-        uq.push(fill(qb.addr() + (i % 32) * (1 << 20), 1 << 20, i + 1));
-    }
-    uq.ring_doorbell();
+    uq.fills(qb.addr(), 1 << 20, 64, 32, |i| i + 1);
     let before = dma_mappings();
     if let Some(n) = before {
         check!(n > 0, "no DMA mapping of {PDEV} before the unplug");
