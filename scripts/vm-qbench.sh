@@ -7,12 +7,14 @@
 # (queue_bench_short) on the debug kernel.
 #
 #   scripts/vm-qbench.sh [--jobs N] [--rounds R] [vm-run.sh options, e.g. --smp 4]
+#
+# Each round (a run of the program in the VM) takes medians of 7 trials.
 set -euo pipefail
 export SVM_KERNEL_FLAVOUR=perf
 source "$(dirname "${BASH_SOURCE[0]}")/lib/kernel-common.sh"
 cd "$SVM_ROOT"
 
-JOBS=20000 ROUNDS=3 PASS=()
+JOBS=20000 ROUNDS=1 PASS=()
 while (($#)); do
     case "$1" in
         --jobs) JOBS="$2"; shift 2 ;;

@@ -2912,7 +2912,7 @@ fn main() {
             }
             "--qbench" if i + 1 < args.len() => {
                 let jobs = args[i + 1].parse().unwrap_or(20_000);
-                match queues::qbench(jobs) {
+                match queues::qbench(jobs, 7) {
                     Ok(()) => std::process::exit(0),
                     Err(e) => {
                         eprintln!("qbench: {e}");

@@ -874,56 +874,79 @@ pub(crate) fn t_queue_tracepoints(d: &Dev) -> TResult {
 // ---- the benchmark -----------------------------------------------------------------------
 
 /// `--qbench`: small jobs (one ADD each) through a queue against the same jobs through
-/// SUBMIT, and several queues faulting at once. Prints a table; asserts nothing.
-pub(crate) fn qbench(jobs: u64) -> TResult {
+/// SUBMIT, and several queues faulting at once. Throughputs are medians (with min and max) of
+/// `trials` runs after a warm-up run; latencies are pooled over 2000 jobs. Prints tables;
+/// asserts nothing.
+pub(crate) fn qbench(jobs: u64, trials: usize) -> TResult {
     let d = Dev::bound()?;
     let b = Buf::new(PAGE);
     d.run(&mut [fill(b.addr(), 8, 0)])?;
     let pct = |v: &mut Vec<u64>, p: usize| {
-        v.sort_unstable();
+        v.sort_unstable_by(|a, b| a.cmp(b));
         v[(v.len() - 1) * p / 100]
     };
-    println!("qbench: {jobs} one-ADD jobs each way");
-    println!("| path | jobs/s | latency p50 (us) | latency p99 (us) |\n|---|--:|--:|--:|");
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_unstable_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    // One untimed run first, then `trials` timed ones: rates.
+    let rates = |f: &mut dyn FnMut() -> TResult| -> Result<Vec<f64>, String> {
+        f()?;
+        let mut r = Vec::new();
+        for _ in 0..trials {
+            let t = Instant::now();
+            f()?;
+            r.push(jobs as f64 / t.elapsed().as_secs_f64());
+        }
+        Ok(r)
+    };
+    println!("qbench: {jobs} one-ADD jobs each way, {trials} trials");
+    println!(
+        "| path | jobs/s (median) | min | max | latency p50 (us) | p99 (us) |\n\
+         |---|--:|--:|--:|--:|--:|"
+    );
     // SUBMIT: one ioctl per job.
-    let t = Instant::now();
-    for _ in 0..jobs {
-        d.run(&mut [add(b.addr(), 1)])?;
-    }
-    let submit_rate = jobs as f64 / t.elapsed().as_secs_f64();
+    let mut sr = rates(&mut || {
+        for _ in 0..jobs {
+            d.run(&mut [add(b.addr(), 1)])?;
+        }
+        Ok(())
+    })?;
     let mut lat = Vec::new();
-    for _ in 0..jobs.min(2000) {
+    for _ in 0..2000 {
         let t = Instant::now();
         d.run(&mut [add(b.addr(), 1)])?;
         lat.push(t.elapsed().as_nanos() as u64);
     }
+    let (submit_rate, lo, hi) = spread(&mut sr);
     println!(
-        "| SUBMIT ioctl | {:.0} | {:.1} | {:.1} |",
-        submit_rate,
+        "| SUBMIT ioctl | {submit_rate:.0} | {lo:.0} | {hi:.0} | {:.1} | {:.1} |",
         pct(&mut lat, 50) as f64 / 1e3,
         pct(&mut lat, 99) as f64 / 1e3
     );
-    // Queue, throughput: bursts of a ring's worth, the process polling the fence word.
+    // Queue, throughput: bursts of up to a ring's worth, the process polling the fence word.
     let mut q = Q::new(&d, 256, 0)?;
-    let t = Instant::now();
-    while q.next < jobs {
-        let k = (jobs - q.next).min(256 - (q.next - q.fence()));
-        for _ in 0..k {
-            q.push(add(b.addr(), 1));
+    let mut qr = rates(&mut || {
+        let end = q.next + jobs;
+        while q.next < end {
+            let k = (end - q.next).min(256 - (q.next - q.fence()));
+            for _ in 0..k {
+                q.push(add(b.addr(), 1));
+            }
+            q.ring_doorbell();
+            while q.next - q.fence() > 128 {
+                std::hint::spin_loop();
+            }
         }
-        q.ring_doorbell();
-        while q.next - q.fence() > 128 {
+        while q.fence() < q.next {
             std::hint::spin_loop();
         }
-    }
-    while q.fence() < q.next {
-        std::hint::spin_loop();
-    }
-    let queue_rate = jobs as f64 / t.elapsed().as_secs_f64();
+        Ok(())
+    })?;
     // Queue, latency of one job: polled (no system call), and with WAIT.
     let mut lat = Vec::new();
     let mut latw = Vec::new();
-    for i in 0..jobs.min(2000) {
+    for i in 0..4000 {
         let t = Instant::now();
         let n = q.submit(&[add(b.addr(), 1)]);
         if i % 2 == 0 {
@@ -936,54 +959,56 @@ pub(crate) fn qbench(jobs: u64) -> TResult {
             latw.push(t.elapsed().as_nanos() as u64);
         }
     }
+    let (queue_rate, lo, hi) = spread(&mut qr);
     println!(
-        "| queue, fence polled | {:.0} | {:.1} | {:.1} |",
-        queue_rate,
+        "| queue, fence polled | {queue_rate:.0} | {lo:.0} | {hi:.0} | {:.1} | {:.1} |",
         pct(&mut lat, 50) as f64 / 1e3,
         pct(&mut lat, 99) as f64 / 1e3
     );
     println!(
-        "| queue, WAIT | - | {:.1} | {:.1} |",
+        "| queue, WAIT | - | - | - | {:.1} | {:.1} |",
         pct(&mut latw, 50) as f64 / 1e3,
         pct(&mut latw, 99) as f64 / 1e3
     );
     println!(
-        "speed-up, queue over SUBMIT: {:.2}x",
+        "speed-up, queue over SUBMIT (medians): {:.2}x",
         queue_rate / submit_rate
     );
     d.destroy_queue(q.id).map_err(ename)?;
     // Fault service with 1, 2 and 4 queues each filling fresh memory (first touch).
-    println!("\n| queues faulting at once | MiB | ms | MiB/s |\n|--:|--:|--:|--:|");
+    println!(
+        "\n| queues faulting at once | MiB | MiB/s (median) | min | max |\n|--:|--:|--:|--:|--:|"
+    );
     for nq in [1usize, 2, 4] {
         let per = 32usize << 20;
-        let bufs: Vec<Buf> = (0..nq).map(|_| Buf::new(per)).collect();
-        let mut qs = Vec::new();
-        for _ in 0..nq {
-            qs.push(Q::new(&d, 64, 0)?);
+        let mut r = Vec::new();
+        for trial in 0..=trials {
+            let bufs: Vec<Buf> = (0..nq).map(|_| Buf::new(per)).collect();
+            let mut qs = Vec::new();
+            for _ in 0..nq {
+                qs.push(Q::new(&d, 64, 0)?);
+            }
+            let mib = (per >> 20) as u64;
+            let t = Instant::now();
+            for (q, b) in qs.iter_mut().zip(&bufs) {
+                q.fills(b.addr(), 1 << 20, mib, mib, |_| 1);
+            }
+            for q in &qs {
+                q.wait_ok(q.next)?;
+            }
+            if trial > 0 {
+                r.push((nq * per) as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64());
+            }
         }
-        let t = Instant::now();
-        for (q, b) in qs.iter_mut().zip(&bufs) {
-            q.fills(
-                b.addr(),
-                1 << 20,
-                (per >> 20) as u64,
-                (per >> 20) as u64,
-                |_| 1,
-            );
-        }
-        for q in &qs {
-            q.wait_ok(q.next)?;
-        }
-        let s = t.elapsed().as_secs_f64();
-        let mib = (nq * per) >> 20;
-        println!("| {nq} | {mib} | {:.1} | {:.0} |", s * 1e3, mib as f64 / s);
-        for q in &qs {
-            d.destroy_queue(q.id).map_err(ename)?;
-        }
+        let (m, lo, hi) = spread(&mut r);
+        println!(
+            "| {nq} | {} | {m:.0} | {lo:.0} | {hi:.0} |",
+            (nq * per) >> 20
+        );
     }
     Ok(())
 }
 
 pub(crate) fn t_queue_bench_short(_d: &Dev) -> TResult {
-    qbench(2000)
+    qbench(2000, 3)
 }
