@@ -32,6 +32,7 @@ cases=(
   "teeth-queue-publish-before-fence loom  userq::queue_wait_sees_the_fence"
   "teeth-queue-publish-before-fence loom  userq::queue_destroy_vs_running_jobs"
   "teeth-queue-no-completion-wake loom    userq::queue_wait_sees_the_fence"
+  "teeth-queue-suspend-mid-job loom       userq::queue_suspend_then_resume"
 )
 
 fail=0

@@ -14,11 +14,12 @@ pub(super) enum Exec<'a> {
 }
 
 impl Exec<'_> {
-    /// Told to stop: a fatal signal for an ioctl, a halt (destroy, suspend) for a queue.
+    /// Told to stop: a fatal signal for an ioctl, a halt (DESTROY, teardown) for a queue (a
+    /// suspend waits for the job to end).
     pub(super) fn stopped(&self) -> bool {
         match self {
             Exec::Ioctl => fatal_signal_pending(),
-            Exec::Queue(q) => q.halted(),
+            Exec::Queue(q) => q.interrupted(),
         }
     }
 }

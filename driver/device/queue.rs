@@ -10,7 +10,8 @@
 //! the queue workqueues (`svm_queue`, and `svm_queue_hi` for high priority), sized for
 //! every queue the device allows, so queues never wait behind each other or starve the
 //! fault workers, and a wait queue. The processor never sleeps without watching its halt
-//! flags, so stopping one (DESTROY, suspend, teardown) waits for at most one device access.
+//! flags, so stopping one (DESTROY, teardown) waits for at most one device access, and a
+//! suspend for the end of the job it runs.
 //!
 //! Lifetime: a queue is an `Arc`, held by its context's table and by each WAIT on it; the
 //! table's reference goes at DESTROY or teardown, which halt the processor and wait for it
@@ -205,8 +206,9 @@ impl QueueDevice for KDev<'_> {
 }
 
 impl Queue {
-    pub(super) fn halted(&self) -> bool {
-        self.q.halted()
+    /// Halted for good: the access path abandons the job (see [`UserQueue::interrupted`]).
+    pub(super) fn interrupted(&self) -> bool {
+        self.q.interrupted()
     }
 
     fn ctx(&self) -> &Ctx {
@@ -365,8 +367,9 @@ impl Ctx {
         q.q.wait_result(v, slept)
     }
 
-    /// Suspends every queue of the context and waits until no processor runs: then the
-    /// device touches none of their memory until [`Ctx::resume_queues`].
+    /// Suspends every queue of the context and waits until no processor runs (each finishes
+    /// the job it runs): then the device touches none of their memory until
+    /// [`Ctx::resume_queues`].
     pub(super) fn suspend_queues(&self) {
         let _g = self.qctl.lock();
         let mut held: [Option<Arc<Queue>>; uapi::MAX_QUEUES as usize] = [const { None }; 16];
@@ -400,10 +403,9 @@ impl Ctx {
         }
     }
 
-    /// Teardown: suspends every queue, waiting for the processors, then frees them. No
-    /// ioctl runs any more.
+    /// Teardown: halts every queue (a job running is abandoned), waiting for the processors,
+    /// and frees them. No ioctl runs any more, nor a debugfs write (its directory is gone).
     pub(super) fn stop_queues(&self) {
-        self.suspend_queues();
         let mut t = self.queues.lock();
         let mut held: [Option<Arc<Queue>>; uapi::MAX_QUEUES as usize] = [const { None }; 16];
         for (h, s) in held.iter_mut().zip(t.slots.iter_mut()) {

@@ -16,7 +16,7 @@ impl Ctx {
     }
 
     /// Sleeps until `*p != old`; `Intr` on a fatal signal (an ioctl) or a halt (a queue's
-    /// command processor, which takes no signals: halting wakes the context's wait queue).
+    /// command processor, which takes no signals: a halt wakes the context's wait queue).
     pub(super) fn wait_ne(&self, x: Exec<'_>, p: &AtomicU32, old: u32) -> Result<(), JobErr> {
         match x {
             // SAFETY: `p` outlives the wait.
@@ -27,7 +27,7 @@ impl Ctx {
             Exec::Queue(q) => {
                 let ne = || p.load(Ordering::Acquire) != old;
                 // No timeout: the worker answers every fault it dequeued.
-                let _ = self.waitq.wait_until(u64::MAX, false, &|| ne() || q.halted());
+                let _ = self.waitq.wait_until(u64::MAX, false, &|| ne() || q.interrupted());
                 if ne() {
                     Ok(())
                 } else {

@@ -9,10 +9,12 @@
 //! then the fence word, and only then publishes its own count ([`UserQueue::completed`]) and
 //! wakes the waiters: a WAIT that saw the count sees the fence written.
 //!
-//! Halting (DESTROY, suspend, teardown): the processor checks [`UserQueue::halted`] before
-//! every device access (the platform's access path does, through [`QueueDevice`]) and its
-//! waits watch it too, so a halt followed by a wake-up and a wait for the processor's work
-//! item ends it within one access.
+//! Halting (DESTROY, teardown): the platform's access path checks
+//! [`UserQueue::interrupted`] before every device access, and its waits for a fault's answer
+//! watch it too, so a halt followed by a wake-up and a wait for the processor's work item
+//! ends the processor within one access, abandoning the job it ran. A suspend is a job
+//! boundary instead ([`UserQueue::halted`]): the processor finishes the job it runs, so that
+//! a resume does not run it twice (an ADD would add twice).
 
 use super::pgtable::Errno;
 use super::sync::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -159,9 +161,17 @@ impl UserQueue {
         })
     }
 
-    /// Told to stop (halt or suspend): the processor leaves at its next access or wait.
+    /// Told to stop (halt or suspend): the processor leaves before its next job or poll.
     pub fn halted(&self) -> bool {
         self.stop.load(Ordering::Acquire) || self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Halted for good: the access path abandons the job at its next access.
+    pub fn interrupted(&self) -> bool {
+        #[cfg(feature = "teeth-queue-suspend-mid-job")]
+        return self.halted();
+        #[cfg(not(feature = "teeth-queue-suspend-mid-job"))]
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Destroyed (or being): WAITs end with `ENOENT`.
@@ -205,8 +215,8 @@ impl UserQueue {
         self.kick.fetch_add(1, Ordering::Release);
     }
 
-    /// Suspends the queue (an `ERROR` stays so): the processor leaves at its next access.
-    /// True if it was `ACTIVE`. The caller wakes the processor's waits.
+    /// Suspends the queue (an `ERROR` stays so): the processor leaves when the job it runs is
+    /// done. True if it was `ACTIVE`. The caller wakes the processor's idle wait.
     pub fn suspend(&self) -> bool {
         self.suspended.store(true, Ordering::Release);
         self.state
@@ -319,25 +329,36 @@ impl UserQueue {
 
     /// Runs `n` jobs from job `done` on.
     fn burst<D: QueueDevice>(&self, dev: &D, done: u64, n: u64) -> Result<(), QErr> {
-        for i in 0..n {
-            let job = done + i;
-            // In the ring: `job & (entries - 1)` < entries (a power of two, invariant).
-            let slot = self.ring + (job & (self.entries - 1)) * ENTRY;
-            let op = dev.read_entry(slot)?;
-            let r = dev.run(slot, &op)?;
-            if dev.has_result(&op) {
-                dev.store(slot + 40, r)?;
+        let mut ran = 0;
+        let r = (|| {
+            for i in 0..n {
+                // A suspend takes effect between jobs.
+                if self.halted() {
+                    return Err(QErr::Halted);
+                }
+                let job = done + i;
+                // In the ring: `job & (entries - 1)` < entries (a power of two, invariant).
+                let slot = self.ring + (job & (self.entries - 1)) * ENTRY;
+                let op = dev.read_entry(slot)?;
+                let r = dev.run(slot, &op)?;
+                if dev.has_result(&op) {
+                    dev.store(slot + 40, r)?;
+                }
+                #[cfg(feature = "teeth-queue-publish-before-fence")]
+                self.completed.store(job + 1, Ordering::Release);
+                // The fence word first, then the count WAIT reads: a WAIT that returns has
+                // the fence written.
+                dev.store(self.fence, job + 1)?;
+                self.completed.store(job + 1, Ordering::Release);
+                #[cfg(not(feature = "teeth-queue-no-completion-wake"))]
+                dev.wake();
+                ran += 1;
             }
-            #[cfg(feature = "teeth-queue-publish-before-fence")]
-            self.completed.store(job + 1, Ordering::Release);
-            // The fence word first, then the count WAIT reads: a WAIT that returns has the
-            // fence written.
-            dev.store(self.fence, job + 1)?;
-            self.completed.store(job + 1, Ordering::Release);
-            #[cfg(not(feature = "teeth-queue-no-completion-wake"))]
-            dev.wake();
+            Ok(())
+        })();
+        if ran > 0 {
+            dev.trace_run(self, ran);
         }
-        dev.trace_run(self, n);
-        Ok(())
+        r
     }
 }

@@ -519,7 +519,8 @@ fn batch_window_vs_invalidate() {
 // access path is what the other models check). The device's accesses fail with `Halted`
 // once the queue is halted, as the kernel's access path does; its idle poll sleeps until a
 // kick or a halt (no timeout: loom has no clock, so a doorbell store alone is never noticed;
-// the process WAITs, which kicks).
+// the process WAITs, which kicks). A DESTROY interrupts a job at its next access, a suspend
+// waits for the job to end.
 
 mod userq {
     use super::model;
@@ -604,20 +605,20 @@ mod userq {
 
     impl QueueDevice for Dev {
         fn load(&self, va: u64) -> Result<u64, QErr> {
-            if self.q.halted() {
+            if self.q.interrupted() {
                 return Err(QErr::Halted);
             }
             Ok(self.word(va)?.load(Ordering::Acquire))
         }
         fn store(&self, va: u64, v: u64) -> Result<(), QErr> {
-            if self.q.halted() {
+            if self.q.interrupted() {
                 return Err(QErr::Halted);
             }
             self.word(va)?.store(v, Ordering::Release);
             Ok(())
         }
         fn read_entry(&self, va: u64) -> Result<[u64; 6], QErr> {
-            if self.q.halted() {
+            if self.q.interrupted() {
                 return Err(QErr::Halted);
             }
             let mut w = [0; 6];
@@ -630,7 +631,7 @@ mod userq {
             if op[0] != ADD {
                 return Err(QErr::Fault(Errno::EINVAL, slot));
             }
-            if self.q.halted() {
+            if self.q.interrupted() {
                 return Err(QErr::Halted);
             }
             Ok(self.word(op[2])?.fetch_add(op[4], Ordering::SeqCst))
@@ -724,25 +725,30 @@ mod userq {
         });
     }
 
-    /// Suspend (waiting for the processor), a job announced while suspended does not run;
-    /// resume starts the processor again, and the job completes.
+    /// Suspend while a job may be running, waiting for the processor; a job announced while
+    /// suspended does not run; resume starts the processor again, and every job runs once
+    /// (a suspend in the middle of a job that a resume then runs again would add twice).
     #[test]
     fn queue_suspend_then_resume() {
         model(|| {
             let d = Dev::new();
             let p = processor(&d);
-            assert!(d.q.suspend());
+            d.submit(0, DATA);
+            d.q.kick();
+            d.wake();
+            d.q.suspend();
             d.wake();
             p.join().unwrap();
             assert_eq!(d.q.state(), SUSPENDED);
-            d.submit(0, DATA);
-            assert_eq!(d.read(DATA), 0, "a suspended queue ran a job");
+            let before = d.read(DATA);
+            d.submit(1, DATA);
+            assert_eq!(d.read(DATA), before, "a suspended queue ran a job");
             assert!(d.q.resume());
             let p = processor(&d);
-            assert_eq!(d.wait(1), Ok(()));
+            assert_eq!(d.wait(2), Ok(()));
             d.halt();
             p.join().unwrap();
-            assert_eq!(d.read(DATA), 1);
+            assert_eq!(d.read(DATA), 2, "a job ran twice, or not at all");
         });
     }
 }

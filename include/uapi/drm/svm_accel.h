@@ -287,9 +287,11 @@ struct drm_svm_accel_query {
  * reports.  Other queues and the process go on.  A queue in the error state
  * stays so until it is destroyed.
  *
- * The kernel suspends a context's queues when its address space goes away and
- * when the device is unplugged, and suspends and resumes them on request
- * through debugfs (ctx-N/queues).  Closing the file destroys its queues.
+ * The kernel suspends a queue when its address space goes away, and suspends
+ * and resumes a context's queues on request through debugfs (ctx-N/queues): a
+ * suspended queue finishes the job it runs and stops before the next.  Closing
+ * the file, DESTROY_QUEUE and unplugging the device stop a queue within one
+ * device access, abandoning the job it runs.
  */
 
 /**
