@@ -162,6 +162,7 @@ fn ename(e: i32) -> String {
         libc::ERANGE => "ERANGE",
         libc::ENOSYS => "ENOSYS",
         libc::EOVERFLOW => "EOVERFLOW",
+        libc::ETIME => "ETIME",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ENOTCONN => "ENOTCONN",
         libc::ETIMEDOUT => "ETIMEDOUT",
@@ -1642,10 +1643,10 @@ impl<'a> T<'a> {
 
     fn pick_queue_id(&mut self) -> u32 {
         match self.r.below(4) {
-            0 if !self.queues.is_empty() => {
+            0 | 1 if !self.queues.is_empty() => {
                 self.queues[self.r.below(self.queues.len() as u64) as usize].1
             }
-            1 => self.hostile_u32(),
+            2 => self.hostile_u32(),
             _ => self.r.below(40) as u32,
         }
     }
