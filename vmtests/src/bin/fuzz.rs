@@ -1592,7 +1592,7 @@ impl<'a> T<'a> {
                 }
             }
             1 => {
-                let id = self.pick_queue_id();
+                let (fd, id) = self.pick_queue(fd);
                 let mut w = drm_svm_accel_wait {
                     queue_id: id,
                     flags: if self.r.chance(95) {
@@ -1634,20 +1634,24 @@ impl<'a> T<'a> {
                     let i = self.r.below(self.queues.len() as u64) as usize;
                     self.queues.swap_remove(i)
                 } else {
-                    (fd, self.pick_queue_id())
+                    self.pick_queue(fd)
                 };
                 self.destroy_queue(fd, id);
             }
         }
     }
 
-    fn pick_queue_id(&mut self) -> u32 {
+    /// A queue this thread created (on its own file) half the time, else `fd` with an id
+    /// that is hostile or probably not there.
+    fn pick_queue(&mut self, fd: i32) -> (i32, u32) {
         match self.r.below(4) {
             0 | 1 if !self.queues.is_empty() => {
-                self.queues[self.r.below(self.queues.len() as u64) as usize].1
+                // Its own file: `reopen` keeps the descriptor numbers (dup2), so a reopened
+                // file answers ENOENT.
+                self.queues[self.r.below(self.queues.len() as u64) as usize]
             }
-            2 => self.hostile_u32(),
-            _ => self.r.below(40) as u32,
+            2 => (fd, self.hostile_u32()),
+            _ => (fd, self.r.below(40) as u32),
         }
     }
 
