@@ -1368,7 +1368,10 @@ impl<'a> T<'a> {
             0..=89 => return (ArgAt::Normal, 0),
             90..=92 => ArgAt::Unaligned(self.p.argp + 1 + self.r.below(7)),
             93..=94 => ArgAt::ReadOnly(self.p.ro + 8 * self.r.below(8)),
-            95 => ArgAt::Bad(self.p.guard - 8),
+            // Straddling the guard page whatever the size (`guard - 8` left an 8-byte BIND
+            // wholly readable: a random seed found that as "BIND with an unreadable argument
+            // succeeded").
+            95 => ArgAt::Bad(self.p.guard - (size / 2).max(1)),
             96 => ArgAt::Bad(self.r.pick(&[0, 8, self.cx.none_area])),
             97 => ArgAt::Bad(self.r.pick(&KERNEL_ADDRS)),
             98 => ArgAt::Bad(self.r.pick(&NONCANON)),
