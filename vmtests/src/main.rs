@@ -2896,7 +2896,8 @@ const USAGE: &str =
   no --storm: every test, the storm last (with these options)
   --storm:    only the storm (the main job: scripts/vm-storm.sh)
   --only:     only the named tests (scripts/vm-test.sh's preempt=voluntary pass)
-  --qbench N: only the queue benchmark, N jobs each way (scripts/vm-qbench.sh)";
+  --qbench N: only the queue benchmark, N jobs each way (scripts/vm-qbench.sh)
+  --qstorm S: only the queue storm, for S seconds (the suite runs 5)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -2919,6 +2920,15 @@ fn main() {
                         std::process::exit(1);
                     }
                 }
+            }
+            "--qstorm" if i + 1 < args.len() => {
+                let secs = args[i + 1].parse().unwrap_or(30);
+                let r = queues::t_queue_storm(secs);
+                println!(
+                    "queue storm: {}",
+                    r.as_ref().map_or_else(|e| e.as_str(), |_| "ok")
+                );
+                std::process::exit(if r.is_ok() { 0 } else { 1 });
             }
             "--only" if i + 1 < args.len() => {
                 only = Some(args[i + 1].split(',').map(str::to_string).collect());
@@ -3608,6 +3618,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             run("queue_exit_close_kill", &queues::t_queue_exit_close_kill);
             run("queue_wait_signal", &|| queues::t_queue_wait_signal(&d));
             run("queue_tracepoints", &|| queues::t_queue_tracepoints(&d));
+            run("queue_storm", &|| queues::t_queue_storm(5));
             run("queue_bench_short", &|| queues::t_queue_bench_short(&d));
             if let Ok(q) = d.query() {
                 println!(

@@ -871,6 +871,207 @@ pub(crate) fn t_queue_tracepoints(d: &Dev) -> TResult {
     Ok(())
 }
 
+// ---- the storm ---------------------------------------------------------------------------
+
+/// Errnos a queue may fail with in the storm (WAIT's `error`, negated).
+const STORM_QERR: &[i32] = &[
+    libc::EFAULT,
+    libc::EPERM,
+    libc::EINVAL,
+    libc::EOVERFLOW,
+    libc::EBUSY,
+    libc::ENOMEM,
+];
+
+/// Queues under churn for `secs` seconds, on a file of their own: 4 threads each run a queue
+/// of ADDs to a counter of their own (and FILLs into a spare buffer), WAITing with short
+/// timeouts or polling the fence, destroying and re-creating their queue now and then, while
+/// a churn thread unmaps and remaps the spare buffers, write-protects them, forks, drops the
+/// rings with `MADV_DONTNEED` and suspends and resumes the queues through debugfs. Every call
+/// must return a documented result; a WAIT that returns 0 must find its fence written; a
+/// queue's counter must hold one ADD per completed ADD job until the queue fails (then the
+/// thread re-creates it and counts afresh). The kernel's reports are the harness's.
+pub(crate) fn t_queue_storm(secs: u64) -> TResult {
+    use crate::storm::Rng;
+    const THREADS: usize = 4;
+    const SPARE: usize = 256 << 10;
+    let d = Arc::new(Dev::bound()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The spare buffers, remapped by the churn: their addresses stay (MAP_FIXED).
+    let spares: Arc<Vec<u64>> = Arc::new(
+        (0..THREADS)
+            .map(|_| {
+                let b = Buf::new(SPARE);
+                let a = b.addr();
+                std::mem::forget(b);
+                a
+            })
+            .collect(),
+    );
+    let seed = 0x5107_0000 ^ std::process::id() as u64;
+    let worker = |t: usize| {
+        let (d, stop, spares) = (d.clone(), stop.clone(), spares.clone());
+        std::thread::spawn(move || -> Result<[u64; 4], String> {
+            let mut r = Rng::new(seed, t as u64);
+            let counter = Buf::new(PAGE);
+            let spare = spares[t];
+            // jobs done, WAITs, queue errors, re-creations
+            let mut st = [0u64; 4];
+            while !stop.load(Ordering::Relaxed) {
+                let mut q = Q::new(&d, 1 << (1 + r.below(6)), 0)?;
+                let base = counter.words()[0].load(Ordering::Relaxed);
+                let mut adds = 0u64;
+                st[3] += 1;
+                'queue: for _ in 0..(1 + r.below(40)) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let room = q.entries - (q.next - q.wait(0, 0).1.completed);
+                    let k = 1 + r.below(room.max(1));
+                    for _ in 0..k.min(room) {
+                        if r.chance(80) {
+                            q.push(add(counter.addr(), 1));
+                            adds += 1;
+                        } else {
+                            let off = 8 * r.below(SPARE as u64 / 8 - 512);
+                            q.push(fill(spare + off, 8 * (1 + r.below(512)), r.below(1000)));
+                        }
+                    }
+                    q.ring_doorbell();
+                    let n = q.next;
+                    let (res, w) = if r.chance(50) {
+                        q.wait(n, r.below(3_000_000))
+                    } else {
+                        let t0 = Instant::now();
+                        while q.fence() < n && t0.elapsed() < Duration::from_millis(3) {
+                            std::hint::spin_loop();
+                        }
+                        q.wait(n, 0)
+                    };
+                    st[1] += 1;
+                    match res {
+                        Ok(()) => {
+                            check!(
+                                q.fence() >= n,
+                                "WAIT returned with the fence at {}",
+                                q.fence()
+                            );
+                        }
+                        Err(libc::ETIME) => {}
+                        Err(libc::EIO) => {
+                            st[2] += 1;
+                            check!(
+                                w.state == SVM_ACCEL_QUEUE_ERROR && STORM_QERR.contains(&-w.error),
+                                "queue error {} state {}",
+                                ename(-w.error),
+                                w.state
+                            );
+                            break 'queue;
+                        }
+                        Err(e) => return Err(format!("WAIT: {}", ename(e))),
+                    }
+                }
+                // Quiesce: let it finish what it can (a suspended queue does nothing).
+                let (_, w) = q.wait(q.next, 20_000_000);
+                st[0] += w.completed;
+                d.destroy_queue(q.id)
+                    .map_err(|e| format!("DESTROY: {}", ename(e)))?;
+                if w.state == SVM_ACCEL_QUEUE_ACTIVE && w.completed == q.next {
+                    let c = counter.words()[0].load(Ordering::Relaxed);
+                    check!(c == base + adds, "counter {c}, want {} + {adds}", base);
+                }
+            }
+            Ok(st)
+        })
+    };
+    let workers: Vec<_> = (0..THREADS).map(worker).collect();
+    let churn = {
+        let (stop, spares) = (stop.clone(), spares.clone());
+        std::thread::spawn(move || -> Result<[u64; 5], String> {
+            let mut r = Rng::new(seed, 99);
+            let mut n = [0u64; 5];
+            while !stop.load(Ordering::Relaxed) {
+                let s = spares[r.below(THREADS as u64) as usize];
+                match r.below(10) {
+                    0..=2 => {
+                        // SAFETY: remapping our own spare buffer in place.
+                        let p = unsafe {
+                            libc::mmap(
+                                s as *mut _,
+                                SPARE,
+                                libc::PROT_READ | libc::PROT_WRITE,
+                                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                                -1,
+                                0,
+                            )
+                        };
+                        check!(p as u64 == s, "remap: {}", ename(crate::errno()));
+                        n[0] += 1;
+                    }
+                    3..=4 => {
+                        let prot = if r.chance(50) {
+                            libc::PROT_READ
+                        } else {
+                            libc::PROT_READ | libc::PROT_WRITE
+                        };
+                        // SAFETY: our own spare buffer.
+                        unsafe { libc::mprotect(s as *mut _, SPARE, prot) };
+                        n[1] += 1;
+                    }
+                    5 => {
+                        // SAFETY: the child only exits.
+                        let pid = unsafe { libc::fork() };
+                        if pid == 0 {
+                            // SAFETY: leaving the child.
+                            unsafe { libc::_exit(0) };
+                        }
+                        let mut st = 0;
+                        // SAFETY: our child.
+                        unsafe { libc::waitpid(pid, &mut st, 0) };
+                        n[2] += 1;
+                    }
+                    6..=7 => {
+                        for e in std::fs::read_dir(svmstat::ROOT).map_err(|e| e.to_string())? {
+                            let f = e.map_err(|e| e.to_string())?.path().join("queues");
+                            if std::fs::read_to_string(&f).is_ok_and(|t| !t.is_empty()) {
+                                let _ = std::fs::write(&f, "suspend");
+                                std::thread::sleep(Duration::from_micros(r.below(2000)));
+                                std::fs::write(&f, "resume")
+                                    .map_err(|e| format!("{}: {e}", f.display()))?;
+                                n[3] += 1;
+                            }
+                        }
+                    }
+                    _ => {
+                        // SAFETY: our own spare buffer.
+                        unsafe { libc::madvise(s as *mut _, SPARE, libc::MADV_DONTNEED) };
+                        n[4] += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200 + r.below(2000)));
+            }
+            Ok(n)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut tot = [0u64; 4];
+    let mut first_err = None;
+    for w in workers {
+        match w.join().map_err(|_| "worker panicked".to_string())? {
+            Ok(st) => (0..4).for_each(|i| tot[i] += st[i]),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    let n = churn.join().map_err(|_| "churn panicked".to_string())??;
+    println!(
+        "    (jobs {} WAITs {} queue errors {} queues {}; remaps {} mprotects {} forks {} \
+         suspend/resumes {} DONTNEEDs {})",
+        tot[0], tot[1], tot[2], tot[3], n[0], n[1], n[2], n[3], n[4]
+    );
+    first_err.map_or(Ok(()), Err)
+}
+
 // ---- the benchmark -----------------------------------------------------------------------
 
 /// `--qbench`: small jobs (one ADD each) through a queue against the same jobs through
