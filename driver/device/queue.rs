@@ -40,6 +40,9 @@ const _: () = assert!(
         && userq::MAX_ENTRIES == uapi::MAX_RING
 );
 
+/// Queues per file.
+const MAXQ: usize = uapi::MAX_QUEUES as usize;
+
 /// Queues over every context, against the `max_queues` module parameter.
 static QUEUES: AtomicU32 = AtomicU32::new(0);
 
@@ -70,14 +73,14 @@ unsafe impl Sync for Queue {}
 
 /// A context's queues.
 pub(super) struct QueueTable {
-    slots: [Option<Arc<Queue>>; uapi::MAX_QUEUES as usize],
+    slots: [Option<Arc<Queue>>; MAXQ],
     next_id: u32,
 }
 
 impl QueueTable {
     pub(super) const fn new() -> Self {
         QueueTable {
-            slots: [const { None }; uapi::MAX_QUEUES as usize],
+            slots: [const { None }; MAXQ],
             next_id: 1,
         }
     }
@@ -160,16 +163,14 @@ impl QueueDevice for KDev<'_> {
             .map_err(qerr)
     }
 
-    fn run(&self, slot: u64, w: &[u64; 6]) -> Result<u64, QErr> {
+    fn run(&self, slot: u64, w: &[u64; 6]) -> Result<Option<u64>, QErr> {
         let op = decode(w);
         Ctx::check_op(&op, self.task_size).map_err(|e| QErr::Fault(e, slot))?;
-        self.c
+        let r = self
+            .c
             .run_op(self.b, Exec::Queue(self.q), &op)
-            .map_err(qerr)
-    }
-
-    fn has_result(&self, w: &[u64; 6]) -> bool {
-        matches!(decode(w).kind, uapi::OP_ADD | uapi::OP_READ)
+            .map_err(qerr)?;
+        Ok(matches!(op.kind, uapi::OP_ADD | uapi::OP_READ).then_some(r))
     }
 
     fn wake(&self) {
@@ -231,12 +232,13 @@ impl Queue {
         self.ctx().waitq.wake();
     }
 
-    /// Stops the processor for good and waits for it. From an ioctl or teardown, never from
-    /// the processor.
-    fn halt(&self) {
+    /// Stops the processor for good and waits for it (DESTROY, teardown; never from the
+    /// processor).
+    fn destroy(&self) {
         self.q.halt();
         self.wake_all();
         self.work.cancel_sync();
+        self.trace(TRACE_DESTROYED);
     }
 
     /// The command processor (the work item's function).
@@ -343,8 +345,7 @@ impl Ctx {
             s.take()
         };
         if let Some(q) = q {
-            q.halt();
-            q.trace(TRACE_DESTROYED);
+            q.destroy();
         }
         Ok(())
     }
@@ -372,7 +373,7 @@ impl Ctx {
     /// [`Ctx::resume_queues`].
     pub(super) fn suspend_queues(&self) {
         let _g = self.qctl.lock();
-        let mut held: [Option<Arc<Queue>>; uapi::MAX_QUEUES as usize] = [const { None }; 16];
+        let mut held: [Option<Arc<Queue>>; MAXQ] = [const { None }; MAXQ];
         {
             let t = self.queues.lock();
             for (h, q) in held.iter_mut().zip(t.slots.iter()) {
@@ -407,14 +408,13 @@ impl Ctx {
     /// and frees them. No ioctl runs any more, nor a debugfs write (its directory is gone).
     pub(super) fn stop_queues(&self) {
         let mut t = self.queues.lock();
-        let mut held: [Option<Arc<Queue>>; uapi::MAX_QUEUES as usize] = [const { None }; 16];
+        let mut held: [Option<Arc<Queue>>; MAXQ] = [const { None }; MAXQ];
         for (h, s) in held.iter_mut().zip(t.slots.iter_mut()) {
             *h = s.take();
         }
         drop(t);
         for q in held.iter().flatten() {
-            q.halt();
-            q.trace(TRACE_DESTROYED);
+            q.destroy();
         }
     }
 

@@ -61,11 +61,10 @@ pub trait QueueDevice {
     fn store(&self, va: u64, v: u64) -> Result<(), QErr>;
     /// Device read of the six op words of the entry at `va` (one page).
     fn read_entry(&self, va: u64) -> Result<[u64; 6], QErr>;
-    /// Checks and runs the job whose op words were read from the entry at `slot`: its result
-    /// word. An invalid op is `Fault(EINVAL, slot)`.
-    fn run(&self, slot: u64, op: &[u64; 6]) -> Result<u64, QErr>;
-    /// Whether the job's result is written back into its entry (ADD and READ).
-    fn has_result(&self, op: &[u64; 6]) -> bool;
+    /// Checks and runs the job whose op words were read from the entry at `slot`: the result
+    /// word to write back into the entry, for the jobs that have one (ADD and READ). An
+    /// invalid op is `Fault(EINVAL, slot)`.
+    fn run(&self, slot: u64, op: &[u64; 6]) -> Result<Option<u64>, QErr>;
     /// Wakes every waiter of the queue (WAITs and the idle processor).
     fn wake(&self);
     /// Sleeps until `cond()` holds or `ns` passed (a poll's tick).
@@ -340,8 +339,7 @@ impl UserQueue {
                 // In the ring: `job & (entries - 1)` < entries (a power of two, invariant).
                 let slot = self.ring + (job & (self.entries - 1)) * ENTRY;
                 let op = dev.read_entry(slot)?;
-                let r = dev.run(slot, &op)?;
-                if dev.has_result(&op) {
+                if let Some(r) = dev.run(slot, &op)? {
                     dev.store(slot + 40, r)?;
                 }
                 #[cfg(feature = "teeth-queue-publish-before-fence")]

@@ -627,17 +627,14 @@ mod userq {
             }
             Ok(w)
         }
-        fn run(&self, slot: u64, op: &[u64; 6]) -> Result<u64, QErr> {
+        fn run(&self, slot: u64, op: &[u64; 6]) -> Result<Option<u64>, QErr> {
             if op[0] != ADD {
                 return Err(QErr::Fault(Errno::EINVAL, slot));
             }
             if self.q.interrupted() {
                 return Err(QErr::Halted);
             }
-            Ok(self.word(op[2])?.fetch_add(op[4], Ordering::SeqCst))
-        }
-        fn has_result(&self, op: &[u64; 6]) -> bool {
-            op[0] == ADD
+            Ok(Some(self.word(op[2])?.fetch_add(op[4], Ordering::SeqCst)))
         }
         fn wake(&self) {
             *self.gen.lock().unwrap() += 1;
