@@ -25,27 +25,8 @@ while (($#)); do
     esac
 done
 
-while pgrep -f 'scripts/kernel-build\.sh' >/dev/null; do
-    echo "== waiting for a running kernel build to finish"; sleep 20
-done
-scripts/kernel-build.sh | tail -n 2
-KDIR="$(scripts/kdir.sh)"
-KCACHE="$(scripts/kdir.sh --cache)"
-
-# The modules, built against the perf kernel in a copy of the sources (the
-# repo's own build products belong to the debug kernel).
-MOD="$KCACHE/modules"
-rm -rf "$MOD"; mkdir -p "$MOD/tools"
-cp -r Kbuild driver svm pgtable include "$MOD/"
-cp -r tools/hmmcount "$MOD/tools/"
-find "$MOD" \( -name '*.o' -o -name '*.ko' -o -name '*.cmd' -o -name '*.mod*' \) -delete
-scripts/module-build.sh "$MOD" modules > "$MOD/build.log" 2>&1 || { cat "$MOD/build.log"; die "module build failed"; }
-scripts/module-build.sh "$MOD/tools/hmmcount" modules >> "$MOD/build.log" 2>&1 || { cat "$MOD/build.log"; die "hmmcount build failed"; }
-(
-    cd vmtests
-    RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --quiet --target x86_64-unknown-linux-gnu
-)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-build.sh"
+bench_build modules hmmcount
 mkdir -p "$SVM_CACHE/vm-logs"
 LOG="$SVM_CACHE/vm-logs/vm-bench-$(date +%Y%m%d-%H%M%S).log"
 scripts/vm-run.sh --bench-only --module "$MOD/svm_accel.ko" --module-args dmirror=1 \

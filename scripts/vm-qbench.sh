@@ -23,24 +23,8 @@ while (($#)); do
     esac
 done
 
-while pgrep -f 'scripts/kernel-build\.sh' >/dev/null; do
-    echo "== waiting for a running kernel build to finish"; sleep 20
-done
-scripts/kernel-build.sh | tail -n 2
-KCACHE="$(scripts/kdir.sh --cache)"
-
-# The module, built against the perf kernel in a copy of the sources (the repo's
-# own build products belong to the debug kernel).
-MOD="$KCACHE/qbench-module"
-rm -rf "$MOD"; mkdir -p "$MOD"
-cp -r Kbuild driver svm pgtable include "$MOD/"
-find "$MOD" \( -name '*.o' -o -name '*.ko' -o -name '*.cmd' -o -name '*.mod*' \) -delete
-scripts/module-build.sh "$MOD" modules > "$MOD/build.log" 2>&1 || { cat "$MOD/build.log"; die "module build failed"; }
-(
-    cd vmtests
-    RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --quiet --target x86_64-unknown-linux-gnu
-)
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-build.sh"
+bench_build qbench-module
 PROG=vmtests/target/x86_64-unknown-linux-gnu/release/svm-vmtests
 ARGS=()
 for ((r = 0; r < ROUNDS; r++)); do
@@ -50,4 +34,4 @@ mkdir -p "$SVM_CACHE/vm-logs"
 LOG="$SVM_CACHE/vm-logs/vm-qbench-$(date +%Y%m%d-%H%M%S).log"
 scripts/vm-run.sh --no-hmm-tests --module "$MOD/svm_accel.ko" "${ARGS[@]}" --quiet --log "$LOG" "${PASS[@]}"
 grep -E '^(qbench|\||speed-up)' "$LOG" | sed 's/\r$//'
-echo "kernel: perf flavour ($(scripts/kdir.sh)); log: $LOG"
+echo "kernel: perf flavour ($KDIR); log: $LOG"
