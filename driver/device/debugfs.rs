@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! debugfs text (driver/debugfs.c makes the files): `/sys/kernel/debug/svm_accel/device`, and
-//! `stats` and `ranges` in `ctx-N/` for each open accel file and `dm-N/` for each dmirror file.
-//! `stats` has one `name value` line per counter, `ranges` one line per range of the engine;
+//! `stats` and `ranges` in `ctx-N/` for each open accel file and `dm-N/` for each dmirror file,
+//! and `queues` in `ctx-N/` (written by `queue.rs`). `stats` has one `name value` line per
+//! counter, `ranges` one line per range of the engine;
 //! an accel file says `unbound` before BIND, a dmirror file `unplugged` after an unplug.
 
 use super::*;
