@@ -15,6 +15,7 @@ use crate::engine::Parts;
 use crate::ffi;
 use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb, GFP};
 use crate::pgtable::Errno;
+use crate::platform::NoDevmem;
 use crate::work::WorkItem;
 use core::ffi::c_void;
 use core::ptr::addr_of_mut;
@@ -151,6 +152,7 @@ unsafe fn new_engine(
         dma: unsafe { KDma::new(dev)? },
         tlb: KTlb::new()?,
         mem: KMem,
+        devmem: NoDevmem,
     };
     let cfg = Config {
         // SAFETY: no preconditions.

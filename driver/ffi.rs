@@ -82,6 +82,7 @@ extern "C" {
     pub fn svm_memcg_exit(memcg: *mut c_void, old: *mut c_void);
 
     pub fn svm_current_mm() -> *mut MmStruct;
+    pub fn svm_current_task() -> u64;
     pub fn svm_mm_bind(mm: *mut MmStruct) -> i32;
     pub fn svm_mm_drop(mm: *mut MmStruct);
     pub fn svm_mmap_read_lock(mm: *mut MmStruct) -> i32;

@@ -404,6 +404,11 @@ struct mm_struct *svm_current_mm(void)
 	return current->mm;
 }
 
+u64 svm_current_task(void)
+{
+	return (u64)(uintptr_t)current;
+}
+
 /*
  * Pins the mm_struct (not the address space) for the context's lifetime and makes sure
  * the mm is registered with the notifier core, so that the fault path's first
@@ -549,7 +554,7 @@ static bool svm_mni_invalidate(struct mmu_interval_notifier *mni,
 
 	ok = svm_rs_invalidate(n->cb, n->cookie, n, range->start, range->end,
 			       svm_event(range->event), mmu_notifier_range_blockable(range),
-			       cur_seq);
+			       cur_seq, (u64)(uintptr_t)range->owner);
 	/* GC runs from the worker, never from here (it removes notifiers). */
 	if (ok && range->event == MMU_NOTIFY_UNMAP && n->unmap_work)
 		queue_work(svm_wq, &n->unmap_work->work);

@@ -59,6 +59,7 @@ void svm_memcg_exit(void *memcg, void *old);
 
 /* mm */
 struct mm_struct *svm_current_mm(void);
+u64 svm_current_task(void);	/* current, as a number (compared, never dereferenced) */
 int svm_mm_bind(struct mm_struct *mm);	/* mmgrab + register the mm with mmu_notifier */
 void svm_mm_drop(struct mm_struct *mm);	/* mmdrop */
 int svm_mmap_read_lock(struct mm_struct *mm);	/* mmget_not_zero + mmap_read_lock_killable */
@@ -108,7 +109,8 @@ int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u6
 
 /* Rust: runs the engine's callback (platform::InvalidateFn). */
 bool svm_rs_invalidate(const void *cb, const void *cookie, struct svm_notifier *n, u64 start,
-		       u64 end, unsigned int event, bool blockable, unsigned long cur_seq);
+		       u64 end, unsigned int event, bool blockable, unsigned long cur_seq,
+		       u64 owner);
 
 /* DMA + pages */
 u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, bool write, int *err);

@@ -27,6 +27,8 @@ mod fault;
 mod gc;
 #[path = "../svm/src/invalidate.rs"]
 mod invalidate;
+#[path = "../svm/src/migrate.rs"]
+mod migrate;
 #[path = "../svm/src/platform.rs"]
 mod platform;
 #[path = "../svm/src/range.rs"]

@@ -33,6 +33,10 @@ cases=(
   "teeth-queue-publish-before-fence loom  userq::queue_destroy_vs_running_jobs"
   "teeth-queue-no-completion-wake loom    userq::queue_wait_sees_the_fence"
   "teeth-queue-suspend-mid-job loom       userq::queue_suspend_then_resume"
+  "teeth-migrate-no-zap      loom      devmem::migration_vs_device_write"
+  "teeth-migrate-fault-ignores-claim loom devmem::migration_vs_device_write"
+  "teeth-migrate-skip-no-seq loom      devmem::migration_vs_device_write"
+  "teeth-migrate-skip-any    devmem    cpu_touch_zaps_the_device_leaf"
 )
 
 fail=0

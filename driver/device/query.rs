@@ -62,6 +62,12 @@ impl Ctx {
             ranges_reaped_empty,
             range_limit_hits,
             accounting_errors,
+            // Zero until the sample device has device memory; QUERY gains them with it.
+            local_mapped: _,
+            migrated_to_device: _,
+            migrated_to_system: _,
+            migrate_failed: _,
+            migrate_skips: _,
         } = e.stats();
         q.faults = faults;
         q.fault_errors = fault_errors;

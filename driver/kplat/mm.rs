@@ -122,6 +122,7 @@ pub unsafe extern "C" fn svm_rs_invalidate(
     event: u32,
     blockable: bool,
     cur_seq: u64,
+    owner: u64,
 ) -> bool {
     // SAFETY: `cb` was made from an `InvalidateFn<KInterval>` in `interval_insert`.
     let f: InvalidateFn<KInterval> = unsafe { core::mem::transmute(cb) };
@@ -147,6 +148,7 @@ pub unsafe extern "C" fn svm_rs_invalidate(
         event,
         blockable,
         cur_seq,
+        owner,
     };
     // SAFETY: the notifier is registered (the core is calling it), so its cookie is live.
     unsafe { f(cookie as *const (), &iv, &inv) }

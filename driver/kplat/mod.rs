@@ -35,7 +35,7 @@ pub use tlb::*;
 use crate::engine::{Access, Engine};
 use crate::ffi;
 use crate::pgtable::X86Format;
-use crate::platform::Platform;
+use crate::platform::{NoDevmem, Platform};
 use crate::trace::Trace;
 use core::ffi::c_void;
 
@@ -53,6 +53,7 @@ impl Platform for KPlat {
     type Mm = KMm;
     type Dma = KDma;
     type Tlb = KTlb;
+    type Devmem = NoDevmem;
 
     fn now_ns(&self) -> u64 {
         // SAFETY: no preconditions.
@@ -62,6 +63,11 @@ impl Platform for KPlat {
     fn relax(&self) {
         // SAFETY: called with no lock held (engine contract).
         unsafe { ffi::svm_cond_resched() }
+    }
+
+    fn task(&self) -> u64 {
+        // SAFETY: no preconditions.
+        unsafe { ffi::svm_current_task() }
     }
 
     fn tracing(&self) -> bool {

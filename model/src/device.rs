@@ -20,6 +20,7 @@ use pgtable::{Errno, PteFormat, X86Format};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use svm::devtlb::Xlate;
+use svm::platform::Devmem as _;
 use svm::{Access, Engine, Scratch};
 
 /// Device counters (shared by all clones of a [`Device`]).
@@ -212,6 +213,9 @@ impl<F: PteFormat> Device<F> {
             );
             return Err(Errno::EFAULT);
         }
+        if x.local {
+            return self.perform_local(&mut m, va, x, op);
+        }
         let Some(map) = self.dma.lookup(addr) else {
             bad("I4", format!("device access at va {va:#x} through DMA address {addr:#x}, which is not mapped (use after dma_unmap)"));
             return Err(Errno::EFAULT);
@@ -261,6 +265,50 @@ impl<F: PteFormat> Device<F> {
                 }
             }
         }
+        Ok(Self::apply(&mut m, pfn, op))
+    }
+
+    /// An access through a local leaf: the device's own page, which the CPU must map with a
+    /// device-private entry at `va` (I1; writable for a write, I2), and which must be one of
+    /// this device's live pages.
+    fn perform_local(
+        &self,
+        m: &mut crate::mm::state::MachineState,
+        va: u64,
+        x: Xlate,
+        op: Op,
+    ) -> Result<u64, Errno> {
+        let pfn = x.pfn;
+        let bad = |tag: &str, what: String| {
+            self.stats.violations.fetch_add(1, Ordering::Relaxed);
+            self.violations.record(tag, what);
+        };
+        let owner = self.engine.devmem().owner();
+        if !m.alive(pfn) || m.owner_of(pfn) != owner {
+            bad(
+                "I1",
+                format!(
+                    "device access at va {va:#x} reached device pfn {pfn:#x}, freed or not its own"
+                ),
+            );
+        }
+        let id = self.mm.0.id;
+        match m.mm_ref(id).ptes.get(&crate::mm::state::page_down(va)).copied() {
+            Some(crate::mm::state::Pte::Device { pfn: p, writable }) if p == pfn => {
+                if op.is_write() && !writable {
+                    bad("I2", format!("device write at va {va:#x}, whose device page the CPU maps read-only"));
+                }
+            }
+            other => bad(
+                "I1",
+                format!("device access at va {va:#x} reached device pfn {pfn:#x}, the CPU maps {other:?}"),
+            ),
+        }
+        Ok(Self::apply(m, pfn, op))
+    }
+
+    /// Performs `op` on the data word of `pfn`; returns the old value.
+    fn apply(m: &mut crate::mm::state::MachineState, pfn: u64, op: Op) -> u64 {
         let old = m.data(pfn).unwrap_or(crate::mm::POISON);
         // Memory is what the device reaches, checks or not; only live, non-zero pages change.
         // A device write never sets PG_dirty: only set_page_dirty() does.
@@ -274,6 +322,6 @@ impl<F: PteFormat> Device<F> {
                 m.frame(pfn).data = v;
             }
         }
-        Ok(old)
+        old
     }
 }

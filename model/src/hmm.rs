@@ -55,6 +55,8 @@ struct Walk<'a, 'b> {
     mm: &'a MmShared,
     start: u64,
     pfns: &'b mut [u64],
+    /// `range->dev_private_owner`.
+    owner: u64,
 }
 
 impl Walk<'_, '_> {
@@ -166,22 +168,38 @@ impl Walk<'_, '_> {
             self.fill(addr, next, 0);
             return Ok(());
         }
-        let ptes: Vec<(u64, Option<Pte>)> = {
+        // Each PTE with the owner of the device page it names (0: none).
+        let ptes: Vec<(u64, Option<Pte>, u64)> = {
             let mut v = Vec::with_capacity(((next - addr) / PAGE_SIZE) as usize);
             let mut a = addr;
             while a < next {
-                v.push((a, st.ptes.get(&a).copied()));
+                let pte = st.ptes.get(&a).copied();
+                let owner = match pte {
+                    Some(Pte::Device { pfn, .. }) => m.owner_of(pfn),
+                    _ => 0,
+                };
+                v.push((a, pte, owner));
                 a += PAGE_SIZE;
             }
             v
         };
         drop(m);
-        for (a, pte) in ptes {
+        for (a, pte, owner) in ptes {
             let i = self.idx(a);
             let req = self.pfns[i];
             match pte {
-                // pte_none() or a swap entry: fault if requested, else 0.
-                None | Some(Pte::Swap { .. }) => {
+                // Our own device page: its pfn, whatever the request (no fault).
+                Some(Pte::Device { pfn, writable }) if owner != 0 && owner == self.owner => {
+                    self.pfns[i] = pfn | HMM_PFN_VALID | if writable { HMM_PFN_WRITE } else { 0 };
+                }
+                // A migration entry: wait for the migration, then walk again from here.
+                Some(Pte::Migration { .. }) if need_fault(req, 0) != 0 => {
+                    self.mm.wait_migration(a);
+                    return Err(Stop::Again(a));
+                }
+                // pte_none(), a swap entry, a foreign device page (faulting it calls its
+                // owner's migrate_to_ram), a migration entry: fault if requested, else 0.
+                None | Some(Pte::Swap { .. } | Pte::Device { .. } | Pte::Migration { .. }) => {
                     let r = need_fault(req, 0);
                     if r != 0 {
                         return Err(self.fault(a, next, r, vma_write));
@@ -251,6 +269,7 @@ pub(crate) fn hmm_range_fault(
         mm,
         start: req.start,
         pfns: req.pfns,
+        owner: req.dev_private_owner,
     };
     let mut last = w.start;
     loop {

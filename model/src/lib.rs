@@ -10,6 +10,7 @@
 //! locking-rule breaks. See `Documentation/model.rst`.
 
 pub mod device;
+pub mod devmem;
 pub mod dma;
 mod hmm;
 mod inthash;
@@ -25,6 +26,7 @@ pub mod violations;
 pub mod world;
 
 pub use device::{Device, DeviceStats};
+pub use devmem::ModelDevmem;
 pub use dma::{DmaMapping, DmaStats, DmaTracker};
 pub use mm::{MapFlags, MmConfig, MmHandle, OomReport, Prot, ReadGuard, SwapOutcome};
 pub use notifier::{Interval, NotifierStats, TraceEntry};

@@ -233,6 +233,8 @@ pub(crate) struct InvRange {
     pub end: u64,
     pub event: Event,
     pub blockable: bool,
+    /// `range->owner` (0: none).
+    pub owner: u64,
 }
 
 impl Notifier {
@@ -493,6 +495,7 @@ impl Notifier {
             event: r.event,
             blockable: r.blockable,
             cur_seq,
+            owner: r.owner,
         };
         for node in nodes {
             if node.dead.load(Ordering::Relaxed) || self.skip_callbacks.load(Ordering::Relaxed) {

@@ -227,6 +227,7 @@ impl<F: PteFormat> Platform for ModelPlatform<F> {
     type Mm = MmHandle;
     type Dma = DmaTracker;
     type Tlb = Tlb;
+    type Devmem = crate::devmem::ModelDevmem;
 
     fn now_ns(&self) -> u64 {
         if self.step != 0 {
@@ -244,6 +245,10 @@ impl<F: PteFormat> Platform for ModelPlatform<F> {
 
     fn relax(&self) {
         sync::thread::yield_now();
+    }
+
+    fn task(&self) -> u64 {
+        sync::task_id()
     }
 
     fn warn(&self, what: &str) {

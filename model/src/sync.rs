@@ -34,6 +34,23 @@ pub mod thread {
     pub use std::thread::{spawn, yield_now, JoinHandle};
 }
 
+static NEXT_TASK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+#[cfg(loom)]
+loom::thread_local! {
+    static TASK: u64 = NEXT_TASK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static TASK: u64 = NEXT_TASK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The calling thread's id (`current`): distinct for every thread (loom's too), never 0.
+pub fn task_id() -> u64 {
+    TASK.with(|t| *t)
+}
+
 /// A mutex whose `lock` never reports poisoning.
 #[derive(Debug, Default)]
 pub struct Mutex<T>(imp::Mutex<T>);

@@ -2,7 +2,9 @@
 //! memory), a shared violation log, and the end-of-test oracle [`World::check_quiescent`].
 
 use crate::device::{Counters, Device, DeviceStats};
+use crate::devmem::ModelDevmem;
 use crate::dma::DmaTracker;
+use crate::mm::state::Pte;
 use crate::mm::{MmConfig, MmHandle};
 use crate::platform::{ModelArc, ModelPlatform};
 use crate::tablemem::TableMem;
@@ -13,6 +15,7 @@ use pgtable::table::{level_shift, VA_LIMIT};
 use pgtable::{Errno, PteFormat, X86Format};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use svm::platform::Devmem as _;
 use svm::{Config, Engine, Parts};
 
 /// Builds a [`World`].
@@ -27,6 +30,8 @@ pub struct WorldBuilder<F: PteFormat = X86Format> {
     panic_on_violation: bool,
     max_device_faults: u32,
     trace: bool,
+    devmem_pages: usize,
+    shared_mm: Option<MmHandle>,
     _fmt: PhantomData<fn() -> F>,
 }
 
@@ -43,6 +48,8 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
             panic_on_violation: false,
             max_device_faults: 16,
             trace: false,
+            devmem_pages: 0,
+            shared_mm: None,
             _fmt: PhantomData,
         }
     }
@@ -118,6 +125,20 @@ impl<F: PteFormat> WorldBuilder<F> {
         self
     }
 
+    /// Device memory of `pages` device-private pages (0, the default: none, and the device
+    /// cannot migrate).
+    pub fn devmem_pages(mut self, pages: usize) -> Self {
+        self.devmem_pages = pages;
+        self
+    }
+
+    /// Binds the new world's device to `mm` (another world's process, sharing its violation
+    /// log) instead of a new process: a second device mirroring the same address space.
+    pub fn share_mm(mut self, mm: &MmHandle) -> Self {
+        self.shared_mm = Some(mm.clone());
+        self
+    }
+
     /// Most faults one device access may raise before it gives up with `EBUSY`.
     pub fn max_device_faults(mut self, n: u32) -> Self {
         self.max_device_faults = n;
@@ -127,10 +148,18 @@ impl<F: PteFormat> WorldBuilder<F> {
     /// Builds the world: registers the mm's notifier subsystem (as binding a context does,
     /// under `mmap_write_lock`) and creates the engine.
     pub fn build(self) -> Result<World<F>, Errno> {
-        let violations = Violations::new();
-        violations.set_panic_on_violation(self.panic_on_violation);
+        let (mm, violations) = match self.shared_mm {
+            Some(mm) => {
+                let v = mm.violations().clone();
+                (mm, v)
+            }
+            None => {
+                let v = Violations::new();
+                v.set_panic_on_violation(self.panic_on_violation);
+                (MmHandle::with_config(self.mm, v.clone()), v)
+            }
+        };
         let _s = violations.scope();
-        let mm = MmHandle::with_config(self.mm, violations.clone());
         mm.mmu_notifier_register()?;
         let dma = DmaTracker::new(&mm, violations.clone());
         let tlb = Tlb::new(self.tlb_units, self.tlb_entries, self.flush_may_sleep);
@@ -145,11 +174,13 @@ impl<F: PteFormat> WorldBuilder<F> {
         } else {
             plat
         };
+        let devmem = ModelDevmem::new(&mm, self.devmem_pages);
         let parts = Parts {
             mm: mm.clone(),
             dma: dma.clone(),
             tlb: tlb.clone(),
             mem: mem.clone(),
+            devmem: devmem.clone(),
         };
         let engine = Engine::new(plat, parts, self.cfg)?;
         Ok(World {
@@ -157,6 +188,7 @@ impl<F: PteFormat> WorldBuilder<F> {
             dma,
             tlb,
             mem,
+            devmem,
             violations,
             engine,
             torn_down: AtomicBool::new(false),
@@ -176,6 +208,8 @@ pub struct World<F: PteFormat = X86Format> {
     pub tlb: Tlb,
     /// Page-table memory.
     pub mem: TableMem,
+    /// Device memory.
+    pub devmem: ModelDevmem,
     /// Every detector's log.
     pub violations: Violations,
     /// The engine.
@@ -257,6 +291,33 @@ impl<F: PteFormat> World<F> {
         {
             let m = self.mm.0.machine.st.lock();
             for l in leaves.iter().filter(|l| l.valid) {
+                if l.perm.local {
+                    // A device page: the CPU maps it with a device-private entry (I1), writable
+                    // if the leaf is (I2), and it is one of this device's live pages.
+                    let pfn = svm::leaf_pfn(l.aux);
+                    let cpu = m.mm_ref(self.mm.0.id).ptes.get(&l.va).copied();
+                    match cpu {
+                        Some(Pte::Device { pfn: c, writable }) if c == pfn => {
+                            if l.perm.write && !writable {
+                                p.push(format!(
+                                    "I2: device maps va {:#x} writable, the CPU read-only",
+                                    l.va
+                                ));
+                            }
+                        }
+                        other => p.push(format!(
+                            "I1: device maps va {:#x} to device pfn {pfn:#x}, the CPU maps {other:?}",
+                            l.va
+                        )),
+                    }
+                    if !m.alive(pfn) || m.owner_of(pfn) != self.devmem.owner() {
+                        p.push(format!(
+                            "I1: device maps va {:#x} to device pfn {pfn:#x}, freed or not its own",
+                            l.va
+                        ));
+                    }
+                    continue;
+                }
                 let size = 1u64 << level_shift(l.level);
                 let Some(map) = self.dma.lookup(l.addr) else {
                     p.push(format!(

@@ -28,6 +28,8 @@ impl Errno {
     pub const EINVAL: Errno = Errno(22);
     /// A per-context resource limit is reached (ranges in use: `Config::max_ranges`).
     pub const ENOSPC: Errno = Errno(28);
+    /// The platform has no such service (a device without device memory).
+    pub const EOPNOTSUPP: Errno = Errno(95);
 
     /// The symbolic name, for logs and test failure messages.
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Errno {
             18 => "EXDEV",
             22 => "EINVAL",
             28 => "ENOSPC",
+            95 => "EOPNOTSUPP",
             _ => "E?",
         }
     }

@@ -14,13 +14,30 @@
 pub struct Perm {
     /// The device may write.
     pub write: bool,
+    /// The address is in the device's own memory (a device-private page), reached without
+    /// DMA; otherwise it is a DMA address of system memory.
+    pub local: bool,
 }
 
 impl Perm {
-    /// Read-only.
-    pub const RO: Perm = Perm { write: false };
-    /// Read and write.
-    pub const RW: Perm = Perm { write: true };
+    /// Read-only, system memory.
+    pub const RO: Perm = Perm {
+        write: false,
+        local: false,
+    };
+    /// Read and write, system memory.
+    pub const RW: Perm = Perm {
+        write: true,
+        local: false,
+    };
+
+    /// `self` in device memory.
+    pub const fn local(self) -> Perm {
+        Perm {
+            write: self.write,
+            local: true,
+        }
+    }
 }
 
 /// What a raw entry means at a given level.
@@ -69,6 +86,8 @@ impl X86Format {
     const PS: u64 = 1 << 7;
     /// Software bit 9 ("available"): marks a leaf, so a zapped leaf (P clear) still decodes.
     const SW_LEAF: u64 = 1 << 9;
+    /// Software bit 10 ("available"): the leaf maps device memory.
+    const LOCAL: u64 = 1 << 10;
 }
 
 impl PteFormat for X86Format {
@@ -83,6 +102,9 @@ impl PteFormat for X86Format {
         let mut pte = (addr & ADDR_MASK_52) | Self::P | Self::SW_LEAF;
         if perm.write {
             pte |= Self::RW;
+        }
+        if perm.local {
+            pte |= Self::LOCAL;
         }
         if level == 1 {
             pte |= Self::PS;
@@ -101,6 +123,7 @@ impl PteFormat for X86Format {
         let addr = pte & ADDR_MASK_52;
         let perm = Perm {
             write: pte & Self::RW != 0,
+            local: pte & Self::LOCAL != 0,
         };
         let leaf = level == 0 || pte & Self::PS != 0;
         match (pte & Self::P != 0, leaf) {
@@ -136,7 +159,11 @@ impl PteFormat for Gfx9Format {
     }
 
     fn leaf(addr: u64, perm: Perm, level: u8) -> u64 {
-        let mut pte = (addr & Self::ADDR) | Self::V | Self::S | Self::SNOOP | Self::R;
+        // Device memory (VRAM) is neither system nor snooped.
+        let mut pte = (addr & Self::ADDR) | Self::V | Self::R;
+        if !perm.local {
+            pte |= Self::S | Self::SNOOP;
+        }
         if perm.write {
             pte |= Self::W;
         }
@@ -157,6 +184,7 @@ impl PteFormat for Gfx9Format {
         let addr = pte & Self::ADDR;
         let perm = Perm {
             write: pte & Self::W != 0,
+            local: pte & Self::S == 0,
         };
         // A leaf always carries R (S for system memory); a table pointer carries only V.
         let leaf = (level == 0 || pte & Self::PDE_PTE != 0) && pte & Self::R != 0;
@@ -179,7 +207,7 @@ mod tests {
             (0x4000_0000, 1),
             (0xfff_ffe0_0000, 1),
         ] {
-            for perm in [Perm::RO, Perm::RW] {
+            for perm in [Perm::RO, Perm::RW, Perm::RO.local(), Perm::RW.local()] {
                 let pte = F::leaf(addr, perm, level);
                 assert_eq!(
                     F::decode(pte, level),

@@ -44,12 +44,14 @@ pub struct Xlate {
     pub write: bool,
     /// 0 for a 4 KiB leaf, 1 for a 2 MiB leaf.
     pub level: u8,
+    /// `addr` is in the device's own memory (a local leaf), not a DMA address.
+    pub local: bool,
 }
 
 /// A cached leaf, in three words (a unit's TLB is small enough to sit inline).
 ///
 /// # Invariants
-/// `tag` is the leaf's first VA (aligned to its size) with the `VALID`, `HUGE` and `WRITE`
+/// `tag` is the leaf's first VA (aligned to its size) with the `VALID`, `HUGE`, `WRITE` and `LOCAL`
 /// flags in its low bits, or 0 for an empty entry; `addr`/`pfn` describe the leaf's first
 /// 4 KiB page.
 #[derive(Clone, Copy)]
@@ -62,6 +64,7 @@ struct Entry {
 const VALID: u64 = 1;
 const HUGE: u64 = 2;
 const WRITE: u64 = 4;
+const LOCAL: u64 = 8;
 const FLAGS: u64 = 0xfff;
 
 impl Entry {
@@ -102,6 +105,7 @@ impl Entry {
             pfn: self.pfn + off,
             write: self.write(),
             level: u8::from(self.tag & HUGE != 0),
+            local: self.tag & LOCAL != 0,
         }
     }
 }
@@ -327,6 +331,7 @@ impl<L: LockFamily> Cursor<'_, L> {
             pfn: leaf_pfn(t.aux) + off,
             write: t.perm.write,
             level: t.level,
+            local: t.perm.local,
         })
     }
 
@@ -373,7 +378,11 @@ impl<L: LockFamily> Cursor<'_, L> {
             s
         });
         st.e[slot] = Entry {
-            tag: base | VALID | huge | if t.perm.write { WRITE } else { 0 },
+            tag: base
+                | VALID
+                | huge
+                | if t.perm.write { WRITE } else { 0 }
+                | if t.perm.local { LOCAL } else { 0 },
             addr: t.addr - (off << 12),
             pfn: leaf_pfn(t.aux),
         };

@@ -15,11 +15,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// mapping is `DMA_BIDIRECTIONAL` (the CPU could write the page when it was mapped); without
 /// it, `DMA_TO_DEVICE`, and the leaf can only become writable through a new mapping.
 pub(crate) const AUX_DMA_WRITE: u64 = 1 << 63;
+/// In a leaf's software word: the page is one of the device's own (a local leaf, no DMA
+/// mapping to undo). `AUX_DMA_WRITE` then says the CPU entry was writable when it was mapped.
+pub(crate) const AUX_LOCAL: u64 = 1 << 62;
 
 /// The pfn of the (head) page behind a leaf, from its software word
 /// ([`pgtable::table::Translation::aux`]).
 pub const fn leaf_pfn(aux: u64) -> u64 {
-    aux & !AUX_DMA_WRITE
+    aux & !(AUX_DMA_WRITE | AUX_LOCAL)
 }
 
 /// A leaf's software word: its page and the direction of its DMA mapping.
@@ -76,9 +79,15 @@ impl DeviceFault {
     }
 }
 
-/// Per-worker scratch memory for fault service (4 KiB: too large for a kernel stack frame).
+/// Pages one migration step moves (one `migrate_vma_setup()` call).
+pub const MIGRATE_CHUNK: usize = 64;
+
+/// Per-worker scratch memory for fault service and migration (5 KiB: too large for a kernel
+/// stack frame).
 pub struct Scratch {
     pub(crate) pfns: [u64; MAX_WINDOW_PAGES],
+    pub(crate) src: [u64; MIGRATE_CHUNK],
+    pub(crate) dst: [u64; MIGRATE_CHUNK],
 }
 
 impl Scratch {
@@ -86,6 +95,8 @@ impl Scratch {
     pub const fn new() -> Self {
         Scratch {
             pfns: [0; MAX_WINDOW_PAGES],
+            src: [0; MIGRATE_CHUNK],
+            dst: [0; MIGRATE_CHUNK],
         }
     }
 }
@@ -106,6 +117,8 @@ pub struct Parts<P: Platform> {
     pub tlb: P::Tlb,
     /// Page-table memory.
     pub mem: P::Mem,
+    /// Device memory.
+    pub devmem: P::Devmem,
 }
 
 pub(crate) type RangeRef<P> = <P as Platform>::Arc<Range<P>>;
@@ -122,6 +135,7 @@ pub struct Engine<P: Platform> {
     pub(crate) mm: P::Mm,
     pub(crate) dma: P::Dma,
     pub(crate) tlb: P::Tlb,
+    pub(crate) devmem: P::Devmem,
     pub(crate) pt: PageTable<P::Fmt, P::Mem>,
     pub(crate) ranges: P::Map<RangeRef<P>>,
     /// The engine-wide lock of `cfg.lock_scope` (none for the default, per-range scope).
@@ -143,6 +157,7 @@ impl<P: Platform> Engine<P> {
             mm: parts.mm,
             dma: parts.dma,
             tlb: parts.tlb,
+            devmem: parts.devmem,
             pt,
             ranges: RangeMap::new()?,
             serial: Serial::new(cfg.lock_scope)?,
@@ -174,6 +189,11 @@ impl<P: Platform> Engine<P> {
     /// The device TLB.
     pub fn tlb(&self) -> &P::Tlb {
         &self.tlb
+    }
+
+    /// Device memory.
+    pub fn devmem(&self) -> &P::Devmem {
+        &self.devmem
     }
 
     /// The platform.

@@ -7,11 +7,14 @@
 //! time budget that ends in `EBUSY`.
 
 use super::config::MAX_WINDOW_PAGES;
-use super::engine::{leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE};
+use super::engine::{
+    leaf_aux, leaf_pfn, Access, DeviceFault, Engine, Scratch, AUX_DMA_WRITE, AUX_LOCAL,
+};
+use super::migrate::Place;
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Conflict, Errno, Leaf, LeafTable, Lock, MapError, NewLeaf, Perm, PteFormat};
 use super::platform::{
-    hmm_order, hmm_pfn, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
+    hmm_order, hmm_pfn, Devmem, Dma, Event, HmmRequest, Interval, Mm, Platform, RangeMap, Vma,
     HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
 };
 use super::range::{InFlight, Range, RangeState};
@@ -222,7 +225,15 @@ impl<P: Platform> Engine<P> {
                 return Err(Errno::EFAULT);
             }
             if write && fpfn & HMM_PFN_WRITE == 0 {
-                return Err(Errno::EPERM);
+                if self.devmem.local_addr(hmm_pfn(fpfn)).is_none() {
+                    return Err(Errno::EPERM);
+                }
+                // Our own device page, mapped read-only by the CPU (shared since a fork):
+                // hmm hands it back as it is, never faulting it. Move it to system memory,
+                // where the next round's write request breaks COW as for any page.
+                self.migrate_step(scratch, page, page + PAGE, Place::System)?;
+                self.count_retry(range, None, page, access, retry);
+                continue;
             }
             let block = self.huge_block(range, &vma, page, fpfn, retry.small);
 
@@ -262,6 +273,18 @@ impl<P: Platform> Engine<P> {
                 self.count_retry(range, Some(&st), page, access, retry);
                 continue;
             }
+            let (cs, ce) = match block {
+                Some(b) => (b, b + HUGE),
+                None => (ws, ws + ((n as u64) << PAGE_SHIFT)),
+            };
+            if Self::claimed(&st, cs, ce) {
+                // A migration is collecting pages here: come back once it has (hmm then
+                // waits on its migration entries).
+                drop(st);
+                self.count_retry(range, None, page, access, retry);
+                self.plat.relax();
+                continue;
+            }
             if cfg!(feature = "teeth-commit-unlocked") {
                 // Teeth: commit after dropping the lock, as if read_retry and the PTE writes
                 // were not one critical section.
@@ -271,6 +294,7 @@ impl<P: Platform> Engine<P> {
                     owner: true,
                     mapped: 0,
                     last: None,
+                    migrating: None,
                 };
                 let r = match block {
                     Some(b) => self.commit_huge(&mut fake, b, page, fpfn, access),
@@ -330,6 +354,7 @@ impl<P: Platform> Engine<P> {
                     seq,
                     start: ws,
                     pfns,
+                    dev_private_owner: self.devmem.owner(),
                 },
             )
         };
@@ -349,6 +374,7 @@ impl<P: Platform> Engine<P> {
                 seq,
                 start,
                 pfns: one,
+                dev_private_owner: self.devmem.owner(),
             },
         )?;
         if pfns.len() > 1 {
@@ -378,6 +404,7 @@ impl<P: Platform> Engine<P> {
                 seq,
                 start: ws,
                 pfns,
+                dev_private_owner: self.devmem.owner(),
             },
         )
     }
@@ -462,6 +489,17 @@ impl<P: Platform> Engine<P> {
         self.trace(|ctx| Trace::Retry { ctx, va: page, own });
     }
 
+    /// Whether a migration of the engine claims part of `[start, end)` (see
+    /// `RangeState::migrating`).
+    fn claimed(st: &RangeState, start: u64, end: u64) -> bool {
+        match st.migrating {
+            Some((s, e, _)) => {
+                s < end && start < e && !cfg!(feature = "teeth-migrate-fault-ignores-claim")
+            }
+            None => false,
+        }
+    }
+
     /// What a leaf for the hmm pfn `v` may grant: write only to a write fault on a page the CPU
     /// may write; and the direction of its DMA mapping, `DMA_BIDIRECTIONAL` whenever the CPU may
     /// write (so a read leaf can be upgraded in place), else `DMA_TO_DEVICE`.
@@ -469,6 +507,7 @@ impl<P: Platform> Engine<P> {
         let cpu_write = v & HMM_PFN_WRITE != 0;
         let perm = Perm {
             write: access == Access::Write && cpu_write,
+            local: false,
         };
         (
             perm,
@@ -499,6 +538,11 @@ impl<P: Platform> Engine<P> {
                 return Ok(true);
             }
             if l.aux & AUX_DMA_WRITE != 0 {
+                let perm = if l.aux & AUX_LOCAL != 0 {
+                    perm.local()
+                } else {
+                    perm
+                };
                 self.leaf_map(lt, va, level, l.addr, perm, l.aux)?;
                 let c = if level == 1 {
                     &self.stats.huge_mapped
@@ -609,11 +653,9 @@ impl<P: Platform> Engine<P> {
             let va = ws + ((i as u64) << PAGE_SHIFT);
             if let Some(t) = lt.filter(|t| t.covers(va) && t.get(va).is_none()) {
                 let (perm, dma_write) = Self::rights(v, access);
-                let pfn = hmm_pfn(v);
-                let Ok(addr) = self.dma.map(pfn, 0, dma_write) else {
+                let Ok((addr, perm, aux)) = self.map_page(hmm_pfn(v), perm, dma_write) else {
                     break;
                 };
-                let aux = leaf_aux(pfn, dma_write);
                 fill.push(NewLeaf {
                     va,
                     addr,
@@ -657,11 +699,36 @@ impl<P: Platform> Engine<P> {
         st.mapped += w;
         Counters::add(&self.stats.pages_mapped, w as u64);
         for l in &fill.leaves[w..n] {
-            self.dma
-                .unmap(l.addr, leaf_pfn(l.aux), 0, l.aux & AUX_DMA_WRITE != 0);
+            self.unmap_leaf(l.addr, l.aux, 0);
         }
         fill.n = 0;
         w == n
+    }
+
+    /// What a 4 KiB leaf for `pfn` holds: one of our device pages is reached locally at its
+    /// device address (no DMA mapping; a local leaf), any other page through a new DMA
+    /// mapping. Returns the address, `perm` with `local` set accordingly, and the leaf's `aux`.
+    pub(crate) fn map_page(
+        &self,
+        pfn: u64,
+        perm: Perm,
+        dma_write: bool,
+    ) -> Result<(u64, Perm, u64), Errno> {
+        if let Some(addr) = self.devmem.local_addr(pfn) {
+            Counters::add(&self.stats.local_mapped, 1);
+            return Ok((addr, perm.local(), leaf_aux(pfn, dma_write) | AUX_LOCAL));
+        }
+        let addr = self.dma.map(pfn, 0, dma_write)?;
+        Ok((addr, perm, leaf_aux(pfn, dma_write)))
+    }
+
+    /// Undoes [`Engine::map_page`] (or a 2 MiB DMA mapping, `order` 9) for a leaf whose
+    /// software word is `aux`: a local leaf has nothing to undo.
+    pub(crate) fn unmap_leaf(&self, addr: u64, aux: u64, order: u32) {
+        if aux & AUX_LOCAL == 0 {
+            self.dma
+                .unmap(addr, leaf_pfn(aux), order, aux & AUX_DMA_WRITE != 0);
+        }
     }
 
     fn commit_page(
@@ -677,8 +744,7 @@ impl<P: Platform> Engine<P> {
         if self.keep_leaf(st, va, 0, pfn, perm, lt)? {
             return Ok(Commit::Done);
         }
-        let addr = self.dma.map(pfn, 0, dma_write)?;
-        let aux = leaf_aux(pfn, dma_write);
+        let (addr, perm, aux) = self.map_page(pfn, perm, dma_write)?;
         match self.leaf_map(lt, va, 0, addr, perm, aux) {
             Ok(_) => {
                 st.mapped += 1;
@@ -686,7 +752,7 @@ impl<P: Platform> Engine<P> {
                 Ok(Commit::Done)
             }
             Err(e) => {
-                self.dma.unmap(addr, pfn, 0, dma_write);
+                self.unmap_leaf(addr, aux, 0);
                 match e {
                     // A huge leaf mapped (or the table freed) since `prepare`: lay out again.
                     MapError::Layout(Conflict::HugeLeaf | Conflict::NoTable) => {
@@ -926,6 +992,7 @@ impl<P: Platform> Engine<P> {
                     seq,
                     start,
                     pfns: &mut *out,
+                    dev_private_owner: self.devmem.owner(),
                 };
                 match self.mm.hmm_range_fault(&mut g, &mut req) {
                     Ok(()) => {}

@@ -7,10 +7,10 @@
 //! second, concurrent invalidation of the same range cannot return while the first one's zapped
 //! entries may still sit in the TLB.
 
-use super::engine::{leaf_pfn, Engine, AUX_DMA_WRITE};
+use super::engine::{leaf_pfn, Engine};
 use super::pgtable::table::{Flush, HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::Lock;
-use super::platform::{DeviceTlb, Dma, Event, Interval, Invalidation, Mm, Platform};
+use super::platform::{DeviceTlb, Devmem, Dma, Event, Interval, Invalidation, Mm, Platform};
 use super::range::{Range, RangeState};
 use super::stats::Counters;
 use super::sync::Ordering;
@@ -72,6 +72,10 @@ impl<P: Platform> Engine<P> {
             Counters::add(&self.stats.nonblock_refused, 1);
             return false;
         }
+        if cfg!(feature = "teeth-migrate-skip-no-seq") && self.own_migration(&st, inv, start, end) {
+            // Teeth: skip our own migration's callback whole, seq and all.
+            return true;
+        }
         if !cfg!(feature = "teeth-no-set-seq") {
             iv.set_seq(inv.cur_seq);
         }
@@ -92,6 +96,15 @@ impl<P: Platform> Engine<P> {
             trace(false);
             return true;
         }
+        if self.own_migration(&st, inv, start, end) {
+            // Our own `migrate_vma_setup()` (this task, our owner, inside the span it
+            // claimed): the seq is set above, so a fault that read the old pages retries; the
+            // span was zapped when it was claimed, and no fault has committed there since
+            // (`migrate.rs`).
+            Counters::add(&self.stats.migrate_skips, 1);
+            trace(false);
+            return true;
+        }
         let hit = if inv.event == Event::ProtectionPage && self.cfg.downgrade_on_wrprotect {
             self.write_protect(start, end)
         } else {
@@ -107,6 +120,21 @@ impl<P: Platform> Engine<P> {
         true
     }
 
+    /// Whether `inv` is the `MMU_NOTIFY_MIGRATE` of this engine's own running migration of
+    /// `[start, end)` (see `RangeState::migrating`). Anyone else's migration, even with our
+    /// owner (a CPU fault's `migrate_to_ram`, another context of the same device), is zapped
+    /// here: only the migration that runs this callback knows it will zap the span itself.
+    fn own_migration(&self, st: &RangeState, inv: &Invalidation, start: u64, end: u64) -> bool {
+        if inv.event != Event::Migrate || inv.owner == 0 || inv.owner != self.devmem.owner() {
+            return false;
+        }
+        if cfg!(feature = "teeth-migrate-skip-any") {
+            return true;
+        }
+        matches!(st.migrating, Some((s, e, task))
+            if s <= start && end <= e && task == self.plat.task())
+    }
+
     fn has_leaves(&self, start: u64, end: u64) -> bool {
         let mut any = false;
         self.pt.for_each_leaf(start, end, |l| any |= l.valid);
@@ -119,10 +147,11 @@ impl<P: Platform> Engine<P> {
         if cfg!(feature = "teeth-no-wp-downgrade") {
             return false;
         }
-        match self
-            .pt
-            .write_protect(start, end, |l| self.dma.set_dirty(leaf_pfn(l.aux)))
-        {
+        match self.pt.write_protect(start, end, |l| {
+            if !l.perm.local {
+                self.dma.set_dirty(leaf_pfn(l.aux))
+            }
+        }) {
             Some(f) => {
                 self.flush(f);
                 true
@@ -164,17 +193,16 @@ impl<P: Platform> Engine<P> {
     /// mapped with, after marking the page dirty if the device could write it.
     fn release(&self, f: Flush) -> usize {
         let n = self.pt.reap(f.start, f.end, |l| {
-            let pfn = leaf_pfn(l.aux);
-            if l.perm.write && !cfg!(feature = "teeth-no-set-dirty") {
-                self.dma.set_dirty(pfn);
+            // A device page has no dirty bit to set: it is the only copy.
+            if l.perm.write && !l.perm.local && !cfg!(feature = "teeth-no-set-dirty") {
+                self.dma.set_dirty(leaf_pfn(l.aux));
             }
             let order = if l.level == 1 {
                 HUGE_SHIFT - PAGE_SHIFT
             } else {
                 0
             };
-            self.dma
-                .unmap(l.addr, pfn, order, l.aux & AUX_DMA_WRITE != 0);
+            self.unmap_leaf(l.addr, l.aux, order);
         });
         Counters::add(&self.stats.dma_unmapped, n as u64);
         n

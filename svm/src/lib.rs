@@ -18,6 +18,7 @@ pub mod engine;
 mod fault;
 mod gc;
 mod invalidate;
+pub mod migrate;
 pub mod platform;
 mod range;
 mod serial;
@@ -28,5 +29,6 @@ pub mod userq;
 
 pub use config::{Config, LockScope};
 pub use engine::{leaf_pfn, Access, DeviceFault, Engine, Parts, RangeInfo, Scratch};
+pub use migrate::{migrate_to_ram, Place};
 pub use platform::Platform;
 pub use stats::Stats;

@@ -68,6 +68,9 @@ pub struct Invalidation {
     pub blockable: bool,
     /// The sequence number to hand to `mmu_interval_set_seq()`.
     pub cur_seq: u64,
+    /// `range->owner`: the `pgmap_owner` a `migrate_vma_setup()` passed (0: none). Only an
+    /// `Event::Migrate` carries one.
+    pub owner: u64,
 }
 
 /// The callback an interval notifier runs (`mmu_interval_notifier_ops.invalidate`). `cookie`
@@ -121,6 +124,60 @@ pub struct HmmRequest<'a, I> {
     pub start: u64,
     /// `range.hmm_pfns`.
     pub pfns: &'a mut [u64],
+    /// `range.dev_private_owner`: device-private pages of this owner come back as their
+    /// device pfns (`HMM_PFN_VALID`, and `HMM_PFN_WRITE` if the CPU entry is writable) instead
+    /// of being faulted back to system memory (0: none; every device-private page is foreign).
+    pub dev_private_owner: u64,
+}
+
+/// `MIGRATE_PFN_VALID` (6.12 `include/linux/migrate.h`): the entry holds a pfn.
+pub const MIGRATE_PFN_VALID: u64 = 1 << 0;
+/// `MIGRATE_PFN_MIGRATE`: the page (or the hole) can be migrated.
+pub const MIGRATE_PFN_MIGRATE: u64 = 1 << 1;
+/// `MIGRATE_PFN_WRITE`: the CPU mapped the page writable.
+pub const MIGRATE_PFN_WRITE: u64 = 1 << 3;
+/// `MIGRATE_PFN_SHIFT`.
+pub const MIGRATE_PFN_SHIFT: u32 = 6;
+
+/// `migrate_pfn()`.
+pub const fn migrate_pfn(pfn: u64) -> u64 {
+    (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID
+}
+
+/// `migrate_pfn_to_page()`'s pfn; `None` without `MIGRATE_PFN_VALID`.
+pub const fn migrate_pfn_pfn(v: u64) -> Option<u64> {
+    if v & MIGRATE_PFN_VALID != 0 {
+        Some(v >> MIGRATE_PFN_SHIFT)
+    } else {
+        None
+    }
+}
+
+/// Which pages a migration collects (`MIGRATE_VMA_SELECT_*`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Select {
+    /// `MIGRATE_VMA_SELECT_SYSTEM`: system pages and holes (to device memory).
+    System,
+    /// `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`: device-private pages of `owner` (to system memory).
+    DevicePrivate,
+}
+
+/// One `struct migrate_vma`: `[start, start + 4096 * src.len())` of one VMA. `setup` fills
+/// `src` (`MIGRATE_PFN_MIGRATE` on what it collected: the CPU maps a migration entry there
+/// until `finalize`); the caller fills `dst` for the entries it migrates (`migrate_pfn()` of a
+/// locked page it allocated and copied into, else 0), then calls `pages` and `finalize`.
+pub struct MigrateReq<'a> {
+    /// `args->start`.
+    pub start: u64,
+    /// `args->src`.
+    pub src: &'a mut [u64],
+    /// `args->dst`.
+    pub dst: &'a mut [u64],
+    /// `args->flags`.
+    pub select: Select,
+    /// `args->pgmap_owner`: passed to the `MMU_NOTIFY_MIGRATE` callbacks, and the owner of the
+    /// device-private pages `Select::DevicePrivate` collects.
+    pub owner: u64,
 }
 
 /// The process address space a context is bound to (`struct mm_struct`, held by `mmgrab`).
@@ -167,6 +224,71 @@ pub trait Mm: Send + Sync {
         guard: &mut Self::ReadGuard<'_>,
         req: &mut HmmRequest<'_, Self::Interval>,
     ) -> Result<(), Errno>;
+
+    /// `migrate_vma_setup()`, the caller holding the read lock (a guard of
+    /// [`Mm::mmap_read`], or the page fault's own in `migrate_to_ram`): collects and unmaps
+    /// what can migrate, under an `MMU_NOTIFY_MIGRATE` invalidation carrying `req.owner`.
+    /// Returns how many entries it collected (`cpages`). `EINVAL` for a span that is not in
+    /// one anonymous VMA; `EOPNOTSUPP` on a platform without device memory.
+    fn migrate_setup(&self, req: &mut MigrateReq<'_>) -> Result<usize, Errno> {
+        let _ = req;
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// `migrate_vma_pages()`: moves each collected entry that has a `dst` to it; clears
+    /// `MIGRATE_PFN_MIGRATE` on those that could not move.
+    fn migrate_pages(&self, req: &mut MigrateReq<'_>) {
+        let _ = req;
+    }
+
+    /// `migrate_vma_finalize()`: the CPU maps the new pages where they moved and the old ones
+    /// elsewhere; frees the pages no longer used (the old ones, unused `dst` pages).
+    fn migrate_finalize(&self, req: &mut MigrateReq<'_>) {
+        let _ = req;
+    }
+}
+
+/// The device's own memory, as `MEMORY_DEVICE_PRIVATE` pages of one `dev_pagemap`
+/// (`memremap_pages()`): the CPU cannot reach them, so the CPU page table holds a
+/// device-private entry where one is mapped, and a CPU access calls `migrate_to_ram`.
+pub trait Devmem: Send + Sync {
+    /// `pgmap->owner` (0: this device has no device memory, and nothing migrates).
+    fn owner(&self) -> u64;
+    /// The device address of `pfn` if it is one of this device's pages (`is_device_private_page()`
+    /// with our owner), for a local leaf: no DMA mapping.
+    fn local_addr(&self, pfn: u64) -> Option<u64>;
+    /// A free device page, locked and referenced for a migration (`zone_device_page_init()`);
+    /// `None` when device memory is full.
+    fn alloc_device(&self) -> Option<u64>;
+    /// A new system page for `va` (`alloc_page_vma(GFP_HIGHUSER_MOVABLE)`), locked.
+    fn alloc_system(&self, va: u64) -> Option<u64>;
+    /// Returns a `dst` page that did not migrate (unlock + put).
+    fn free_unused(&self, pfn: u64);
+    /// Copies page `src` to page `dst` through the device's copy engine, waiting for it;
+    /// `src` `None`: zero-fills `dst` (a hole migrating to the device).
+    fn copy(&self, dst: u64, src: Option<u64>) -> Result<(), Errno>;
+}
+
+/// A device without device memory.
+pub struct NoDevmem;
+
+impl Devmem for NoDevmem {
+    fn owner(&self) -> u64 {
+        0
+    }
+    fn local_addr(&self, _pfn: u64) -> Option<u64> {
+        None
+    }
+    fn alloc_device(&self) -> Option<u64> {
+        None
+    }
+    fn alloc_system(&self, _va: u64) -> Option<u64> {
+        None
+    }
+    fn free_unused(&self, _pfn: u64) {}
+    fn copy(&self, _dst: u64, _src: Option<u64>) -> Result<(), Errno> {
+        Err(Errno::EOPNOTSUPP)
+    }
 }
 
 /// DMA mapping against the device (`dma_map_page()` family). A page the CPU may write (hmm
@@ -242,11 +364,16 @@ pub trait Platform: Send + Sync + Sized + 'static {
     type Dma: Dma;
     /// The device TLB.
     type Tlb: DeviceTlb;
+    /// Device memory ([`NoDevmem`] for a device without).
+    type Devmem: Devmem;
 
     /// A monotonic clock in ns (`ktime_get_ns()`), for the retry budget.
     fn now_ns(&self) -> u64;
     /// Lets others run between retries (`cond_resched()`).
     fn relax(&self);
+    /// The calling task (`current`), to tell an engine's own migration from anyone else's in
+    /// the notifier callback it runs.
+    fn task(&self) -> u64;
     /// Reports a broken engine invariant that the engine survived (kernel: `WARN_ONCE`-style
     /// log line). Counted in [`super::stats::Stats::accounting_errors`] as well.
     fn warn(&self, what: &str) {

@@ -32,6 +32,11 @@ pub(crate) struct RangeState {
     /// The last invalidation seen `(start, end, event)`, to tell a fault's own COW break from
     /// foreign invalidations when counting retries.
     pub(crate) last: Option<(u64, u64, Event)>,
+    /// The engine's own migration of `(start, end)` by task `task` is collecting pages: the
+    /// span was zapped when this was set, no fault commits a leaf there until it is cleared,
+    /// and the `MMU_NOTIFY_MIGRATE` callback that task's `migrate_vma_setup()` makes, with our
+    /// owner, inside the span, has nothing to zap (see `migrate.rs`).
+    pub(crate) migrating: Option<(u64, u64, u64)>,
 }
 
 /// A value written once before the owner is published, read-only afterwards.
@@ -131,6 +136,7 @@ impl<P: Platform> Range<P> {
             owner: false,
             mapped: 0,
             last: None,
+            migrating: None,
         };
         // SAFETY: `slot` is valid and stays put (caller contract); every field is written
         // once, the lock first (the only one that can fail).

@@ -73,6 +73,19 @@ stats! {
     ranges_reaped_empty,
     /// Range creations refused because the engine holds `Config::max_ranges` ranges in use.
     range_limit_hits,
+    /// 4 KiB leaves written for the device's own memory (no DMA mapping).
+    local_mapped,
+    /// Pages migrated to device memory.
+    migrated_to_device,
+    /// Pages migrated back to system memory by the engine (a CPU fault's `migrate_to_ram`
+    /// is not an engine's).
+    migrated_to_system,
+    /// Pages a migration collected but could not move (device memory full, a copy failed,
+    /// the CPU entry changed meanwhile).
+    migrate_failed,
+    /// `MMU_NOTIFY_MIGRATE` callbacks of the engine's own migrations, whose zap the migration
+    /// does itself.
+    migrate_skips,
 }
 
 impl Counters {

@@ -749,3 +749,103 @@ mod userq {
         });
     }
 }
+
+/// Device memory: an engine migration against a device access and against an munmap, and a
+/// CPU fault's `migrate_to_ram` against a device access of the same page.
+mod devmem {
+    use super::*;
+    use svm::{Place, Scratch};
+
+    fn world() -> Arc<World> {
+        let cfg = Config {
+            fault_around_pages: 1,
+            ..Config::default()
+        };
+        Arc::new(
+            World::builder()
+                .config(cfg)
+                .tlb_entries(4)
+                .clock_step(1)
+                .devmem_pages(2)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn migrate(w: &World, a: u64, to: Place) -> Result<(), Errno> {
+        let _s = w.violations.scope();
+        let mut done = 0;
+        w.engine
+            .migrate(&mut Scratch::new(), a, PAGE, to, &mut done)
+    }
+
+    /// The device writes a page while the engine moves it to device memory. A fault that read
+    /// the old page before the migration collected it must fail its seq check (the callback of
+    /// the engine's own migration still sets the seq), and a leaf made before must be zapped by
+    /// the migration before the copy: otherwise the write lands in a page `finalize` frees.
+    #[test]
+    fn migration_vs_device_write() {
+        model(|| {
+            let w = world();
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || {
+                let mut d = w2.device();
+                d.write(a, 2).unwrap();
+                d.read(a).unwrap()
+            });
+            migrate(&w, a, Place::Device).unwrap();
+            assert_eq!(t.join().unwrap(), 2);
+            assert!(w.mm.device_pte(a).is_some(), "page not moved");
+            w.check_quiescent()
+                .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "device write lost");
+            finish(&w);
+        });
+    }
+
+    /// The page is dropped (`MADV_DONTNEED`, under the read lock as the migration is) while it
+    /// migrates: before setup, between setup and finalize (the migration entry goes, the
+    /// migration must not put a page back), or after (the device page goes). Nothing leaks,
+    /// the device memory comes back, the page reads 0.
+    #[test]
+    fn migration_vs_dontneed() {
+        model(|| {
+            let w = world();
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            w.device().read(a).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || w2.mm.madvise_dontneed(a, PAGE).unwrap());
+            migrate(&w, a, Place::Device).unwrap();
+            t.join().unwrap();
+            let left = w.devmem.used();
+            assert!(left <= 1, "{left}");
+            assert_eq!(w.device().read(a).unwrap(), 0, "dropped page came back");
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 0);
+            assert_eq!(w.devmem.used(), 0, "device page leaked");
+            finish(&w);
+        });
+    }
+
+    /// A device write to a device-resident page while the CPU faults it back: the write lands
+    /// in device memory before the copy, or in the new system page after it; never in between.
+    #[test]
+    fn cpu_touch_vs_device_write() {
+        model(|| {
+            let w = world();
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            migrate(&w, a, Place::Device).unwrap();
+            w.device().read(a).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || w2.device().write(a, 2).unwrap());
+            let seen = w.mm.cpu_read(a).unwrap();
+            assert!(seen == 1 || seen == 2, "{seen}");
+            t.join().unwrap();
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "device write lost");
+            finish(&w);
+        });
+    }
+}

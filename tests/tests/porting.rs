@@ -34,6 +34,8 @@ impl LpaeFormat {
     const AF: u64 = 1 << 10;
     /// Software bit: "this was a leaf", kept when the valid bit goes.
     const SW_LEAF: u64 = 1 << 55;
+    /// Software bit: the leaf maps device memory (AttrIndx would pick its memory type too).
+    const SW_LOCAL: u64 = 1 << 56;
     const ADDR: u64 = 0x0000_ffff_ffff_f000;
 }
 
@@ -58,6 +60,9 @@ impl PteFormat for LpaeFormat {
         if !perm.write {
             pte |= Self::AP_RO;
         }
+        if perm.local {
+            pte |= Self::SW_LOCAL;
+        }
         pte
     }
 
@@ -72,6 +77,7 @@ impl PteFormat for LpaeFormat {
         let addr = pte & Self::ADDR;
         let perm = Perm {
             write: pte & Self::AP_RO == 0,
+            local: pte & Self::SW_LOCAL != 0,
         };
         let valid = pte & Self::VALID != 0;
         let leaf = level == 0 || pte & Self::TABLE_OR_PAGE == 0;
@@ -93,7 +99,7 @@ fn lpae_format_round_trips() {
         (0x4000_0000, 1),
         (0xfff_ffe0_0000, 1),
     ] {
-        for perm in [Perm::RO, Perm::RW] {
+        for perm in [Perm::RO, Perm::RW, Perm::RO.local(), Perm::RW.local()] {
             let pte = LpaeFormat::leaf(addr, perm, level);
             assert_eq!(LpaeFormat::decode(pte, level), Entry::Leaf { addr, perm });
             assert_eq!(

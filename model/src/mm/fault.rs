@@ -21,6 +21,10 @@ enum Step {
     },
     /// Loop again (after a swap-in that still needs `do_wp_page()`).
     Again,
+    /// A device-private entry: the owner's `migrate_to_ram`, then retry.
+    ToRam(u64),
+    /// A migration entry: `migration_entry_wait()`, then retry.
+    WaitMigration,
 }
 
 /// `wp_can_reuse_anon_folio()` (order-0 pages; a large folio is never reused piecewise).
@@ -57,6 +61,8 @@ impl MmShared {
                 Step::Done => return Ok(()),
                 Step::Again => {}
                 Step::SplitPmd(h) => self.split_huge_pmd(self.id, h),
+                Step::ToRam(owner) => self.device_fault(owner, va)?,
+                Step::WaitMigration => self.wait_migration(va),
                 Step::Copy { pte, data } => {
                     // wp_page_copy(): the notifier covers the page, then pte_same() under the
                     // lock; a changed PTE ends the notifier and retries the fault.
@@ -237,6 +243,8 @@ impl MmShared {
                 m.set_pte(id, va, Pte::Present(pte));
                 Ok(if still_write { Step::Again } else { Step::Done })
             }
+            Some(Pte::Device { pfn, .. }) => Ok(Step::ToRam(m.owner_of(pfn))),
+            Some(Pte::Migration { .. }) => Ok(Step::WaitMigration),
             Some(Pte::Present(p)) => {
                 if !p.accessible {
                     return Err(Errno::EFAULT);

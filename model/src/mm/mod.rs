@@ -12,6 +12,7 @@
 //! exit and the OOM reaper, `rwsem` the `mmap_lock`.
 
 mod fault;
+pub(crate) mod migrate;
 mod ops;
 mod reclaim;
 mod rwsem;
@@ -36,6 +37,10 @@ use svm::platform::{Event, HmmRequest, InvalidateFn, Vma as PVma};
 /// The machine: frames, swap, and the page tables of every mm forked from one root.
 pub(crate) struct Machine {
     pub st: Mutex<MachineState>,
+    /// Signalled when a migration ends (`migration_entry_wait()` waiters).
+    pub migr_cv: Condvar,
+    /// `dev_pagemap_ops.migrate_to_ram` of each device memory, by owner.
+    pub devmem_ops: std::sync::Mutex<DetMap<u64, migrate::MigrateToRam>>,
     /// The mms on this machine, for reverse-map walks that must notify another mm.
     mms: std::sync::Mutex<DetMap<MmId, Weak<MmShared>>>,
     next_id: AtomicU64,
@@ -45,6 +50,8 @@ impl Machine {
     fn new() -> Arc<Self> {
         Arc::new(Machine {
             st: Mutex::new(MachineState::new()),
+            migr_cv: Condvar::new(),
+            devmem_ops: std::sync::Mutex::new(DetMap::default()),
             mms: std::sync::Mutex::new(DetMap::default()),
             next_id: AtomicU64::new(1),
         })
@@ -213,11 +220,17 @@ impl MmShared {
 
     /// A blockable invalidation of `[start, end)`: callbacks have run when this returns.
     pub fn inv(&self, start: u64, end: u64, event: Event) -> Inv<'_> {
+        self.inv_owner(start, end, event, 0)
+    }
+
+    /// A blockable invalidation carrying `owner` (`mmu_notifier_range_init_owner()`).
+    pub fn inv_owner(&self, start: u64, end: u64, event: Event, owner: u64) -> Inv<'_> {
         let r = InvRange {
             start,
             end,
             event,
             blockable: true,
+            owner,
         };
         let _ = self.notifier.invalidate_range_start(&r);
         Inv {
@@ -232,6 +245,7 @@ impl MmShared {
             end,
             event,
             blockable: false,
+            owner: 0,
         };
         self.notifier.invalidate_range_start(&r).ok()?;
         Some(Inv {
@@ -515,5 +529,17 @@ impl svm::platform::Mm for MmHandle {
         }
         self.0.hmm_calls.fetch_add(1, Ordering::Relaxed);
         crate::hmm::hmm_range_fault(&self.0, req)
+    }
+
+    fn migrate_setup(&self, req: &mut svm::platform::MigrateReq<'_>) -> Result<usize, Errno> {
+        self.0.migrate_setup(req)
+    }
+
+    fn migrate_pages(&self, req: &mut svm::platform::MigrateReq<'_>) {
+        self.0.migrate_pages(req)
+    }
+
+    fn migrate_finalize(&self, req: &mut svm::platform::MigrateReq<'_>) {
+        self.0.migrate_finalize(req)
     }
 }

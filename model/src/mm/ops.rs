@@ -251,6 +251,31 @@ impl MmShared {
                             },
                         );
                     }
+                    // copy_nonpresent_pte(): a device-private entry is shared read-only, as
+                    // a present page is (a CPU write migrates it back, then breaks COW).
+                    Pte::Device { pfn, .. } => {
+                        let e = Pte::Device {
+                            pfn,
+                            writable: false,
+                        };
+                        m.mm(self.id).ptes.insert(a, e);
+                        m.frame(pfn).exclusive = false;
+                        m.rmap_add(pfn, child.id, a);
+                        m.set_pte(child.id, a, e);
+                    }
+                    // A migration entry (another mm's migration of a page we share) is copied
+                    // read-only; `remove_migration_ptes()` finds the child too.
+                    Pte::Migration { pfn, .. } => {
+                        let e = Pte::Migration {
+                            pfn,
+                            writable: false,
+                        };
+                        m.mm(self.id).ptes.insert(a, e);
+                        m.set_pte(child.id, a, e);
+                        if let Some(iso) = m.isolated.get_mut(&pfn) {
+                            iso.mappers.push((child.id, a, false));
+                        }
+                    }
                 }
             }
             let tables: Vec<u64> = m
@@ -378,8 +403,27 @@ impl MmHandle {
                 }
                 let ptes: Vec<u64> = m.mm_ref(mm.id).ptes.range(s..e).map(|(a, _)| *a).collect();
                 for va in ptes {
-                    let Some(Pte::Present(p)) = m.mm_ref(mm.id).ptes.get(&va).copied() else {
-                        continue;
+                    let p = match m.mm_ref(mm.id).ptes.get(&va).copied() {
+                        Some(Pte::Present(p)) => p,
+                        // change_pte_range(): writable device-private and migration entries
+                        // become readable; nothing is ever made writable here.
+                        Some(Pte::Device { pfn, writable }) if writable && !prot.write => {
+                            let e = Pte::Device {
+                                pfn,
+                                writable: false,
+                            };
+                            m.mm(mm.id).ptes.insert(va, e);
+                            continue;
+                        }
+                        Some(Pte::Migration { pfn, writable }) if writable && !prot.write => {
+                            let e = Pte::Migration {
+                                pfn,
+                                writable: false,
+                            };
+                            m.mm(mm.id).ptes.insert(va, e);
+                            continue;
+                        }
+                        _ => continue,
                     };
                     let excl =
                         !is_zero_pfn(p.pfn) && m.frames.get(&p.pfn).is_some_and(|f| f.exclusive);
@@ -484,7 +528,8 @@ impl MmHandle {
                             q.dirty = false;
                         }
                     }
-                    Pte::Present(_) => {}
+                    // Device-private and migration entries are left alone.
+                    Pte::Present(_) | Pte::Device { .. } | Pte::Migration { .. } => {}
                 }
             }
         }

@@ -53,7 +53,7 @@ impl MmShared {
     /// Splits every PMD mapping the folio of `pfn` and the folio itself, so that `pfn` is an
     /// order-0 page mapped by PTEs (`TTU_SPLIT_HUGE_PMD` + `split_folio()`). `None` if `va`
     /// maps no reclaimable page.
-    fn make_small(&self, va: u64) -> Option<u64> {
+    pub(crate) fn make_small(&self, va: u64) -> Option<u64> {
         for _ in 0..8 {
             let mut m = self.machine.st.lock();
             let h = huge_down(va);

@@ -108,6 +108,18 @@ pub(crate) enum Pte {
         slot: u64,
         exclusive: bool,
     },
+    /// A device-private entry (`make_{readable,writable}_device_private_entry()`): the page
+    /// is in a device's memory; a CPU access calls its owner's `migrate_to_ram`.
+    Device {
+        pfn: u64,
+        writable: bool,
+    },
+    /// A migration entry `migrate_vma_setup()` left (`make_*_migration_entry()`): accesses
+    /// wait until `migrate_vma_finalize()` puts a page back.
+    Migration {
+        pfn: u64,
+        writable: bool,
+    },
 }
 
 /// A PMD mapping a whole 2 MiB folio (a THP, or the huge zero folio).
@@ -140,6 +152,25 @@ pub(crate) struct Frame {
     pub pmd_maps: Vec<(MmId, u64)>,
     /// The swap slot this page caches (`PG_swapcache`).
     pub swapcache: Option<u64>,
+    /// A device-private page of this `pgmap->owner` (0: system memory).
+    pub owner: u64,
+    /// References held besides the mappings (a migration's isolation, a new page's lock):
+    /// the page is not freed while any is held.
+    pub pins: u32,
+}
+
+/// A device's memory: a fixed number of device-private pages.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DevPool {
+    pub cap: usize,
+    pub used: usize,
+}
+
+/// A page a migration collected: every CPU mapping of it now holds a migration entry.
+#[derive(Clone, Debug)]
+pub(crate) struct Isolated {
+    /// (mm, va, writable) of each mapping the migration replaced.
+    pub mappers: Vec<(MmId, u64, bool)>,
 }
 
 /// A swap slot.
@@ -273,6 +304,10 @@ pub(crate) struct MachineState {
     live: usize,
     /// The DMA trackers of this machine: a page must not be freed while one maps it.
     pub dma_watch: Vec<DmaWatch>,
+    /// Device memories, by owner.
+    pub devpools: DetMap<u64, DevPool>,
+    /// Pages collected by a running migration, by pfn.
+    pub isolated: DetMap<u64, Isolated>,
 }
 
 impl MachineState {
@@ -286,6 +321,8 @@ impl MachineState {
             mms: DetMap::default(),
             live: 0,
             dma_watch: Vec::new(),
+            devpools: DetMap::default(),
+            isolated: DetMap::default(),
         }
     }
 
@@ -318,9 +355,31 @@ impl MachineState {
                 rmap: Vec::new(),
                 pmd_maps: Vec::new(),
                 swapcache: None,
+                owner: 0,
+                pins: 0,
             },
         );
         self.live += 1;
+    }
+
+    /// Allocates a device-private page of `owner` (locked: pinned once), if its memory has
+    /// room.
+    pub fn alloc_device_page(&mut self, owner: u64) -> Option<u64> {
+        let pool = self.devpools.get_mut(&owner)?;
+        if pool.used >= pool.cap {
+            return None;
+        }
+        pool.used += 1;
+        let pfn = self.alloc_page(0);
+        let f = self.frame(pfn);
+        f.owner = owner;
+        f.pins = 1;
+        Some(pfn)
+    }
+
+    /// The owner of device-private page `pfn` (0: a system page, or no page).
+    pub fn owner_of(&self, pfn: u64) -> u64 {
+        self.frames.get(&pfn).map_or(0, |f| f.owner)
     }
 
     /// Allocates an order-0 anonymous page holding `data` (exclusive, clean).
@@ -436,8 +495,15 @@ impl MachineState {
         let Some(f) = self.frames.get(&pfn) else {
             return;
         };
-        if !f.alive || self.mapcount(pfn) != 0 {
+        if !f.alive || f.pins != 0 || self.mapcount(pfn) != 0 {
             return;
+        }
+        if f.owner != 0 {
+            // dev_pagemap_ops.page_free: back to the device's free list.
+            let owner = f.owner;
+            if let Some(p) = self.devpools.get_mut(&owner) {
+                p.used = p.used.saturating_sub(1);
+            }
         }
         if let Some(slot) = self.frames.get(&pfn).and_then(|f| f.swapcache) {
             self.uncache(pfn, slot);
@@ -572,7 +638,7 @@ impl MachineState {
                 accessible: p.accessible,
                 huge: false,
             }),
-            Pte::Swap { .. } => None,
+            Pte::Swap { .. } | Pte::Device { .. } | Pte::Migration { .. } => None,
         }
     }
 
@@ -593,7 +659,9 @@ impl MachineState {
                 self.rmap_del(p.pfn, mm, va);
             }
             Some(Pte::Swap { slot, .. }) => self.swap_put(slot),
-            None => {}
+            Some(Pte::Device { pfn, .. }) => self.rmap_del(pfn, mm, va),
+            // The isolated page stays pinned; `finalize` finds the entry gone.
+            Some(Pte::Migration { .. }) | None => {}
         }
     }
 

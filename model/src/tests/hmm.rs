@@ -28,6 +28,7 @@ fn hmm_seq(mm: &MmHandle, r: &Reg, seq: u64, start: u64, pfns: &mut [u64]) -> Re
         seq,
         start,
         pfns,
+        dev_private_owner: 0,
     };
     mm.hmm_range_fault(&mut g, &mut req)
 }

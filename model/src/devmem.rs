@@ -1,0 +1,94 @@
+//! Simulated device memory: `MEMORY_DEVICE_PRIVATE` pages of one `pgmap->owner`, each a frame
+//! of the machine (as `lib/test_hmm.c` backs each device page with a system page it owns),
+//! a fixed number of them. The device reaches them through local leaves, never through DMA.
+
+use crate::mm::state::PAGE_SIZE;
+use crate::mm::{Machine, MmHandle};
+use pgtable::Errno;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use svm::platform::Devmem;
+
+/// One device's memory (cheap to clone; clones are the same memory).
+#[derive(Clone)]
+pub struct ModelDevmem {
+    machine: Arc<Machine>,
+    owner: u64,
+}
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(0xd0_0000);
+
+impl ModelDevmem {
+    /// Gives `mm`'s machine a device memory of `pages` pages, with an owner of its own, whose
+    /// `migrate_to_ram` is the engine's ([`svm::migrate_to_ram`]). 0 pages: no device memory
+    /// (owner 0).
+    pub fn new(mm: &MmHandle, pages: usize) -> Self {
+        if pages == 0 {
+            return ModelDevmem {
+                machine: mm.0.machine.clone(),
+                owner: 0,
+            };
+        }
+        let owner = NEXT_OWNER.fetch_add(0x1000, Ordering::Relaxed);
+        let op = Arc::new(move |mm: &MmHandle, va: u64| {
+            let dm = ModelDevmem {
+                machine: mm.0.machine.clone(),
+                owner,
+            };
+            svm::migrate_to_ram(mm, &dm, va)
+        });
+        mm.add_devmem(owner, pages, op);
+        ModelDevmem {
+            machine: mm.0.machine.clone(),
+            owner,
+        }
+    }
+
+    /// Pages in use.
+    pub fn used(&self) -> usize {
+        self.machine
+            .st
+            .lock()
+            .devpools
+            .get(&self.owner)
+            .map_or(0, |p| p.used)
+    }
+}
+
+impl Devmem for ModelDevmem {
+    fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    fn local_addr(&self, pfn: u64) -> Option<u64> {
+        let m = self.machine.st.lock();
+        (m.owner_of(pfn) == self.owner && m.alive(pfn)).then_some(pfn * PAGE_SIZE)
+    }
+
+    fn alloc_device(&self) -> Option<u64> {
+        self.machine.st.lock().alloc_device_page(self.owner)
+    }
+
+    fn alloc_system(&self, _va: u64) -> Option<u64> {
+        let mut m = self.machine.st.lock();
+        let pfn = m.alloc_page(0);
+        m.frame(pfn).pins = 1;
+        Some(pfn)
+    }
+
+    fn free_unused(&self, pfn: u64) {
+        let mut m = self.machine.st.lock();
+        m.frame(pfn).pins -= 1;
+        m.maybe_free(pfn);
+    }
+
+    fn copy(&self, dst: u64, src: Option<u64>) -> Result<(), Errno> {
+        let mut m = self.machine.st.lock();
+        let data = match src {
+            None => 0,
+            Some(s) => m.data(s).ok_or(Errno::EFAULT)?,
+        };
+        m.frame(dst).data = data;
+        Ok(())
+    }
+}

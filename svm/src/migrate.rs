@@ -1,0 +1,227 @@
+//! Migration between system memory and the device's own memory, and the CPU fault on a
+//! device page (`migrate_to_ram`). See `Documentation/design.rst`, "Device memory".
+//!
+//! A migration step is one `migrate_vma_setup()` / `_pages()` / `_finalize()` over at most
+//! [`MIGRATE_CHUNK`] pages of one range and one VMA. Under the range lock it claims the span
+//! (`RangeState::migrating`) and zaps it, in one critical section; while the claim lasts no
+//! fault commits a leaf in the span (it retries). So when setup's `MMU_NOTIFY_MIGRATE`
+//! callback runs, in this same task, the span holds no leaf, and the callback only sets the
+//! seq (a fault that read the old pages before fails its check) and skips the zap: the
+//! migration does not invalidate itself. Once setup returns the CPU maps migration entries
+//! there and faults wait in hmm, so the claim goes. The device copies the pages only after
+//! that, so no device write can be lost in the copy or land in a page `finalize` frees. The
+//! notifications of `migrate_vma_pages()` (holes filled) and of anyone else's migration with
+//! our owner (a CPU fault's `migrate_to_ram`) are zapped as any invalidation is.
+
+use super::engine::{Engine, Scratch, MIGRATE_CHUNK};
+use super::pgtable::table::PAGE_SHIFT;
+use super::pgtable::{Errno, Lock};
+use super::platform::{
+    migrate_pfn, migrate_pfn_pfn, Devmem, MigrateReq, Mm, Platform, Select, MIGRATE_PFN_MIGRATE,
+};
+use super::range::{InFlight, Range};
+use super::stats::Counters;
+
+const PAGE: u64 = 1 << PAGE_SHIFT;
+
+/// Where a migration moves pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Place {
+    /// System memory (pages of the device's own memory come back).
+    System,
+    /// The device's own memory (system pages and holes go there).
+    Device,
+}
+
+/// The range's migration slot, claimed for one step; released (under the range lock) when
+/// dropped.
+struct Claim<'a, P: Platform>(&'a Range<P>);
+
+impl<P: Platform> Drop for Claim<'_, P> {
+    fn drop(&mut self) {
+        self.0.lock.lock().migrating = None;
+    }
+}
+
+impl<P: Platform> Engine<P> {
+    /// Moves the pages of `[start, start + len)` to `to`, as far as they can move: pages the
+    /// CPU shares with another mapping than this one may stay, as may a page whose CPU entry
+    /// changed meanwhile. Restartable: `done` says how many bytes from `start` were handled.
+    /// `EINVAL` for a misaligned, empty, overflowing or kernel range; `EOPNOTSUPP` without
+    /// device memory; `EFAULT` for a hole or I/O memory; `ENOMEM` when device memory (or
+    /// system memory, moving back) ran out; `ESRCH` once the mm is gone.
+    pub fn migrate(
+        &self,
+        scratch: &mut Scratch,
+        start: u64,
+        len: u64,
+        to: Place,
+        done: &mut u64,
+    ) -> Result<(), Errno> {
+        *done = 0;
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
+        {
+            return Err(Errno::EINVAL);
+        }
+        if self.devmem.owner() == 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
+        let mut va = start;
+        while va < end {
+            let step = self.migrate_step(scratch, va, end, to)?;
+            if step == 0 {
+                // The range died, or another migration holds it: go round.
+                if self.plat.now_ns() > deadline {
+                    Counters::add(&self.stats.retry_timeouts, 1);
+                    return Err(Errno::EBUSY);
+                }
+                self.plat.relax();
+                continue;
+            }
+            va += step;
+            *done = va - start;
+        }
+        Ok(())
+    }
+
+    /// One step from `va`: returns the bytes handled (0: try again).
+    pub(crate) fn migrate_step(
+        &self,
+        scratch: &mut Scratch,
+        va: u64,
+        end: u64,
+        to: Place,
+    ) -> Result<u64, Errno> {
+        let range = self.range_for(va, true)?;
+        let Some(_inflight) = InFlight::enter(&range) else {
+            return Ok(0);
+        };
+        let g = self.mm.mmap_read()?;
+        let vma = self.mm.vma(&g, va).ok_or(Errno::EFAULT)?;
+        if vma.io || !vma.read {
+            return Err(Errno::EFAULT);
+        }
+        let ce = end
+            .min(range.end)
+            .min(vma.end)
+            .min(va + ((MIGRATE_CHUNK as u64) << PAGE_SHIFT));
+        let claim = {
+            let mut st = range.lock.lock();
+            if st.dead || st.migrating.is_some() {
+                return Ok(0);
+            }
+            st.migrating = Some((va, ce, self.plat.task()));
+            // Dead: teardown took the leaves. Not the owner: there are none to take.
+            if st.owner && !cfg!(feature = "teeth-migrate-no-zap") {
+                self.evict(&mut st, va, ce);
+            }
+            Claim(&*range)
+        };
+        let n = ((ce - va) >> PAGE_SHIFT) as usize;
+        let (src, dst) = (&mut scratch.src[..n], &mut scratch.dst[..n]);
+        src.fill(0);
+        dst.fill(0);
+        let mut req = MigrateReq {
+            start: va,
+            src,
+            dst,
+            select: match to {
+                Place::Device => Select::System,
+                Place::System => Select::DevicePrivate,
+            },
+            owner: self.devmem.owner(),
+        };
+        let collected = self.mm.migrate_setup(&mut req);
+        drop(claim);
+        let collected = collected?;
+        let mut short = false;
+        if collected > 0 {
+            short = self.migrate_copy(&mut req, to);
+            self.mm.migrate_pages(&mut req);
+            let moved = req
+                .src
+                .iter()
+                .zip(req.dst.iter())
+                .filter(|(s, d)| *s & MIGRATE_PFN_MIGRATE != 0 && **d != 0)
+                .count() as u64;
+            let c = match to {
+                Place::Device => &self.stats.migrated_to_device,
+                Place::System => &self.stats.migrated_to_system,
+            };
+            Counters::add(c, moved);
+            self.mm.migrate_finalize(&mut req);
+        }
+        drop(g);
+        if short {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(ce - va)
+    }
+
+    /// Allocates and fills a destination for every collected entry; returns whether memory
+    /// ran out for one (it stays where it is, as do those whose copy failed).
+    fn migrate_copy(&self, req: &mut MigrateReq<'_>, to: Place) -> bool {
+        let mut short = false;
+        for i in 0..req.src.len() {
+            let s = req.src[i];
+            if s & MIGRATE_PFN_MIGRATE == 0 {
+                continue;
+            }
+            let va = req.start + ((i as u64) << PAGE_SHIFT);
+            let d = match to {
+                Place::Device => self.devmem.alloc_device(),
+                Place::System => self.devmem.alloc_system(va),
+            };
+            let Some(d) = d else {
+                short = true;
+                Counters::add(&self.stats.migrate_failed, 1);
+                continue;
+            };
+            if self.devmem.copy(d, migrate_pfn_pfn(s)).is_err() {
+                self.devmem.free_unused(d);
+                Counters::add(&self.stats.migrate_failed, 1);
+                continue;
+            }
+            req.dst[i] = migrate_pfn(d);
+        }
+        short
+    }
+}
+
+/// `dev_pagemap_ops.migrate_to_ram` for the page at `va`: a CPU access found one of
+/// `devmem`'s pages there. Called from the page fault, `mmap_lock` held for read. Moves the
+/// page back to a new system page; every engine mirroring it sees the `MMU_NOTIFY_MIGRATE`
+/// and zaps it (none of them runs this migration). Ok also when someone else moved it first:
+/// the fault is retried. `ENOMEM` (`VM_FAULT_OOM`) without a system page.
+pub fn migrate_to_ram<M: Mm, D: Devmem>(mm: &M, devmem: &D, va: u64) -> Result<(), Errno> {
+    let mut src = [0u64; 1];
+    let mut dst = [0u64; 1];
+    let mut req = MigrateReq {
+        start: va & !(PAGE - 1),
+        src: &mut src,
+        dst: &mut dst,
+        select: Select::DevicePrivate,
+        owner: devmem.owner(),
+    };
+    if mm.migrate_setup(&mut req)? == 0 {
+        return Ok(());
+    }
+    let mut r = Ok(());
+    if req.src[0] & MIGRATE_PFN_MIGRATE != 0 {
+        match devmem.alloc_system(req.start) {
+            Some(d) => match devmem.copy(d, migrate_pfn_pfn(req.src[0])) {
+                Ok(()) => req.dst[0] = migrate_pfn(d),
+                Err(e) => {
+                    devmem.free_unused(d);
+                    r = Err(e);
+                }
+            },
+            None => r = Err(Errno::ENOMEM),
+        }
+    }
+    mm.migrate_pages(&mut req);
+    mm.migrate_finalize(&mut req);
+    r
+}
