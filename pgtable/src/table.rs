@@ -760,7 +760,12 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
             f(l);
             let size = 1u64 << level_shift(l.level);
             Flush::add(&mut flush, l.va, l.va + size);
-            Some((F::leaf(l.addr, Perm::RO, l.level), l.aux))
+            // Only the write right goes: a leaf of device memory stays one.
+            let ro = Perm {
+                write: false,
+                ..l.perm
+            };
+            Some((F::leaf(l.addr, ro, l.level), l.aux))
         });
         flush
     }

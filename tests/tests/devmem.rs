@@ -221,8 +221,10 @@ fn fork_shares_device_pages_and_a_write_moves_them_back() {
     d.write(a, 1).unwrap();
     d.write(a + PAGE, 2).unwrap();
     assert_eq!(migrate(&w, a, 2, Place::Device).0, Ok(()));
-    d.read(a).unwrap();
+    // A writable local leaf: the fork's write-protect must keep it local.
+    d.write(a, 1).unwrap();
     let child = w.mm.fork().unwrap();
+    quiet(&w);
     assert_eq!(w.mm.device_pte(a).map(|p| p.1), Some(false));
     assert_eq!(d.read(a).unwrap(), 1);
     // The device writes its own read-only page: back to system memory, then COW.

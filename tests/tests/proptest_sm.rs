@@ -40,7 +40,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use svm::{Access, Config, DeviceFault, LockScope, Scratch};
+use svm::{Access, Config, DeviceFault, LockScope, Place, Scratch};
 
 const PAGE: u64 = 4096;
 const REGION: u64 = 2 << 20;
@@ -161,6 +161,10 @@ enum Op {
     MadvDontneed(Span),
     MadvFree(Span),
     Migrate(Pg),
+    /// The engine moves the span to device memory.
+    ToDevice(Span),
+    /// The engine moves the span back to system memory.
+    ToSystem(Span),
     SwapOut(Pg),
     SplitThp(u8),
     DevFaultBatch(Vec<BatchEntry>),
@@ -298,6 +302,8 @@ impl ReferenceStateMachine for Ops {
             (4, span(state).prop_map(Op::MadvDontneed).boxed()),
             (8, span(state).prop_map(Op::MadvFree).boxed()),
             (6, pg(state).prop_map(Op::Migrate).boxed()),
+            (6, span(state).prop_map(Op::ToDevice).boxed()),
+            (3, span(state).prop_map(Op::ToSystem).boxed()),
             (10, pg(state).prop_map(Op::SwapOut).boxed()),
             (4, region().prop_map(Op::SplitThp).boxed()),
             (8, batch(state).prop_map(Op::DevFaultBatch).boxed()),
@@ -334,6 +340,8 @@ impl ReferenceStateMachine for Ops {
             | Op::MprotectDown(s, _)
             | Op::MprotectUp(s)
             | Op::MadvDontneed(s)
+            | Op::ToDevice(s)
+            | Op::ToSystem(s)
             | Op::MadvFree(s) => state.touch(Pg {
                 r: s.r,
                 i: s.anchor,
@@ -513,7 +521,12 @@ impl<F: PteFormat> Sut<F> {
             lock_scope,
             ..Config::default()
         };
-        let w = World::<F>::builder().config(cfg).build().expect("world");
+        // Device memory for a third of what the regions hold: migrations run out of it.
+        let w = World::<F>::builder()
+            .config(cfg)
+            .devmem_pages(usize::from(NPAGES) * usize::from(NREGIONS) / 3)
+            .build()
+            .expect("world");
         let mut parent = Space::new();
         for r in 0..NREGIONS {
             w.mm.mmap_fixed(region_base(r), REGION, Prot::RW, region_flags(r))
@@ -706,6 +719,31 @@ impl<F: PteFormat> Sut<F> {
                         matches!(r, Ok(_) | Err(Errno::ENOENT) | Err(Errno::EBUSY)),
                         "migrate at {p:?}: {r:?}"
                     );
+                }
+            }
+            Op::ToDevice(s) | Op::ToSystem(s) => {
+                let to = if matches!(op, Op::ToDevice(_)) {
+                    Place::Device
+                } else {
+                    Place::System
+                };
+                let mut done = 0;
+                let r = {
+                    let _s = self.w.violations.scope();
+                    self.w
+                        .engine
+                        .migrate(&mut self.scratch, s.va(), s.len(), to, &mut done)
+                };
+                self.detectors(op);
+                // Data never changes (the oracle stands); only the errno is checked here.
+                let bad = s
+                    .pages()
+                    .any(|p| self.parent.get(p).prot.is_none_or(|q| !q.read));
+                match r {
+                    Ok(()) => assert_eq!(done, s.len(), "{op:?}"),
+                    Err(Errno::EFAULT) => assert!(bad, "{op:?}: EFAULT over readable memory"),
+                    Err(Errno::ENOMEM) => assert_eq!(to, Place::Device, "{op:?}"),
+                    Err(e) => panic!("{op:?}: {e}"),
                 }
             }
             Op::SwapOut(p) => {
