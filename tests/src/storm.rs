@@ -12,7 +12,7 @@ use pgtable::Errno;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use svm::{Access, Config, DeviceFault, Scratch, Stats};
+use svm::{Access, Config, DeviceFault, Place, Scratch, Stats};
 
 const PAGE: u64 = 4096;
 const M2: u64 = 2 << 20;
@@ -34,6 +34,9 @@ pub struct StormConfig {
     pub seed: u64,
     /// Engine configuration.
     pub engine: Config,
+    /// Device memory, in pages (0: none). With it the mutators also move spans of the data
+    /// buffer to the device and back, and touch device-resident pages from the CPU.
+    pub devmem_pages: usize,
 }
 
 impl Default for StormConfig {
@@ -46,6 +49,7 @@ impl Default for StormConfig {
             churn_bytes: 8 * M2,
             seed: 1,
             engine: Config::default(),
+            devmem_pages: 0,
         }
     }
 }
@@ -218,10 +222,34 @@ fn mutator_thread(s: &Shared, id: usize) {
     let mm = &s.w.mm;
     let data_pages = s.cfg.data_bytes / PAGE;
     let churn_pages = s.cfg.churn_bytes / PAGE;
+    let mut scratch = Box::new(Scratch::new());
+    let ops = if s.cfg.devmem_pages > 0 { 13 } else { 10 };
     while !s.stop.load(Ordering::Relaxed) {
         let page = s.data + rng.below(data_pages) * PAGE;
         // Operations on the data buffer preserve its contents; on the churn buffer they need not.
-        match rng.below(10) {
+        match rng.below(ops) {
+            10 | 11 => {
+                let to = if rng.one_in(3) {
+                    Place::System
+                } else {
+                    Place::Device
+                };
+                let n = (1 + rng.below(32)).min(data_pages - (page - s.data) / PAGE);
+                let mut done = 0;
+                let _v = s.w.violations.scope();
+                match s
+                    .w
+                    .engine
+                    .migrate(&mut scratch, page, n * PAGE, to, &mut done)
+                {
+                    Ok(()) | Err(Errno::ENOMEM) => {}
+                    Err(e) => {
+                        s.w.violations
+                            .record("storm", format!("migration of {page:#x}+{n} failed: {e}"));
+                    }
+                }
+            }
+            12 => drop(mm.cpu_read(page)),
             0 | 1 => drop(mm.migrate(page)),
             2 | 3 => drop(mm.swap_out(page)),
             4 => drop(mm.split_thp(page & !(M2 - 1))),
@@ -281,6 +309,7 @@ fn mutator_thread(s: &Shared, id: usize) {
 pub fn run(cfg: StormConfig) -> StormReport {
     let w: World = World::builder()
         .config(cfg.engine)
+        .devmem_pages(cfg.devmem_pages)
         .mm_config(MmConfig {
             notifier_jitter_us: 50,
             ..MmConfig::default()
@@ -421,6 +450,11 @@ pub fn table(r: &StormReport) -> String {
             format!("{} ({})", e.invalidations, e.invalidations_hit),
         ),
         ("device TLB flushes", format!("{}", e.tlb_flushes)),
+        (
+            "pages to device / back (engine)",
+            format!("{} / {}", e.migrated_to_device, e.migrated_to_system),
+        ),
+        ("local leaves written", format!("{}", e.local_mapped)),
         ("DMA mappings released", format!("{}", e.dma_unmapped)),
         (
             "ranges created / removed by GC",

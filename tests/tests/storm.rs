@@ -75,3 +75,16 @@ fn storm_512m_ranges_engine_rwsem() {
         ..StormConfig::default()
     });
 }
+
+/// Device memory for a sixteenth of the data buffer: spans move to the device and back while
+/// device threads check their pages, CPU touches fault device pages back, and every other
+/// mutation runs; device memory runs out all the time.
+#[test]
+fn storm_device_memory() {
+    storm(StormConfig {
+        accesses_per_thread: accesses(150_000),
+        seed: 11,
+        devmem_pages: 256,
+        ..StormConfig::default()
+    });
+}
