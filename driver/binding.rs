@@ -13,9 +13,8 @@
 use crate::config::{Config, LockScope};
 use crate::engine::Parts;
 use crate::ffi;
-use crate::kplat::{KArc, KDma, KEngine, KMem, KMm, KPlat, KTlb, GFP};
+use crate::kplat::{KArc, KDevRef, KDma, KEngine, KMem, KMm, KPlat, KTlb, GFP};
 use crate::pgtable::Errno;
-use crate::platform::NoDevmem;
 use crate::work::WorkItem;
 use core::ffi::c_void;
 use core::ptr::addr_of_mut;
@@ -46,12 +45,15 @@ unsafe impl Send for Binding {}
 unsafe impl Sync for Binding {}
 
 impl Binding {
-    /// Binds the calling task's mm for the device `dev`.
+    /// Binds the calling task's mm for the device `dev`, whose own memory is `devmem`.
     ///
     /// # Safety
     /// `dev` is the module's platform device, registered while any file is open (and so
     /// while this binding lives).
-    pub(crate) unsafe fn new(dev: *mut ffi::Device) -> Result<KBox<Binding>, Errno> {
+    pub(crate) unsafe fn new(
+        dev: *mut ffi::Device,
+        devmem: KDevRef,
+    ) -> Result<KBox<Binding>, Errno> {
         // SAFETY: no preconditions.
         let mm = unsafe { ffi::svm_current_mm() };
         let mut slot = KBox::<Binding>::new_uninit(GFP).map_err(|_| Errno::ENOMEM)?;
@@ -62,7 +64,7 @@ impl Binding {
         // SAFETY: `current->mm` is the caller's own, live (or null: `ESRCH`); `dev` per the
         // contract; `gc_work` outlives every notifier (`Drop` tears down first). On an
         // error the work item was never queued (no notifier exists) and is dropped here.
-        let engine = unsafe { new_engine(dev, mm, gc_work.as_ptr())? };
+        let engine = unsafe { new_engine(dev, mm, gc_work.as_ptr(), devmem)? };
         // SAFETY: a fresh allocation the box keeps in place; every field is written once.
         // Nothing can queue the work item yet: only range notifiers do, and ranges come from
         // faults through the binding, which is not published before this returns.
@@ -143,6 +145,7 @@ unsafe fn new_engine(
     dev: *mut ffi::Device,
     mm: *mut ffi::MmStruct,
     gc_work: *mut ffi::Work,
+    devmem: KDevRef,
 ) -> Result<KArc<KEngine>, Errno> {
     // SAFETY: per the contract.
     let kmm = unsafe { KMm::bind(mm, gc_work)? };
@@ -152,7 +155,7 @@ unsafe fn new_engine(
         dma: unsafe { KDma::new(dev)? },
         tlb: KTlb::new()?,
         mem: KMem,
-        devmem: NoDevmem,
+        devmem,
     };
     let cfg = Config {
         // SAFETY: no preconditions.

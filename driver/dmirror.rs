@@ -41,10 +41,12 @@
 
 use crate::binding::Binding;
 use crate::device::debugfs::{show_engine, show_ranges, DebugfsDir, Seq};
-use crate::device::{prefetch_killable, registry, resched, unregister, ENODEV};
+use crate::device::{prefetch_killable, registry, resched, unregister, zeroed_scratch, ENODEV};
 use crate::engine::Access;
 use crate::ffi;
-use crate::kplat::{this_unit, KEngine, TlbCursor, GFP};
+use crate::kplat::{this_unit, KArc, KDevRef, KDevmem, KEngine, TlbCursor, GFP};
+use crate::migrate::Place;
+use crate::platform::Devmem;
 use crate::pgtable::table::PAGE_SHIFT;
 use crate::pgtable::Errno;
 use crate::platform::{hmm_order, HMM_PFN_ERROR, HMM_PFN_VALID, HMM_PFN_WRITE};
@@ -87,6 +89,7 @@ pub(crate) const PROT_WRITE: u8 = 0x02;
 pub(crate) const PROT_PMD: u8 = 0x04;
 pub(crate) const PROT_PUD: u8 = 0x08;
 pub(crate) const PROT_ZERO: u8 = 0x10;
+pub(crate) const PROT_DEV_PRIVATE_LOCAL: u8 = 0x20;
 
 /// `struct hmm_dmirror_cmd` (5 × `__u64`; glue.c asserts the size).
 #[repr(C)]
@@ -135,6 +138,8 @@ pub struct Mirror {
     binding: UnsafeCell<Option<KBox<Binding>>>,
     /// The device is being unplugged: running commands stop with `ENODEV`.
     gone: AtomicBool,
+    /// The device's own memory (`RELEASE` evicts it), if it has any.
+    devmem: Option<KArc<KDevmem>>,
 }
 
 // SAFETY: `binding` is written only when nothing else can reach the mirror (invariant); the
@@ -144,19 +149,24 @@ unsafe impl Send for Mirror {}
 unsafe impl Sync for Mirror {}
 
 impl Mirror {
-    fn open(dev: *mut ffi::Device) -> Result<KBox<Mirror>, Errno> {
+    fn open(dev: *mut ffi::Device, index: u32) -> Result<KBox<Mirror>, Errno> {
         // SAFETY: no preconditions.
         let mm = unsafe { ffi::svm_current_mm() };
         if mm.is_null() {
             return Err(Errno::EINVAL);
         }
+        let devmem = match index {
+            0 | 1 => registry().lock().dm_devmem[index as usize].clone(),
+            _ => return Err(Errno::EINVAL),
+        };
         // SAFETY: `dev` is the module's platform device, registered while any file is open.
-        let binding = unsafe { Binding::new(dev)? };
+        let binding = unsafe { Binding::new(dev, KDevRef(devmem.clone()))? };
         let m = KBox::new(
             Mirror {
                 dbg: DebugfsDir::none(),
                 binding: UnsafeCell::new(Some(binding)),
                 gone: AtomicBool::new(false),
+                devmem,
             },
             GFP,
         )
@@ -217,7 +227,7 @@ impl Mirror {
         // The user buffer, as access_ok() would judge it: READ/WRITE copy a page per page,
         // SNAPSHOT writes a byte per page.
         let ubytes = match nr {
-            NR_READ | NR_WRITE => cmd.npages << PAGE_SHIFT,
+            NR_READ | NR_WRITE | NR_MIGRATE_TO_DEV => cmd.npages << PAGE_SHIFT,
             NR_SNAPSHOT => cmd.npages,
             _ => 0,
         };
@@ -236,10 +246,18 @@ impl Mirror {
         match nr {
             NR_READ | NR_WRITE => copy(e, &mut cmd, nr == NR_WRITE, &self.gone)?,
             NR_SNAPSHOT => snapshot(e, &mut cmd, &self.gone)?,
-            NR_RELEASE => {}
-            NR_MIGRATE_TO_DEV | NR_MIGRATE_TO_SYS | NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => {
-                return Err(EOPNOTSUPP)
+            NR_MIGRATE_TO_DEV => {
+                migrate(e, &mut cmd, Place::Device)?;
+                resident(e, &cmd, &self.gone)?;
+                copy(e, &mut cmd, false, &self.gone)?;
             }
+            NR_MIGRATE_TO_SYS => migrate(e, &mut cmd, Place::System)?,
+            NR_RELEASE => {
+                if let Some(d) = &self.devmem {
+                    d.evict_all()?;
+                }
+            }
+            NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => return Err(EOPNOTSUPP),
             _ => return Err(Errno::EINVAL),
         }
         cmd.write(uarg)
@@ -378,6 +396,50 @@ fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, writ
     true
 }
 
+/// MIGRATE_TO_DEV (the pages, before `resident` and the read back) and MIGRATE_TO_SYS
+/// (`cpages`: the pages that moved). test_hmm's errors: a span without a readable VMA
+/// throughout is `EINVAL`.
+fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place) -> Result<(), Errno> {
+    let mut s = zeroed_scratch()?;
+    let (mut done, mut moved) = (0, 0);
+    let len = cmd.npages << PAGE_SHIFT;
+    let r = e.migrate_counted(&mut s, cmd.addr, len, to, &mut done, &mut moved);
+    cmd.cpages = moved;
+    match r {
+        Err(Errno::EFAULT) => Err(Errno::EINVAL),
+        r => r,
+    }
+}
+
+/// After MIGRATE_TO_DEV: test_hmm reads the span back through its mirror, which holds only
+/// the pages that moved to this device, so a page that did not (shared memory, another
+/// device's page) fails the command with `ENOENT`.
+fn resident(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
+    let end = end_of(cmd);
+    let range = 1u64 << e.config().range_shift;
+    let mut pfns = [0u64; SNAPSHOT_CHUNK];
+    let mut va = cmd.addr;
+    while va < end {
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
+        }
+        resched();
+        let next = end
+            .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
+            .min((va | (range - 1)).saturating_add(1));
+        let k = ((next - va) >> PAGE_SHIFT) as usize;
+        e.snapshot(va, &mut pfns[..k])?;
+        let local = |v: &u64| {
+            v & HMM_PFN_VALID != 0 && e.devmem().local_addr(crate::platform::hmm_pfn(*v)).is_some()
+        };
+        if !pfns[..k].iter().all(local) {
+            return Err(Errno::ENOENT);
+        }
+        va = next;
+    }
+    Ok(())
+}
+
 /// SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
 fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> {
     let end = end_of(cmd);
@@ -401,7 +463,7 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> 
         let k = ((next - va) >> PAGE_SHIFT) as usize;
         e.snapshot(va, &mut pfns[..k])?;
         for (p, &v) in perm.iter_mut().zip(pfns[..k].iter()) {
-            *p = prot_of(v);
+            *p = prot_of(e, v);
         }
         UserSlice::new((cmd.ptr + cmd.cpages) as usize, k)
             .writer()
@@ -417,16 +479,21 @@ fn end_of(cmd: &Cmd) -> u64 {
     cmd.addr + (cmd.npages << PAGE_SHIFT)
 }
 
-/// test_hmm's `dmirror_mkentry()` for memory without device pages.
-fn prot_of(v: u64) -> u8 {
+/// test_hmm's `dmirror_mkentry()` for device-private memory: hmm (with our owner) hands back
+/// our own device pages only, so another device's page reads as absent (`PROT_NONE`), as in
+/// test_hmm.
+fn prot_of(e: &KEngine, v: u64) -> u8 {
     if v & HMM_PFN_ERROR != 0 {
         return PROT_ERROR;
     }
     if v & HMM_PFN_VALID == 0 {
         return PROT_NONE;
     }
+    let pfn = crate::platform::hmm_pfn(v);
+    let mut p = if e.devmem().local_addr(pfn).is_some() {
+        PROT_DEV_PRIVATE_LOCAL
     // SAFETY: no preconditions.
-    let mut p = if unsafe { ffi::svm_is_zero_pfn(crate::platform::hmm_pfn(v)) } {
+    } else if unsafe { ffi::svm_is_zero_pfn(pfn) } {
         PROT_ZERO
     } else {
         PROT_NONE
@@ -450,8 +517,12 @@ fn prot_of(v: u64) -> u8 {
 /// # Safety
 /// `dev` is the module's live platform device; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn svm_rs_dm_open(dev: *mut ffi::Device, out: *mut *mut c_void) -> i32 {
-    match Mirror::open(dev) {
+pub unsafe extern "C" fn svm_rs_dm_open(
+    dev: *mut ffi::Device,
+    index: u32,
+    out: *mut *mut c_void,
+) -> i32 {
+    match Mirror::open(dev, index) {
         Ok(m) => {
             // SAFETY: per the contract.
             unsafe { *out = KBox::into_raw(m).cast() };

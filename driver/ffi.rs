@@ -19,6 +19,11 @@ pub struct Device {
 pub struct Notifier {
     _p: [u8; 0],
 }
+/// `struct svm_devmem` (glue.c).
+#[repr(C)]
+pub struct Devmem {
+    _p: [u8; 0],
+}
 /// `struct svm_work` (glue.c).
 #[repr(C)]
 pub struct Work {
@@ -110,12 +115,54 @@ extern "C" {
         start: u64,
         npages: u64,
         pfns: *mut u64,
+        owner: u64,
     ) -> i32;
 
     pub fn svm_dma_map(dev: *mut Device, pfn: u64, order: u32, write: bool, err: *mut i32) -> u64;
     pub fn svm_dma_unmap(dev: *mut Device, addr: u64, order: u32, write: bool);
     pub fn svm_set_page_dirty(pfn: u64);
     pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;
+
+    pub fn svm_dm_devmem_mib() -> u64;
+    pub fn svm_devmem_create(bytes: u64, first_pfn: *mut u64, out: *mut *mut Devmem) -> i32;
+    pub fn svm_devmem_set_rs(dm: *mut Devmem, rs: *mut c_void);
+    pub fn svm_devmem_destroy(dm: *mut Devmem);
+    pub fn svm_devmem_owner(dm: *mut Devmem) -> u64;
+    pub fn svm_devmem_page_init(pfn: u64) -> i32;
+    pub fn svm_alloc_locked_page(nofail: bool) -> u64;
+    pub fn svm_put_locked_page(pfn: u64);
+    pub fn svm_copy_pfn(dst: u64, src: u64);
+    pub fn svm_migrate_setup(
+        mm: *mut MmStruct,
+        start: u64,
+        npages: u64,
+        src: *mut u64,
+        dst: *mut u64,
+        device_private: u32,
+        owner: u64,
+        fault_pfn: u64,
+    ) -> i64;
+    pub fn svm_migrate_pages(
+        mm: *mut MmStruct,
+        start: u64,
+        npages: u64,
+        src: *mut u64,
+        dst: *mut u64,
+        owner: u64,
+        fault_pfn: u64,
+    );
+    pub fn svm_migrate_finalize(
+        mm: *mut MmStruct,
+        start: u64,
+        npages: u64,
+        src: *mut u64,
+        dst: *mut u64,
+        owner: u64,
+        fault_pfn: u64,
+    );
+    pub fn svm_migrate_device_range(src: *mut u64, first_pfn: u64, npages: u64) -> i32;
+    pub fn svm_migrate_device_pages(src: *mut u64, dst: *mut u64, npages: u64);
+    pub fn svm_migrate_device_finalize(src: *mut u64, dst: *mut u64, npages: u64);
     pub fn svm_kunmap(addr: *mut u8);
     pub fn svm_is_zero_pfn(pfn: u64) -> bool;
     pub fn svm_vm_insert_zeroed_page(vma: *mut c_void, addr: u64) -> i32;

@@ -14,6 +14,8 @@
 #include <linux/hmm.h>
 #include <linux/magic.h>
 #include <linux/memcontrol.h>
+#include <linux/memremap.h>
+#include <linux/migrate.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/miscdevice.h>
@@ -631,7 +633,7 @@ void svm_notifier_set_seq(struct svm_notifier *n, unsigned long seq)
 }
 
 int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u64 npages,
-			u64 *pfns)
+			u64 *pfns, u64 owner)
 {
 	struct hmm_range range = {
 		.notifier = &n->mni,
@@ -641,7 +643,7 @@ int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u6
 		.hmm_pfns = (unsigned long *)pfns,
 		.default_flags = 0,
 		.pfn_flags_mask = ~0UL,
-		.dev_private_owner = NULL,
+		.dev_private_owner = (void *)(uintptr_t)owner,
 	};
 
 	BUILD_BUG_ON(sizeof(unsigned long) != sizeof(u64));
@@ -697,9 +699,17 @@ void svm_set_page_dirty(u64 pfn)
 	set_page_dirty(pfn_to_page(pfn));
 }
 
+/* A device-private page's bytes are its backing page's (see svm_devmem_page_init()). */
+static struct page *svm_bytes_of(u64 pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	return is_device_private_page(page) ? page->zone_device_data : page;
+}
+
 void *svm_kmap_pfn(u64 pfn)
 {
-	return kmap_local_page(pfn_to_page(pfn));
+	return kmap_local_page(svm_bytes_of(pfn));
 }
 
 bool svm_is_zero_pfn(u64 pfn)
@@ -1213,10 +1223,238 @@ static struct platform_driver svm_platform_driver = {
 
 static struct platform_device *svm_pdev;
 
+/* ---- device memory (driver/kplat/devmem.rs) ------------------------------ */
+
+/*
+ * A device's own memory: MEMORY_DEVICE_PRIVATE pages over a free physical range, as
+ * lib/test_hmm.c makes them; each page in use is backed by a system page (zone_device_data)
+ * that holds its bytes.  The allocator, the owner and every decision are Rust's; here are
+ * the pagemap, its two callbacks, and one-line wrappers of the migrate_vma/migrate_device
+ * calls (whose struct the bindings lack).
+ */
+struct svm_devmem {
+	struct dev_pagemap pgmap;
+	struct resource *res;
+	void *rs;		/* the Rust KDevmem, which outlives the pagemap */
+};
+
+static struct svm_devmem *svm_devmem_of(struct page *page)
+{
+	return container_of(page->pgmap, struct svm_devmem, pgmap);
+}
+
+/* dev_pagemap_ops.page_free: the last reference went (any context). */
+static void svm_devmem_page_free(struct page *page)
+{
+	struct page *backing = page->zone_device_data;
+
+	page->zone_device_data = NULL;
+	if (backing)
+		__free_page(backing);
+	svm_rs_devmem_free(svm_devmem_of(page)->rs, page_to_pfn(page));
+}
+
+/* dev_pagemap_ops.migrate_to_ram: a CPU fault on one of our pages, mmap_lock held. */
+static vm_fault_t svm_devmem_migrate_to_ram(struct vm_fault *vmf)
+{
+	int ret = svm_rs_migrate_to_ram(svm_devmem_of(vmf->page)->rs, vmf->vma->vm_mm,
+					vmf->address & PAGE_MASK, page_to_pfn(vmf->page));
+
+	if (ret == -ENOMEM)
+		return VM_FAULT_OOM;
+	return ret ? VM_FAULT_SIGBUS : 0;
+}
+
+static const struct dev_pagemap_ops svm_devmem_ops = {
+	.page_free = svm_devmem_page_free,
+	.migrate_to_ram = svm_devmem_migrate_to_ram,
+};
+
+int svm_devmem_create(u64 bytes, u64 *first_pfn, struct svm_devmem **out)
+{
+	struct svm_devmem *dm;
+	void *p;
+
+	dm = kzalloc(sizeof(*dm), GFP_KERNEL);
+	if (!dm)
+		return -ENOMEM;
+	dm->res = request_free_mem_region(&iomem_resource, bytes, "svm_accel");
+	if (IS_ERR(dm->res)) {
+		p = dm->res;
+		goto free;
+	}
+	dm->pgmap.type = MEMORY_DEVICE_PRIVATE;
+	dm->pgmap.range.start = dm->res->start;
+	dm->pgmap.range.end = dm->res->end;
+	dm->pgmap.nr_range = 1;
+	dm->pgmap.ops = &svm_devmem_ops;
+	dm->pgmap.owner = dm;
+	p = memremap_pages(&dm->pgmap, numa_node_id());
+	if (IS_ERR_OR_NULL(p)) {
+		release_mem_region(dm->res->start, resource_size(dm->res));
+		p = p ?: ERR_PTR(-EFAULT);
+		goto free;
+	}
+	*first_pfn = dm->res->start >> PAGE_SHIFT;
+	*out = dm;
+	return 0;
+free:
+	kfree(dm);
+	return PTR_ERR(p);
+}
+
+/* Before any page is handed out: the callbacks' Rust object. */
+void svm_devmem_set_rs(struct svm_devmem *dm, void *rs)
+{
+	dm->rs = rs;
+}
+
+/* Waits until every page is free: evict them first. */
+void svm_devmem_destroy(struct svm_devmem *dm)
+{
+	memunmap_pages(&dm->pgmap);
+	release_mem_region(dm->res->start, resource_size(dm->res));
+	kfree(dm);
+}
+
+u64 svm_devmem_owner(struct svm_devmem *dm)
+{
+	return (u64)(uintptr_t)dm;
+}
+
+/* A free device page for a migration: referenced, locked, with a zeroed-later backing page. */
+int svm_devmem_page_init(u64 pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+	struct page *backing = alloc_page(GFP_HIGHUSER);
+
+	if (!backing)
+		return -ENOMEM;
+	zone_device_page_init(page);
+	page->zone_device_data = backing;
+	return 0;
+}
+
+/* A locked system page to migrate into (0: none; never with nofail, for an eviction). */
+u64 svm_alloc_locked_page(bool nofail)
+{
+	struct page *page = alloc_page(GFP_HIGHUSER_MOVABLE | (nofail ? __GFP_NOFAIL : 0));
+
+	if (!page)
+		return 0;
+	lock_page(page);
+	return page_to_pfn(page);
+}
+
+/* Returns a destination page that did not get used (unlock + put). */
+void svm_put_locked_page(u64 pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	unlock_page(page);
+	put_page(page);
+}
+
+/* The copy engine: page to page (a device page's bytes are its backing page's); src 0: zero. */
+void svm_copy_pfn(u64 dst, u64 src)
+{
+	if (src)
+		copy_highpage(svm_bytes_of(dst), svm_bytes_of(src));
+	else
+		clear_highpage(svm_bytes_of(dst));
+}
+
+long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+		       u32 device_private, u64 owner, u64 fault_pfn)
+{
+	u64 end = start + (npages << PAGE_SHIFT);
+	struct migrate_vma args = {
+		.vma = vma_lookup(mm, start),
+		.src = (unsigned long *)src,
+		.dst = (unsigned long *)dst,
+		.start = start,
+		.end = end,
+		.pgmap_owner = (void *)(uintptr_t)owner,
+		.flags = device_private ? MIGRATE_VMA_SELECT_DEVICE_PRIVATE :
+					  MIGRATE_VMA_SELECT_SYSTEM,
+		.fault_page = fault_pfn ? pfn_to_page(fault_pfn) : NULL,
+	};
+	int ret;
+
+	mmap_assert_locked(mm);
+	if (!args.vma || end > args.vma->vm_end)
+		return -EINVAL;
+	ret = migrate_vma_setup(&args);
+	return ret ? ret : (long)args.cpages;
+}
+
+/*
+ * migrate_vma_pages() and _finalize() need only these fields of the setup's struct; pages
+ * needs fault_page too (the extra reference the fault holds), or the page does not move.
+ */
+static void svm_migrate_args(struct migrate_vma *a, struct mm_struct *mm, u64 start,
+			     u64 npages, u64 *src, u64 *dst, u64 owner, u64 fault_pfn)
+{
+	a->fault_page = fault_pfn ? pfn_to_page(fault_pfn) : NULL;
+	a->vma = vma_lookup(mm, start);
+	a->src = (unsigned long *)src;
+	a->dst = (unsigned long *)dst;
+	a->npages = npages;
+	a->start = start;
+	a->end = start + (npages << PAGE_SHIFT);
+	a->pgmap_owner = (void *)(uintptr_t)owner;
+}
+
+void svm_migrate_pages(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+		       u64 owner, u64 fault_pfn)
+{
+	struct migrate_vma args = {};
+
+	mmap_assert_locked(mm);
+	svm_migrate_args(&args, mm, start, npages, src, dst, owner, fault_pfn);
+	migrate_vma_pages(&args);
+}
+
+void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+			  u64 owner, u64 fault_pfn)
+{
+	struct migrate_vma args = {};
+
+	svm_migrate_args(&args, mm, start, npages, src, dst, owner, fault_pfn);
+	migrate_vma_finalize(&args);
+}
+
+/* Eviction by pfn, whatever maps the pages (RELEASE, module exit). */
+int svm_migrate_device_range(u64 *src, u64 first_pfn, u64 npages)
+{
+	return migrate_device_range((unsigned long *)src, first_pfn, npages);
+}
+
+void svm_migrate_device_pages(u64 *src, u64 *dst, u64 npages)
+{
+	migrate_device_pages((unsigned long *)src, (unsigned long *)dst, npages);
+}
+
+void svm_migrate_device_finalize(u64 *src, u64 *dst, u64 npages)
+{
+	migrate_device_finalize((unsigned long *)src, (unsigned long *)dst, npages);
+}
+
 /* ---- dmirror front end ------------------------------------------------- */
 
 static bool dmirror;
 module_param(dmirror, bool, 0444);
+
+static unsigned int dmirror_devmem_mib = 64;
+module_param(dmirror_devmem_mib, uint, 0444);
+MODULE_PARM_DESC(dmirror_devmem_mib,
+		 "device memory of each dmirror device, MiB (device-private pages; 0: none; default 64)");
+
+/* With dmirror=1: the device memory each dmirror device gets, MiB, at most 65536 (0: none). */
+u64 svm_dm_devmem_mib(void)
+{
+	return dmirror ? min(dmirror_devmem_mib, 65536U) : 0;
+}
 MODULE_PARM_DESC(dmirror,
 		 "also register /dev/hmm_dmirror0 and 1 (lib/test_hmm_uapi.h) backed by the svm engine; never load together with test_hmm");
 
@@ -1234,14 +1472,18 @@ int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr)
 	return ret;
 }
 
+static struct miscdevice svm_dm_misc[2];
+
 static int svm_dm_open(struct inode *inode, struct file *filp)
 {
+	/* misc_open() left the miscdevice here: which of the two devices. */
+	unsigned int index = (struct miscdevice *)filp->private_data - svm_dm_misc;
 	void *m;
 	int idx, ret;
 
 	if (!svm_dm_enter(&idx))
 		return -ENODEV;
-	ret = svm_rs_dm_open(&svm_pdev->dev, &m);
+	ret = svm_rs_dm_open(&svm_pdev->dev, index, &m);
 	svm_dm_exit_section(idx);
 	if (ret)
 		return ret;

@@ -105,7 +105,7 @@ bool svm_notifier_read_retry(struct svm_notifier *n, unsigned long seq);
 bool svm_notifier_check_retry(struct svm_notifier *n, unsigned long seq);
 void svm_notifier_set_seq(struct svm_notifier *n, unsigned long seq);
 int svm_hmm_range_fault(struct svm_notifier *n, unsigned long seq, u64 start, u64 npages,
-			u64 *pfns);
+			u64 *pfns, u64 owner);
 
 /* Rust: runs the engine's callback (platform::InvalidateFn). */
 bool svm_rs_invalidate(const void *cb, const void *cookie, struct svm_notifier *n, u64 start,
@@ -260,10 +260,34 @@ int svm_rs_wait(void *ctx, void *data);
 void svm_rs_unplug_begin(void);
 void svm_rs_unplug_finish(void);
 
+/* device memory (driver/kplat/devmem.rs) */
+struct svm_devmem;
+int svm_devmem_create(u64 bytes, u64 *first_pfn, struct svm_devmem **out);
+void svm_devmem_set_rs(struct svm_devmem *dm, void *rs);
+void svm_devmem_destroy(struct svm_devmem *dm);	/* every page free (evicted) first */
+u64 svm_devmem_owner(struct svm_devmem *dm);
+int svm_devmem_page_init(u64 pfn);
+u64 svm_alloc_locked_page(bool nofail);
+void svm_put_locked_page(u64 pfn);
+void svm_copy_pfn(u64 dst, u64 src);
+long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+		       u32 device_private, u64 owner, u64 fault_pfn);
+void svm_migrate_pages(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+		       u64 owner, u64 fault_pfn);
+void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
+			  u64 owner, u64 fault_pfn);
+int svm_migrate_device_range(u64 *src, u64 first_pfn, u64 npages);
+void svm_migrate_device_pages(u64 *src, u64 *dst, u64 npages);
+void svm_migrate_device_finalize(u64 *src, u64 *dst, u64 npages);
+/* Rust: the pagemap's callbacks */
+void svm_rs_devmem_free(void *rs, u64 pfn);
+int svm_rs_migrate_to_ram(void *rs, struct mm_struct *mm, u64 addr, u64 fault_pfn);
+
 /* dmirror front end (driver/dmirror.rs), with the module parameter dmirror=1 */
 struct vm_area_struct;
 int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr);
-int svm_rs_dm_open(struct device *dev, void **out);
+int svm_rs_dm_open(struct device *dev, unsigned int index, void **out);
+u64 svm_dm_devmem_mib(void);
 void svm_rs_dm_release(void *m);
 int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);
 int svm_rs_dm_mmap(struct vm_area_struct *vma, u64 start, u64 end);

@@ -162,9 +162,18 @@ impl kernel::Module for SvmAccel {
             dmacache::exit();
             return Err(Error::from_errno(-e.0));
         }
+        // SAFETY: no preconditions.
+        let mib = unsafe { ffi::svm_dm_devmem_mib() };
+        if let Err(e) = device::devmem_init(mib) {
+            device::devmem_exit();
+            device::registry_free();
+            dmacache::exit();
+            return Err(Error::from_errno(-e.0));
+        }
         // SAFETY: called once, from module init.
         let rc = unsafe { ffi::svm_glue_init(dma_bits) };
         if rc != 0 {
+            device::devmem_exit();
             device::registry_free();
             dmacache::exit();
             return Err(Error::from_errno(rc));
@@ -178,6 +187,7 @@ impl Drop for SvmAccel {
     fn drop(&mut self) {
         // SAFETY: init succeeded; no file is open (the fops hold a module reference).
         unsafe { ffi::svm_glue_exit() };
+        device::devmem_exit();
         device::registry_free();
         dmacache::exit();
         let t = kplat::TABLES_LIVE.load(core::sync::atomic::Ordering::Relaxed);

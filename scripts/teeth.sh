@@ -37,6 +37,7 @@ cases=(
   "teeth-migrate-fault-ignores-claim loom devmem::migration_vs_device_write"
   "teeth-migrate-skip-no-seq loom      devmem::migration_vs_device_write"
   "teeth-migrate-skip-any    devmem    cpu_touch_zaps_the_device_leaf"
+  "teeth-m2r-no-fault-page   devmem    cpu_touch_zaps_the_device_leaf"
 )
 
 fail=0

@@ -39,7 +39,9 @@ use crate::config::Config;
 use crate::dmirror::Mirror;
 use crate::engine::{Access, DeviceFault, Scratch};
 use crate::ffi;
-use crate::kplat::{this_unit, KEngine, KMutex, KPlat, KSpin, GFP, TLB_ENTRIES};
+use crate::kplat::{
+    this_unit, KArc, KDevRef, KDevmem, KEngine, KMutex, KPlat, KSpin, GFP, TLB_ENTRIES,
+};
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
 use crate::platform::Platform;
@@ -63,7 +65,9 @@ mod worker;
 
 use entry::{svm_rs_release, svm_rs_work};
 use queue::QueueTable;
-pub(crate) use registry::{registry, registry_free, registry_init, unregister};
+pub(crate) use registry::{
+    devmem_exit, devmem_init, registry, registry_free, registry_init, unregister,
+};
 
 /// Device fault queue entries.
 pub const QDEPTH: usize = 256;
@@ -297,7 +301,7 @@ impl Ctx {
             return Err(Errno::EBUSY);
         }
         // SAFETY: `dev` is the DRM device's parent, alive while a file is open.
-        let b = unsafe { Binding::new(self.dev)? };
+        let b = unsafe { Binding::new(self.dev, KDevRef(None))? };
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
     }

@@ -9,6 +9,8 @@ use super::*;
 pub(crate) struct Registry {
     pub(super) ctxs: KVec<*const Ctx>,
     pub(crate) mirrors: KVec<*const Mirror>,
+    /// The device memory of `/dev/hmm_dmirror0` and `1` (module init to exit).
+    pub(crate) dm_devmem: [Option<KArc<KDevmem>>; 2],
 }
 
 // SAFETY: the pointers are dereferenced only under the registry lock (see `Registry`), from
@@ -33,6 +35,7 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
     let r = Registry {
         ctxs: KVec::new(),
         mirrors: KVec::new(),
+        dm_devmem: [None, None],
     };
     // Shared by every process: not charged to any one's cgroup.
     let l = KMutex::boxed(r, ffi::LC_REGISTRY, GFP_KERNEL)?;
@@ -40,7 +43,30 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Module exit, after the glue unregistered everything (no file is open).
+/// Module init, with `dmirror=1`: device memory of `mib` MiB for each dmirror device (0:
+/// none).
+pub(crate) fn devmem_init(mib: u64) -> Result<(), Errno> {
+    if mib == 0 {
+        return Ok(());
+    }
+    for i in 0..2 {
+        let d = KDevmem::new(mib)?;
+        registry().lock().dm_devmem[i] = Some(d);
+    }
+    Ok(())
+}
+
+/// Module exit, after the glue unregistered everything (no file is open): every device
+/// page goes back to system memory, then the pagemaps go.
+pub(crate) fn devmem_exit() {
+    let taken = {
+        let mut r = registry().lock();
+        [r.dm_devmem[0].take(), r.dm_devmem[1].take()]
+    };
+    drop(taken);
+}
+
+/// Module exit, after `devmem_exit`.
 pub(crate) fn registry_free() {
     let p = REGISTRY.swap(null_mut(), Ordering::AcqRel);
     if !p.is_null() {

@@ -4,7 +4,9 @@
 use super::MemcgScope;
 use crate::ffi;
 use crate::pgtable::Errno;
-use crate::platform::{Event, HmmRequest, Interval, InvalidateFn, Invalidation, Mm, Vma};
+use crate::platform::{
+    Event, HmmRequest, Interval, InvalidateFn, Invalidation, MigrateReq, Mm, Select, Vma,
+};
 use core::ffi::c_void;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -40,6 +42,19 @@ impl KMm {
             return Err(Errno(-rc));
         }
         Ok(KMm { mm, unmap_work })
+    }
+
+    /// `mm` without a reference of its own, for a callback that runs while the caller holds
+    /// one (`migrate_to_ram`). Never drop it: wrap it in `ManuallyDrop`.
+    ///
+    /// # Safety
+    /// `mm` is live for as long as the value is used.
+    pub unsafe fn borrowed(mm: *mut ffi::MmStruct) -> Self {
+        KMm {
+            // SAFETY: live, per the caller.
+            mm: unsafe { NonNull::new_unchecked(mm) },
+            unmap_work: core::ptr::null_mut(),
+        }
     }
 
     /// The raw mm, for identity checks.
@@ -243,12 +258,67 @@ impl Mm for KMm {
                 req.start,
                 req.pfns.len() as u64,
                 req.pfns.as_mut_ptr(),
+                req.dev_private_owner,
             )
         };
         if rc != 0 {
             return Err(Errno(-rc));
         }
         Ok(())
+    }
+
+    fn migrate_setup(&self, req: &mut MigrateReq<'_>) -> Result<usize, Errno> {
+        let n = req.src.len();
+        if n == 0 || req.dst.len() != n {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: the caller holds the read lock; both arrays hold `n` entries.
+        let rc = unsafe {
+            ffi::svm_migrate_setup(
+                self.raw(),
+                req.start,
+                n as u64,
+                req.src.as_mut_ptr(),
+                req.dst.as_mut_ptr(),
+                u32::from(req.select == Select::DevicePrivate),
+                req.owner,
+                req.fault_page,
+            )
+        };
+        if rc < 0 {
+            return Err(Errno(-rc as i32));
+        }
+        Ok(rc as usize)
+    }
+
+    fn migrate_pages(&self, req: &mut MigrateReq<'_>) {
+        // SAFETY: as `migrate_setup`, which succeeded on these arrays.
+        unsafe {
+            ffi::svm_migrate_pages(
+                self.raw(),
+                req.start,
+                req.src.len() as u64,
+                req.src.as_mut_ptr(),
+                req.dst.as_mut_ptr(),
+                req.owner,
+                req.fault_page,
+            )
+        }
+    }
+
+    fn migrate_finalize(&self, req: &mut MigrateReq<'_>) {
+        // SAFETY: as `migrate_pages`.
+        unsafe {
+            ffi::svm_migrate_finalize(
+                self.raw(),
+                req.start,
+                req.src.len() as u64,
+                req.src.as_mut_ptr(),
+                req.dst.as_mut_ptr(),
+                req.owner,
+                req.fault_page,
+            )
+        }
     }
 }
 

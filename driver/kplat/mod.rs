@@ -15,6 +15,7 @@
 //! | `DeviceTlb` → [`KTlb`] | the shared `crate::devtlb::DevTlb`: one TLB per CPU (execution unit), each behind a spinlock the device holds across each access |
 
 mod arc;
+mod devmem;
 mod dma;
 mod gfp;
 mod lock;
@@ -24,6 +25,7 @@ mod mm;
 mod tlb;
 
 pub use arc::*;
+pub use devmem::*;
 pub use dma::*;
 pub use gfp::*;
 pub use lock::*;
@@ -35,7 +37,7 @@ pub use tlb::*;
 use crate::engine::{Access, Engine};
 use crate::ffi;
 use crate::pgtable::X86Format;
-use crate::platform::{NoDevmem, Platform};
+use crate::platform::Platform;
 use crate::trace::Trace;
 use core::ffi::c_void;
 
@@ -53,7 +55,7 @@ impl Platform for KPlat {
     type Mm = KMm;
     type Dma = KDma;
     type Tlb = KTlb;
-    type Devmem = NoDevmem;
+    type Devmem = KDevRef;
 
     fn now_ns(&self) -> u64 {
         // SAFETY: no preconditions.

@@ -30,12 +30,12 @@ impl ModelDevmem {
             };
         }
         let owner = NEXT_OWNER.fetch_add(0x1000, Ordering::Relaxed);
-        let op = Arc::new(move |mm: &MmHandle, va: u64| {
+        let op = Arc::new(move |mm: &MmHandle, va: u64, page: u64| {
             let dm = ModelDevmem {
                 machine: mm.0.machine.clone(),
                 owner,
             };
-            svm::migrate_to_ram(mm, &dm, va)
+            svm::migrate_to_ram(mm, &dm, va, page)
         });
         mm.add_devmem(owner, pages, op);
         ModelDevmem {
@@ -62,7 +62,9 @@ impl Devmem for ModelDevmem {
 
     fn local_addr(&self, pfn: u64) -> Option<u64> {
         let m = self.machine.st.lock();
-        (m.owner_of(pfn) == self.owner && m.alive(pfn)).then_some(pfn * PAGE_SIZE)
+        // A system page has owner 0: never local, even to a device without memory.
+        (self.owner != 0 && m.owner_of(pfn) == self.owner && m.alive(pfn))
+            .then_some(pfn * PAGE_SIZE)
     }
 
     fn alloc_device(&self) -> Option<u64> {

@@ -231,7 +231,7 @@ impl<P: Platform> Engine<P> {
                 // Our own device page, mapped read-only by the CPU (shared since a fork):
                 // hmm hands it back as it is, never faulting it. Move it to system memory,
                 // where the next round's write request breaks COW as for any page.
-                self.migrate_step(scratch, page, page + PAGE, Place::System)?;
+                self.migrate_step(scratch, page, page + PAGE, Place::System, &mut 0)?;
                 self.count_retry(range, None, page, access, retry);
                 continue;
             }

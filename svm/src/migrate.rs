@@ -49,7 +49,8 @@ impl<P: Platform> Engine<P> {
     /// changed meanwhile. Restartable: `done` says how many bytes from `start` were handled.
     /// `EINVAL` for a misaligned, empty, overflowing or kernel range; `EOPNOTSUPP` without
     /// device memory; `EFAULT` for a hole or I/O memory; `ENOMEM` when device memory (or
-    /// system memory, moving back) ran out; `ESRCH` once the mm is gone.
+    /// system memory, moving back) ran out; `ESRCH` once the mm is gone. Returns how many
+    /// pages moved (`moved`, too, on an error).
     pub fn migrate(
         &self,
         scratch: &mut Scratch,
@@ -57,6 +58,34 @@ impl<P: Platform> Engine<P> {
         len: u64,
         to: Place,
         done: &mut u64,
+    ) -> Result<u64, Errno> {
+        let mut moved = 0;
+        let r = self.migrate_span(scratch, start, len, to, done, &mut moved);
+        r.map(|()| moved)
+    }
+
+    /// [`Engine::migrate`], counting what moved in `moved` whatever the outcome.
+    pub fn migrate_counted(
+        &self,
+        scratch: &mut Scratch,
+        start: u64,
+        len: u64,
+        to: Place,
+        done: &mut u64,
+        moved: &mut u64,
+    ) -> Result<(), Errno> {
+        *moved = 0;
+        self.migrate_span(scratch, start, len, to, done, moved)
+    }
+
+    fn migrate_span(
+        &self,
+        scratch: &mut Scratch,
+        start: u64,
+        len: u64,
+        to: Place,
+        done: &mut u64,
+        moved: &mut u64,
     ) -> Result<(), Errno> {
         *done = 0;
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
@@ -70,7 +99,7 @@ impl<P: Platform> Engine<P> {
         let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
         let mut va = start;
         while va < end {
-            let step = self.migrate_step(scratch, va, end, to)?;
+            let step = self.migrate_step(scratch, va, end, to, moved)?;
             if step == 0 {
                 // The range died, or another migration holds it: go round.
                 if self.plat.now_ns() > deadline {
@@ -86,13 +115,15 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    /// One step from `va`: returns the bytes handled (0: try again).
+    /// One step from `va`: returns the bytes handled (0: try again); adds what moved to
+    /// `moved`.
     pub(crate) fn migrate_step(
         &self,
         scratch: &mut Scratch,
         va: u64,
         end: u64,
         to: Place,
+        moved: &mut u64,
     ) -> Result<u64, Errno> {
         let range = self.range_for(va, true)?;
         let Some(_inflight) = InFlight::enter(&range) else {
@@ -132,6 +163,7 @@ impl<P: Platform> Engine<P> {
                 Place::System => Select::DevicePrivate,
             },
             owner: self.devmem.owner(),
+            fault_page: 0,
         };
         let collected = self.mm.migrate_setup(&mut req);
         drop(claim);
@@ -140,7 +172,7 @@ impl<P: Platform> Engine<P> {
         if collected > 0 {
             short = self.migrate_copy(&mut req, to);
             self.mm.migrate_pages(&mut req);
-            let moved = req
+            let n = req
                 .src
                 .iter()
                 .zip(req.dst.iter())
@@ -150,7 +182,8 @@ impl<P: Platform> Engine<P> {
                 Place::Device => &self.stats.migrated_to_device,
                 Place::System => &self.stats.migrated_to_system,
             };
-            Counters::add(c, moved);
+            Counters::add(c, n);
+            *moved += n;
             self.mm.migrate_finalize(&mut req);
         }
         drop(g);
@@ -191,11 +224,17 @@ impl<P: Platform> Engine<P> {
 }
 
 /// `dev_pagemap_ops.migrate_to_ram` for the page at `va`: a CPU access found one of
-/// `devmem`'s pages there. Called from the page fault, `mmap_lock` held for read. Moves the
-/// page back to a new system page; every engine mirroring it sees the `MMU_NOTIFY_MIGRATE`
-/// and zaps it (none of them runs this migration). Ok also when someone else moved it first:
-/// the fault is retried. `ENOMEM` (`VM_FAULT_OOM`) without a system page.
-pub fn migrate_to_ram<M: Mm, D: Devmem>(mm: &M, devmem: &D, va: u64) -> Result<(), Errno> {
+/// `devmem`'s pages there, `fault_page` (its pfn, which the fault holds locked; 0 if it
+/// does not). Called from the page fault, `mmap_lock` held for read. Moves the page back to a
+/// new system page; every engine mirroring it sees the `MMU_NOTIFY_MIGRATE` and zaps it (none
+/// of them runs this migration). Ok also when someone else moved it first: the fault is
+/// retried. `ENOMEM` (`VM_FAULT_OOM`) without a system page.
+pub fn migrate_to_ram<M: Mm, D: Devmem>(
+    mm: &M,
+    devmem: &D,
+    va: u64,
+    fault_page: u64,
+) -> Result<(), Errno> {
     let mut src = [0u64; 1];
     let mut dst = [0u64; 1];
     let mut req = MigrateReq {
@@ -204,6 +243,12 @@ pub fn migrate_to_ram<M: Mm, D: Devmem>(mm: &M, devmem: &D, va: u64) -> Result<(
         dst: &mut dst,
         select: Select::DevicePrivate,
         owner: devmem.owner(),
+        // Teeth: lose the fault's page, as the first kernel glue did between the three calls.
+        fault_page: if cfg!(feature = "teeth-m2r-no-fault-page") {
+            0
+        } else {
+            fault_page
+        },
     };
     if mm.migrate_setup(&mut req)? == 0 {
         return Ok(());

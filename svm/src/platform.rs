@@ -178,6 +178,9 @@ pub struct MigrateReq<'a> {
     /// `args->pgmap_owner`: passed to the `MMU_NOTIFY_MIGRATE` callbacks, and the owner of the
     /// device-private pages `Select::DevicePrivate` collects.
     pub owner: u64,
+    /// `args->fault_page`: in `migrate_to_ram`, the pfn of the page the CPU fault holds locked
+    /// and referenced (0: none).
+    pub fault_page: u64,
 }
 
 /// The process address space a context is bound to (`struct mm_struct`, held by `mmgrab`).

@@ -242,7 +242,7 @@ fn mutator_thread(s: &Shared, id: usize) {
                     .engine
                     .migrate(&mut scratch, page, n * PAGE, to, &mut done)
                 {
-                    Ok(()) | Err(Errno::ENOMEM) => {}
+                    Ok(_) | Err(Errno::ENOMEM) => {}
                     Err(e) => {
                         s.w.violations
                             .record("storm", format!("migration of {page:#x}+{n} failed: {e}"));

@@ -34,7 +34,7 @@ fn migrate<F: PteFormat>(w: &World<F>, a: u64, pages: u64, to: Place) -> (Result
     let mut s = Scratch::new();
     let mut done = 0;
     let r = w.engine.migrate(&mut s, a, pages * PAGE, to, &mut done);
-    (r, done)
+    (r.map(|_| ()), done)
 }
 
 /// Pages of `[a, a + n pages)` the CPU maps with a device-private entry.

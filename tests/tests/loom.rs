@@ -777,6 +777,7 @@ mod devmem {
         let mut done = 0;
         w.engine
             .migrate(&mut Scratch::new(), a, PAGE, to, &mut done)
+            .map(|_| ())
     }
 
     /// The device writes a page while the engine moves it to device memory. A fault that read

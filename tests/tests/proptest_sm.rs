@@ -740,7 +740,7 @@ impl<F: PteFormat> Sut<F> {
                     .pages()
                     .any(|p| self.parent.get(p).prot.is_none_or(|q| !q.read));
                 match r {
-                    Ok(()) => assert_eq!(done, s.len(), "{op:?}"),
+                    Ok(_) => assert_eq!(done, s.len(), "{op:?}"),
                     Err(Errno::EFAULT) => assert!(bad, "{op:?}: EFAULT over readable memory"),
                     Err(Errno::ENOMEM) => assert_eq!(to, Place::Device, "{op:?}"),
                     Err(e) => panic!("{op:?}: {e}"),

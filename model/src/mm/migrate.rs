@@ -24,8 +24,9 @@ use svm::platform::{
     MIGRATE_PFN_VALID, MIGRATE_PFN_WRITE,
 };
 
-/// A device's `migrate_to_ram`: called with the faulting mm and address.
-pub(crate) type MigrateToRam = Arc<dyn Fn(&MmHandle, u64) -> Result<(), Errno> + Send + Sync>;
+/// A device's `migrate_to_ram`: called with the faulting mm, the address and the device page
+/// the fault holds (pinned, as the kernel's fault holds it locked and referenced).
+pub(crate) type MigrateToRam = Arc<dyn Fn(&MmHandle, u64, u64) -> Result<(), Errno> + Send + Sync>;
 
 struct Candidate {
     i: usize,
@@ -79,7 +80,10 @@ impl MmShared {
         for c in cands {
             let mut now = m.mappers(c.pfn);
             now.sort_unstable();
-            if now != c.mappers || !m.alive(c.pfn) || m.frames[&c.pfn].pins != 0 {
+            // A page someone holds (another migration, a fault) is not collected, except the
+            // page of the fault that runs this migration (`args->fault_page`).
+            let held = m.frames[&c.pfn].pins - u32::from(c.pfn == req.fault_page);
+            if now != c.mappers || !m.alive(c.pfn) || held != 0 {
                 continue;
             }
             let mut recs = Vec::with_capacity(now.len());
@@ -204,8 +208,14 @@ impl MmShared {
                 req.src[i] &= !MIGRATE_PFN_MIGRATE;
                 continue;
             };
-            if s & MIGRATE_PFN_VALID != 0 {
-                // An isolated page: its mappings move in `finalize`.
+            if let Some(old) = migrate_pfn_pfn(s) {
+                // An isolated page: its mappings move in `finalize`, if no reference beyond
+                // the isolation's and (named in `fault_page`) the fault's holds it
+                // (`folio_migrate_mapping()`'s refcount check).
+                let extra = u32::from(old == req.fault_page);
+                if m.frames.get(&old).is_none_or(|f| f.pins > 1 + extra) {
+                    req.src[i] &= !MIGRATE_PFN_MIGRATE;
+                }
                 continue;
             }
             let va = req.start + i as u64 * PAGE_SIZE;
@@ -300,7 +310,8 @@ impl MmShared {
         }
     }
 
-    /// `do_swap_page()` on a device-private entry: `pgmap->ops->migrate_to_ram()`.
+    /// `do_swap_page()` on a device-private entry: `pgmap->ops->migrate_to_ram()`, the page
+    /// held (pinned) meanwhile as the kernel holds it locked and referenced.
     pub(crate) fn device_fault(&self, owner: u64, va: u64) -> Result<(), Errno> {
         let op = self
             .machine
@@ -319,8 +330,21 @@ impl MmShared {
         let Some(me) = self.machine.mm(self.id) else {
             return Err(Errno::EFAULT);
         };
+        let page = {
+            let mut m = self.machine.st.lock();
+            let Some(Pte::Device { pfn, .. }) = m.mm_ref(self.id).ptes.get(&va).copied() else {
+                // Gone meanwhile: retry the fault.
+                return Ok(());
+            };
+            m.frame(pfn).pins += 1;
+            pfn
+        };
         // VM_FAULT_SIGBUS for any error.
-        op(&MmHandle(me), va).map_err(|_| Errno::EFAULT)
+        let r = op(&MmHandle(me), va, page).map_err(|_| Errno::EFAULT);
+        let mut m = self.machine.st.lock();
+        m.frame(page).pins -= 1;
+        m.maybe_free(page);
+        r
     }
 }
 
