@@ -111,12 +111,18 @@ pub(crate) fn show_ranges(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
 
 /// `device`: the module's configuration and what all its files hold together.
 pub(crate) fn show_device(w: &mut Seq) -> core::fmt::Result {
-    let (ctxs, mirrors) = {
+    let (ctxs, mirrors, dm) = {
         let r = registry().lock();
-        (r.ctxs.len(), r.mirrors.len())
+        (r.ctxs.len(), r.mirrors.len(), r.dm_devmem.clone())
     };
     writeln!(w, "accel_files {ctxs}")?;
     writeln!(w, "dmirror_files {mirrors}")?;
+    // Device memory of each dmirror device: pages in use of pages in all.
+    for (i, d) in dm.iter().enumerate() {
+        if let Some(d) = d {
+            writeln!(w, "dmirror{i}_devmem {} {}", d.used(), d.pages())?;
+        }
+    }
     // SAFETY: no preconditions (module parameters).
     let (shift, scope, max) = unsafe {
         (

@@ -49,6 +49,7 @@ macro_rules! check {
     };
 }
 
+mod devmem;
 mod distro;
 mod queues;
 mod resources;
@@ -3233,9 +3234,22 @@ fn t_dmirror_bad_input() -> TResult {
         dm(fd, snapshot, DmCmd { ptr: 8, ..good }),
         libc::EFAULT,
     )?;
-    for nr in [2, 3, 5, 6] {
+    for nr in [5, 6] {
         expect(&format!("command {nr}"), dm(fd, nr, good), libc::EOPNOTSUPP)?;
     }
+    expect(
+        "MIGRATE_TO_DEV of a hole",
+        dm(
+            fd,
+            2,
+            DmCmd {
+                addr: 4096,
+                npages: 1,
+                ..good
+            },
+        ),
+        libc::EINVAL,
+    )?;
     expect("unknown command", dm(fd, 8, good), libc::EINVAL)?;
     // SAFETY: a NULL argument: the driver must fault, not oops.
     let r = unsafe { libc::ioctl(fd, dm_iowr(read) as libc::c_ulong, 0usize) };
@@ -3325,7 +3339,7 @@ fn t_dmirror_hostile() -> TResult {
                 (write, out.addr(), NP),
                 (snapshot, snap, 64),
                 (release, out.addr(), u64::MAX),
-                (migrate, out.addr(), u64::MAX),
+                (migrate, out.addr(), NP),
             ] {
                 n += 1;
                 let c = DmCmd {
@@ -3338,8 +3352,9 @@ fn t_dmirror_hostile() -> TResult {
                 let r = dm(fd, nr, c);
                 let want = if !valid(a, np) {
                     Err(libc::EINVAL)
-                } else if nr == migrate {
-                    Err(libc::EOPNOTSUPP)
+                } else if nr == migrate && np > NP {
+                    // Past the buffer's end: the guard page, no readable VMA there.
+                    Err(libc::EINVAL)
                 } else if np > room || ((nr == read || nr == write) && np > NP) {
                     Err(libc::EFAULT)
                 } else {
@@ -3544,6 +3559,14 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
             "dmirror_refault_under_migration",
             &t_dmirror_refault_under_migration,
         );
+        run("devmem_migrate", &devmem::t_devmem_migrate);
+        run("devmem_fork_cow", &devmem::t_devmem_fork_cow);
+        run(
+            "devmem_mprotect_munmap_exit",
+            &devmem::t_devmem_mprotect_munmap_exit,
+        );
+        run("devmem_two_devices", &devmem::t_devmem_two_devices);
+        run("devmem_storm", &|| devmem::t_devmem_storm(5));
         run("ksm", &distro::t_ksm);
         run("fd_passing", &distro::t_fd_passing);
         run("fail_nth", &distro::t_fail_nth);

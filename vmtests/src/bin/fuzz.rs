@@ -4,8 +4,8 @@
 //! What it calls: every ioctl of `/dev/accel/accel0` (BIND, SUBMIT with ops of every kind,
 //! PREFETCH, QUERY, CREATE_QUEUE/WAIT/DESTROY_QUEUE with hostile rings, words, sizes, ids,
 //! values and timeouts, unknown command numbers, known numbers with wrong sizes, directions and
-//! type bytes) and of `/dev/hmm_dmirror0`/`1` (READ, WRITE, SNAPSHOT, RELEASE, the unsupported
-//! MIGRATE_TO_DEV/MIGRATE_TO_SYS/EXCLUSIVE/CHECK_EXCLUSIVE, unknown numbers and sizes), with
+//! type bytes) and of `/dev/hmm_dmirror0`/`1` (READ, WRITE, SNAPSHOT, RELEASE, MIGRATE_TO_DEV,
+//! MIGRATE_TO_SYS, the unsupported EXCLUSIVE/CHECK_EXCLUSIVE, unknown numbers and sizes), with
 //! hostile values: lengths and counts with each single bit 0..63 set (and +-1, +-page), 0,
 //! `u64::MAX`, 2^52(+1), 2^47, TASK_SIZE, 1 GiB(+8); addresses that are NULL, kernel,
 //! non-canonical, unaligned, PROT_NONE, read-only, unmapped, `[vvar]`, text; ops arrays and
@@ -220,6 +220,9 @@ const E_DM: &[i32] = &[
     libc::EOVERFLOW,
     libc::E2BIG,
     libc::ENODEV,
+    // MIGRATE_TO_DEV: a page that did not move to the device (shared memory, the other
+    // device's page).
+    libc::ENOENT,
 ];
 /// A SUBMIT job's `error` (negated).
 const E_JOB: &[i32] = &[
@@ -2265,7 +2268,8 @@ impl<'a> T<'a> {
             self.addr_any(PAGE)
         };
         let mut bytes = u128::from(npages) * u128::from(PAGE);
-        let copying = nr == 0 || nr == 1;
+        // MIGRATE_TO_DEV reads what it moved back into `ptr`, as READ does.
+        let copying = nr == 0 || nr == 1 || nr == 2;
         if copying && bytes >= BIG_DM && bytes <= u128::from(MAX_LEN) && self.child {
             npages = 1 + self.r.below(16);
             bytes = u128::from(npages) * u128::from(PAGE);
@@ -2330,7 +2334,7 @@ impl<'a> T<'a> {
             // SAFETY: the private argument page.
             c = unsafe { std::ptr::read_unaligned(q as *const DmCmd) };
         }
-        if matches!(nr, 2 | 3 | 5 | 6) {
+        if matches!(nr, 5 | 6) {
             self.brk(format!("unsupported {} succeeded", KINDS[k as usize]));
             return;
         }
@@ -2341,7 +2345,8 @@ impl<'a> T<'a> {
             ));
             return;
         }
-        if nr != 7 && c.cpages != npages {
+        // MIGRATE_TO_SYS counts the pages that moved back, which may be none.
+        if nr != 7 && nr != 3 && c.cpages != npages {
             self.brk(format!(
                 "{} succeeded with cpages {:#x} != npages {npages:#x}",
                 KINDS[k as usize], c.cpages
