@@ -247,11 +247,11 @@ impl Mirror {
             NR_READ | NR_WRITE => copy(e, &mut cmd, nr == NR_WRITE, &self.gone)?,
             NR_SNAPSHOT => snapshot(e, &mut cmd, &self.gone)?,
             NR_MIGRATE_TO_DEV => {
-                migrate(e, &mut cmd, Place::Device)?;
+                migrate(e, &mut cmd, Place::Device, &self.gone)?;
                 resident(e, &cmd, &self.gone)?;
                 copy(e, &mut cmd, false, &self.gone)?;
             }
-            NR_MIGRATE_TO_SYS => migrate(e, &mut cmd, Place::System)?,
+            NR_MIGRATE_TO_SYS => migrate(e, &mut cmd, Place::System, &self.gone)?,
             NR_RELEASE => {
                 if let Some(d) = &self.devmem {
                     d.evict_all()?;
@@ -398,17 +398,35 @@ fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, writ
 
 /// MIGRATE_TO_DEV (the pages, before `resident` and the read back) and MIGRATE_TO_SYS
 /// (`cpages`: the pages that moved). test_hmm's errors: a span without a readable VMA
-/// throughout is `EINVAL`.
-fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place) -> Result<(), Errno> {
+/// throughout is `EINVAL`. 2 MiB at a time, with a fatal-signal check and `cond_resched()`
+/// between.
+fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(), Errno> {
+    const STEP: u64 = 2 << 20;
     let mut s = zeroed_scratch()?;
-    let (mut done, mut moved) = (0, 0);
-    let len = cmd.npages << PAGE_SHIFT;
-    let r = e.migrate_counted(&mut s, cmd.addr, len, to, &mut done, &mut moved);
-    cmd.cpages = moved;
-    match r {
-        Err(Errno::EFAULT) => Err(Errno::EINVAL),
-        r => r,
+    let end = end_of(cmd);
+    let mut va = cmd.addr;
+    cmd.cpages = 0;
+    while va < end {
+        // SAFETY: no preconditions.
+        if unsafe { ffi::svm_fatal_signal_pending() } {
+            return Err(Errno::EINTR);
+        }
+        if gone.load(Ordering::Relaxed) {
+            return Err(ENODEV);
+        }
+        resched();
+        let len = (end - va).min(STEP);
+        let (mut done, mut moved) = (0, 0);
+        let r = e.migrate_counted(&mut s, va, len, to, &mut done, &mut moved);
+        cmd.cpages += moved;
+        match r {
+            Ok(()) => {}
+            Err(Errno::EFAULT) => return Err(Errno::EINVAL),
+            Err(e) => return Err(e),
+        }
+        va += len;
     }
+    Ok(())
 }
 
 /// After MIGRATE_TO_DEV: test_hmm reads the span back through its mirror, which holds only
