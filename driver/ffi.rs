@@ -142,6 +142,7 @@ extern "C" {
         owner: u64,
         fault_pfn: u64,
     ) -> i64;
+    pub fn svm_migrate_keep_ksm(src: *mut u64, npages: u64) -> i64;
     pub fn svm_migrate_pages(
         mm: *mut MmStruct,
         start: u64,

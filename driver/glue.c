@@ -1389,6 +1389,28 @@ long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u6
 }
 
 /*
+ * After a setup for system pages: leave KSM pages where they are (clear MIGRATE: finalize
+ * then restores them).  Moving one would move its stable node's pfn to the device page
+ * (folio_migrate_ksm()), whose bytes ksmd then memcmp()s through the direct map, where a
+ * device-private page has none: an oops found by the fuzzer.  Returns how many stayed.
+ */
+long svm_migrate_keep_ksm(u64 *src, u64 npages)
+{
+	long kept = 0;
+	u64 i;
+
+	for (i = 0; i < npages; i++) {
+		struct page *page = migrate_pfn_to_page(src[i]);
+
+		if (page && (src[i] & MIGRATE_PFN_MIGRATE) && PageKsm(page)) {
+			src[i] &= ~MIGRATE_PFN_MIGRATE;
+			kept++;
+		}
+	}
+	return kept;
+}
+
+/*
  * migrate_vma_pages() and _finalize() need only these fields of the setup's struct; pages
  * needs fault_page too (the extra reference the fault holds), or the page does not move.
  */

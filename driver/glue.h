@@ -272,6 +272,7 @@ void svm_put_locked_page(u64 pfn);
 void svm_copy_pfn(u64 dst, u64 src);
 long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
 		       u32 device_private, u64 owner, u64 fault_pfn);
+long svm_migrate_keep_ksm(u64 *src, u64 npages);
 void svm_migrate_pages(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
 		       u64 owner, u64 fault_pfn);
 void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,

@@ -288,7 +288,13 @@ impl Mm for KMm {
         if rc < 0 {
             return Err(Errno(-rc as i32));
         }
-        Ok(rc as usize)
+        let mut collected = rc as usize;
+        if req.select == Select::System {
+            // SAFETY: `src` holds `n` entries, as setup filled them.
+            let kept = unsafe { ffi::svm_migrate_keep_ksm(req.src.as_mut_ptr(), n as u64) };
+            collected = collected.saturating_sub(kept as usize);
+        }
+        Ok(collected)
     }
 
     fn migrate_pages(&self, req: &mut MigrateReq<'_>) {

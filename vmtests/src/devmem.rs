@@ -131,6 +131,94 @@ fn check_words(b: &Buf, pages: usize, base: u64, what: &str) -> TResult {
     Ok(())
 }
 
+/// `[addr, addr + n pages)` holds KSM-merged pages (and others): MIGRATE_TO_DEV must leave
+/// the merged ones where they are (`ENOENT`, as for any page that did not move), and ksmd,
+/// which keeps scanning for 300 ms, must not trip over one (the kernel oopsed comparing a
+/// device page's bytes when one moved: found by the fuzzer). No-op without device memory.
+pub(crate) fn ksm_pages_stay(addr: u64, n: u64) -> TResult {
+    if !have_devmem() {
+        return Ok(());
+    }
+    let d = Dm::open(0)?;
+    let mut out = vec![0u8; n as usize * PAGE];
+    let r = d.cmd(MIGRATE_TO_DEV, addr, n, out.as_mut_ptr() as u64);
+    check!(
+        r.as_ref().err() == Some(&libc::ENOENT) || r.is_ok(),
+        "MIGRATE_TO_DEV over KSM pages: {:?}",
+        r.map(|c| c.cpages).map_err(ename)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    check!(d.to_sys(addr, n).is_ok(), "MIGRATE_TO_SYS");
+    Ok(())
+}
+
+/// A KSM page mapped once (its twin was written since) is asked to move to the device, then
+/// fresh pages with its content appear, so ksmd compares them with the stable node's page.
+/// 6.12 would move the page and the stable node with it, and ksmd would `memcmp()` a
+/// device-private page that has no bytes in the direct map (the fuzzer's oops): the page must
+/// stay (`ENOENT`) and ksmd must find the twins.
+pub(crate) fn t_devmem_ksm() -> TResult {
+    use crate::distro::{read_u64, write_file, KSM};
+    if !have_devmem() || !std::path::Path::new(KSM).exists() {
+        return Ok(());
+    }
+    let d = Dm::open(0)?;
+    const NP: usize = 8;
+    let b = Buf::new(NP * PAGE);
+    // SAFETY: our mapping.
+    unsafe { libc::madvise(b.p.cast(), b.len, libc::MADV_NOHUGEPAGE) };
+    let w = b.words();
+    let pat = |page: usize, v: u64| {
+        for x in &w[page * PAGE / 8..(page + 1) * PAGE / 8] {
+            x.store(v, Ordering::Relaxed);
+        }
+    };
+    for p in 0..NP {
+        pat(p, 0x7000 + p as u64);
+    }
+    pat(0, 0xabcd);
+    pat(1, 0xabcd);
+    // SAFETY: our mapping.
+    let r = unsafe { libc::madvise(b.p.cast(), b.len, libc::MADV_MERGEABLE) };
+    check!(r == 0, "MADV_MERGEABLE: {}", ename(errno()));
+    write_file(&format!("{KSM}/pages_to_scan"), "10000")?;
+    write_file(&format!("{KSM}/sleep_millisecs"), "0")?;
+    write_file(&format!("{KSM}/run"), "1")?;
+    let res = (|| -> TResult {
+        let t0 = Instant::now();
+        while read_u64(&format!("{KSM}/pages_sharing"))? < 1 {
+            check!(
+                t0.elapsed() < Duration::from_secs(30),
+                "KSM merged nothing in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Page 1 leaves the KSM page; page 0 maps it alone.
+        pat(1, 0x1111);
+        let mut out = vec![0u8; PAGE];
+        let r = d.cmd(MIGRATE_TO_DEV, b.addr(), 1, out.as_mut_ptr() as u64);
+        check!(
+            r.as_ref().err() == Some(&libc::ENOENT),
+            "MIGRATE_TO_DEV of a KSM page: {:?}",
+            r.map(|c| c.cpages).map_err(ename)
+        );
+        // Twins for ksmd to compare with the stable page.
+        for p in 2..NP {
+            pat(p, 0xabcd);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for p in [0, 2, 5] {
+            check!(
+                w[p * PAGE / 8].load(Ordering::Relaxed) == 0xabcd,
+                "page {p} lost its data"
+            );
+        }
+        Ok(())
+    })();
+    write_file(&format!("{KSM}/run"), "2")?;
+    res
+}
+
 /// Skips (Ok) when the module has no device memory (dmirror=0, or dmirror_devmem_mib=0).
 fn have_devmem() -> bool {
     used(0).is_some() && used(1).is_some()

@@ -18,18 +18,18 @@ use crate::{dev_sum, dm, ename, errno, fill, Buf, Dev, DmCmd, TResult, DMIRROR, 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-fn write_file(path: &str, v: &str) -> TResult {
+pub(crate) fn write_file(path: &str, v: &str) -> TResult {
     std::fs::write(path, v).map_err(|e| format!("write {v:?} to {path}: {e}"))
 }
 
-fn read_u64(path: &str) -> Result<u64, String> {
+pub(crate) fn read_u64(path: &str) -> Result<u64, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
     s.trim().parse().map_err(|e| format!("{path}: {s:?}: {e}"))
 }
 
 // ---- KSM ----------------------------------------------------------------------------------
 
-const KSM: &str = "/sys/kernel/mm/ksm";
+pub(crate) const KSM: &str = "/sys/kernel/mm/ksm";
 
 pub(crate) fn t_ksm() -> TResult {
     const NP: usize = 64;
@@ -100,6 +100,15 @@ pub(crate) fn t_ksm() -> TResult {
             );
             let s = dev_sum(&d, b.addr() + p * PAGE as u64, PAGE as u64)?;
             check!(s == even, "device reads page {p} as {s:#x}");
+        }
+        // KSM pages do not move to device memory: 6.12 would move the stable node's page
+        // with them, and ksmd would then compare a device-private page's (absent) bytes.
+        crate::devmem::ksm_pages_stay(b.addr() + 4 * PAGE as u64, 8)?;
+        for p in [4u64, 6] {
+            check!(
+                b.sum(p as usize * PAGE, PAGE) == even,
+                "page {p} after MIGRATE_TO_DEV"
+            );
         }
         Ok(())
     })();

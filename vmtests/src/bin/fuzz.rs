@@ -2355,7 +2355,12 @@ impl<'a> T<'a> {
         if nr == 4 && ptr == self.p.ob {
             // SAFETY: the private bounce buffer, `npages` bytes written by the kernel.
             let v = unsafe { std::slice::from_raw_parts(ptr as *const u8, npages as usize) };
-            if let Some(i) = v.iter().position(|&b| b != 0xff && b & !0x1f != 0) {
+            // Flags below 0x20, plus DEV_PRIVATE_LOCAL (0x20); never REMOTE (0x30: hmm with our
+            // owner does not return another device's pages).
+            if let Some(i) = v
+                .iter()
+                .position(|&b| b != 0xff && (b & !0x3f != 0 || b & 0x30 == 0x30))
+            {
                 self.brk(format!(
                     "SNAPSHOT byte {i} is {:#x}, not an HMM_DMIRROR_PROT_* value",
                     v[i]
@@ -3235,7 +3240,8 @@ impl<'a> T<'a> {
                 self.cpu_check(off, nw, "mprotect down/up");
             }
             _ => {
-                // SNAPSHOT of the oracle buffer: every page is mapped RW, none is an error.
+                // SNAPSHOT of the oracle buffer: every page is mapped RW, none is an error;
+                // a page may be in this device's memory (MIGRATE_TO_DEV), never another's.
                 if self.dm.is_some() {
                     let (pg, n) = self.opages(64);
                     if self.o_dm(4, pg, n).is_some() {
@@ -3243,7 +3249,10 @@ impl<'a> T<'a> {
                         let v = unsafe {
                             std::slice::from_raw_parts(self.p.ob as *const u8, n as usize)
                         };
-                        if let Some(i) = v.iter().position(|&b| b == 0xff || b & !0x1f != 0) {
+                        if let Some(i) = v
+                            .iter()
+                            .position(|&b| b == 0xff || b & !0x3f != 0 || b & 0x30 == 0x30)
+                        {
                             self.brk(format!(
                                 "oracle SNAPSHOT of the RW buffer: page {} is {:#x}",
                                 pg + i as u64,
