@@ -272,6 +272,87 @@ fn single(o: &Out, mib: usize, thp: bool) {
     }
 }
 
+/// One dmirror command; Err(errno).
+fn dm_cmd(fd: i32, nr: u64, addr: *const u8, len: usize, out: *mut u8) -> Result<Cmd, i32> {
+    let mut c = Cmd {
+        addr: addr as u64,
+        ptr: out as u64,
+        npages: (len / PAGE) as u64,
+        ..Cmd::default()
+    };
+    loop {
+        // SAFETY: `c` is a valid command; `out` holds `len` bytes where the command writes.
+        let r = unsafe { libc::ioctl(fd, dmirror_uapi::dm_iowr(nr) as _, &mut c) };
+        if r == 0 {
+            return Ok(c);
+        }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Device memory (4 KiB pages): MIGRATE_TO_DEV of `mib` MiB (which reads the span back, for
+/// both drivers), a READ of the resident pages (against `reread_4k`: the same READ of mirrored
+/// system memory), a CPU touch per page (each a `migrate_to_ram`), then MIGRATE_TO_DEV again
+/// and MIGRATE_TO_SYS. Nothing is printed if the driver cannot migrate.
+fn devmem(o: &Out, mib: usize) {
+    let len = mib << 20;
+    let pages = len / PAGE;
+    let mut out = vec![0u8; len];
+    let (mut to_dev, mut resident, mut back, mut to_sys) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..o.trials {
+        let fd = open_dev();
+        let b = Buf::new(len, false);
+        let t = Instant::now();
+        match dm_cmd(fd, 2, b.ptr, len, out.as_mut_ptr()) {
+            Ok(c) if c.cpages as usize == pages => {}
+            r => {
+                eprintln!(
+                    "dmbench: MIGRATE_TO_DEV of {mib} MiB: {:?}: no device-memory numbers",
+                    r.map(|c| c.cpages)
+                );
+                // SAFETY: our fd.
+                unsafe { libc::close(fd) };
+                return;
+            }
+        }
+        to_dev.push(mib as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        read(fd, b.ptr, b.len, &mut out);
+        resident.push(t.elapsed().as_secs_f64() * 1e6 / mib as f64);
+        let t = Instant::now();
+        for off in (0..len).step_by(PAGE) {
+            // SAFETY: inside the buffer; the load faults the page back to system memory.
+            unsafe { std::ptr::read_volatile(b.ptr.add(off)) };
+        }
+        back.push(t.elapsed().as_secs_f64() * 1e6 / pages as f64);
+        if dm_cmd(fd, 2, b.ptr, len, out.as_mut_ptr()).is_ok() {
+            let t = Instant::now();
+            if dm_cmd(fd, 3, b.ptr, len, std::ptr::null_mut()).is_ok() {
+                to_sys.push(mib as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        for (i, off) in (0..len).step_by(PAGE).enumerate() {
+            // SAFETY: inside the buffer.
+            if unsafe { b.ptr.add(off).read_volatile() } != (i as u8 | 1) {
+                eprintln!("dmbench: wrong data at page {i} after the migrations");
+                std::process::exit(1);
+            }
+        }
+        drop(b);
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+    o.put("migrate_to_dev_4k", to_dev, "MiB/s");
+    o.put("read_resident_4k", resident, "us/MiB");
+    o.put("cpu_fault_back_4k", back, "us/page");
+    if !to_sys.is_empty() {
+        o.put("migrate_to_sys_4k", to_sys, "MiB/s");
+    }
+}
+
 /// `threads` threads fault disjoint buffers (READ in 256 KiB steps) through one device file
 /// (or one each, `fd_each`: separate mirrors, so nothing of the driver is shared),
 /// with or without another thread that mmaps, touches and munmaps 64 KiB elsewhere in a
@@ -477,6 +558,7 @@ fn main() {
     }
     single(&o, mib, false);
     single(&o, mib, true);
+    devmem(&o, mib.min(16));
     let pages = 2 * ((mib / 2) << 20) / PAGE;
     let (mut one, mut quiet, mut busy, mut extra, mut rate) =
         (vec![], vec![], vec![], vec![], vec![]);
