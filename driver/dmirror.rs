@@ -299,14 +299,7 @@ fn copy(e: &KEngine, cmd: &mut Cmd, write: bool, gone: &AtomicBool) -> Result<()
     let mut covered = cmd.addr;
     let mut refaults = 0u64;
     while done < n {
-        // SAFETY: no preconditions.
-        if unsafe { ffi::svm_fatal_signal_pending() } {
-            return Err(Errno::EINTR);
-        }
-        if gone.load(Ordering::Relaxed) {
-            return Err(ENODEV);
-        }
-        resched();
+        between_chunks(gone)?;
         let k = (n - done).min(COPY_BATCH as u64) as usize;
         let bytes = k << PAGE_SHIFT;
         let uptr = (cmd.ptr + (done << PAGE_SHIFT)) as usize;
@@ -407,20 +400,11 @@ fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(
     let mut va = cmd.addr;
     cmd.cpages = 0;
     while va < end {
-        // SAFETY: no preconditions.
-        if unsafe { ffi::svm_fatal_signal_pending() } {
-            return Err(Errno::EINTR);
-        }
-        if gone.load(Ordering::Relaxed) {
-            return Err(ENODEV);
-        }
-        resched();
+        between_chunks(gone)?;
         let len = (end - va).min(STEP);
-        let (mut done, mut moved) = (0, 0);
-        let r = e.migrate_counted(&mut s, va, len, to, &mut done, &mut moved);
-        cmd.cpages += moved;
-        match r {
-            Ok(()) => {}
+        let mut done = 0;
+        match e.migrate(&mut s, va, len, to, &mut done) {
+            Ok(moved) => cmd.cpages += moved,
             Err(Errno::EFAULT) => return Err(Errno::EINVAL),
             Err(e) => return Err(e),
         }
@@ -438,10 +422,7 @@ fn resident(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
     let mut pfns = [0u64; SNAPSHOT_CHUNK];
     let mut va = cmd.addr;
     while va < end {
-        if gone.load(Ordering::Relaxed) {
-            return Err(ENODEV);
-        }
-        resched();
+        between_chunks(gone)?;
         let next = end
             .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
             .min((va | (range - 1)).saturating_add(1));
@@ -466,14 +447,7 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> 
     let mut perm = [0u8; SNAPSHOT_CHUNK];
     let mut va = cmd.addr;
     while va < end {
-        // SAFETY: no preconditions.
-        if unsafe { ffi::svm_fatal_signal_pending() } {
-            return Err(Errno::EINTR);
-        }
-        if gone.load(Ordering::Relaxed) {
-            return Err(ENODEV);
-        }
-        resched();
+        between_chunks(gone)?;
         // A chunk never crosses a range (the engine snapshots one range at a time).
         let next = end
             .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
@@ -490,6 +464,20 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> 
         cmd.cpages += k as u64;
         va = next;
     }
+    Ok(())
+}
+
+/// Between two chunks of a command: `EINTR` at a fatal signal (the OOM killer's), `ENODEV`
+/// once an unplug began; otherwise a `cond_resched()`.
+fn between_chunks(gone: &AtomicBool) -> Result<(), Errno> {
+    // SAFETY: no preconditions.
+    if unsafe { ffi::svm_fatal_signal_pending() } {
+        return Err(Errno::EINTR);
+    }
+    if gone.load(Ordering::Relaxed) {
+        return Err(ENODEV);
+    }
+    resched();
     Ok(())
 }
 

@@ -38,6 +38,7 @@ cases=(
   "teeth-migrate-skip-no-seq loom      devmem::migration_vs_device_write"
   "teeth-migrate-skip-any    devmem    cpu_touch_zaps_the_device_leaf"
   "teeth-m2r-no-fault-page   devmem    cpu_touch_zaps_the_device_leaf"
+  "teeth-migrate-no-finalize devmem    migrate_to_device_and_back_keeps_data"
 )
 
 fail=0

@@ -288,13 +288,13 @@ impl Mm for KMm {
         if rc < 0 {
             return Err(Errno(-rc as i32));
         }
-        let mut collected = rc as usize;
         if req.select == Select::System {
-            // SAFETY: `src` holds `n` entries, as setup filled them.
-            let kept = unsafe { ffi::svm_migrate_keep_ksm(req.src.as_mut_ptr(), n as u64) };
-            collected = collected.saturating_sub(kept as usize);
+            // SAFETY: `src` holds `n` entries, as setup filled them. The pages it keeps are
+            // still collected (locked, behind migration entries): `cpages` stays as the
+            // kernel counted them, and `finalize` puts them back.
+            unsafe { ffi::svm_migrate_keep_ksm(req.src.as_mut_ptr(), n as u64) };
         }
-        Ok(collected)
+        Ok(rc as usize)
     }
 
     fn migrate_pages(&self, req: &mut MigrateReq<'_>) {

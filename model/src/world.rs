@@ -290,6 +290,12 @@ impl<F: PteFormat> World<F> {
         let mut used = BTreeSet::new();
         {
             let m = self.mm.0.machine.st.lock();
+            if !m.isolated.is_empty() {
+                p.push(format!(
+                    "{} pages left isolated behind migration entries (a migration never finalized)",
+                    m.isolated.len()
+                ));
+            }
             for l in leaves.iter().filter(|l| l.valid) {
                 if l.perm.local {
                     // A device page: the CPU maps it with a device-private entry (I1), writable

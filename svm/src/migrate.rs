@@ -50,7 +50,7 @@ impl<P: Platform> Engine<P> {
     /// `EINVAL` for a misaligned, empty, overflowing or kernel range; `EOPNOTSUPP` without
     /// device memory; `EFAULT` for a hole or I/O memory; `ENOMEM` when device memory (or
     /// system memory, moving back) ran out; `ESRCH` once the mm is gone. Returns how many
-    /// pages moved (`moved`, too, on an error).
+    /// pages moved.
     pub fn migrate(
         &self,
         scratch: &mut Scratch,
@@ -60,33 +60,6 @@ impl<P: Platform> Engine<P> {
         done: &mut u64,
     ) -> Result<u64, Errno> {
         let mut moved = 0;
-        let r = self.migrate_span(scratch, start, len, to, done, &mut moved);
-        r.map(|()| moved)
-    }
-
-    /// [`Engine::migrate`], counting what moved in `moved` whatever the outcome.
-    pub fn migrate_counted(
-        &self,
-        scratch: &mut Scratch,
-        start: u64,
-        len: u64,
-        to: Place,
-        done: &mut u64,
-        moved: &mut u64,
-    ) -> Result<(), Errno> {
-        *moved = 0;
-        self.migrate_span(scratch, start, len, to, done, moved)
-    }
-
-    fn migrate_span(
-        &self,
-        scratch: &mut Scratch,
-        start: u64,
-        len: u64,
-        to: Place,
-        done: &mut u64,
-        moved: &mut u64,
-    ) -> Result<(), Errno> {
         *done = 0;
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
         if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
@@ -99,7 +72,7 @@ impl<P: Platform> Engine<P> {
         let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
         let mut va = start;
         while va < end {
-            let step = self.migrate_step(scratch, va, end, to, moved)?;
+            let step = self.migrate_step(scratch, va, end, to, &mut moved)?;
             if step == 0 {
                 // The range died, or another migration holds it: go round.
                 if self.plat.now_ns() > deadline {
@@ -112,7 +85,7 @@ impl<P: Platform> Engine<P> {
             va += step;
             *done = va - start;
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// One step from `va`: returns the bytes handled (0: try again); adds what moved to
@@ -167,23 +140,26 @@ impl<P: Platform> Engine<P> {
         };
         let collected = self.mm.migrate_setup(&mut req);
         drop(claim);
-        let collected = collected?;
-        let mut short = false;
-        if collected > 0 {
-            short = self.migrate_copy(&mut req, to);
-            self.mm.migrate_pages(&mut req);
-            let n = req
-                .src
-                .iter()
-                .zip(req.dst.iter())
-                .filter(|(s, d)| *s & MIGRATE_PFN_MIGRATE != 0 && **d != 0)
-                .count() as u64;
-            let c = match to {
-                Place::Device => &self.stats.migrated_to_device,
-                Place::System => &self.stats.migrated_to_system,
-            };
-            Counters::add(c, n);
-            *moved += n;
+        // Whatever it counted, `pages` and `finalize` follow: a page the platform dropped
+        // from the migration after collecting it stays locked behind a migration entry until
+        // `finalize` (the kernel's KSM pages: a hung task in the VM when this step skipped
+        // both for a count of 0).
+        collected?;
+        let short = self.migrate_copy(&mut req, to);
+        self.mm.migrate_pages(&mut req);
+        let n = req
+            .src
+            .iter()
+            .zip(req.dst.iter())
+            .filter(|(s, d)| *s & MIGRATE_PFN_MIGRATE != 0 && **d != 0)
+            .count() as u64;
+        let c = match to {
+            Place::Device => &self.stats.migrated_to_device,
+            Place::System => &self.stats.migrated_to_system,
+        };
+        Counters::add(c, n);
+        *moved += n;
+        if !cfg!(feature = "teeth-migrate-no-finalize") {
             self.mm.migrate_finalize(&mut req);
         }
         drop(g);

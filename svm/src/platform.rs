@@ -231,8 +231,11 @@ pub trait Mm: Send + Sync {
     /// `migrate_vma_setup()`, the caller holding the read lock (a guard of
     /// [`Mm::mmap_read`], or the page fault's own in `migrate_to_ram`): collects and unmaps
     /// what can migrate, under an `MMU_NOTIFY_MIGRATE` invalidation carrying `req.owner`.
-    /// Returns how many entries it collected (`cpages`). `EINVAL` for a span that is not in
-    /// one anonymous VMA; `EOPNOTSUPP` on a platform without device memory.
+    /// Returns how many entries it collected (`cpages`); whatever it returns, a successful
+    /// setup is followed by `migrate_pages` and `migrate_finalize` (a platform that drops a
+    /// collected entry from the migration, as the kernel's keeps KSM pages, still needs
+    /// `finalize` to put it back). `EINVAL` for a span that is not in one anonymous VMA;
+    /// `EOPNOTSUPP` on a platform without device memory.
     fn migrate_setup(&self, req: &mut MigrateReq<'_>) -> Result<usize, Errno> {
         let _ = req;
         Err(Errno::EOPNOTSUPP)

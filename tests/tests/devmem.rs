@@ -54,6 +54,7 @@ fn migrate_round_trip<F: PteFormat>(w: &World<F>) {
     }
     assert!(w.dma.live() > 0);
     assert_eq!(migrate(w, a, n, Place::Device), (Ok(()), n * PAGE));
+    quiet(w);
     assert_eq!(resident(w, a, n), n);
     assert_eq!(w.devmem.used(), n as usize);
     // The migration zapped and unmapped what the device had of the old pages (the DMA-live
