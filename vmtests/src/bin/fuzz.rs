@@ -3021,9 +3021,76 @@ impl<'a> T<'a> {
         Some(c)
     }
 
+    /// MIGRATE_TO_DEV (then the read back must be the shadow) or MIGRATE_TO_SYS of oracle
+    /// pages, through either dmirror device; the CPU must then read the shadow. `ENOENT` (a
+    /// page on the other device, or shared with a forked child) and `ENOMEM` (device memory
+    /// full) are fine; the data never changes.
+    fn o_migrate(&mut self, to_dev: bool) {
+        let Some(fds) = self.dm else {
+            return;
+        };
+        // Either device; a forked child's second slot is its parent's file (`EXDEV` to it).
+        let fd = if self.child {
+            fds[0]
+        } else {
+            fds[self.r.below(2) as usize]
+        };
+        let (pg, n) = self.opages(OB_LEN / PAGE);
+        let nr = if to_dev { 2 } else { 3 };
+        let mut c = DmCmd {
+            addr: self.p.od + pg * PAGE,
+            ptr: self.p.ob,
+            npages: n,
+            ..Default::default()
+        };
+        self.begin(format!(
+            "oracle dm nr={nr} fd={fd} addr={:#x} npages={n}",
+            c.addr
+        ));
+        let mut allowed = E_TRANSIENT.to_vec();
+        allowed.push(libc::ENOENT);
+        let r = self.ioctl(
+            K::Oracle,
+            fd,
+            dm_iowr(nr),
+            &mut c as *mut _ as u64,
+            &allowed,
+        );
+        self.sh.oracle_checks.fetch_add(1, Relaxed);
+        let (base, nw) = ((pg * PAGE / 8) as usize, (n * PAGE / 8) as usize);
+        if r.is_ok() && to_dev {
+            let obw = words(self.p.ob, OB_LEN);
+            if let Some(i) = (0..nw).find(|&i| obw[i].load(Relaxed) != self.shadow[base + i]) {
+                self.brk(format!(
+                    "oracle dm.MIGRATE_TO_DEV {:#x}: read back word {i} is {:#x}, expected {:#x}",
+                    c.addr,
+                    obw[i].load(Relaxed),
+                    self.shadow[base + i]
+                ));
+            }
+        }
+        if r.is_ok() && c.cpages > n {
+            self.brk(format!(
+                "oracle dm nr={nr}: cpages {} > npages {n}",
+                c.cpages
+            ));
+        }
+        self.cpu_check(
+            base,
+            nw,
+            if to_dev {
+                "dm.MIGRATE_TO_DEV"
+            } else {
+                "dm.MIGRATE_TO_SYS"
+            },
+        );
+    }
+
     fn oracle(&mut self) {
         let odw = words(self.p.od, OD_LEN);
-        match self.r.below(12) {
+        match self.r.below(14) {
+            12 => self.o_migrate(true),
+            13 => self.o_migrate(false),
             0 | 1 => {
                 // CPU writes.
                 let (off, n) = self.ospan(16 << 10);
