@@ -1467,10 +1467,10 @@ void svm_migrate_device_finalize(u64 *src, u64 *dst, u64 npages)
 static bool dmirror;
 module_param(dmirror, bool, 0444);
 
-static unsigned int dmirror_devmem_mib = 64;
+static unsigned int dmirror_devmem_mib = 16;
 module_param(dmirror_devmem_mib, uint, 0444);
 MODULE_PARM_DESC(dmirror_devmem_mib,
-		 "device memory of each dmirror device, MiB (device-private pages; 0: none; default 64)");
+		 "device memory of each dmirror device, MiB (device-private pages, the least recently moved in evicted when full; 0: none; default 16)");
 
 /* With dmirror=1: the device memory each dmirror device gets, MiB, at most 65536 (0: none). */
 u64 svm_dm_devmem_mib(void)

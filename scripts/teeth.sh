@@ -39,6 +39,7 @@ cases=(
   "teeth-migrate-skip-any    devmem    cpu_touch_zaps_the_device_leaf"
   "teeth-m2r-no-fault-page   devmem    cpu_touch_zaps_the_device_leaf"
   "teeth-migrate-no-finalize devmem    migrate_to_device_and_back_keeps_data"
+  "teeth-no-evict            devmem    eviction_makes_room_oldest_first"
 )
 
 fail=0

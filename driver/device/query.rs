@@ -68,6 +68,7 @@ impl Ctx {
             migrated_to_system: _,
             migrate_failed: _,
             migrate_skips: _,
+            evicted: _,
         } = e.stats();
         q.faults = faults;
         q.fault_errors = fault_errors;

@@ -25,13 +25,16 @@ const EVICT_CHUNK: usize = 64;
 /// # Invariants
 /// `dm` is the glue's pagemap, live until `Drop` (which evicts every page first); its `rs`
 /// pointer is this value, which never moves (it lives in a `KArc`). Bit `i` of `map` is set
-/// while page `first + i` is in use (allocated, not yet back through `page_free`).
+/// while page `first + i` is in use (allocated, not yet back through `page_free`); `born[i]`
+/// is when it was last allocated (a tick of `clock`), the order eviction follows.
 pub struct KDevmem {
     dm: *mut ffi::Devmem,
     first: u64,
     npages: u64,
     owner: u64,
     map: KVec<AtomicU64>,
+    born: KVec<AtomicU64>,
+    clock: AtomicU64,
     hint: AtomicUsize,
     used: AtomicUsize,
 }
@@ -53,6 +56,10 @@ impl KDevmem {
         for _ in 0..words {
             map.push(AtomicU64::new(0), GFP).map_err(|_| Errno::ENOMEM)?;
         }
+        let mut born = KVec::with_capacity(npages as usize, GFP).map_err(|_| Errno::ENOMEM)?;
+        for _ in 0..npages {
+            born.push(AtomicU64::new(0), GFP).map_err(|_| Errno::ENOMEM)?;
+        }
         let mut first = 0;
         let mut dm = core::ptr::null_mut();
         // SAFETY: no preconditions; `first` and `dm` are written on success.
@@ -68,6 +75,8 @@ impl KDevmem {
             npages,
             owner,
             map,
+            born,
+            clock: AtomicU64::new(1),
             hint: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
         });
@@ -143,44 +152,99 @@ impl KDevmem {
     /// pagemap goes). Pages a migration holds right now are skipped by the kernel; they come
     /// back to the free list when it finishes.
     pub fn evict_all(&self) -> Result<(), Errno> {
-        let mut src = KVec::with_capacity(EVICT_CHUNK, GFP).map_err(|_| Errno::ENOMEM)?;
-        let mut dst = KVec::with_capacity(EVICT_CHUNK, GFP).map_err(|_| Errno::ENOMEM)?;
-        for _ in 0..EVICT_CHUNK {
-            src.push(0u64, GFP).map_err(|_| Errno::ENOMEM)?;
-            dst.push(0u64, GFP).map_err(|_| Errno::ENOMEM)?;
-        }
+        let mut buf = Evict::new()?;
         let mut pfn = self.first;
         while pfn < self.first + self.npages {
             let n = (self.first + self.npages - pfn).min(EVICT_CHUNK as u64);
-            let (s, d) = (&mut src[..n as usize], &mut dst[..n as usize]);
-            s.fill(0);
-            d.fill(0);
-            // SAFETY: `s` holds `n` entries; the pfns are this pagemap's.
-            let rc = unsafe { ffi::svm_migrate_device_range(s.as_mut_ptr(), pfn, n) };
-            if rc != 0 {
-                return Err(Errno(-rc));
-            }
-            for i in 0..n as usize {
-                if s[i] & MIGRATE_PFN_MIGRATE == 0 {
-                    continue;
-                }
-                let Some(from) = migrate_pfn_pfn(s[i]) else {
-                    continue;
-                };
-                // SAFETY: no preconditions (may sleep; no lock of ours is held).
-                let to = unsafe { ffi::svm_alloc_locked_page(true) };
-                // SAFETY: both pages are live and locked for this migration.
-                unsafe { ffi::svm_copy_pfn(to, from) };
-                d[i] = migrate_pfn(to) | (s[i] & MIGRATE_PFN_WRITE);
-            }
-            // SAFETY: `s`, `d` hold `n` entries, filled as the kernel expects.
-            unsafe {
-                ffi::svm_migrate_device_pages(s.as_mut_ptr(), d.as_mut_ptr(), n);
-                ffi::svm_migrate_device_finalize(s.as_mut_ptr(), d.as_mut_ptr(), n);
-            }
+            buf.range(pfn, n, true)?;
             pfn += n;
         }
         Ok(())
+    }
+
+    /// Fills `out` (its length: how many) with the pages in use allocated longest ago, oldest
+    /// first, as (tick, pfn); unused slots keep tick `u64::MAX`.
+    fn oldest(&self, out: &mut [(u64, u64)]) {
+        out.fill((u64::MAX, 0));
+        let Some(last) = out.len().checked_sub(1) else {
+            return;
+        };
+        for w in 0..self.map.len() {
+            let mut bits = self.map[w].load(Ordering::Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let i = w * 64 + b;
+                let t = self.born[i].load(Ordering::Relaxed);
+                if t >= out[last].0 {
+                    continue;
+                }
+                let pos = out.iter().position(|&(bt, _)| t < bt).unwrap_or(last);
+                out.copy_within(pos..last, pos + 1);
+                out[pos] = (t, self.first + i as u64);
+            }
+        }
+    }
+}
+
+/// The arrays of one eviction (`migrate_device_range()` and friends, and its victims).
+struct Evict {
+    src: KVec<u64>,
+    dst: KVec<u64>,
+    victims: KVec<(u64, u64)>,
+}
+
+impl Evict {
+    fn new() -> Result<Self, Errno> {
+        let mut src = KVec::with_capacity(EVICT_CHUNK, GFP).map_err(|_| Errno::ENOMEM)?;
+        let mut dst = KVec::with_capacity(EVICT_CHUNK, GFP).map_err(|_| Errno::ENOMEM)?;
+        let mut victims = KVec::with_capacity(EVICT_CHUNK, GFP).map_err(|_| Errno::ENOMEM)?;
+        for _ in 0..EVICT_CHUNK {
+            src.push(0u64, GFP).map_err(|_| Errno::ENOMEM)?;
+            dst.push(0u64, GFP).map_err(|_| Errno::ENOMEM)?;
+            victims.push((u64::MAX, 0), GFP).map_err(|_| Errno::ENOMEM)?;
+        }
+        Ok(Evict { src, dst, victims })
+    }
+
+    /// Moves the pages in use among `[pfn, pfn + n)` (`n` at most [`EVICT_CHUNK`]) back to
+    /// new system pages (`nofail`: `__GFP_NOFAIL`, else a page that gets none stays). Returns
+    /// how many moved.
+    fn range(&mut self, pfn: u64, n: u64, nofail: bool) -> Result<usize, Errno> {
+        let (s, d) = (&mut self.src[..n as usize], &mut self.dst[..n as usize]);
+        s.fill(0);
+        d.fill(0);
+        // SAFETY: `s` holds `n` entries; the pfns are this pagemap's.
+        let rc = unsafe { ffi::svm_migrate_device_range(s.as_mut_ptr(), pfn, n) };
+        if rc != 0 {
+            return Err(Errno(-rc));
+        }
+        for i in 0..n as usize {
+            if s[i] & MIGRATE_PFN_MIGRATE == 0 {
+                continue;
+            }
+            let Some(from) = migrate_pfn_pfn(s[i]) else {
+                continue;
+            };
+            // SAFETY: no preconditions (may sleep; no lock of ours is held).
+            let to = unsafe { ffi::svm_alloc_locked_page(nofail) };
+            if to == 0 {
+                continue;
+            }
+            // SAFETY: both pages are live and locked for this migration.
+            unsafe { ffi::svm_copy_pfn(to, from) };
+            d[i] = migrate_pfn(to) | (s[i] & MIGRATE_PFN_WRITE);
+        }
+        // SAFETY: `s`, `d` hold `n` entries, filled as the kernel expects.
+        unsafe { ffi::svm_migrate_device_pages(s.as_mut_ptr(), d.as_mut_ptr(), n) };
+        let moved = s
+            .iter()
+            .zip(d.iter())
+            .filter(|(s, d)| *s & MIGRATE_PFN_MIGRATE != 0 && **d != 0)
+            .count();
+        // SAFETY: as above.
+        unsafe { ffi::svm_migrate_device_finalize(s.as_mut_ptr(), d.as_mut_ptr(), n) };
+        Ok(moved)
     }
 }
 
@@ -212,7 +276,25 @@ impl Devmem for KDevmem {
             self.give_back(pfn);
             return None;
         }
+        if let Some(i) = self.index(pfn) {
+            let t = self.clock.fetch_add(1, Ordering::Relaxed);
+            self.born[i].store(t, Ordering::Relaxed);
+        }
         Some(pfn)
+    }
+
+    fn evict(&self, pages: usize) -> usize {
+        let want = pages.min(EVICT_CHUNK);
+        let Ok(mut buf) = Evict::new() else {
+            return 0;
+        };
+        let mut victims = core::mem::take(&mut buf.victims);
+        self.oldest(&mut victims[..want]);
+        victims[..want]
+            .iter()
+            .filter(|&&(t, _)| t != u64::MAX)
+            .map(|&(_, pfn)| buf.range(pfn, 1, false).unwrap_or(0))
+            .sum()
     }
 
     fn alloc_system(&self, _va: u64) -> Option<u64> {
@@ -253,6 +335,9 @@ impl Devmem for KDevRef {
         if let Some(d) = &self.0 {
             d.free_unused(pfn)
         }
+    }
+    fn evict(&self, pages: usize) -> usize {
+        self.0.as_ref().map_or(0, |d| d.evict(pages))
     }
     fn copy(&self, dst: u64, src: Option<u64>) -> Result<(), Errno> {
         match &self.0 {

@@ -84,6 +84,13 @@ impl Devmem for ModelDevmem {
         m.maybe_free(pfn);
     }
 
+    fn evict(&self, pages: usize) -> usize {
+        if self.owner == 0 {
+            return 0;
+        }
+        self.machine.evict(self.owner, pages)
+    }
+
     fn copy(&self, dst: u64, src: Option<u64>) -> Result<(), Errno> {
         let mut m = self.machine.st.lock();
         let data = match src {

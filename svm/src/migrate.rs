@@ -170,19 +170,35 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Allocates and fills a destination for every collected entry; returns whether memory
-    /// ran out for one (it stays where it is, as do those whose copy failed).
+    /// ran out for one (it stays where it is, as do those whose copy failed). Device memory
+    /// that is full is made room in by eviction, once per step: as many of the least recently
+    /// moved-in pages of the device as the rest of the step needs go back to system memory
+    /// (`Devmem::evict`).
     fn migrate_copy(&self, req: &mut MigrateReq<'_>, to: Place) -> bool {
         let mut short = false;
+        let mut evicted = false;
         for i in 0..req.src.len() {
             let s = req.src[i];
             if s & MIGRATE_PFN_MIGRATE == 0 {
                 continue;
             }
             let va = req.start + ((i as u64) << PAGE_SHIFT);
-            let d = match to {
+            let mut d = match to {
                 Place::Device => self.devmem.alloc_device(),
                 Place::System => self.devmem.alloc_system(va),
             };
+            if d.is_none() && to == Place::Device && !evicted && !cfg!(feature = "teeth-no-evict") {
+                evicted = true;
+                let need = req.src[i..]
+                    .iter()
+                    .filter(|s| *s & MIGRATE_PFN_MIGRATE != 0)
+                    .count();
+                let n = self.devmem.evict(need) as u64;
+                Counters::add(&self.stats.evicted, n);
+                if n > 0 {
+                    d = self.devmem.alloc_device();
+                }
+            }
             let Some(d) = d else {
                 short = true;
                 Counters::add(&self.stats.migrate_failed, 1);

@@ -270,6 +270,12 @@ pub trait Devmem: Send + Sync {
     fn alloc_system(&self, va: u64) -> Option<u64>;
     /// Returns a `dst` page that did not migrate (unlock + put).
     fn free_unused(&self, pfn: u64);
+    /// Moves up to `pages` of this device's pages in use back to system memory, least
+    /// recently moved in first, whatever process maps them (`migrate_device_range()`): every
+    /// mapper hears an `MMU_NOTIFY_CLEAR`, so every engine zaps its leaves as for any
+    /// invalidation. Pages held by a migration or a fault are skipped. May sleep; call with
+    /// no engine lock held. Returns how many pages it freed.
+    fn evict(&self, pages: usize) -> usize;
     /// Copies page `src` to page `dst` through the device's copy engine, waiting for it;
     /// `src` `None`: zero-fills `dst` (a hole migrating to the device).
     fn copy(&self, dst: u64, src: Option<u64>) -> Result<(), Errno>;
@@ -292,6 +298,9 @@ impl Devmem for NoDevmem {
         None
     }
     fn free_unused(&self, _pfn: u64) {}
+    fn evict(&self, _pages: usize) -> usize {
+        0
+    }
     fn copy(&self, _dst: u64, _src: Option<u64>) -> Result<(), Errno> {
         Err(Errno::EOPNOTSUPP)
     }

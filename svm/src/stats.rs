@@ -86,6 +86,8 @@ stats! {
     /// `MMU_NOTIFY_MIGRATE` callbacks of the engine's own migrations, whose zap the migration
     /// does itself.
     migrate_skips,
+    /// Device pages a migration to the device evicted back to system memory to make room.
+    evicted,
 }
 
 impl Counters {

@@ -455,6 +455,7 @@ pub fn table(r: &StormReport) -> String {
             format!("{} / {}", e.migrated_to_device, e.migrated_to_system),
         ),
         ("local leaves written", format!("{}", e.local_mapped)),
+        ("device pages evicted", format!("{}", e.evicted)),
         ("DMA mappings released", format!("{}", e.dma_unmapped)),
         (
             "ranges created / removed by GC",

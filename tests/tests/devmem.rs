@@ -317,3 +317,50 @@ fn migration_splits_a_thp() {
     assert_eq!(d.read(h + PAGE).unwrap(), 0);
     done(&w);
 }
+
+#[test]
+fn eviction_makes_room_oldest_first() {
+    let w = world(4);
+    let a = w.mm.mmap(12 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let mut d = w.device();
+    for i in 0..12 {
+        w.mm.cpu_write(a + i * PAGE, 40 + i).unwrap();
+    }
+    // Pages 0..4 fill device memory; the device maps them.
+    assert_eq!(migrate(&w, a, 4, Place::Device), (Ok(()), 4 * PAGE));
+    for i in 0..4 {
+        d.write(a + i * PAGE, 80 + i).unwrap();
+    }
+    // Pages 4..6 need room: the two oldest go back (with the device's writes), zapped.
+    assert_eq!(
+        migrate(&w, a + 4 * PAGE, 2, Place::Device),
+        (Ok(()), 2 * PAGE)
+    );
+    assert_eq!(w.devmem.used(), 4);
+    assert_eq!(w.mm.device_pte(a), None);
+    assert_eq!(w.mm.device_pte(a + PAGE), None);
+    assert!(w.mm.device_pte(a + 2 * PAGE).is_some());
+    assert!(w.mm.device_pte(a + 4 * PAGE).is_some());
+    assert_eq!(w.engine.stats().evicted, 2);
+    quiet(&w);
+    // A working set twice device memory, cycled: nothing lost.
+    for round in 0..3 {
+        for base in [0u64, 4, 8] {
+            assert_eq!(
+                migrate(&w, a + base * PAGE, 4, Place::Device).0,
+                Ok(()),
+                "round {round} base {base}"
+            );
+            for i in base..base + 4 {
+                d.atomic_add(a + i * PAGE, 1).unwrap();
+            }
+        }
+    }
+    quiet(&w);
+    for i in 0..12 {
+        let want = if i < 4 { 80 + i } else { 40 + i } + 3;
+        assert_eq!(w.mm.cpu_read(a + i * PAGE).unwrap(), want, "page {i}");
+    }
+    assert_eq!(w.devmem.used(), 0);
+    done(&w);
+}

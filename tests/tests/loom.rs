@@ -830,6 +830,43 @@ mod devmem {
         });
     }
 
+    /// Device memory of one page, in use by page `a`, which the device keeps writing, while
+    /// the engine moves page `b` in: `a` is evicted (every mapper notified, the device's leaf
+    /// zapped as for any invalidation) and its data goes back with it.
+    #[test]
+    fn eviction_vs_device_write() {
+        model(|| {
+            let w = Arc::new(
+                World::builder()
+                    .config(Config {
+                        fault_around_pages: 1,
+                        ..Config::default()
+                    })
+                    .tlb_entries(4)
+                    .clock_step(1)
+                    .devmem_pages(1)
+                    .build()
+                    .unwrap(),
+            );
+            let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            let b = a + PAGE;
+            w.mm.cpu_write(a, 1).unwrap();
+            w.mm.cpu_write(b, 7).unwrap();
+            migrate(&w, a, Place::Device).unwrap();
+            w.device().read(a).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || w2.device().write(a, 2).unwrap());
+            migrate(&w, b, Place::Device).unwrap();
+            t.join().unwrap();
+            assert!(w.mm.device_pte(b).is_some(), "b did not move in");
+            w.check_quiescent()
+                .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "device write lost");
+            assert_eq!(w.mm.cpu_read(b).unwrap(), 7);
+            finish(&w);
+        });
+    }
+
     /// A device write to a device-resident page while the CPU faults it back: the write lands
     /// in device memory before the copy, or in the new system page after it; never in between.
     #[test]

@@ -219,6 +219,60 @@ pub(crate) fn t_devmem_ksm() -> TResult {
     res
 }
 
+/// Device `n`'s pages in all, from debugfs.
+fn total(n: u32) -> Option<u64> {
+    let dev = std::fs::read_to_string(format!("{}/device", svmstat::ROOT)).ok()?;
+    dev.lines().find_map(|l| {
+        let rest = l.strip_prefix(&format!("dmirror{n}_devmem "))?;
+        rest.split(' ').nth(1)?.parse().ok()
+    })
+}
+
+/// A working set twice device 0's memory, moved in 1 MiB at a time, twice over: each step
+/// evicts the pages moved in longest ago (whatever maps them), the data survives every move,
+/// device memory never overflows, and all of it comes back at the end.
+pub(crate) fn t_devmem_evict() -> TResult {
+    if !have_devmem() {
+        return Ok(());
+    }
+    let (u0, cap) = (used(0).unwrap(), total(0).ok_or("no total")?);
+    let d = Dm::open(0)?;
+    let pages = (2 * cap) as usize;
+    let b = Buf::new(pages * PAGE);
+    fill(&b, pages, 0x5000);
+    const STEP: usize = 256;
+    let mut out = vec![0u8; STEP * PAGE];
+    let t = Instant::now();
+    for round in 0..2 {
+        for first in (0..pages).step_by(STEP) {
+            let a = b.addr() + (first * PAGE) as u64;
+            let c = d
+                .to_dev(a, STEP as u64, &mut out)
+                .map_err(|e| format!("round {round} page {first}: {e}"))?;
+            check!(c == STEP as u64, "round {round} page {first}: cpages {c}");
+            for p in 0..STEP {
+                check!(
+                    word(&out, p) == 0x5000 + (first + p) as u64,
+                    "device read page {}",
+                    first + p
+                );
+            }
+            let u = used(0).ok_or("debugfs")?;
+            check!(u <= cap, "{u} device pages in use of {cap}");
+        }
+    }
+    println!(
+        "    ({} MiB through {} MiB of device memory twice in {:.1} s)",
+        pages * PAGE >> 20,
+        (cap as usize * PAGE) >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    check_words(&b, pages, 0x5000, "after the eviction rounds")?;
+    drop(b);
+    settle(0, u0)?;
+    Ok(())
+}
+
 /// Skips (Ok) when the module has no device memory (dmirror=0, or dmirror_devmem_mib=0).
 fn have_devmem() -> bool {
     used(0).is_some() && used(1).is_some()

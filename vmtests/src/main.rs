@@ -3567,6 +3567,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         );
         run("devmem_two_devices", &devmem::t_devmem_two_devices);
         run("devmem_ksm", &devmem::t_devmem_ksm);
+        run("devmem_evict", &devmem::t_devmem_evict);
         run("devmem_storm", &|| devmem::t_devmem_storm(5));
         run("ksm", &distro::t_ksm);
         run("fd_passing", &distro::t_fd_passing);

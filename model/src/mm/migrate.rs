@@ -348,6 +348,98 @@ impl MmShared {
     }
 }
 
+impl super::Machine {
+    /// Moves up to `want` of `owner`'s device pages back to system memory, oldest first,
+    /// whatever maps them (`migrate_device_range()` + `migrate_device_pages()` +
+    /// `migrate_device_finalize()`): a page someone holds (a migration, a fault) is skipped,
+    /// as the kernel's `folio_trylock()` skips it. Every mapper is notified
+    /// (`MMU_NOTIFY_CLEAR`, as `try_to_migrate()` does) before its entry becomes a migration
+    /// entry. Returns how many pages were freed.
+    pub(crate) fn evict(self: &Arc<Self>, owner: u64, want: usize) -> usize {
+        let victims: Vec<u64> = {
+            let mut m = self.st.lock();
+            let Some(pool) = m.devpools.get(&owner) else {
+                return 0;
+            };
+            let lru: Vec<u64> = pool.lru.iter().copied().collect();
+            let live: Vec<u64> = lru
+                .into_iter()
+                .filter(|&p| m.alive(p) && m.owner_of(p) == owner)
+                .collect();
+            if let Some(pool) = m.devpools.get_mut(&owner) {
+                pool.lru = live.iter().copied().collect();
+            }
+            live.into_iter()
+                .filter(|p| m.frames[p].pins == 0)
+                .take(want)
+                .collect()
+        };
+        victims.into_iter().filter(|&p| self.evict_page(p)).count()
+    }
+
+    fn evict_page(self: &Arc<Self>, pfn: u64) -> bool {
+        let mut mappers = self.st.lock().mappers(pfn);
+        mappers.sort_unstable();
+        let holders: Vec<Arc<MmShared>> = mappers.iter().filter_map(|m| self.mm(m.0)).collect();
+        if holders.len() != mappers.len() {
+            return false;
+        }
+        let recs = {
+            let _guards: Vec<_> = holders
+                .iter()
+                .zip(&mappers)
+                .map(|(mm, &(_, va, _))| mm.inv(va, va + PAGE_SIZE, Event::Clear))
+                .collect();
+            let mut m = self.st.lock();
+            let mut now = m.mappers(pfn);
+            now.sort_unstable();
+            if now != mappers || !m.alive(pfn) || m.frames[&pfn].pins != 0 {
+                return false;
+            }
+            let mut recs = Vec::with_capacity(now.len());
+            for &(id, va, _) in &now {
+                let Some(Pte::Device { writable, .. }) = m.mm_ref(id).ptes.get(&va).copied() else {
+                    unreachable!("rmap names a mapping the page table lacks");
+                };
+                m.mm(id).ptes.insert(va, Pte::Migration { pfn, writable });
+                m.frame(pfn).rmap.retain(|e| *e != (id, va));
+                recs.push((id, va, writable));
+            }
+            m.frame(pfn).pins += 1;
+            recs
+        };
+        // The copy and `finalize`: every migration entry still there maps the new page.
+        let mut m = self.st.lock();
+        let data = m.data(pfn).unwrap_or(super::state::POISON);
+        let new = m.alloc_page(data);
+        m.frame(new).dirty = true;
+        m.frame(new).exclusive = recs.len() == 1;
+        for (id, va, _) in recs {
+            if let Some(Pte::Migration { pfn: p, writable }) = m.mm_ref(id).ptes.get(&va).copied() {
+                if p == pfn {
+                    m.mm(id).ptes.insert(va, Self::sys_pte(new, writable));
+                    m.rmap_add(new, id, va);
+                }
+            }
+        }
+        m.frame(pfn).pins -= 1;
+        m.maybe_free(pfn);
+        m.maybe_free(new);
+        drop(m);
+        self.migr_cv.notify_all();
+        true
+    }
+
+    fn sys_pte(pfn: u64, writable: bool) -> Pte {
+        Pte::Present(Present {
+            pfn,
+            writable,
+            dirty: false,
+            accessible: true,
+        })
+    }
+}
+
 impl MmHandle {
     /// Gives this machine a device memory of `pages` device-private pages owned by `owner`,
     /// whose `migrate_to_ram` is `op`.
@@ -356,7 +448,7 @@ impl MmHandle {
             owner,
             super::state::DevPool {
                 cap: pages,
-                used: 0,
+                ..Default::default()
             },
         );
         self.0

@@ -160,10 +160,13 @@ pub(crate) struct Frame {
 }
 
 /// A device's memory: a fixed number of device-private pages.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct DevPool {
     pub cap: usize,
     pub used: usize,
+    /// Pages in allocation order, oldest first (freed ones are dropped lazily): eviction's
+    /// "least recently used" is least recently moved in.
+    pub lru: VecDeque<u64>,
 }
 
 /// A page a migration collected: every CPU mapping of it now holds a migration entry.
@@ -371,6 +374,9 @@ impl MachineState {
         }
         pool.used += 1;
         let pfn = self.alloc_page(0);
+        if let Some(p) = self.devpools.get_mut(&owner) {
+            p.lru.push_back(pfn);
+        }
         let f = self.frame(pfn);
         f.owner = owner;
         f.pins = 1;
