@@ -364,3 +364,29 @@ fn eviction_makes_room_oldest_first() {
     assert_eq!(w.devmem.used(), 0);
     done(&w);
 }
+
+#[test]
+fn eviction_and_migration_back_keep_prot_none() {
+    let w = world(1);
+    let a = w.mm.mmap(3 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..3 {
+        w.mm.cpu_write(a + i * PAGE, 9 + i).unwrap();
+    }
+    assert_eq!(migrate(&w, a, 1, Place::Device).0, Ok(()));
+    w.mm.mprotect(a, PAGE, Prot::NONE).unwrap();
+    // Evicting the PROT_NONE device page must leave it PROT_NONE in system memory.
+    assert_eq!(migrate(&w, a + PAGE, 1, Place::Device).0, Ok(()));
+    assert_eq!(w.mm.device_pte(a), None);
+    assert_eq!(w.mm.cpu_read(a), Err(Errno::EFAULT));
+    // The same for a migration back of a read-only page: no write right from nowhere.
+    w.mm.mprotect(a + PAGE, PAGE, Prot::READ).unwrap();
+    assert_eq!(migrate(&w, a + PAGE, 1, Place::System).0, Ok(()));
+    assert_eq!(
+        w.mm.cpu_pte(a + PAGE),
+        Some((w.mm.cpu_pte(a + PAGE).unwrap().0, false))
+    );
+    assert_eq!(w.mm.cpu_read(a + PAGE), Ok(10));
+    w.mm.mprotect(a, 2 * PAGE, Prot::RW).unwrap();
+    assert_eq!(w.mm.cpu_read(a), Ok(9));
+    done(&w);
+}

@@ -231,14 +231,28 @@ impl MmShared {
             if let Some(x) = m.mm(self.id).vmas.get_mut(&vs) {
                 x.anon = true;
             }
-            let pte = Self::new_pte(&m, d, v.write);
+            let pte = Self::new_pte(&m, self.id, va, d, v.write);
             m.set_pte(self.id, va, pte);
             m.rmap_add(d, self.id, va);
             m.frame(d).exclusive = true;
         }
     }
 
-    fn new_pte(m: &super::state::MachineState, pfn: u64, writable: bool) -> Pte {
+    /// The entry that maps `pfn` at `va` of mm `id` once a migration entry goes
+    /// (`remove_migration_pte()`): with the VMA's protection (`vm_page_prot`, so `PROT_NONE`
+    /// stays inaccessible), writable only if the entry was and the VMA is.
+    pub(crate) fn new_pte(
+        m: &super::state::MachineState,
+        id: MmId,
+        va: u64,
+        pfn: u64,
+        writable: bool,
+    ) -> Pte {
+        let (read, write) = m
+            .mm_ref(id)
+            .vma(va)
+            .map_or((false, false), |(_, v)| (v.read, v.write));
+        let writable = writable && write;
         if m.owner_of(pfn) != 0 {
             Pte::Device { pfn, writable }
         } else {
@@ -246,7 +260,7 @@ impl MmShared {
                 pfn,
                 writable,
                 dirty: false,
-                accessible: true,
+                accessible: read,
             })
         }
     }
@@ -278,7 +292,7 @@ impl MmShared {
                         if pfn != old {
                             continue;
                         }
-                        let pte = Self::new_pte(&m, target, writable);
+                        let pte = Self::new_pte(&m, id, va, target, writable);
                         m.mm(id).ptes.insert(va, pte);
                         m.rmap_add(target, id, va);
                     }
@@ -417,7 +431,8 @@ impl super::Machine {
         for (id, va, _) in recs {
             if let Some(Pte::Migration { pfn: p, writable }) = m.mm_ref(id).ptes.get(&va).copied() {
                 if p == pfn {
-                    m.mm(id).ptes.insert(va, Self::sys_pte(new, writable));
+                    let pte = MmShared::new_pte(&m, id, va, new, writable);
+                    m.mm(id).ptes.insert(va, pte);
                     m.rmap_add(new, id, va);
                 }
             }
@@ -428,15 +443,6 @@ impl super::Machine {
         drop(m);
         self.migr_cv.notify_all();
         true
-    }
-
-    fn sys_pte(pfn: u64, writable: bool) -> Pte {
-        Pte::Present(Present {
-            pfn,
-            writable,
-            dirty: false,
-            accessible: true,
-        })
     }
 }
 
