@@ -417,6 +417,26 @@ fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(
 /// the pages that moved to this device, so a page that did not (shared memory, another
 /// device's page) fails the command with `ENOENT`.
 fn resident(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
+    let local = |v: &u64| {
+        v & HMM_PFN_VALID != 0 && e.devmem().local_addr(crate::platform::hmm_pfn(*v)).is_some()
+    };
+    snapshot_chunks(e, cmd, gone, |pfns| {
+        if pfns.iter().all(local) {
+            Ok(())
+        } else {
+            Err(Errno::ENOENT)
+        }
+    })
+}
+
+/// `Engine::snapshot` of the command's span, [`SNAPSHOT_CHUNK`] pages at a time, each chunk
+/// handed to `f`. A chunk never crosses a range (the engine snapshots one range at a time).
+fn snapshot_chunks(
+    e: &KEngine,
+    cmd: &Cmd,
+    gone: &AtomicBool,
+    mut f: impl FnMut(&[u64]) -> Result<(), Errno>,
+) -> Result<(), Errno> {
     let end = end_of(cmd);
     let range = 1u64 << e.config().range_shift;
     let mut pfns = [0u64; SNAPSHOT_CHUNK];
@@ -428,12 +448,7 @@ fn resident(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
             .min((va | (range - 1)).saturating_add(1));
         let k = ((next - va) >> PAGE_SHIFT) as usize;
         e.snapshot(va, &mut pfns[..k])?;
-        let local = |v: &u64| {
-            v & HMM_PFN_VALID != 0 && e.devmem().local_addr(crate::platform::hmm_pfn(*v)).is_some()
-        };
-        if !pfns[..k].iter().all(local) {
-            return Err(Errno::ENOENT);
-        }
+        f(&pfns[..k])?;
         va = next;
     }
     Ok(())
@@ -441,29 +456,21 @@ fn resident(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
 
 /// SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
 fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> {
-    let end = end_of(cmd);
-    let range = 1u64 << e.config().range_shift;
-    let mut pfns = [0u64; SNAPSHOT_CHUNK];
     let mut perm = [0u8; SNAPSHOT_CHUNK];
-    let mut va = cmd.addr;
-    while va < end {
-        between_chunks(gone)?;
-        // A chunk never crosses a range (the engine snapshots one range at a time).
-        let next = end
-            .min(va + ((SNAPSHOT_CHUNK as u64) << PAGE_SHIFT))
-            .min((va | (range - 1)).saturating_add(1));
-        let k = ((next - va) >> PAGE_SHIFT) as usize;
-        e.snapshot(va, &mut pfns[..k])?;
-        for (p, &v) in perm.iter_mut().zip(pfns[..k].iter()) {
+    let mut done = 0u64;
+    snapshot_chunks(e, cmd, gone, |pfns| {
+        let k = pfns.len();
+        for (p, &v) in perm.iter_mut().zip(pfns.iter()) {
             *p = prot_of(e, v);
         }
-        UserSlice::new((cmd.ptr + cmd.cpages) as usize, k)
+        UserSlice::new((cmd.ptr + done) as usize, k)
             .writer()
             .write_slice(&perm[..k])
             .map_err(|_| Errno::EFAULT)?;
-        cmd.cpages += k as u64;
-        va = next;
-    }
+        done += k as u64;
+        Ok(())
+    })?;
+    cmd.cpages = done;
     Ok(())
 }
 

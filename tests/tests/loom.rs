@@ -757,6 +757,11 @@ mod devmem {
     use svm::{Place, Scratch};
 
     fn world() -> Arc<World> {
+        world_pages(2)
+    }
+
+    /// A world whose device has `pages` pages of its own memory.
+    fn world_pages(pages: usize) -> Arc<World> {
         let cfg = Config {
             fault_around_pages: 1,
             ..Config::default()
@@ -766,7 +771,7 @@ mod devmem {
                 .config(cfg)
                 .tlb_entries(4)
                 .clock_step(1)
-                .devmem_pages(2)
+                .devmem_pages(pages)
                 .build()
                 .unwrap(),
         )
@@ -836,18 +841,7 @@ mod devmem {
     #[test]
     fn eviction_vs_device_write() {
         model(|| {
-            let w = Arc::new(
-                World::builder()
-                    .config(Config {
-                        fault_around_pages: 1,
-                        ..Config::default()
-                    })
-                    .tlb_entries(4)
-                    .clock_step(1)
-                    .devmem_pages(1)
-                    .build()
-                    .unwrap(),
-            );
+            let w = world_pages(1);
             let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
             let b = a + PAGE;
             w.mm.cpu_write(a, 1).unwrap();

@@ -2987,9 +2987,16 @@ impl<'a> T<'a> {
         None
     }
 
-    /// A dmirror command on the oracle buffer. Some(()) when it succeeded.
-    fn o_dm(&mut self, nr: u64, pg: u64, n: u64) -> Option<DmCmd> {
-        let fd = self.dm?[0];
+    /// dmirror command `nr` on `fd` over oracle pages `[pg, pg + n)`, the bounce buffer as
+    /// `ptr`; errnos other than `allowed` break the invariant.
+    fn o_dm_on(
+        &mut self,
+        fd: i32,
+        nr: u64,
+        pg: u64,
+        n: u64,
+        allowed: &[i32],
+    ) -> (Result<(), i32>, DmCmd) {
         let mut c = DmCmd {
             addr: self.p.od + pg * PAGE,
             ptr: self.p.ob,
@@ -3000,14 +3007,15 @@ impl<'a> T<'a> {
             "oracle dm nr={nr} fd={fd} addr={:#x} npages={n}",
             c.addr
         ));
-        let r = self.ioctl(
-            K::Oracle,
-            fd,
-            dm_iowr(nr),
-            &mut c as *mut _ as u64,
-            E_TRANSIENT,
-        );
+        let r = self.ioctl(K::Oracle, fd, dm_iowr(nr), &mut c as *mut _ as u64, allowed);
         self.sh.oracle_checks.fetch_add(1, Relaxed);
+        (r, c)
+    }
+
+    /// A dmirror command on the oracle buffer. Some(()) when it succeeded.
+    fn o_dm(&mut self, nr: u64, pg: u64, n: u64) -> Option<DmCmd> {
+        let fd = self.dm?[0];
+        let (r, c) = self.o_dm_on(fd, nr, pg, n, E_TRANSIENT);
         if r.is_err() {
             return None;
         }
@@ -3037,26 +3045,9 @@ impl<'a> T<'a> {
         };
         let (pg, n) = self.opages(OB_LEN / PAGE);
         let nr = if to_dev { 2 } else { 3 };
-        let mut c = DmCmd {
-            addr: self.p.od + pg * PAGE,
-            ptr: self.p.ob,
-            npages: n,
-            ..Default::default()
-        };
-        self.begin(format!(
-            "oracle dm nr={nr} fd={fd} addr={:#x} npages={n}",
-            c.addr
-        ));
         let mut allowed = E_TRANSIENT.to_vec();
         allowed.push(libc::ENOENT);
-        let r = self.ioctl(
-            K::Oracle,
-            fd,
-            dm_iowr(nr),
-            &mut c as *mut _ as u64,
-            &allowed,
-        );
-        self.sh.oracle_checks.fetch_add(1, Relaxed);
+        let (r, c) = self.o_dm_on(fd, nr, pg, n, &allowed);
         let (base, nw) = ((pg * PAGE / 8) as usize, (n * PAGE / 8) as usize);
         if r.is_ok() && to_dev {
             let obw = words(self.p.ob, OB_LEN);
