@@ -165,6 +165,11 @@ enum Op {
     ToDevice(Span),
     /// The engine moves the span back to system memory.
     ToSystem(Span),
+    /// A second device, with memory of its own, on the same mm: a read (faulting the first
+    /// device's pages back), a write, and a move into its own memory.
+    Dev2Read(Pg),
+    Dev2Write(Pg, u64),
+    Dev2ToDevice(Span),
     SwapOut(Pg),
     SplitThp(u8),
     DevFaultBatch(Vec<BatchEntry>),
@@ -304,6 +309,14 @@ impl ReferenceStateMachine for Ops {
             (6, pg(state).prop_map(Op::Migrate).boxed()),
             (6, span(state).prop_map(Op::ToDevice).boxed()),
             (3, span(state).prop_map(Op::ToSystem).boxed()),
+            (4, pg(state).prop_map(Op::Dev2Read).boxed()),
+            (
+                3,
+                (pg(state), val())
+                    .prop_map(|(p, v)| Op::Dev2Write(p, v))
+                    .boxed(),
+            ),
+            (3, span(state).prop_map(Op::Dev2ToDevice).boxed()),
             (10, pg(state).prop_map(Op::SwapOut).boxed()),
             (4, region().prop_map(Op::SplitThp).boxed()),
             (8, batch(state).prop_map(Op::DevFaultBatch).boxed()),
@@ -335,6 +348,8 @@ impl ReferenceStateMachine for Ops {
             | Op::ChildRead(p)
             | Op::ChildWrite(p, _)
             | Op::Migrate(p)
+            | Op::Dev2Read(p)
+            | Op::Dev2Write(p, _)
             | Op::SwapOut(p) => state.touch(p),
             Op::MunmapPartial(s)
             | Op::MprotectDown(s, _)
@@ -342,6 +357,7 @@ impl ReferenceStateMachine for Ops {
             | Op::MadvDontneed(s)
             | Op::ToDevice(s)
             | Op::ToSystem(s)
+            | Op::Dev2ToDevice(s)
             | Op::MadvFree(s) => state.touch(Pg {
                 r: s.r,
                 i: s.anchor,
@@ -506,6 +522,9 @@ struct Sut<F: PteFormat> {
     // Leaked instead of dropped when a step panicked (see `Drop`).
     w: ManuallyDrop<World<F>>,
     dev: ManuallyDrop<model::Device<F>>,
+    /// The second device, on `w`'s mm.
+    v: ManuallyDrop<World<F>>,
+    dev2: ManuallyDrop<model::Device<F>>,
     child: ManuallyDrop<Option<MmHandle>>,
     scratch: Box<Scratch>,
     parent: Space,
@@ -539,9 +558,18 @@ impl<F: PteFormat> Sut<F> {
             }
         }
         let dev = ManuallyDrop::new(w.device());
+        let v = World::<F>::builder()
+            .config(cfg)
+            .share_mm(&w.mm)
+            .devmem_pages(usize::from(NPAGES))
+            .build()
+            .expect("second world");
+        let dev2 = ManuallyDrop::new(v.device());
         Sut {
             w: ManuallyDrop::new(w),
             dev,
+            v: ManuallyDrop::new(v),
+            dev2,
             child: ManuallyDrop::new(None),
             scratch: Box::new(Scratch::new()),
             parent,
@@ -593,6 +621,50 @@ impl<F: PteFormat> Sut<F> {
                 assert_eq!(r.map(|_| ()), want, "device read at {p:?}");
                 if let Ok(got) = r {
                     Self::check_read(&mut self.parent, p, got, "device");
+                }
+            }
+            Op::Dev2Read(p) => {
+                let r = self.dev2.read(p.va());
+                self.detectors(op);
+                let want = self.parent.dev_expect(p, false);
+                assert_eq!(r.map(|_| ()), want, "second device read at {p:?}");
+                if let Ok(got) = r {
+                    Self::check_read(&mut self.parent, p, got, "second device");
+                }
+            }
+            Op::Dev2Write(p, v) => {
+                let r = self.dev2.write(p.va(), v);
+                self.detectors(op);
+                assert_eq!(
+                    r,
+                    self.parent.dev_expect(p, true),
+                    "second device write at {p:?}"
+                );
+                if r.is_ok() {
+                    self.parent.at(p).val = Val::Def(v);
+                }
+            }
+            Op::Dev2ToDevice(s) => {
+                let mut done = 0;
+                let r = {
+                    let _s = self.v.violations.scope();
+                    self.v.engine.migrate(
+                        &mut self.scratch,
+                        s.va(),
+                        s.len(),
+                        Place::Device,
+                        &mut done,
+                    )
+                };
+                self.detectors(op);
+                let bad = s
+                    .pages()
+                    .any(|p| self.parent.get(p).prot.is_none_or(|q| !q.read));
+                match r {
+                    Ok(_) => assert_eq!(done, s.len(), "{op:?}"),
+                    Err(Errno::EFAULT) => assert!(bad, "{op:?}: EFAULT over readable memory"),
+                    Err(Errno::ENOMEM) => {}
+                    Err(e) => panic!("{op:?}: {e}"),
                 }
             }
             Op::DevWrite(p, v) => {
@@ -851,6 +923,9 @@ impl<F: PteFormat> Sut<F> {
         if let Err(e) = self.w.check_quiescent() {
             panic!("not quiescent {when}:\n{e}");
         }
+        if let Err(e) = self.v.check_quiescent() {
+            panic!("second device not quiescent {when}:\n{e}");
+        }
     }
 
     fn finish(mut self) {
@@ -859,8 +934,14 @@ impl<F: PteFormat> Sut<F> {
         }
         self.quiescent("at the end");
         self.w.teardown();
+        self.v.teardown();
         self.quiescent("after teardown");
         assert_eq!(self.w.dma.live(), 0, "DMA mappings left after teardown");
+        assert_eq!(
+            self.v.dma.live(),
+            0,
+            "second device: DMA mappings left after teardown"
+        );
     }
 }
 
@@ -876,6 +957,8 @@ impl<F: PteFormat> Drop for Sut<F> {
         // SAFETY: each field is dropped once, here, and never used again.
         unsafe {
             ManuallyDrop::drop(&mut self.child);
+            ManuallyDrop::drop(&mut self.dev2);
+            ManuallyDrop::drop(&mut self.v);
             ManuallyDrop::drop(&mut self.dev);
             ManuallyDrop::drop(&mut self.w);
         }
