@@ -614,63 +614,21 @@ impl<F: PteFormat> Sut<F> {
                     self.parent.at(p).val = Val::Def(v);
                 }
             }
-            Op::DevRead(p) => {
-                let r = self.dev.read(p.va());
+            Op::DevRead(p) | Op::Dev2Read(p) => {
+                let (second, who) = Self::which(op);
+                let r = self.dev_of(second).read(p.va());
                 self.detectors(op);
                 let want = self.parent.dev_expect(p, false);
-                assert_eq!(r.map(|_| ()), want, "device read at {p:?}");
+                assert_eq!(r.map(|_| ()), want, "{who} read at {p:?}");
                 if let Ok(got) = r {
-                    Self::check_read(&mut self.parent, p, got, "device");
+                    Self::check_read(&mut self.parent, p, got, who);
                 }
             }
-            Op::Dev2Read(p) => {
-                let r = self.dev2.read(p.va());
+            Op::DevWrite(p, v) | Op::Dev2Write(p, v) => {
+                let (second, who) = Self::which(op);
+                let r = self.dev_of(second).write(p.va(), v);
                 self.detectors(op);
-                let want = self.parent.dev_expect(p, false);
-                assert_eq!(r.map(|_| ()), want, "second device read at {p:?}");
-                if let Ok(got) = r {
-                    Self::check_read(&mut self.parent, p, got, "second device");
-                }
-            }
-            Op::Dev2Write(p, v) => {
-                let r = self.dev2.write(p.va(), v);
-                self.detectors(op);
-                assert_eq!(
-                    r,
-                    self.parent.dev_expect(p, true),
-                    "second device write at {p:?}"
-                );
-                if r.is_ok() {
-                    self.parent.at(p).val = Val::Def(v);
-                }
-            }
-            Op::Dev2ToDevice(s) => {
-                let mut done = 0;
-                let r = {
-                    let _s = self.v.violations.scope();
-                    self.v.engine.migrate(
-                        &mut self.scratch,
-                        s.va(),
-                        s.len(),
-                        Place::Device,
-                        &mut done,
-                    )
-                };
-                self.detectors(op);
-                let bad = s
-                    .pages()
-                    .any(|p| self.parent.get(p).prot.is_none_or(|q| !q.read));
-                match r {
-                    Ok(_) => assert_eq!(done, s.len(), "{op:?}"),
-                    Err(Errno::EFAULT) => assert!(bad, "{op:?}: EFAULT over readable memory"),
-                    Err(Errno::ENOMEM) => {}
-                    Err(e) => panic!("{op:?}: {e}"),
-                }
-            }
-            Op::DevWrite(p, v) => {
-                let r = self.dev.write(p.va(), v);
-                self.detectors(op);
-                assert_eq!(r, self.parent.dev_expect(p, true), "device write at {p:?}");
+                assert_eq!(r, self.parent.dev_expect(p, true), "{who} write at {p:?}");
                 if r.is_ok() {
                     self.parent.at(p).val = Val::Def(v);
                 }
@@ -793,17 +751,21 @@ impl<F: PteFormat> Sut<F> {
                     );
                 }
             }
-            Op::ToDevice(s) | Op::ToSystem(s) => {
-                let to = if matches!(op, Op::ToDevice(_)) {
-                    Place::Device
-                } else {
+            Op::ToDevice(s) | Op::ToSystem(s) | Op::Dev2ToDevice(s) => {
+                let to = if matches!(op, Op::ToSystem(_)) {
                     Place::System
+                } else {
+                    Place::Device
+                };
+                let w = if matches!(op, Op::Dev2ToDevice(_)) {
+                    &self.v
+                } else {
+                    &self.w
                 };
                 let mut done = 0;
                 let r = {
-                    let _s = self.w.violations.scope();
-                    self.w
-                        .engine
+                    let _s = w.violations.scope();
+                    w.engine
                         .migrate(&mut self.scratch, s.va(), s.len(), to, &mut done)
                 };
                 self.detectors(op);
@@ -917,6 +879,23 @@ impl<F: PteFormat> Sut<F> {
             st.prot = Some(prot);
         }
         assert_eq!(r, want, "mprotect {s:?} to {prot:?}");
+    }
+
+    /// Whether a device op is the second device's, and how a message names its device.
+    fn which(op: &Op) -> (bool, &'static str) {
+        if matches!(op, Op::Dev2Read(_) | Op::Dev2Write(..)) {
+            (true, "second device")
+        } else {
+            (false, "device")
+        }
+    }
+
+    fn dev_of(&mut self, second: bool) -> &mut model::Device<F> {
+        if second {
+            &mut self.dev2
+        } else {
+            &mut self.dev
+        }
     }
 
     fn quiescent(&self, when: &str) {

@@ -88,10 +88,15 @@ impl Drop for Dm {
 
 /// Device `n`'s pages in use, from debugfs (`None`: no device memory).
 fn used(n: u32) -> Option<u64> {
+    devmem_field(n, 0)
+}
+
+/// Field `k` of debugfs' `dmirrorN_devmem USED TOTAL` line for device `n`.
+fn devmem_field(n: u32, k: usize) -> Option<u64> {
     let dev = std::fs::read_to_string(format!("{}/device", svmstat::ROOT)).ok()?;
     dev.lines().find_map(|l| {
         let rest = l.strip_prefix(&format!("dmirror{n}_devmem "))?;
-        rest.split(' ').next()?.parse().ok()
+        rest.split(' ').nth(k)?.parse().ok()
     })
 }
 
@@ -221,11 +226,7 @@ pub(crate) fn t_devmem_ksm() -> TResult {
 
 /// Device `n`'s pages in all, from debugfs.
 fn total(n: u32) -> Option<u64> {
-    let dev = std::fs::read_to_string(format!("{}/device", svmstat::ROOT)).ok()?;
-    dev.lines().find_map(|l| {
-        let rest = l.strip_prefix(&format!("dmirror{n}_devmem "))?;
-        rest.split(' ').nth(1)?.parse().ok()
-    })
+    devmem_field(n, 1)
 }
 
 /// A working set twice device 0's memory, moved in 1 MiB at a time, twice over: each step
