@@ -55,7 +55,10 @@ pub(crate) struct Counters {
 enum Op {
     Read,
     Write(u64),
+    /// An atomic add over the bus (PCIe atomics): a plain write to the mapping.
     Add(u64),
+    /// An atomic add in device-exclusive mode: needs an atomic leaf, the page handed over.
+    XAdd(u64),
 }
 
 impl Op {
@@ -165,6 +168,13 @@ impl<F: PteFormat> Device<F> {
         self.access(va, Op::Add(v))
     }
 
+    /// A device atomic add in device-exclusive mode (the range's atomics are the device's):
+    /// the page is handed over to the device first (`Engine::fault_atomic`); returns the old
+    /// value.
+    pub fn exclusive_add(&mut self, va: u64, v: u64) -> Result<u64, Errno> {
+        self.access(va, Op::XAdd(v))
+    }
+
     /// Services a fault at `va` directly (as a prefetch-on-fault would).
     pub fn fault(&mut self, va: u64, access: Access) -> Result<(), Errno> {
         let _s = self.violations.scope();
@@ -183,12 +193,19 @@ impl<F: PteFormat> Device<F> {
         for _ in 0..=self.max_faults {
             {
                 let mut cur = self.tlb.0.dev.begin(self.unit);
-                if let Some(x) = cur.translate(self.engine.page_table(), va, op.is_write()) {
+                let atomic = matches!(op, Op::XAdd(_));
+                let pt = self.engine.page_table();
+                if let Some(x) = cur.translate_for(pt, va, op.is_write(), atomic) {
                     return self.perform(va, x, op);
                 }
             }
             self.stats.faults.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = self.engine.fault(&mut self.scratch, va, need) {
+            let r = if matches!(op, Op::XAdd(_)) {
+                self.engine.fault_atomic(&mut self.scratch, va)
+            } else {
+                self.engine.fault(&mut self.scratch, va, need)
+            };
+            if let Err(e) = r {
                 self.stats.fault_errors.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
@@ -240,11 +257,17 @@ impl<F: PteFormat> Device<F> {
                 format!("device access at va {va:#x} reached {what} pfn {pfn:#x}"),
             );
         }
-        match m.cpu_map(self.mm.0.id, va) {
+        match m.device_view(self.mm.0.id, va) {
             None => {
                 bad("I1", format!("device access at va {va:#x} reached pfn {pfn:#x}, the CPU maps no page there"));
             }
-            Some(c) if c.pfn != pfn => {
+            Some((_, false)) if x.atomic => {
+                bad(
+                    "I5",
+                    format!("device access at va {va:#x} through an atomic leaf, the CPU has the page back"),
+                );
+            }
+            Some((c, _)) if c.pfn != pfn => {
                 bad(
                     "I1",
                     format!(
@@ -253,7 +276,7 @@ impl<F: PteFormat> Device<F> {
                     ),
                 );
             }
-            Some(c) => {
+            Some((c, _)) => {
                 if !c.accessible {
                     bad(
                         "I2",
@@ -315,7 +338,7 @@ impl<F: PteFormat> Device<F> {
         let new = match op {
             Op::Read => None,
             Op::Write(v) => Some(v),
-            Op::Add(v) => Some(old.wrapping_add(v)),
+            Op::Add(v) | Op::XAdd(v) => Some(old.wrapping_add(v)),
         };
         if let Some(v) = new {
             if m.alive(pfn) && !crate::mm::is_zero_pfn(pfn) {

@@ -198,8 +198,15 @@ impl Walk<'_, '_> {
                     return Err(Stop::Again(a));
                 }
                 // pte_none(), a swap entry, a foreign device page (faulting it calls its
-                // owner's migrate_to_ram), a migration entry: fault if requested, else 0.
-                None | Some(Pte::Swap { .. } | Pte::Device { .. } | Pte::Migration { .. }) => {
+                // owner's migrate_to_ram), a migration entry, a device-exclusive entry
+                // (faulting it takes the page back): fault if requested, else 0.
+                None
+                | Some(
+                    Pte::Swap { .. }
+                    | Pte::Device { .. }
+                    | Pte::Migration { .. }
+                    | Pte::Exclusive { .. },
+                ) => {
                     let r = need_fault(req, 0);
                     if r != 0 {
                         return Err(self.fault(a, next, r, vma_write));

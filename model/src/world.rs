@@ -343,27 +343,33 @@ impl<F: PteFormat> World<F> {
                 for i in 0..pages {
                     let va = l.va + i * 4096;
                     let pfn = map.pfn + (l.addr - map.addr) / 4096 + i;
-                    match m.cpu_map(self.mm.0.id, va) {
+                    match m.device_view(self.mm.0.id, va) {
                         None => {
                             p.push(format!(
                                 "I1: device maps va {va:#x} (pfn {pfn:#x}), the CPU maps nothing"
                             ));
                             break;
                         }
-                        Some(c) if c.pfn != pfn => {
+                        Some((_, false)) if l.perm.atomic => {
+                            p.push(format!(
+                                "I5: device maps va {va:#x} for atomics, the CPU has it back"
+                            ));
+                            break;
+                        }
+                        Some((c, _)) if c.pfn != pfn => {
                             p.push(format!(
                                 "I1: device maps va {va:#x} to pfn {pfn:#x}, the CPU to {:#x}",
                                 c.pfn
                             ));
                             break;
                         }
-                        Some(c) if l.perm.write && !c.writable => {
+                        Some((c, _)) if l.perm.write && !c.writable => {
                             p.push(format!(
                                 "I2: device maps va {va:#x} writable, the CPU read-only"
                             ));
                             break;
                         }
-                        Some(c) if !c.accessible => {
+                        Some((c, _)) if !c.accessible => {
                             p.push(format!(
                                 "I2: device maps va {va:#x}, the CPU maps it PROT_NONE"
                             ));

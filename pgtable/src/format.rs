@@ -17,6 +17,10 @@ pub struct Perm {
     /// The address is in the device's own memory (a device-private page), reached without
     /// DMA; otherwise it is a DMA address of system memory.
     pub local: bool,
+    /// The device may use atomic operations on the page: the CPU has handed it over
+    /// (`make_device_exclusive_range()`) and cannot access it until it takes it back. Only
+    /// with `write`, and never `local` (a device's own page needs no handing over).
+    pub atomic: bool,
 }
 
 impl Perm {
@@ -24,11 +28,19 @@ impl Perm {
     pub const RO: Perm = Perm {
         write: false,
         local: false,
+        atomic: false,
     };
     /// Read and write, system memory.
     pub const RW: Perm = Perm {
         write: true,
         local: false,
+        atomic: false,
+    };
+    /// Read, write and atomics, system memory the CPU handed over.
+    pub const ATOMIC: Perm = Perm {
+        write: true,
+        local: false,
+        atomic: true,
     };
 
     /// `self` in device memory.
@@ -36,6 +48,7 @@ impl Perm {
         Perm {
             write: self.write,
             local: true,
+            atomic: false,
         }
     }
 }
@@ -88,6 +101,8 @@ impl X86Format {
     const SW_LEAF: u64 = 1 << 9;
     /// Software bit 10 ("available"): the leaf maps device memory.
     const LOCAL: u64 = 1 << 10;
+    /// Software bit 11 ("available"): the device may use atomics on the page.
+    const ATOMIC: u64 = 1 << 11;
 }
 
 impl PteFormat for X86Format {
@@ -105,6 +120,9 @@ impl PteFormat for X86Format {
         }
         if perm.local {
             pte |= Self::LOCAL;
+        }
+        if perm.atomic {
+            pte |= Self::ATOMIC;
         }
         if level == 1 {
             pte |= Self::PS;
@@ -124,6 +142,7 @@ impl PteFormat for X86Format {
         let perm = Perm {
             write: pte & Self::RW != 0,
             local: pte & Self::LOCAL != 0,
+            atomic: pte & Self::ATOMIC != 0,
         };
         let leaf = level == 0 || pte & Self::PS != 0;
         match (pte & Self::P != 0, leaf) {
@@ -147,6 +166,9 @@ impl Gfx9Format {
     const R: u64 = 1 << 5;
     const W: u64 = 1 << 6;
     const PDE_PTE: u64 = 1 << 54;
+    /// Bit 55, free in the layout: the device may use atomics on the page (what the
+    /// hardware's own system-scope atomics setting stands for here).
+    const ATOMIC: u64 = 1 << 55;
     const ADDR: u64 = 0x0000_ffff_ffff_f000;
 }
 
@@ -167,6 +189,9 @@ impl PteFormat for Gfx9Format {
         if perm.write {
             pte |= Self::W;
         }
+        if perm.atomic {
+            pte |= Self::ATOMIC;
+        }
         if level == 1 {
             pte |= Self::PDE_PTE;
         }
@@ -185,6 +210,7 @@ impl PteFormat for Gfx9Format {
         let perm = Perm {
             write: pte & Self::W != 0,
             local: pte & Self::S == 0,
+            atomic: pte & Self::ATOMIC != 0,
         };
         // A leaf always carries R (S for system memory); a table pointer carries only V.
         let leaf = (level == 0 || pte & Self::PDE_PTE != 0) && pte & Self::R != 0;
@@ -207,7 +233,13 @@ mod tests {
             (0x4000_0000, 1),
             (0xfff_ffe0_0000, 1),
         ] {
-            for perm in [Perm::RO, Perm::RW, Perm::RO.local(), Perm::RW.local()] {
+            for perm in [
+                Perm::RO,
+                Perm::RW,
+                Perm::RO.local(),
+                Perm::RW.local(),
+                Perm::ATOMIC,
+            ] {
                 let pte = F::leaf(addr, perm, level);
                 assert_eq!(
                     F::decode(pte, level),

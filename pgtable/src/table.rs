@@ -760,9 +760,12 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
             f(l);
             let size = 1u64 << level_shift(l.level);
             Flush::add(&mut flush, l.va, l.va + size);
-            // Only the write right goes: a leaf of device memory stays one.
+            // The write right goes, and with it atomics (the CPU is taking the page back: a
+            // write-protect comes from fork or writeback, which restore an exclusive entry
+            // first); a leaf of device memory stays one.
             let ro = Perm {
                 write: false,
+                atomic: false,
                 ..l.perm
             };
             Some((F::leaf(l.addr, ro, l.level), l.aux))

@@ -46,12 +46,14 @@ pub struct Xlate {
     pub level: u8,
     /// `addr` is in the device's own memory (a local leaf), not a DMA address.
     pub local: bool,
+    /// The leaf allows atomics (the CPU handed the page over).
+    pub atomic: bool,
 }
 
 /// A cached leaf, in three words (a unit's TLB is small enough to sit inline).
 ///
 /// # Invariants
-/// `tag` is the leaf's first VA (aligned to its size) with the `VALID`, `HUGE`, `WRITE` and `LOCAL`
+/// `tag` is the leaf's first VA (aligned to its size) with the `VALID`, `HUGE`, `WRITE`, `LOCAL` and `ATOMIC`
 /// flags in its low bits, or 0 for an empty entry; `addr`/`pfn` describe the leaf's first
 /// 4 KiB page.
 #[derive(Clone, Copy)]
@@ -65,6 +67,7 @@ const VALID: u64 = 1;
 const HUGE: u64 = 2;
 const WRITE: u64 = 4;
 const LOCAL: u64 = 8;
+const ATOMIC: u64 = 16;
 const FLAGS: u64 = 0xfff;
 
 impl Entry {
@@ -106,6 +109,7 @@ impl Entry {
             write: self.write(),
             level: u8::from(self.tag & HUGE != 0),
             local: self.tag & LOCAL != 0,
+            atomic: self.tag & ATOMIC != 0,
         }
     }
 }
@@ -332,6 +336,7 @@ impl<L: LockFamily> Cursor<'_, L> {
             write: t.perm.write,
             level: t.level,
             local: t.perm.local,
+            atomic: t.perm.atomic,
         })
     }
 
@@ -344,11 +349,24 @@ impl<L: LockFamily> Cursor<'_, L> {
         va: u64,
         write: bool,
     ) -> Option<Xlate> {
+        self.translate_for(pt, va, write, false)
+    }
+
+    /// [`Cursor::translate`] for an access that needs atomics too (`atomic`): a leaf without
+    /// the atomic bit is a permission fault.
+    pub fn translate_for<F: PteFormat, M: PtMem>(
+        &mut self,
+        pt: &PageTable<F, M>,
+        va: u64,
+        write: bool,
+        atomic: bool,
+    ) -> Option<Xlate> {
         let st = &mut *self.g;
         let cap = st.cap;
         let hit = st.e[..cap].iter().position(|e| e.covers(va));
         if let Some(i) = hit {
-            if !write || st.e[i].write() {
+            let e = &st.e[i];
+            if (!write || e.write()) && (!atomic || e.tag & ATOMIC != 0) {
                 self.u.hits.fetch_add(1, Ordering::Relaxed);
                 return Some(st.e[i].xlate(va));
             }
@@ -356,7 +374,7 @@ impl<L: LockFamily> Cursor<'_, L> {
         self.u.misses.fetch_add(1, Ordering::Relaxed);
         let t = pt.translate(va);
         let t = match t {
-            Some(t) if !write || t.perm.write => t,
+            Some(t) if (!write || t.perm.write) && (!atomic || t.perm.atomic) => t,
             _ => {
                 // A permission fault (or a leaf gone since) drops the entry before the replay.
                 if let Some(i) = hit {
@@ -382,7 +400,8 @@ impl<L: LockFamily> Cursor<'_, L> {
                 | VALID
                 | huge
                 | if t.perm.write { WRITE } else { 0 }
-                | if t.perm.local { LOCAL } else { 0 },
+                | if t.perm.local { LOCAL } else { 0 }
+                | if t.perm.atomic { ATOMIC } else { 0 },
             addr: t.addr - (off << 12),
             pfn: leaf_pfn(t.aux),
         };

@@ -491,7 +491,7 @@ impl<P: Platform> Engine<P> {
 
     /// Whether a migration of the engine claims part of `[start, end)` (see
     /// `RangeState::migrating`).
-    fn claimed(st: &RangeState, start: u64, end: u64) -> bool {
+    pub(crate) fn claimed(st: &RangeState, start: u64, end: u64) -> bool {
         match st.migrating {
             Some((s, e, _)) => {
                 s < end && start < e && !cfg!(feature = "teeth-migrate-fault-ignores-claim")
@@ -508,6 +508,7 @@ impl<P: Platform> Engine<P> {
         let perm = Perm {
             write: access == Access::Write && cpu_write,
             local: false,
+            atomic: false,
         };
         (
             perm,

@@ -41,6 +41,10 @@ impl<P: Platform> Engine<P> {
         inv: &Invalidation,
     ) -> bool {
         Counters::add(&self.stats.invalidations, 1);
+        if self.own_exclusive(inv) {
+            // Our own hand-over to the device (`exclusive.rs`): the CPU entry keeps its page.
+            return true;
+        }
         let start = inv.start.max(range.start);
         let end = inv.end.min(range.end);
         // The engine-wide lock of a baseline lock scope (none by default) goes outside the

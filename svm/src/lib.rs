@@ -15,6 +15,7 @@ extern crate pgtable;
 pub mod config;
 pub mod devtlb;
 pub mod engine;
+mod exclusive;
 mod fault;
 mod gc;
 mod invalidate;

@@ -68,8 +68,9 @@ pub struct Invalidation {
     pub blockable: bool,
     /// The sequence number to hand to `mmu_interval_set_seq()`.
     pub cur_seq: u64,
-    /// `range->owner`: the `pgmap_owner` a `migrate_vma_setup()` passed (0: none). Only an
-    /// `Event::Migrate` carries one.
+    /// `range->owner` (0: none): the `pgmap_owner` a `migrate_vma_setup()` passed, or the
+    /// owner a `make_device_exclusive_range()` passed. Only an `Event::Migrate` or an
+    /// `Event::Exclusive` carries one (the CPU taking an exclusive page back passes none).
     pub owner: u64,
 }
 
@@ -251,6 +252,33 @@ pub trait Mm: Send + Sync {
     /// elsewhere; frees the pages no longer used (the old ones, unused `dst` pages).
     fn migrate_finalize(&self, req: &mut MigrateReq<'_>) {
         let _ = req;
+    }
+
+    /// `make_device_exclusive_range()` over `[start, start + 4096 * pages.len())` under the
+    /// read lock: faults each page in for writing (`get_user_pages_remote()`, splitting a
+    /// huge PMD) and replaces every CPU mapping of it with a device-exclusive entry, under an
+    /// `MMU_NOTIFY_EXCLUSIVE` invalidation carrying `owner`. `pages[i]` is the pfn handed over,
+    /// locked and referenced, or 0 where that failed (the page is locked by someone else, or
+    /// mapped elsewhere too). Returns how many pages it looked at; a CPU access to a handed-over
+    /// page waits for [`Mm::release_exclusive`], then takes the page back under an
+    /// `MMU_NOTIFY_EXCLUSIVE` with no owner. `EFAULT` if a page cannot be faulted in; `EPERM`
+    /// for a mapping that is not private (only anonymous pages can be handed over);
+    /// `EOPNOTSUPP` on a platform without it.
+    fn make_exclusive(
+        &self,
+        guard: &mut Self::ReadGuard<'_>,
+        start: u64,
+        pages: &mut [u64],
+        owner: u64,
+    ) -> Result<usize, Errno> {
+        let _ = (guard, start, pages, owner);
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// Unlocks and puts every page `make_exclusive` handed over (the non-zero pfns of
+    /// `pages`); from then on a CPU access may take them back.
+    fn release_exclusive(&self, pages: &[u64]) {
+        let _ = pages;
     }
 }
 

@@ -88,6 +88,8 @@ stats! {
     migrate_skips,
     /// Device pages a migration to the device evicted back to system memory to make room.
     evicted,
+    /// Atomic leaves written: pages the CPU handed over for device atomics.
+    atomic_mapped,
 }
 
 impl Counters {

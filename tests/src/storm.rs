@@ -147,7 +147,26 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
             // Own page: write or verify.
             let k = rng.below(own);
             let va = s.data + (k * n + id as u64) * PAGE;
-            if rng.one_in(2) {
+            if rng.one_in(16) {
+                // A device atomic in device-exclusive mode: the CPU hands the page over, and
+                // takes it back at its next touch (a fork, a migration, a swap-out).
+                match d.exclusive_add(va, 1) {
+                    Ok(old) => {
+                        if let Some(v) = expect[k as usize] {
+                            s.own_checks.fetch_add(1, Ordering::Relaxed);
+                            if old != v {
+                                s.lost.fetch_add(1, Ordering::Relaxed);
+                                s.w.violations.record(
+                                    "I3",
+                                    format!("device atomic read {old:#x} at {va:#x}, wrote {v:#x}"),
+                                );
+                            }
+                        }
+                        expect[k as usize] = Some(old.wrapping_add(1));
+                    }
+                    Err(e) => refuse(e),
+                }
+            } else if rng.one_in(2) {
                 seq += 1;
                 let v = tag(id, seq);
                 match d.write(va, v) {

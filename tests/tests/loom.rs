@@ -881,3 +881,60 @@ mod devmem {
         });
     }
 }
+
+/// Device atomics: the engine hands a page over (`make_device_exclusive_range()`) while the
+/// CPU takes it back or drops it.
+mod exclusive {
+    use super::*;
+
+    /// A device atomic and a CPU atomic on one page: both land, and the atomic leaf never
+    /// outlives the hand-over (the CPU's take-back zaps it; a fault that handed the page over
+    /// before the CPU took it back must not map it after).
+    #[test]
+    fn device_atomic_vs_cpu_atomic() {
+        model(|| {
+            let w = world();
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || {
+                let _s = w2.violations.scope();
+                w2.device().exclusive_add(a, 10).unwrap()
+            });
+            let old = w.mm.cpu_add(a, 100).unwrap();
+            let dev_old = t.join().unwrap();
+            assert!(
+                (old == 1 && dev_old == 101) || (old == 11 && dev_old == 1),
+                "{old} {dev_old}"
+            );
+            w.check_quiescent()
+                .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 111, "an atomic was lost");
+            finish(&w);
+        });
+    }
+
+    /// The page is dropped (`MADV_DONTNEED`) while the engine hands it over: a hand-over that
+    /// the drop undid must not end in an atomic leaf of the old page.
+    #[test]
+    fn device_atomic_vs_dontneed() {
+        model(|| {
+            let w = world();
+            let a = w.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            w.mm.cpu_write(a, 1).unwrap();
+            let w2 = w.clone();
+            let t = thread::spawn(move || w2.mm.madvise_dontneed(a, PAGE).unwrap());
+            let old = {
+                let _s = w.violations.scope();
+                w.device().exclusive_add(a, 10).unwrap()
+            };
+            t.join().unwrap();
+            assert!(old == 1 || old == 0, "{old}");
+            w.check_quiescent()
+                .unwrap_or_else(|e| panic!("not quiescent: {e}"));
+            let now = w.mm.cpu_read(a).unwrap();
+            assert!(now == 0 || now == 10, "{now}");
+            finish(&w);
+        });
+    }
+}

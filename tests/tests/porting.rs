@@ -36,6 +36,8 @@ impl LpaeFormat {
     const SW_LEAF: u64 = 1 << 55;
     /// Software bit: the leaf maps device memory (AttrIndx would pick its memory type too).
     const SW_LOCAL: u64 = 1 << 56;
+    /// Software bit: the device may use atomics on the page.
+    const SW_ATOMIC: u64 = 1 << 57;
     const ADDR: u64 = 0x0000_ffff_ffff_f000;
 }
 
@@ -63,6 +65,9 @@ impl PteFormat for LpaeFormat {
         if perm.local {
             pte |= Self::SW_LOCAL;
         }
+        if perm.atomic {
+            pte |= Self::SW_ATOMIC;
+        }
         pte
     }
 
@@ -78,6 +83,7 @@ impl PteFormat for LpaeFormat {
         let perm = Perm {
             write: pte & Self::AP_RO == 0,
             local: pte & Self::SW_LOCAL != 0,
+            atomic: pte & Self::SW_ATOMIC != 0,
         };
         let valid = pte & Self::VALID != 0;
         let leaf = level == 0 || pte & Self::TABLE_OR_PAGE == 0;

@@ -147,6 +147,8 @@ enum Op {
     DevRead(Pg),
     DevWrite(Pg, u64),
     DevAtomicAdd(Pg, u64),
+    /// A device atomic in device-exclusive mode: the page is handed over to the device.
+    DevExclusiveAdd(Pg, u64),
     /// `mmap(MAP_FIXED)` of the whole region, RW, fresh zero content.
     Mmap(u8),
     Munmap(u8),
@@ -293,6 +295,12 @@ impl ReferenceStateMachine for Ops {
                     .prop_map(|(p, v)| Op::DevAtomicAdd(p, v))
                     .boxed(),
             ),
+            (
+                6,
+                (pg(state), val())
+                    .prop_map(|(p, v)| Op::DevExclusiveAdd(p, v))
+                    .boxed(),
+            ),
             (4, region().prop_map(Op::Mmap).boxed()),
             (2, region().prop_map(Op::Munmap).boxed()),
             (4, span(state).prop_map(Op::MunmapPartial).boxed()),
@@ -345,6 +353,7 @@ impl ReferenceStateMachine for Ops {
             | Op::DevRead(p)
             | Op::DevWrite(p, _)
             | Op::DevAtomicAdd(p, _)
+            | Op::DevExclusiveAdd(p, _)
             | Op::ChildRead(p)
             | Op::ChildWrite(p, _)
             | Op::Migrate(p)
@@ -633,8 +642,12 @@ impl<F: PteFormat> Sut<F> {
                     self.parent.at(p).val = Val::Def(v);
                 }
             }
-            Op::DevAtomicAdd(p, v) => {
-                let r = self.dev.atomic_add(p.va(), v);
+            Op::DevAtomicAdd(p, v) | Op::DevExclusiveAdd(p, v) => {
+                let r = if matches!(op, Op::DevExclusiveAdd(..)) {
+                    self.dev.exclusive_add(p.va(), v)
+                } else {
+                    self.dev.atomic_add(p.va(), v)
+                };
                 self.detectors(op);
                 let want = self.parent.dev_expect(p, true);
                 assert_eq!(r.map(|_| ()), want, "device atomic add at {p:?}");

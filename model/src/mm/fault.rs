@@ -25,6 +25,8 @@ enum Step {
     ToRam(u64),
     /// A migration entry: `migration_entry_wait()`, then retry.
     WaitMigration,
+    /// A device-exclusive entry: `remove_device_exclusive_entry()`, then retry.
+    Restore,
 }
 
 /// `wp_can_reuse_anon_folio()` (order-0 pages; a large folio is never reused piecewise).
@@ -63,6 +65,7 @@ impl MmShared {
                 Step::SplitPmd(h) => self.split_huge_pmd(self.id, h),
                 Step::ToRam(owner) => self.device_fault(owner, va)?,
                 Step::WaitMigration => self.wait_migration(va),
+                Step::Restore => self.restore_exclusive(va),
                 Step::Copy { pte, data } => {
                     // wp_page_copy(): the notifier covers the page, then pte_same() under the
                     // lock; a changed PTE ends the notifier and retries the fault.
@@ -245,6 +248,7 @@ impl MmShared {
             }
             Some(Pte::Device { pfn, .. }) => Ok(Step::ToRam(m.owner_of(pfn))),
             Some(Pte::Migration { .. }) => Ok(Step::WaitMigration),
+            Some(Pte::Exclusive { .. }) => Ok(Step::Restore),
             Some(Pte::Present(p)) => {
                 if !p.accessible {
                     return Err(Errno::EFAULT);
@@ -397,6 +401,15 @@ impl MmHandle {
         matches!(
             m.mm_ref(self.0.id).ptes.get(&page_down(addr)),
             Some(Pte::Swap { .. })
+        )
+    }
+
+    /// Whether `addr` holds a device-exclusive entry (the page handed over to a device).
+    pub fn is_exclusive(&self, addr: u64) -> bool {
+        let m = self.0.machine.st.lock();
+        matches!(
+            m.mm_ref(self.0.id).ptes.get(&page_down(addr)),
+            Some(Pte::Exclusive { .. })
         )
     }
 

@@ -11,6 +11,7 @@
 //! accesses, `ops` the mapping system calls and fork, `reclaim` swap-out, migration, THP split,
 //! exit and the OOM reaper, `rwsem` the `mmap_lock`.
 
+mod exclusive;
 mod fault;
 pub(crate) mod migrate;
 mod ops;
@@ -541,5 +542,24 @@ impl svm::platform::Mm for MmHandle {
 
     fn migrate_finalize(&self, req: &mut svm::platform::MigrateReq<'_>) {
         self.0.migrate_finalize(req)
+    }
+
+    fn make_exclusive(
+        &self,
+        guard: &mut ReadGuard<'_>,
+        start: u64,
+        pages: &mut [u64],
+        owner: u64,
+    ) -> Result<usize, Errno> {
+        if !core::ptr::eq(guard.mm(), &*self.0) {
+            self.0
+                .violations
+                .record("mm", "make_exclusive() with another mm's read guard");
+        }
+        self.0.make_exclusive(start, pages, owner)
+    }
+
+    fn release_exclusive(&self, pages: &[u64]) {
+        self.0.release_exclusive(pages)
     }
 }

@@ -218,6 +218,16 @@ impl MmShared {
                 .map(|(a, p)| (*a, *p))
                 .collect();
             for (a, pte) in ptes {
+                // copy_nonpresent_pte(): a device-exclusive entry is restored (under this
+                // notification) and copied as the present page it was.
+                let pte = match pte {
+                    Pte::Exclusive { pfn, writable } => {
+                        let p = super::exclusive::restored(pfn, writable, v.read);
+                        m.mm(self.id).ptes.insert(a, p);
+                        p
+                    }
+                    p => p,
+                };
                 match pte {
                     // copy_present_pte(): ptep_set_wrprotect() on the parent, child read-only,
                     // dirty bit kept, the page no longer exclusive.
@@ -276,6 +286,7 @@ impl MmShared {
                             iso.mappers.push((child.id, a, false));
                         }
                     }
+                    Pte::Exclusive { .. } => unreachable!("restored above"),
                 }
             }
             let tables: Vec<u64> = m
@@ -423,6 +434,14 @@ impl MmHandle {
                             m.mm(mm.id).ptes.insert(va, e);
                             continue;
                         }
+                        Some(Pte::Exclusive { pfn, writable }) if writable && !prot.write => {
+                            let e = Pte::Exclusive {
+                                pfn,
+                                writable: false,
+                            };
+                            m.mm(mm.id).ptes.insert(va, e);
+                            continue;
+                        }
                         _ => continue,
                     };
                     let excl =
@@ -528,8 +547,11 @@ impl MmHandle {
                             q.dirty = false;
                         }
                     }
-                    // Device-private and migration entries are left alone.
-                    Pte::Present(_) | Pte::Device { .. } | Pte::Migration { .. } => {}
+                    // Device-private, migration and device-exclusive entries are left alone.
+                    Pte::Present(_)
+                    | Pte::Device { .. }
+                    | Pte::Migration { .. }
+                    | Pte::Exclusive { .. } => {}
                 }
             }
         }

@@ -120,6 +120,12 @@ pub(crate) enum Pte {
         pfn: u64,
         writable: bool,
     },
+    /// A device-exclusive entry (`make_{readable,writable}_device_exclusive_entry()`): the
+    /// page is handed over to a device for atomics; a CPU access takes it back.
+    Exclusive {
+        pfn: u64,
+        writable: bool,
+    },
 }
 
 /// A PMD mapping a whole 2 MiB folio (a THP, or the huge zero folio).
@@ -625,6 +631,26 @@ impl MachineState {
         }
     }
 
+    /// What a device leaf at `va` of `mm` may map: the present page, or the page handed over
+    /// to a device (a device-exclusive entry, `true`), which is the same page to the device.
+    pub fn device_view(&self, mm: MmId, va: u64) -> Option<(CpuMap, bool)> {
+        if let Some(c) = self.cpu_map(mm, va) {
+            return Some((c, false));
+        }
+        match self.mms.get(&mm)?.ptes.get(&page_down(va))? {
+            Pte::Exclusive { pfn, writable } => Some((
+                CpuMap {
+                    pfn: *pfn,
+                    writable: *writable,
+                    accessible: true,
+                    huge: false,
+                },
+                true,
+            )),
+            _ => None,
+        }
+    }
+
     /// What `mm` maps at `va`, if a page is present.
     pub fn cpu_map(&self, mm: MmId, va: u64) -> Option<CpuMap> {
         let st = self.mms.get(&mm)?;
@@ -644,7 +670,10 @@ impl MachineState {
                 accessible: p.accessible,
                 huge: false,
             }),
-            Pte::Swap { .. } | Pte::Device { .. } | Pte::Migration { .. } => None,
+            Pte::Swap { .. }
+            | Pte::Device { .. }
+            | Pte::Migration { .. }
+            | Pte::Exclusive { .. } => None,
         }
     }
 
@@ -665,7 +694,9 @@ impl MachineState {
                 self.rmap_del(p.pfn, mm, va);
             }
             Some(Pte::Swap { slot, .. }) => self.swap_put(slot),
-            Some(Pte::Device { pfn, .. }) => self.rmap_del(pfn, mm, va),
+            Some(Pte::Device { pfn, .. } | Pte::Exclusive { pfn, .. }) => {
+                self.rmap_del(pfn, mm, va)
+            }
             // The isolated page stays pinned; `finalize` finds the entry gone.
             Some(Pte::Migration { .. }) | None => {}
         }
