@@ -26,8 +26,11 @@
 //! - SNAPSHOT writes one `HMM_DMIRROR_PROT_*` byte per page from `Engine::snapshot` (the CPU
 //!   page table as `hmm_range_fault()` reports it, no faulting), in 64-page chunks.
 //! - RELEASE (drop the device's private memory) succeeds: there is none.
-//! - MIGRATE_TO_DEV, MIGRATE_TO_SYS, EXCLUSIVE and CHECK_EXCLUSIVE need device-private memory
-//!   or `make_device_exclusive_range()`, which the engine does not do: `EOPNOTSUPP`.
+//! - EXCLUSIVE hands the span over to the device (`Engine::make_exclusive`, 2 MiB at a
+//!   time), then reads it back as READ does; any failure to hand a page over is `EBUSY`, as
+//!   test_hmm's. CHECK_EXCLUSIVE is `EPERM` while any page of the span has an atomic leaf.
+//!   test_hmm hands over no page of a large folio (6.12's `make_device_exclusive_range()`
+//!   refuses them); the engine's glue splits the folio and goes round again.
 //! - `mmap` of the device file inserts zeroed pages (`vm_insert_page()`, a mixed map), as
 //!   test_hmm's does, for hmm-tests' `mixedmap`.
 //!
@@ -69,7 +72,6 @@ const COPY_BATCH: usize = 16;
 /// Fault-in rounds of one READ or WRITE before it gives up with `EBUSY`.
 const MAX_ROUNDS: u64 = 1000;
 
-const EOPNOTSUPP: Errno = Errno(95);
 
 // `_IOC_NR` of the `HMM_DMIRROR_*` commands; glue.c checks the full command word.
 pub(crate) const NR_READ: u32 = 0;
@@ -227,7 +229,7 @@ impl Mirror {
         // The user buffer, as access_ok() would judge it: READ/WRITE copy a page per page,
         // SNAPSHOT writes a byte per page.
         let ubytes = match nr {
-            NR_READ | NR_WRITE | NR_MIGRATE_TO_DEV => cmd.npages << PAGE_SHIFT,
+            NR_READ | NR_WRITE | NR_MIGRATE_TO_DEV | NR_EXCLUSIVE => cmd.npages << PAGE_SHIFT,
             NR_SNAPSHOT => cmd.npages,
             _ => 0,
         };
@@ -257,7 +259,15 @@ impl Mirror {
                     d.evict_all()?;
                 }
             }
-            NR_EXCLUSIVE | NR_CHECK_EXCLUSIVE => return Err(EOPNOTSUPP),
+            NR_EXCLUSIVE => {
+                exclusive(e, &cmd, &self.gone)?;
+                copy(e, &mut cmd, false, &self.gone)?;
+            }
+            NR_CHECK_EXCLUSIVE => {
+                if e.has_atomic(cmd.addr, end_of(&cmd)) {
+                    return Err(Errno::EPERM);
+                }
+            }
             _ => return Err(Errno::EINVAL),
         }
         cmd.write(uarg)
@@ -407,6 +417,27 @@ fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(
             Ok(moved) => cmd.cpages += moved,
             Err(Errno::EFAULT) => return Err(Errno::EINVAL),
             Err(e) => return Err(e),
+        }
+        va += len;
+    }
+    Ok(())
+}
+
+/// EXCLUSIVE before its read back: the span handed over to the device, 2 MiB at a time.
+/// test_hmm's errors: a page it could not hand over (a hole, read-only or shared memory, a
+/// page taken back faster than it can map it) is `EBUSY`.
+fn exclusive(e: &KEngine, cmd: &Cmd, gone: &AtomicBool) -> Result<(), Errno> {
+    const STEP: u64 = 2 << 20;
+    let mut s = zeroed_scratch()?;
+    let end = end_of(cmd);
+    let mut va = cmd.addr;
+    while va < end {
+        between_chunks(gone)?;
+        let len = (end - va).min(STEP);
+        match e.make_exclusive(&mut s, va, len, &mut 0) {
+            Ok(()) => {}
+            Err(e @ (Errno::ENOMEM | Errno::EINTR | Errno::ESRCH)) => return Err(e),
+            Err(_) => return Err(Errno::EBUSY),
         }
         va += len;
     }

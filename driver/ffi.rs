@@ -143,6 +143,14 @@ extern "C" {
         fault_pfn: u64,
     ) -> i64;
     pub fn svm_migrate_keep_ksm(src: *mut u64, npages: u64) -> i64;
+    pub fn svm_make_exclusive(
+        mm: *mut MmStruct,
+        start: u64,
+        npages: u64,
+        pfns: *mut u64,
+        owner: u64,
+    ) -> i64;
+    pub fn svm_release_exclusive(pfns: *const u64, npages: u64);
     pub fn svm_migrate_pages(
         mm: *mut MmStruct,
         start: u64,

@@ -16,6 +16,7 @@
 #include <linux/memcontrol.h>
 #include <linux/memremap.h>
 #include <linux/migrate.h>
+#include <linux/rmap.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/miscdevice.h>
@@ -1444,6 +1445,127 @@ void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src,
 
 	svm_migrate_args(&args, mm, start, npages, src, dst, owner, fault_pfn);
 	migrate_vma_finalize(&args);
+}
+
+/*
+ * make_device_exclusive_range() over [start, start + npages pages), read lock held.  The
+ * pages come back in pfns itself (a struct page pointer per entry, then its pfn): pfns[i] is
+ * the pfn handed over, its page locked and referenced until svm_release_exclusive(), or 0.
+ * Only a private mapping's anonymous pages can be handed over: -EPERM for a shared one,
+ * whose pages the kernel would refuse one by one.
+ */
+/* Whether addr's PMD maps a huge page now (a lockless peek: the caller checks again). */
+static bool svm_pmd_huge(struct mm_struct *mm, unsigned long addr)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	p4d_t *p4d;
+	pud_t *pud;
+
+	if (pgd_none(*pgd) || pgd_bad(*pgd))
+		return false;
+	p4d = p4d_offset(pgd, addr);
+	if (p4d_none(*p4d) || p4d_bad(*p4d))
+		return false;
+	pud = pud_offset(p4d, addr);
+	if (pud_none(*pud) || pud_bad(*pud))
+		return false;
+	return pmd_trans_huge(pmdp_get_lockless(pmd_offset(pud, addr)));
+}
+
+/*
+ * 6.12's make_device_exclusive_range() hands over no page of a large folio (a tail page comes
+ * back NULL), and no split of a THP is exported to modules.  migrate_vma_setup() splits a
+ * PMD-mapped THP's folio before it collects the pages, so: collect [a, e) and put every page
+ * back (no destination), leaving small pages.  The MMU_NOTIFY_MIGRATE it sends (no owner)
+ * zaps, so the caller's round fails its seq check and goes again, over small pages.
+ */
+static void svm_split_thp(struct vm_area_struct *vma, unsigned long a, unsigned long e)
+{
+	unsigned long n = (e - a) >> PAGE_SHIFT;
+	unsigned long *src = kcalloc(2 * n, sizeof(*src), GFP_KERNEL);
+	struct migrate_vma args = {
+		.vma = vma,
+		.start = a,
+		.end = e,
+		.src = src,
+		.dst = src + n,
+		.flags = MIGRATE_VMA_SELECT_SYSTEM,
+	};
+
+	if (!src)
+		return;
+	if (!migrate_vma_setup(&args)) {
+		migrate_vma_pages(&args);
+		migrate_vma_finalize(&args);
+	}
+	kfree(src);
+}
+
+/* Whether the page at addr is part of a large folio (a PTE-mapped THP, an mTHP). */
+static bool svm_in_large_folio(struct mm_struct *mm, unsigned long addr)
+{
+	struct page *page;
+	bool large;
+
+	if (get_user_pages_remote(mm, addr, 1, 0, &page, NULL) != 1)
+		return false;
+	large = folio_test_large(page_folio(page));
+	put_page(page);
+	return large;
+}
+
+/*
+ * make_device_exclusive_range() over [start, start + npages pages), read lock held.  The
+ * pages come back in pfns itself (a struct page pointer per entry, then its pfn): pfns[i] is
+ * the pfn handed over, its page locked and referenced until svm_release_exclusive(), or 0.
+ * Only a private mapping's anonymous pages can be handed over: -EPERM for a shared one,
+ * whose pages the kernel would refuse one by one.  A PMD-mapped THP is split first (every
+ * page comes back 0 then: go again); a page of a large folio mapped by PTEs cannot be split
+ * from here, and is -EBUSY (the caller still releases what pfns holds).
+ */
+long svm_make_exclusive(struct mm_struct *mm, u64 start, u64 npages, u64 *pfns, u64 owner)
+{
+	struct vm_area_struct *vma = vma_lookup(mm, start);
+	struct page **pages = (struct page **)pfns;
+	u64 end = start + (npages << PAGE_SHIFT);
+	long ret, i;
+
+	BUILD_BUG_ON(sizeof(struct page *) != sizeof(u64));
+	mmap_assert_locked(mm);
+	if (!vma || end > vma->vm_end)
+		return -EFAULT;
+	if (vma->vm_flags & VM_MAYSHARE)
+		return -EPERM;
+	if (svm_pmd_huge(mm, start) || svm_pmd_huge(mm, end - 1)) {
+		unsigned long a = ALIGN_DOWN(start, PMD_SIZE), e = ALIGN(end, PMD_SIZE);
+
+		svm_split_thp(vma, max(a, vma->vm_start), min(e, vma->vm_end));
+		memset(pfns, 0, npages * sizeof(*pfns));
+		return npages;
+	}
+	ret = make_device_exclusive_range(mm, start, end, pages, (void *)(uintptr_t)owner);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < (long)npages; i++)
+		pfns[i] = i < ret && pages[i] ? page_to_pfn(pages[i]) : 0;
+	for (i = 0; i < ret; i++)
+		if (!pfns[i] && svm_in_large_folio(mm, start + (i << PAGE_SHIFT)))
+			return -EBUSY;
+	return ret;
+}
+
+void svm_release_exclusive(const u64 *pfns, u64 npages)
+{
+	u64 i;
+
+	for (i = 0; i < npages; i++) {
+		if (pfns[i]) {
+			struct page *page = pfn_to_page(pfns[i]);
+
+			unlock_page(page);
+			put_page(page);
+		}
+	}
 }
 
 /* Eviction by pfn, whatever maps the pages (RELEASE, module exit). */

@@ -273,6 +273,8 @@ void svm_copy_pfn(u64 dst, u64 src);
 long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
 		       u32 device_private, u64 owner, u64 fault_pfn);
 long svm_migrate_keep_ksm(u64 *src, u64 npages);
+long svm_make_exclusive(struct mm_struct *mm, u64 start, u64 npages, u64 *pfns, u64 owner);
+void svm_release_exclusive(const u64 *pfns, u64 npages);
 void svm_migrate_pages(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,
 		       u64 owner, u64 fault_pfn);
 void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u64 *dst,

@@ -21,6 +21,8 @@ mod config;
 mod devtlb;
 #[path = "../svm/src/engine.rs"]
 mod engine;
+#[path = "../svm/src/exclusive.rs"]
+mod exclusive;
 #[path = "../svm/src/fault.rs"]
 mod fault;
 #[path = "../svm/src/gc.rs"]

@@ -276,14 +276,14 @@ judge_hmm() {
     for t in "${failed[@]}"; do
         if printf '%s\n' "${listed[@]}" | grep -qxF "$t"; then
             echo "  $kind: $t -- $(awk -v t="$t" '$1 == t { $1 = ""; sub(/^ +/, ""); print }' "$list" | cut -c1-110)"
-        elif [[ $driver == test_hmm ]] && printf '%s\n' "${flaky[@]}" | grep -qxF "$t"; then
+        elif [[ $driver == test_hmm* ]] && printf '%s\n' "${flaky[@]}" | grep -qxF "$t"; then
             # Upstream's own race, listed with its cause: reported, never a pass, never ours.
             echo "  FLAKY (upstream test_hmm, informational): $t -- $(awk -v t="$t" '$1 == "flaky" && $2 == t { $1 = $2 = ""; sub(/^ +/, ""); print }' "$list" | cut -c1-110)"
         elif grep -qF "# ${t##*.}: Test terminated by timeout" "$WORK/hmm-$driver.out"; then
             # kselftest's fixed 30 s per-test wall clock, under TCG on a loaded host
             # (migrate_multiple does 1024 migrations): upstream's driver racing a timer is
             # reported, not a failure of ours; a kernel report would still fail the run.
-            if [[ $driver == test_hmm ]]; then
+            if [[ $driver == test_hmm* ]]; then
                 echo "  TIMEOUT (kselftest 30 s wall clock under TCG; informational): $t"
             else
                 echo "  UNEXPECTED FAILURE (timeout): $t"
@@ -384,6 +384,15 @@ elif ((HMM_TESTS)); then
     if grep -qF "== BEGIN hmm-tests [svm]" "$LOG"; then
         judge_hmm svm "$UNSUPPORTED" "unsupported"
     fi
+    # The THP=never runs (vm/init.sh): nothing may fail there, on either driver (the
+    # flaky list still applies to test_hmm's own races).
+    NEVER_LIST="$WORK/never-list"
+    grep -E '^flaky ' "$EXPECTED" > "$NEVER_LIST" || true
+    for d in test_hmm-thp-never svm-thp-never; do
+        if grep -qF "== BEGIN hmm-tests [$d]" "$LOG"; then
+            judge_hmm "$d" "$NEVER_LIST" "expected failure"
+        fi
+    done
     hmm_side_by_side
     dmbench_table
     thp=$(sed -nE 's/^SVM-VM-THP thp_fault_alloc=([0-9]+).*/\1/p' "$LOG")

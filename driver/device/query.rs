@@ -69,6 +69,7 @@ impl Ctx {
             migrate_failed: _,
             migrate_skips: _,
             evicted: _,
+            atomic_mapped: _,
         } = e.stats();
         q.faults = faults;
         q.fault_errors = fault_errors;

@@ -312,6 +312,35 @@ impl Mm for KMm {
         }
     }
 
+    fn make_exclusive(
+        &self,
+        _guard: &mut KReadGuard<'_>,
+        start: u64,
+        pages: &mut [u64],
+        owner: u64,
+    ) -> Result<usize, Errno> {
+        // SAFETY: the caller holds the read lock (the guard); `pages` holds `len` entries.
+        let rc = unsafe {
+            ffi::svm_make_exclusive(
+                self.raw(),
+                start,
+                pages.len() as u64,
+                pages.as_mut_ptr(),
+                owner,
+            )
+        };
+        if rc < 0 {
+            return Err(Errno(-rc as i32));
+        }
+        Ok(rc as usize)
+    }
+
+    fn release_exclusive(&self, pages: &[u64]) {
+        // SAFETY: the non-zero entries are the pages `make_exclusive` handed over, each
+        // still locked and referenced; the caller releases them once.
+        unsafe { ffi::svm_release_exclusive(pages.as_ptr(), pages.len() as u64) }
+    }
+
     fn migrate_finalize(&self, req: &mut MigrateReq<'_>) {
         // SAFETY: as `migrate_pages`.
         unsafe {

@@ -68,7 +68,9 @@ impl<P: Platform> Engine<P> {
     /// Restartable: `done` says how many bytes from `start` were handled. `EINVAL` for a
     /// misaligned, empty, overflowing or kernel range; `EFAULT` for a hole, PROT_NONE or I/O
     /// memory; `EPERM` for memory the CPU may not write, or that is not private; `EBUSY` when
-    /// the pages kept being taken back past the retry budget; `ESRCH` once the mm is gone;
+    /// the pages kept being taken back past the retry budget, or for a page of a large folio
+    /// mapped by PTEs (6.12 hands over none, and the kernel glue can split only a THP still
+    /// mapped by its PMD); `ESRCH` once the mm is gone;
     /// `EOPNOTSUPP` on a platform without device-exclusive entries.
     pub fn make_exclusive(
         &self,

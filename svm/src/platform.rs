@@ -261,9 +261,11 @@ pub trait Mm: Send + Sync {
     /// locked and referenced, or 0 where that failed (the page is locked by someone else, or
     /// mapped elsewhere too). Returns how many pages it looked at; a CPU access to a handed-over
     /// page waits for [`Mm::release_exclusive`], then takes the page back under an
-    /// `MMU_NOTIFY_EXCLUSIVE` with no owner. `EFAULT` if a page cannot be faulted in; `EPERM`
-    /// for a mapping that is not private (only anonymous pages can be handed over);
-    /// `EOPNOTSUPP` on a platform without it.
+    /// `MMU_NOTIFY_EXCLUSIVE` with no owner. A THP its PMD still maps is split first (under
+    /// an invalidation), and nothing is handed over in that call. `EFAULT` if a page cannot be
+    /// faulted in; `EPERM` for a mapping that is not private (only anonymous pages can be
+    /// handed over); `EBUSY` for a page of a large folio PTEs map (the pages already handed
+    /// over are in `pages`, to release); `EOPNOTSUPP` on a platform without it.
     fn make_exclusive(
         &self,
         guard: &mut Self::ReadGuard<'_>,

@@ -20,10 +20,10 @@ const PROT_WRITE: u8 = 0x02;
 const PROT_DEV_PRIVATE_LOCAL: u8 = 0x20;
 
 /// An open `/dev/hmm_dmirrorN`.
-struct Dm(i32);
+pub(crate) struct Dm(pub(crate) i32);
 
 impl Dm {
-    fn open(n: u32) -> Result<Dm, String> {
+    pub(crate) fn open(n: u32) -> Result<Dm, String> {
         let p = CString::new(format!("/dev/hmm_dmirror{n}")).unwrap();
         // SAFETY: plain open.
         let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -33,7 +33,7 @@ impl Dm {
         Ok(Dm(fd))
     }
 
-    fn cmd(&self, nr: u64, addr: u64, npages: u64, ptr: u64) -> Result<DmCmd, i32> {
+    pub(crate) fn cmd(&self, nr: u64, addr: u64, npages: u64, ptr: u64) -> Result<DmCmd, i32> {
         dm(
             self.0,
             nr,
@@ -68,13 +68,13 @@ impl Dm {
         Ok(v)
     }
 
-    fn read(&self, addr: u64, npages: u64, out: &mut [u8]) -> Result<(), String> {
+    pub(crate) fn read(&self, addr: u64, npages: u64, out: &mut [u8]) -> Result<(), String> {
         self.cmd(0, addr, npages, out.as_mut_ptr() as u64)
             .map(|_| ())
             .map_err(|e| format!("READ: {}", ename(e)))
     }
 
-    fn write(&self, addr: u64, npages: u64, src: &[u8]) -> Result<(), i32> {
+    pub(crate) fn write(&self, addr: u64, npages: u64, src: &[u8]) -> Result<(), i32> {
         self.cmd(1, addr, npages, src.as_ptr() as u64).map(|_| ())
     }
 }
@@ -116,18 +116,18 @@ fn settle(n: u32, want: u64) -> TResult {
 }
 
 /// The page's first word, as the device read it into `out`.
-fn word(out: &[u8], page: usize) -> u64 {
+pub(crate) fn word(out: &[u8], page: usize) -> u64 {
     u64::from_ne_bytes(out[page * PAGE..page * PAGE + 8].try_into().unwrap())
 }
 
-fn fill(b: &Buf, pages: usize, base: u64) {
+pub(crate) fn fill(b: &Buf, pages: usize, base: u64) {
     let w = b.words();
     for p in 0..pages {
         w[p * PAGE / 8].store(base + p as u64, Ordering::Relaxed);
     }
 }
 
-fn check_words(b: &Buf, pages: usize, base: u64, what: &str) -> TResult {
+pub(crate) fn check_words(b: &Buf, pages: usize, base: u64, what: &str) -> TResult {
     let w = b.words();
     for p in 0..pages {
         let v = w[p * PAGE / 8].load(Ordering::Relaxed);

@@ -51,6 +51,7 @@ macro_rules! check {
 
 mod devmem;
 mod distro;
+mod exclusive;
 mod queues;
 mod resources;
 
@@ -3130,7 +3131,7 @@ fn t_dmirror_refault_under_migration() -> TResult {
 }
 
 /// The front end's own contract (driver/dmirror.rs) beyond what hmm-tests asserts: every
-/// bad command is refused with an errno, the unsupported ones with EOPNOTSUPP, a command
+/// bad command is refused with an errno, a command
 /// from another mm with EXDEV; good ones still work after all that.
 fn t_dmirror_bad_input() -> TResult {
     let p = CString::new(DMIRROR).unwrap();
@@ -3234,9 +3235,27 @@ fn t_dmirror_bad_input() -> TResult {
         dm(fd, snapshot, DmCmd { ptr: 8, ..good }),
         libc::EFAULT,
     )?;
-    for nr in [5, 6] {
-        expect(&format!("command {nr}"), dm(fd, nr, good), libc::EOPNOTSUPP)?;
-    }
+    expect(
+        "EXCLUSIVE of a hole",
+        dm(
+            fd,
+            5,
+            DmCmd {
+                addr: 4096,
+                npages: 1,
+                ..good
+            },
+        ),
+        libc::EBUSY,
+    )?;
+    check!(dm(fd, 6, good).is_ok(), "CHECK_EXCLUSIVE of untouched memory");
+    expect(
+        "EXCLUSIVE, unwritable ptr",
+        dm(fd, 5, DmCmd { ptr: 8, ..good }),
+        libc::EFAULT,
+    )?;
+    // As test_hmm's: the pages were handed over before the read back failed.
+    expect("CHECK_EXCLUSIVE after it", dm(fd, 6, good), libc::EPERM)?;
     expect(
         "MIGRATE_TO_DEV of a hole",
         dm(
@@ -3569,6 +3588,8 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         run("devmem_ksm", &devmem::t_devmem_ksm);
         run("devmem_evict", &devmem::t_devmem_evict);
         run("devmem_storm", &|| devmem::t_devmem_storm(5));
+        run("exclusive", &exclusive::t_exclusive);
+        run("exclusive_storm", &|| exclusive::t_exclusive_storm(4));
         run("ksm", &distro::t_ksm);
         run("fd_passing", &distro::t_fd_passing);
         run("fail_nth", &distro::t_fail_nth);

@@ -11,6 +11,12 @@
 //! `MMU_NOTIFY_PROTECTION_PAGE`) and copies it as a present page; mprotect makes a writable
 //! entry readable; munmap and `MADV_DONTNEED` drop it.
 //!
+//! 6.12 hands over no page of a large folio, and the engine's kernel glue cannot split one
+//! that PTEs map: so `make_exclusive` first splits every PMD-mapped THP of the span (page
+//! and folio, as the glue's `migrate_vma_setup()` does) and hands nothing over in that call
+//! (the caller's seq check fails and it goes again), and a page of a large folio mapped by
+//! PTEs is `EBUSY`, as the glue reports it.
+//!
 //! Approximations: only a page this mm alone maps is handed over (the kernel converts every
 //! mapping, but `FOLL_WRITE` has just broken COW, so there is one); the entry stays in the
 //! page's rmap (the kernel removes it and holds a reference instead): either keeps the page
@@ -42,6 +48,20 @@ impl MmShared {
             return Err(Errno::EINVAL);
         }
         pages.fill(0);
+        let end = start + pages.len() as u64 * PAGE_SIZE;
+        let mut h = huge_down(start);
+        let mut split = false;
+        while h < end {
+            let has = self.machine.st.lock().mm_ref(self.id).pmds.contains_key(&h);
+            if has {
+                let _ = self.make_small(h.max(start));
+                split = true;
+            }
+            h += super::state::HPAGE_SIZE;
+        }
+        if split {
+            return Ok(pages.len());
+        }
         let mut va = start;
         for (i, slot) in pages.iter_mut().enumerate() {
             // get_user_pages_remote(FOLL_GET | FOLL_WRITE | FOLL_SPLIT_PMD): what it could
@@ -49,7 +69,10 @@ impl MmShared {
             if let Err(e) = self.gup_write(va) {
                 return if i == 0 { Err(e) } else { Ok(i) };
             }
-            *slot = self.hand_over(va, owner).unwrap_or(0);
+            *slot = match self.hand_over(va, owner) {
+                Ok(p) => p,
+                Err(()) => return Err(Errno::EBUSY),
+            };
             va += PAGE_SIZE;
         }
         Ok(pages.len())
@@ -72,15 +95,18 @@ impl MmShared {
     }
 
     /// `folio_trylock()` + `folio_make_device_exclusive()` for the page at `va`: its pfn,
-    /// left locked, or `None`.
-    fn hand_over(&self, va: u64, owner: u64) -> Option<u64> {
+    /// left locked, or 0; `Err` for a page of a large folio.
+    fn hand_over(&self, va: u64, owner: u64) -> Result<u64, ()> {
         let pfn = {
             let mut m = self.machine.st.lock();
             let Some(Pte::Present(p)) = m.mm_ref(self.id).ptes.get(&va).copied() else {
-                return None;
+                return Ok(0);
             };
+            if m.is_large(p.pfn) {
+                return Err(());
+            }
             if !p.writable || m.frames[&p.pfn].pins != 0 || m.mappers(p.pfn).len() != 1 {
-                return None;
+                return Ok(0);
             }
             m.frame(p.pfn).pins += 1;
             p.pfn
@@ -99,14 +125,14 @@ impl MmShared {
                         writable: true,
                     },
                 );
-                Some(pfn)
+                Ok(pfn)
             }
             _ => {
                 m.frame(pfn).pins -= 1;
                 m.maybe_free(pfn);
                 drop(m);
                 self.machine.migr_cv.notify_all();
-                None
+                Ok(0)
             }
         }
     }

@@ -404,6 +404,13 @@ impl MmHandle {
         )
     }
 
+    /// Whether the page at `addr` is part of a large folio (a THP, whole or split).
+    pub fn in_large_folio(&self, addr: u64) -> bool {
+        let m = self.0.machine.st.lock();
+        m.cpu_map(self.0.id, addr)
+            .is_some_and(|c| m.is_large(c.pfn))
+    }
+
     /// Whether `addr` holds a device-exclusive entry (the page handed over to a device).
     pub fn is_exclusive(&self, addr: u64) -> bool {
         let m = self.0.machine.st.lock();

@@ -345,7 +345,7 @@ const ACTIONS: &[(&str, u32)] = &[
     ("dm.READ", 8),
     ("dm.WRITE", 6),
     ("dm.SNAPSHOT", 5),
-    ("dm.unsupported", 3),
+    ("dm.migrate_exclusive", 3),
     ("dm.RELEASE", 1),
     ("dm.badnr", 2),
     ("open", 1),
@@ -1456,7 +1456,7 @@ impl<'a> T<'a> {
             "dm.READ" => self.a_dm(0),
             "dm.WRITE" => self.a_dm(1),
             "dm.SNAPSHOT" => self.a_dm(4),
-            "dm.unsupported" => {
+            "dm.migrate_exclusive" => {
                 let nr = self.r.pick(&[2, 3, 5, 6]);
                 self.a_dm(nr)
             }
@@ -2334,10 +2334,6 @@ impl<'a> T<'a> {
             // SAFETY: the private argument page.
             c = unsafe { std::ptr::read_unaligned(q as *const DmCmd) };
         }
-        if matches!(nr, 5 | 6) {
-            self.brk(format!("unsupported {} succeeded", KINDS[k as usize]));
-            return;
-        }
         if bad {
             self.brk(format!(
                 "{} of an invalid range succeeded (cpages {:#x})",
@@ -2345,8 +2341,9 @@ impl<'a> T<'a> {
             ));
             return;
         }
-        // MIGRATE_TO_SYS counts the pages that moved back, which may be none.
-        if nr != 7 && nr != 3 && c.cpages != npages {
+        // MIGRATE_TO_SYS counts the pages that moved back, which may be none; CHECK_EXCLUSIVE
+        // counts nothing.
+        if nr != 7 && nr != 3 && nr != 6 && c.cpages != npages {
             self.brk(format!(
                 "{} succeeded with cpages {:#x} != npages {npages:#x}",
                 KINDS[k as usize], c.cpages
