@@ -263,7 +263,7 @@ impl<F: PteFormat> Device<F> {
             }
             Some((_, false)) if x.atomic => {
                 bad(
-                    "I5",
+                    "I7",
                     format!("device access at va {va:#x} through an atomic leaf, the CPU has the page back"),
                 );
             }

@@ -352,7 +352,7 @@ impl<F: PteFormat> World<F> {
                         }
                         Some((_, false)) if l.perm.atomic => {
                             p.push(format!(
-                                "I5: device maps va {va:#x} for atomics, the CPU has it back"
+                                "I7: device maps va {va:#x} for atomics, the CPU has it back"
                             ));
                             break;
                         }

@@ -1,7 +1,7 @@
 //! Device atomics, one scenario each: the CPU hands pages over to the device
 //! (`make_device_exclusive_range()`), the device maps them with atomic leaves, and every mm
 //! operation takes them back. The model's device checks every access through an atomic leaf
-//! against the CPU page table (I5: the page must still be handed over), and
+//! against the CPU page table (I7: the page must still be handed over), and
 //! `check_quiescent` checks every atomic leaf at rest.
 
 use model::{MapFlags, Prot, World, WorldBuilder};
