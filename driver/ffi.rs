@@ -61,6 +61,7 @@ pub const LC_DMA: u32 = 9;
 pub const LC_REGISTRY: u32 = 10;
 pub const LC_QUEUES: u32 = 11;
 pub const LC_QCTL: u32 = 12;
+pub const LC_POLICY: u32 = 13;
 
 /// Entries of `svm_abi` (glue.h `SVM_ABI_NR`; glue.c asserts the same number).
 pub const ABI_NR: usize = 39;
@@ -124,6 +125,7 @@ extern "C" {
     pub fn svm_kmap_pfn(pfn: u64) -> *mut u8;
 
     pub fn svm_dm_devmem_mib() -> u64;
+    pub fn svm_accel_devmem_mib() -> u64;
     pub fn svm_devmem_create(bytes: u64, first_pfn: *mut u64, out: *mut *mut Devmem) -> i32;
     pub fn svm_devmem_set_rs(dm: *mut Devmem, rs: *mut c_void);
     pub fn svm_devmem_destroy(dm: *mut Devmem);

@@ -76,7 +76,7 @@ SVM_OFF(drm_svm_accel_prefetch, len, 8);
 SVM_OFF(drm_svm_accel_prefetch, flags, 16);
 SVM_OFF(drm_svm_accel_prefetch, pad, 20);
 SVM_OFF(drm_svm_accel_prefetch, done, 24);
-static_assert(sizeof(struct drm_svm_accel_query) == 304);
+static_assert(sizeof(struct drm_svm_accel_query) == 368);
 SVM_OFF(drm_svm_accel_query, flags, 0);
 SVM_OFF(drm_svm_accel_query, range_shift, 4);
 SVM_OFF(drm_svm_accel_query, fault_around_pages, 8);
@@ -92,6 +92,16 @@ SVM_OFF(drm_svm_accel_query, gc_removed, 136);
 SVM_OFF(drm_svm_accel_query, faults, 144);
 SVM_OFF(drm_svm_accel_query, batch_duplicates, 264);
 SVM_OFF(drm_svm_accel_query, accounting_errors, 296);
+SVM_OFF(drm_svm_accel_query, devmem_pages, 304);
+SVM_OFF(drm_svm_accel_query, atomic_mapped, 360);
+static_assert(sizeof(struct drm_svm_accel_madvise) == 40);
+SVM_OFF(drm_svm_accel_madvise, start, 0);
+SVM_OFF(drm_svm_accel_madvise, len, 8);
+SVM_OFF(drm_svm_accel_madvise, location, 16);
+SVM_OFF(drm_svm_accel_madvise, atomic, 20);
+SVM_OFF(drm_svm_accel_madvise, flags, 24);
+SVM_OFF(drm_svm_accel_madvise, pad, 28);
+SVM_OFF(drm_svm_accel_madvise, done, 32);
 static_assert(sizeof(struct drm_svm_accel_qentry) == 64);
 SVM_OFF(drm_svm_accel_qentry, op, 0);
 SVM_OFF(drm_svm_accel_qentry, user, 48);
@@ -247,6 +257,7 @@ static const char *const svm_lock_names[SVM_LC_NR] = {
 	[SVM_LC_REGISTRY] = "svm_registry_lock",
 	[SVM_LC_QUEUES] = "svm_queues_lock",
 	[SVM_LC_QCTL] = "svm_qctl_lock",
+	[SVM_LC_POLICY] = "svm_policy_lock",
 };
 
 /*
@@ -1106,6 +1117,7 @@ SVM_IOCTL(query)
 SVM_IOCTL(create_queue)
 SVM_IOCTL(destroy_queue)
 SVM_IOCTL(wait)
+SVM_IOCTL(madvise)
 
 static const struct drm_ioctl_desc svm_ioctls[] = {
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_BIND, svm_ioctl_bind, 0),
@@ -1115,6 +1127,7 @@ static const struct drm_ioctl_desc svm_ioctls[] = {
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_CREATE_QUEUE, svm_ioctl_create_queue, 0),
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_DESTROY_QUEUE, svm_ioctl_destroy_queue, 0),
 	DRM_IOCTL_DEF_DRV(SVM_ACCEL_WAIT, svm_ioctl_wait, 0),
+	DRM_IOCTL_DEF_DRV(SVM_ACCEL_MADVISE, svm_ioctl_madvise, 0),
 };
 
 DEFINE_DRM_ACCEL_FOPS(svm_fops);
@@ -1593,6 +1606,17 @@ static unsigned int dmirror_devmem_mib = 16;
 module_param(dmirror_devmem_mib, uint, 0444);
 MODULE_PARM_DESC(dmirror_devmem_mib,
 		 "device memory of each dmirror device, MiB (device-private pages, the least recently moved in evicted when full; 0: none; default 16)");
+
+static unsigned int accel_devmem_mib = 16;
+module_param(accel_devmem_mib, uint, 0444);
+MODULE_PARM_DESC(accel_devmem_mib,
+		 "device memory of the accel device, MiB (for MADVISE's SVM_ACCEL_LOC_DEVICE and PREFETCH's TO_DEVICE; 0: none; default 16)");
+
+/* The device memory of /dev/accel/accel0, MiB, at most 65536 (0: none). */
+u64 svm_accel_devmem_mib(void)
+{
+	return min(accel_devmem_mib, 65536U);
+}
 
 /* With dmirror=1: the device memory each dmirror device gets, MiB, at most 65536 (0: none). */
 u64 svm_dm_devmem_mib(void)

@@ -32,6 +32,7 @@ enum svm_lock_class {
 	SVM_LC_REGISTRY = 10, /* mutex: every open file's context, for unplug (device.rs) */
 	SVM_LC_QUEUES = 11, /* mutex: a context's queue table (never held while waiting) */
 	SVM_LC_QCTL = 12,   /* mutex: a context's queue suspend/resume (outside QUEUES) */
+	SVM_LC_POLICY = 13, /* spinlock: a context's placement policy (held only to read or set it) */
 	SVM_LC_NR
 };
 
@@ -252,6 +253,7 @@ void svm_rs_postclose(void *ctx);	/* defers the teardown to a work item */
 int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
 int svm_rs_prefetch(void *ctx, void *data);
+int svm_rs_madvise(void *ctx, void *data);
 int svm_rs_query(void *ctx, void *data);
 int svm_rs_create_queue(void *ctx, void *data);
 int svm_rs_destroy_queue(void *ctx, void *data);
@@ -291,6 +293,7 @@ struct vm_area_struct;
 int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr);
 int svm_rs_dm_open(struct device *dev, unsigned int index, void **out);
 u64 svm_dm_devmem_mib(void);
+u64 svm_accel_devmem_mib(void);
 void svm_rs_dm_release(void *m);
 int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);
 int svm_rs_dm_mmap(struct vm_area_struct *vma, u64 start, u64 end);

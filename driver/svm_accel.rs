@@ -33,6 +33,8 @@ mod invalidate;
 mod migrate;
 #[path = "../svm/src/platform.rs"]
 mod platform;
+#[path = "../svm/src/policy.rs"]
+mod policy;
 #[path = "../svm/src/range.rs"]
 mod range;
 #[path = "../svm/src/serial.rs"]
@@ -165,8 +167,8 @@ impl kernel::Module for SvmAccel {
             return Err(Error::from_errno(-e.0));
         }
         // SAFETY: no preconditions.
-        let mib = unsafe { ffi::svm_dm_devmem_mib() };
-        if let Err(e) = device::devmem_init(mib) {
+        let (dm_mib, accel_mib) = unsafe { (ffi::svm_dm_devmem_mib(), ffi::svm_accel_devmem_mib()) };
+        if let Err(e) = device::devmem_init(dm_mib, accel_mib) {
             device::devmem_exit();
             device::registry_free();
             dmacache::exit();

@@ -44,6 +44,8 @@ pub struct Submit {
 }
 
 pub const PREFETCH_WRITE: u32 = 1;
+pub const PREFETCH_TO_DEVICE: u32 = 2;
+pub const PREFETCH_TO_SYSTEM: u32 = 4;
 
 /// `struct drm_svm_accel_prefetch`.
 #[repr(C)]
@@ -104,6 +106,34 @@ pub struct Query {
     pub ranges_reaped_empty: u64,
     pub range_limit_hits: u64,
     pub accounting_errors: u64,
+
+    pub devmem_pages: u64,
+    pub devmem_used: u64,
+    pub migrated_to_device: u64,
+    pub migrated_to_system: u64,
+    pub migrate_failed: u64,
+    pub evicted: u64,
+    pub local_mapped: u64,
+    pub atomic_mapped: u64,
+}
+
+pub const LOC_SYSTEM: u32 = 0;
+pub const LOC_DEVICE: u32 = 1;
+pub const ATOMIC_GLOBAL: u32 = 0;
+pub const ATOMIC_DEVICE: u32 = 1;
+pub const MADVISE_MIGRATE: u32 = 1;
+pub const MAX_ADVICE: usize = 32;
+
+/// `struct drm_svm_accel_madvise`.
+#[repr(C)]
+pub struct Madvise {
+    pub start: u64,
+    pub len: u64,
+    pub location: u32,
+    pub atomic: u32,
+    pub flags: u32,
+    pub pad: u32,
+    pub done: u64,
 }
 
 /// `struct drm_svm_accel_qentry`: one ring entry.
@@ -186,7 +216,17 @@ off!(Prefetch, len, 8);
 off!(Prefetch, flags, 16);
 off!(Prefetch, pad, 20);
 off!(Prefetch, done, 24);
-const _: () = assert!(core::mem::size_of::<Query>() == 304);
+const _: () = assert!(core::mem::size_of::<Query>() == 368);
+off!(Query, devmem_pages, 304);
+off!(Query, atomic_mapped, 360);
+const _: () = assert!(core::mem::size_of::<Madvise>() == 40);
+off!(Madvise, start, 0);
+off!(Madvise, len, 8);
+off!(Madvise, location, 16);
+off!(Madvise, atomic, 20);
+off!(Madvise, flags, 24);
+off!(Madvise, pad, 28);
+off!(Madvise, done, 32);
 off!(Query, flags, 0);
 off!(Query, range_shift, 4);
 off!(Query, fault_around_pages, 8);

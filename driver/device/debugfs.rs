@@ -111,9 +111,14 @@ pub(crate) fn show_ranges(e: &KEngine, w: &mut Seq) -> core::fmt::Result {
 
 /// `device`: the module's configuration and what all its files hold together.
 pub(crate) fn show_device(w: &mut Seq) -> core::fmt::Result {
-    let (ctxs, mirrors, dm) = {
+    let (ctxs, mirrors, dm, accel) = {
         let r = registry().lock();
-        (r.ctxs.len(), r.mirrors.len(), r.dm_devmem.clone())
+        (
+            r.ctxs.len(),
+            r.mirrors.len(),
+            r.dm_devmem.clone(),
+            r.accel_devmem.clone(),
+        )
     };
     writeln!(w, "accel_files {ctxs}")?;
     writeln!(w, "dmirror_files {mirrors}")?;
@@ -122,6 +127,9 @@ pub(crate) fn show_device(w: &mut Seq) -> core::fmt::Result {
         if let Some(d) = d {
             writeln!(w, "dmirror{i}_devmem {} {}", d.used(), d.pages())?;
         }
+    }
+    if let Some(d) = accel {
+        writeln!(w, "accel_devmem {} {}", d.used(), d.pages())?;
     }
     // SAFETY: no preconditions (module parameters).
     let (shift, scope, max) = unsafe {

@@ -104,6 +104,15 @@ pub unsafe extern "C" fn svm_rs_prefetch(ctx: *mut c_void, data: *mut c_void) ->
 /// # Safety
 /// As [`svm_rs_bind`].
 #[no_mangle]
+pub unsafe extern "C" fn svm_rs_madvise(ctx: *mut c_void, data: *mut c_void) -> i32 {
+    // SAFETY: per the contract.
+    let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Madvise>()) };
+    ret(c.madvise(a))
+}
+
+/// # Safety
+/// As [`svm_rs_bind`].
+#[no_mangle]
 pub unsafe extern "C" fn svm_rs_query(ctx: *mut c_void, data: *mut c_void) -> i32 {
     // SAFETY: per the contract.
     let (c, a) = unsafe { (&*ctx.cast::<Ctx>(), &mut *data.cast::<uapi::Query>()) };

@@ -44,7 +44,9 @@ use crate::kplat::{
 };
 use crate::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use crate::pgtable::{Errno, PteFormat, X86Format};
+use crate::migrate::Place;
 use crate::platform::Platform;
+use crate::policy::{AtomicMode, Location, Policy};
 use crate::uapi;
 use crate::work::{WaitQueue, WorkItem};
 use core::ffi::c_void;
@@ -58,6 +60,7 @@ pub(crate) mod debugfs;
 use debugfs::DebugfsDir;
 mod entry;
 mod ops;
+mod placement;
 mod query;
 mod queue;
 mod registry;
@@ -89,6 +92,9 @@ pub(crate) const ENODEV: Errno = Errno(19);
 struct QEntry {
     va: u64,
     access: Access,
+    /// An atomic in device-exclusive mode: the page must be handed over (`fault_atomic`),
+    /// outside the batch.
+    atomic: bool,
     w: Arc<Waiter>,
 }
 
@@ -163,6 +169,8 @@ pub struct Ctx {
     queues: KMutex<QueueTable>,
     qctl: KMutex<()>,
     queue_jobs: AtomicU64,
+    /// MADVISE's placement policy (`placement.rs`).
+    policy: KSpin<Policy<{ uapi::MAX_ADVICE }>>,
 }
 
 fn ret(r: Result<(), Errno>) -> i32 {
@@ -260,6 +268,7 @@ impl Ctx {
             KMutex::init_class(addr_of_mut!((*p).queues), QueueTable::new(), ffi::LC_QUEUES);
             KMutex::init_class(addr_of_mut!((*p).qctl), (), ffi::LC_QCTL);
             addr_of_mut!((*p).queue_jobs).write(AtomicU64::new(0));
+            KSpin::init_class(addr_of_mut!((*p).policy), Policy::new(), ffi::LC_POLICY);
         }
         // SAFETY: every field was initialised just above.
         let b = unsafe { slot.assume_init() };
@@ -300,8 +309,9 @@ impl Ctx {
         if self.bound().is_some() {
             return Err(Errno::EBUSY);
         }
+        let devmem = registry().lock().accel_devmem.clone();
         // SAFETY: `dev` is the DRM device's parent, alive while a file is open.
-        let b = unsafe { Binding::new(self.dev, KDevRef(None))? };
+        let b = unsafe { Binding::new(self.dev, KDevRef(devmem))? };
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
     }

@@ -34,6 +34,19 @@ impl Ctx {
         b: &Binding,
         x: Exec<'_>,
         reqs: &[(u64, Access)],
+        f: impl FnMut(&[*mut u8; 2]) -> R,
+    ) -> Result<R, JobErr> {
+        self.access_as(b, x, reqs, false, f)
+    }
+
+    /// [`Ctx::access`], for an atomic in device-exclusive mode too (`atomic`): only an atomic
+    /// leaf will do, and a miss raises an atomic fault (the page is handed over).
+    pub(super) fn access_as<R>(
+        &self,
+        b: &Binding,
+        x: Exec<'_>,
+        reqs: &[(u64, Access)],
+        atomic: bool,
         mut f: impl FnMut(&[*mut u8; 2]) -> R,
     ) -> Result<R, JobErr> {
         let pt = b.engine().page_table();
@@ -52,7 +65,7 @@ impl Ctx {
                 let mut pfns = [0u64; 2];
                 let mut miss = None;
                 for (i, &(va, acc)) in reqs.iter().enumerate() {
-                    match cur.translate(pt, va, acc == Access::Write) {
+                    match cur.translate_for(pt, va, acc == Access::Write, atomic) {
                         Some(x) => pfns[i] = x.pfn,
                         None => {
                             miss = Some((va, acc));
@@ -86,7 +99,7 @@ impl Ctx {
             if replays > MAX_REPLAYS {
                 return Err(JobErr::Fault(Errno::EBUSY, va));
             }
-            self.device_fault(x, va, acc)?;
+            self.device_fault(x, va, acc, atomic)?;
         }
     }
 
@@ -153,11 +166,14 @@ impl Ctx {
                 }
                 Ok(0)
             }
-            uapi::OP_ADD => self.access(b, x, &[(op.dst, Access::Write)], |p| {
-                // SAFETY: in the mapped page, 8-byte aligned.
-                let w = unsafe { AtomicU64::from_ptr(p[0].cast()) };
-                w.fetch_add(op.value, Ordering::SeqCst)
-            }),
+            uapi::OP_ADD => {
+                let atomic = self.policy.lock().get(op.dst).atomic == AtomicMode::Device;
+                self.access_as(b, x, &[(op.dst, Access::Write)], atomic, |p| {
+                    // SAFETY: in the mapped page, 8-byte aligned.
+                    let w = unsafe { AtomicU64::from_ptr(p[0].cast()) };
+                    w.fetch_add(op.value, Ordering::SeqCst)
+                })
+            }
             uapi::OP_READ => {
                 let mut sum = 0u64;
                 while off < op.len {
@@ -255,7 +271,9 @@ impl Ctx {
     pub(super) fn prefetch(&self, a: &mut uapi::Prefetch) -> Result<(), Errno> {
         let b = self.bound_here()?;
         a.done = 0;
-        if a.flags & !uapi::PREFETCH_WRITE != 0 || a.pad != 0 {
+        let known = uapi::PREFETCH_WRITE | uapi::PREFETCH_TO_DEVICE | uapi::PREFETCH_TO_SYSTEM;
+        let both = uapi::PREFETCH_TO_DEVICE | uapi::PREFETCH_TO_SYSTEM;
+        if a.flags & !known != 0 || a.flags & both == both || a.pad != 0 {
             return Err(Errno::EINVAL);
         }
         let end = a.start.checked_add(a.len).ok_or(Errno::EINVAL)?;
@@ -271,7 +289,17 @@ impl Ctx {
         } else {
             Access::Read
         };
-        prefetch_killable(b.engine(), a.start, a.len, access, &mut a.done, &self.gone)
+        let to = if a.flags & uapi::PREFETCH_TO_DEVICE != 0 {
+            Some(Place::Device)
+        } else if a.flags & uapi::PREFETCH_TO_SYSTEM != 0 {
+            Some(Place::System)
+        } else {
+            None
+        };
+        match to {
+            None => prefetch_killable(b.engine(), a.start, a.len, access, &mut a.done, &self.gone),
+            Some(to) => self.prefetch_to(b, a, access, to),
+        }
     }
 
     // ---- QUERY ----------------------------------------------------------------------

@@ -62,14 +62,14 @@ impl Ctx {
             ranges_reaped_empty,
             range_limit_hits,
             accounting_errors,
-            // Zero until the sample device has device memory; QUERY gains them with it.
-            local_mapped: _,
-            migrated_to_device: _,
-            migrated_to_system: _,
-            migrate_failed: _,
+            local_mapped,
+            migrated_to_device,
+            migrated_to_system,
+            migrate_failed,
+            // The engine's own bookkeeping (debugfs shows it).
             migrate_skips: _,
-            evicted: _,
-            atomic_mapped: _,
+            evicted,
+            atomic_mapped,
         } = e.stats();
         q.faults = faults;
         q.fault_errors = fault_errors;
@@ -91,6 +91,16 @@ impl Ctx {
         q.ranges_reaped_empty = ranges_reaped_empty;
         q.range_limit_hits = range_limit_hits;
         q.accounting_errors = accounting_errors;
+        if let Some(d) = &e.devmem().0 {
+            q.devmem_pages = d.pages();
+            q.devmem_used = d.used() as u64;
+        }
+        q.migrated_to_device = migrated_to_device;
+        q.migrated_to_system = migrated_to_system;
+        q.migrate_failed = migrate_failed;
+        q.evicted = evicted;
+        q.local_mapped = local_mapped;
+        q.atomic_mapped = atomic_mapped;
         Ok(())
     }
 

@@ -11,6 +11,9 @@ pub(crate) struct Registry {
     pub(crate) mirrors: KVec<*const Mirror>,
     /// The device memory of `/dev/hmm_dmirror0` and `1` (module init to exit).
     pub(crate) dm_devmem: [Option<KArc<KDevmem>>; 2],
+    /// The device memory of the accel device (module init to exit: a page a process still
+    /// maps after an unplug is brought back by a CPU fault, or at exit).
+    pub(crate) accel_devmem: Option<KArc<KDevmem>>,
 }
 
 // SAFETY: the pointers are dereferenced only under the registry lock (see `Registry`), from
@@ -36,6 +39,7 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
         ctxs: KVec::new(),
         mirrors: KVec::new(),
         dm_devmem: [None, None],
+        accel_devmem: None,
     };
     // Shared by every process: not charged to any one's cgroup.
     let l = KMutex::boxed(r, ffi::LC_REGISTRY, GFP_KERNEL)?;
@@ -43,15 +47,18 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Module init, with `dmirror=1`: device memory of `mib` MiB for each dmirror device (0:
-/// none).
-pub(crate) fn devmem_init(mib: u64) -> Result<(), Errno> {
-    if mib == 0 {
-        return Ok(());
+/// Module init: device memory of `dm_mib` MiB for each dmirror device (with `dmirror=1`),
+/// and of `accel_mib` MiB for the accel device (0: none).
+pub(crate) fn devmem_init(dm_mib: u64, accel_mib: u64) -> Result<(), Errno> {
+    if dm_mib != 0 {
+        for i in 0..2 {
+            let d = KDevmem::new(dm_mib)?;
+            registry().lock().dm_devmem[i] = Some(d);
+        }
     }
-    for i in 0..2 {
-        let d = KDevmem::new(mib)?;
-        registry().lock().dm_devmem[i] = Some(d);
+    if accel_mib != 0 {
+        let d = KDevmem::new(accel_mib)?;
+        registry().lock().accel_devmem = Some(d);
     }
     Ok(())
 }
@@ -61,7 +68,11 @@ pub(crate) fn devmem_init(mib: u64) -> Result<(), Errno> {
 pub(crate) fn devmem_exit() {
     let taken = {
         let mut r = registry().lock();
-        [r.dm_devmem[0].take(), r.dm_devmem[1].take()]
+        [
+            r.dm_devmem[0].take(),
+            r.dm_devmem[1].take(),
+            r.accel_devmem.take(),
+        ]
     };
     drop(taken);
 }

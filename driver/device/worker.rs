@@ -41,7 +41,13 @@ impl Ctx {
 
     /// Raises a device fault and sleeps until the fault worker answered it, or until a fatal
     /// signal (`Intr`; the worker may still answer the waiter, which it co-owns).
-    pub(super) fn device_fault(&self, x: Exec<'_>, va: u64, access: Access) -> Result<(), JobErr> {
+    pub(super) fn device_fault(
+        &self,
+        x: Exec<'_>,
+        va: u64,
+        access: Access,
+        atomic: bool,
+    ) -> Result<(), JobErr> {
         self.device_faults.fetch_add(1, Ordering::Relaxed);
         let w = Arc::new(
             Waiter {
@@ -57,6 +63,7 @@ impl Ctx {
             let e = QEntry {
                 va,
                 access,
+                atomic,
                 w: w.clone(),
             };
             {
@@ -107,8 +114,10 @@ impl Ctx {
                     for i in 0..n {
                         let e = core::ptr::read(src.add(i));
                         // Within capacity (all three hold QDEPTH and `ws`'s are empty):
-                        // never allocate, never fail.
-                        let _ = ws.batch.push(DeviceFault::new(e.va, e.access), GFP_ATOMIC);
+                        // never allocate, never fail. Atomic faults are served on their own.
+                        if !e.atomic {
+                            let _ = ws.batch.push(DeviceFault::new(e.va, e.access), GFP_ATOMIC);
+                        }
                         let _ = ws.waiters.push(e, GFP_ATOMIC);
                     }
                 }
@@ -120,14 +129,19 @@ impl Ctx {
             }
             // SAFETY: no preconditions (0 unless a test set the module parameter).
             unsafe { ffi::svm_fault_delay() };
+            self.place_batch(b, ws);
             b.engine().fault_batch(&mut ws.scratch, &mut ws.batch);
             for w in ws.waiters.iter() {
                 let page = w.va >> PAGE_SHIFT;
                 // `fault_batch` sorted the batch by page; entries of one page share a result.
                 let i = ws.batch.partition_point(|f| (f.va >> PAGE_SHIFT) < page);
-                let res = match ws.batch.get(i) {
-                    Some(f) if f.va >> PAGE_SHIFT == page => f.result.unwrap_or(Ok(())),
-                    _ => Ok(()),
+                let res = if w.atomic {
+                    b.engine().fault_atomic(&mut ws.scratch, w.va)
+                } else {
+                    match ws.batch.get(i) {
+                        Some(f) if f.va >> PAGE_SHIFT == page => f.result.unwrap_or(Ok(())),
+                        _ => Ok(()),
+                    }
                 };
                 let err = match res {
                     Ok(()) => 0,

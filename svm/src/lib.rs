@@ -21,6 +21,7 @@ mod gc;
 mod invalidate;
 pub mod migrate;
 pub mod platform;
+pub mod policy;
 mod range;
 mod serial;
 pub mod stats;

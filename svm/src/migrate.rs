@@ -262,3 +262,23 @@ pub fn migrate_to_ram<M: Mm, D: Devmem>(
     mm.migrate_finalize(&mut req);
     r
 }
+
+impl<P: Platform> Engine<P> {
+    /// Before servicing a device fault at `va` in a span whose preferred location is the
+    /// device's memory (`[start, end)`, see `policy.rs`): moves the [`MIGRATE_CHUNK`]-aligned
+    /// block holding `va`, clamped to the span, to device memory. Best effort: whatever does
+    /// not move (device memory full after eviction, a page the CPU shares) is served from
+    /// system memory by the fault that follows, which reports the errors that matter.
+    /// Returns how many pages moved.
+    pub fn place_for_fault(&self, scratch: &mut Scratch, va: u64, start: u64, end: u64) -> u64 {
+        const BLOCK: u64 = (MIGRATE_CHUNK as u64) << PAGE_SHIFT;
+        if self.devmem.owner() == 0 || va < start || va >= end {
+            return 0;
+        }
+        let b = (va & !(BLOCK - 1)).max(start & !(PAGE - 1));
+        let e = ((va & !(BLOCK - 1)) + BLOCK).min(end);
+        let mut done = 0;
+        self.migrate(scratch, b, e - b, Place::Device, &mut done)
+            .unwrap_or(0)
+    }
+}

@@ -390,3 +390,40 @@ fn eviction_and_migration_back_keep_prot_none() {
     assert_eq!(w.mm.cpu_read(a), Ok(9));
     done(&w);
 }
+
+/// A device fault in a span whose preferred location is the device (`Engine::place_for_fault`,
+/// as the accel driver calls it): the aligned block around the fault, clamped to the span,
+/// moves first; the fault then maps it locally. Without device memory, nothing moves.
+#[test]
+fn place_for_fault_moves_the_block() {
+    let w = world(256);
+    let n = 160;
+    let a = w.mm.mmap(n * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..n {
+        w.mm.cpu_write(a + i * PAGE, i).unwrap();
+    }
+    let mut s = Scratch::new();
+    let blk = 64 * PAGE;
+    let b = (a + 70 * PAGE) & !(blk - 1);
+    let span_end = a + 100 * PAGE;
+    let moved = w
+        .engine
+        .place_for_fault(&mut s, a + 70 * PAGE, a + 60 * PAGE, span_end);
+    let want = (b + blk).min(span_end) - b.max(a + 60 * PAGE);
+    assert_eq!(moved, want / PAGE);
+    assert!(w.mm.device_pte(a + 70 * PAGE).is_some());
+    assert!(w.mm.device_pte(span_end).is_none(), "moved past the span");
+    let mut d = w.device();
+    assert_eq!(d.read(a + 70 * PAGE).unwrap(), 70);
+    assert!(w.engine.stats().local_mapped >= 1);
+    // Outside its span, nothing moves.
+    assert_eq!(
+        w.engine.place_for_fault(&mut s, a, a + PAGE, a + 2 * PAGE),
+        0
+    );
+    quiet(&w);
+    let w0: World = WorldBuilder::new().build().unwrap();
+    let a0 = w0.mm.mmap(PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    assert_eq!(w0.engine.place_for_fault(&mut s, a0, a0, a0 + PAGE), 0);
+    done(&w);
+}

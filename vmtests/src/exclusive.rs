@@ -41,13 +41,19 @@ pub(crate) fn t_exclusive() -> TResult {
     for p in 0..N {
         check!(word(&out, p) == 10 + p as u64, "read back page {p}");
     }
-    check!(held(&d, b.addr(), N as u64)?, "no atomic access after EXCLUSIVE");
+    check!(
+        held(&d, b.addr(), N as u64)?,
+        "no atomic access after EXCLUSIVE"
+    );
     // A device READ goes through the atomic leaves; it takes nothing back.
     d.read(b.addr(), N as u64, &mut out)?;
     check!(held(&d, b.addr(), N as u64)?, "READ took the pages back");
     // The CPU takes page 0 back: only page 0.
     check!(b.words()[0].load(Ordering::Relaxed) == 10);
-    check!(!held(&d, b.addr(), 1)?, "page 0 still held after a CPU read");
+    check!(
+        !held(&d, b.addr(), 1)?,
+        "page 0 still held after a CPU read"
+    );
     check!(held(&d, b.addr() + PAGE as u64, N as u64 - 1)?);
     fill(&b, N, 20);
     check!(!held(&d, b.addr(), N as u64)?, "held after CPU writes");
@@ -97,9 +103,18 @@ pub(crate) fn t_exclusive() -> TResult {
     check!(!held(&d, b.addr(), N as u64)?, "held after mprotect");
     check!(d.write(b.addr(), 1, &out) == Err(libc::EPERM));
     let r = exclusive(&d, b.addr(), 1, &mut out);
-    check!(r == Err(libc::EBUSY), "EXCLUSIVE of read-only memory: {r:?}");
+    check!(
+        r == Err(libc::EBUSY),
+        "EXCLUSIVE of read-only memory: {r:?}"
+    );
     // SAFETY: our mapping.
-    unsafe { libc::mprotect(b.addr() as *mut _, N * PAGE, libc::PROT_READ | libc::PROT_WRITE) };
+    unsafe {
+        libc::mprotect(
+            b.addr() as *mut _,
+            N * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
 
     // munmap takes them back; a hole is EBUSY.
     check!(exclusive(&d, b.addr(), N as u64, &mut out) == Ok(N as u64));
@@ -186,9 +201,15 @@ pub(crate) fn t_exclusive_storm(secs: u64) -> TResult {
     let n = incs.load(Ordering::Relaxed);
     for p in 0..N {
         let v = b.words()[p * PAGE / 8].load(Ordering::Relaxed);
-        check!(v == n, "page {p}: {v} after {n} increments (an increment was lost)");
+        check!(
+            v == n,
+            "page {p}: {v} after {n} increments (an increment was lost)"
+        );
     }
-    check!(!held(&d, b.addr(), N as u64)?, "held after the CPU's last touch");
+    check!(
+        !held(&d, b.addr(), N as u64)?,
+        "held after the CPU's last touch"
+    );
     println!("    ({ok} hand-overs, {busy} EBUSY, {n} CPU passes)");
     check!(ok > 0, "no hand-over succeeded");
     Ok(())

@@ -52,6 +52,7 @@ macro_rules! check {
 mod devmem;
 mod distro;
 mod exclusive;
+mod placement;
 mod queues;
 mod resources;
 
@@ -3248,7 +3249,10 @@ fn t_dmirror_bad_input() -> TResult {
         ),
         libc::EBUSY,
     )?;
-    check!(dm(fd, 6, good).is_ok(), "CHECK_EXCLUSIVE of untouched memory");
+    check!(
+        dm(fd, 6, good).is_ok(),
+        "CHECK_EXCLUSIVE of untouched memory"
+    );
     expect(
         "EXCLUSIVE, unwritable ptr",
         dm(fd, 5, DmCmd { ptr: 8, ..good }),
@@ -3571,6 +3575,10 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     run("unbound_refused", &t_unbound_refused);
     run("bind_twice", &t_bind_twice);
     run("bad_fd", &t_bad_fd);
+    run("madvise_bad_input", &placement::t_madvise_bad_input);
+    run("madvise_location", &placement::t_madvise_location);
+    run("madvise_atomic", &placement::t_madvise_atomic);
+    run("prefetch_to", &placement::t_prefetch_to);
     if std::path::Path::new(DMIRROR).exists() {
         run("dmirror_bad_input", &t_dmirror_bad_input);
         run("dmirror_hostile", &t_dmirror_hostile);

@@ -32,6 +32,7 @@ extern "C" {
 #define DRM_SVM_ACCEL_CREATE_QUEUE  0x04
 #define DRM_SVM_ACCEL_DESTROY_QUEUE 0x05
 #define DRM_SVM_ACCEL_WAIT          0x06
+#define DRM_SVM_ACCEL_MADVISE       0x07
 
 /**
  * struct drm_svm_accel_bind - DRM_IOCTL_SVM_ACCEL_BIND: bind to this process
@@ -125,22 +126,30 @@ struct drm_svm_accel_submit {
 	__u64 fault_addr;
 };
 
-#define SVM_ACCEL_PREFETCH_WRITE (1u << 0)
+#define SVM_ACCEL_PREFETCH_WRITE     (1u << 0)
+#define SVM_ACCEL_PREFETCH_TO_DEVICE (1u << 1)
+#define SVM_ACCEL_PREFETCH_TO_SYSTEM (1u << 2)
 
 /**
  * struct drm_svm_accel_prefetch - DRM_IOCTL_SVM_ACCEL_PREFETCH: populate
  * @start: first byte, page aligned
  * @len: bytes, page aligned, not 0; the span below TASK_SIZE
- * @flags: 0, or SVM_ACCEL_PREFETCH_WRITE to populate for writing
+ * @flags: SVM_ACCEL_PREFETCH_WRITE to populate for writing; at most one of
+ *	SVM_ACCEL_PREFETCH_TO_DEVICE and _TO_SYSTEM to move the pages there first
  * @pad: must be 0
  * @done: out: how many bytes from @start are populated, also on error
  *
  * Populates the device page table for [@start, @start + @len) without a
- * device access.  Restartable: resume at @start + @done.
+ * device access, 2 MiB at a time; with a destination, each 2 MiB is first
+ * moved to the device's own memory (TO_DEVICE) or back to system memory
+ * (TO_SYSTEM), as far as its pages can move.  Restartable: resume at
+ * @start + @done.
  *
  * Return: 0, or one of these:
  *
  * * -EINVAL: misaligned, empty, overflowing or kernel span, bad @flags or @pad
+ * * -EOPNOTSUPP: TO_DEVICE on a device without memory of its own
+ * * -ENOMEM: device memory (or, moving back, system memory) ran out
  * * -EINTR: a fatal signal, checked between 2 MiB chunks
  * * -ENOTCONN, -EXDEV: not bound; bound to another process
  * * the first fault's errno, as struct drm_svm_accel_submit's @error lists
@@ -260,6 +269,81 @@ struct drm_svm_accel_query {
 	__u64 range_limit_hits;
 	/** @accounting_errors: engine bookkeeping bugs caught: always 0 */
 	__u64 accounting_errors;
+	/* device memory (appended later, see above) */
+	/** @devmem_pages: pages of the device's own memory (0: none) */
+	__u64 devmem_pages;
+	/** @devmem_used: of which in use, by every context of the device */
+	__u64 devmem_used;
+	/** @migrated_to_device: pages this context moved to device memory */
+	__u64 migrated_to_device;
+	/** @migrated_to_system: pages this context moved back */
+	__u64 migrated_to_system;
+	/** @migrate_failed: pages a migration could not move */
+	__u64 migrate_failed;
+	/** @evicted: device pages evicted to make room */
+	__u64 evicted;
+	/** @local_mapped: leaves written for device memory */
+	__u64 local_mapped;
+	/** @atomic_mapped: leaves written for pages handed over for atomics */
+	__u64 atomic_mapped;
+};
+
+#define SVM_ACCEL_LOC_SYSTEM		0	/* system memory (the default) */
+#define SVM_ACCEL_LOC_DEVICE		1	/* this device's own memory */
+#define SVM_ACCEL_ATOMIC_GLOBAL		0	/* over the bus; the CPU keeps access (the default) */
+#define SVM_ACCEL_ATOMIC_DEVICE		1	/* device-exclusive: the page is handed over */
+#define SVM_ACCEL_MADVISE_MIGRATE	(1u << 0)
+#define SVM_ACCEL_MAX_ADVICE		32	/* advised spans per context */
+
+/**
+ * struct drm_svm_accel_madvise - DRM_IOCTL_SVM_ACCEL_MADVISE: placement policy
+ * @start: first byte, page aligned
+ * @len: bytes, page aligned, not 0; the span below TASK_SIZE
+ * @location: SVM_ACCEL_LOC_*: where the device wants the span's pages
+ * @atomic: SVM_ACCEL_ATOMIC_*: how the device's ADD works on the span
+ * @flags: 0, or SVM_ACCEL_MADVISE_MIGRATE to move the span to @location now
+ * @pad: must be 0
+ * @done: out: with SVM_ACCEL_MADVISE_MIGRATE, how many bytes from @start were
+ *	moved (as far as their pages could), also on error
+ *
+ * Sets the placement policy of [@start, @start + @len) for this context,
+ * replacing what an earlier MADVISE set there; SYSTEM and GLOBAL together
+ * forget the span.  The policy belongs to the address range, not to its pages
+ * or mapping: it outlives munmap and applies to whatever is mapped there
+ * later, until changed.
+ *
+ * A device fault in a span whose location is the device first moves the
+ * 256 KiB-aligned block holding the faulting page, clamped to the span, into
+ * the device's memory (the least recently moved-in pages of the device are
+ * evicted when it is full); what cannot move (shared memory, no room) is
+ * served from system memory.  A CPU access brings a page back to system
+ * memory; the next device fault moves it again.
+ *
+ * An ADD in a span whose atomic mode is the device's hands the page over to
+ * the device first (make_device_exclusive_range()): until the CPU touches it
+ * again, only the device accesses it.  Only private memory can be handed over:
+ * ADD on shared memory fails with -EPERM, and on a page of a huge page the
+ * kernel split into small mappings earlier, with -EBUSY.
+ *
+ * Return: 0, or one of these:
+ *
+ * * -EINVAL: misaligned, empty, overflowing or kernel span; bad @location,
+ *   @atomic, @flags or @pad
+ * * -EOPNOTSUPP: SVM_ACCEL_LOC_DEVICE on a device without memory of its own
+ * * -ENOSPC: more than SVM_ACCEL_MAX_ADVICE spans would be advised (nothing
+ *   changed)
+ * * -ENOTCONN, -EXDEV: not bound; bound to another process
+ * * with SVM_ACCEL_MADVISE_MIGRATE (the policy is set first): -EFAULT for a
+ *   hole or I/O memory, -ENOMEM when memory ran out, -EINTR
+ */
+struct drm_svm_accel_madvise {
+	__u64 start;
+	__u64 len;
+	__u32 location;
+	__u32 atomic;
+	__u32 flags;
+	__u32 pad;
+	__u64 done;
 };
 
 /**
@@ -421,6 +505,8 @@ struct drm_svm_accel_wait {
 		 struct drm_svm_accel_destroy_queue)
 #define DRM_IOCTL_SVM_ACCEL_WAIT \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_WAIT, struct drm_svm_accel_wait)
+#define DRM_IOCTL_SVM_ACCEL_MADVISE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SVM_ACCEL_MADVISE, struct drm_svm_accel_madvise)
 
 #if defined(__cplusplus)
 }

@@ -118,8 +118,9 @@ const A_QUERY: u64 = DRM_IOCTL_SVM_ACCEL_QUERY as u64;
 const A_CREATE_QUEUE: u64 = DRM_IOCTL_SVM_ACCEL_CREATE_QUEUE as u64;
 const A_DESTROY_QUEUE: u64 = DRM_IOCTL_SVM_ACCEL_DESTROY_QUEUE as u64;
 const A_WAIT: u64 = DRM_IOCTL_SVM_ACCEL_WAIT as u64;
-/// The driver's command numbers in use: BIND .. WAIT.
-const A_NRS: u64 = 7;
+const A_MADVISE: u64 = DRM_IOCTL_SVM_ACCEL_MADVISE as u64;
+/// The driver's command numbers in use: BIND .. MADVISE.
+const A_NRS: u64 = 8;
 /// `DRM_COMMAND_BASE` and the DRM ioctl type byte, as the header encodes them.
 const A_BASE_NR: u64 = A_BIND & 0xff;
 const A_TYPE: u64 = (A_BIND >> 8) & 0xff;
@@ -174,6 +175,7 @@ fn ename(e: i32) -> String {
 /// What the accel ioctls may return (the uAPI header, Documentation/kernel.rst), plus the
 /// limits the hardening work may add (`ENOSPC`, `E2BIG`, `EOVERFLOW`).
 const E_ACCEL: &[i32] = &[
+    libc::EOPNOTSUPP,
     libc::EINVAL,
     libc::EFAULT,
     libc::ENOTCONN,
@@ -258,6 +260,7 @@ enum K {
     ACreateQueue,
     AWait,
     ADestroyQueue,
+    AMadvise,
     ABadNr,
     ABadSize,
     ABadFd,
@@ -285,7 +288,7 @@ enum K {
     Inherited,
     Oracle,
 }
-const KINDS: [&str; 34] = [
+const KINDS: [&str; 35] = [
     "accel.BIND",
     "accel.SUBMIT",
     "accel.SUBMIT.job",
@@ -294,6 +297,7 @@ const KINDS: [&str; 34] = [
     "accel.CREATE_QUEUE",
     "accel.WAIT",
     "accel.DESTROY_QUEUE",
+    "accel.MADVISE",
     "accel.badnr",
     "accel.badsize",
     "accel.badfd",
@@ -338,6 +342,7 @@ const ACTIONS: &[(&str, u32)] = &[
     ("accel.BIND", 3),
     ("accel.SUBMIT", 24),
     ("accel.PREFETCH", 8),
+    ("accel.MADVISE", 4),
     ("accel.QUERY", 3),
     ("accel.queue", 4),
     ("accel.badnr", 3),
@@ -1449,6 +1454,7 @@ impl<'a> T<'a> {
             "accel.BIND" => self.a_bind(),
             "accel.SUBMIT" => self.a_submit(),
             "accel.PREFETCH" => self.a_prefetch(),
+            "accel.MADVISE" => self.a_accel_madvise(),
             "accel.QUERY" => self.a_query(),
             "accel.queue" => self.a_queue(),
             "accel.badnr" => self.a_badnr(),
@@ -1968,6 +1974,82 @@ impl<'a> T<'a> {
         }
     }
 
+    /// MADVISE: sane spans of the arena (and their policy's effect on later jobs), and
+    /// hostile spans, values, flags and padding, with every errno checked.
+    fn a_accel_madvise(&mut self) {
+        let fd = self.accel_fd();
+        let sane = self.r.chance(60);
+        let start = if sane {
+            self.sane_addr(PAGE)
+        } else {
+            self.addr_any(PAGE)
+        };
+        let len = if sane {
+            PAGE * (1 + self.r.below(512))
+        } else {
+            self.len_any()
+        };
+        let location = if self.r.chance(90) {
+            self.r.below(2) as u32
+        } else {
+            self.hostile_u32()
+        };
+        let atomic = if self.r.chance(90) {
+            self.r.below(2) as u32
+        } else {
+            self.hostile_u32()
+        };
+        // Migrating now is rare: a span of the arena can be large.
+        let flags = if self.r.chance(95) {
+            u32::from(self.r.chance(15))
+        } else {
+            self.hostile_u32()
+        };
+        let pad = if self.r.chance(95) {
+            0
+        } else {
+            self.hostile_u32()
+        };
+        let bad = location > SVM_ACCEL_LOC_DEVICE
+            || atomic > SVM_ACCEL_ATOMIC_DEVICE
+            || flags & !SVM_ACCEL_MADVISE_MIGRATE != 0
+            || pad != 0
+            || start % PAGE != 0
+            || len % PAGE != 0
+            || len == 0
+            || start.checked_add(len).is_none_or(|e| e > TASK_SIZE);
+        let mut m = drm_svm_accel_madvise {
+            start,
+            len,
+            location,
+            atomic,
+            flags,
+            pad,
+            done: self.r.next(),
+        };
+        self.begin(format!(
+            "accel.MADVISE fd={fd} start={start:#x} len={len:#x} location={location} atomic={atomic} flags={flags:#x} pad={pad:#x}"
+        ));
+        let arg = &mut m as *mut _ as u64;
+        let r = self.ioctl(K::AMadvise, fd, A_MADVISE, arg, E_ACCEL);
+        match r {
+            Ok(()) if bad => self.brk("MADVISE of an invalid span or value succeeded".into()),
+            Ok(()) if flags & SVM_ACCEL_MADVISE_MIGRATE != 0 && m.done != len => self.brk(format!(
+                "MADVISE MIGRATE succeeded with done {:#x} != len",
+                m.done
+            )),
+            Err(libc::EINVAL) if m.done != 0 => {
+                self.brk(format!("MADVISE EINVAL with done {:#x}", m.done))
+            }
+            Err(e) if !bad && m.done > len => self.brk(format!(
+                "MADVISE {} with done {:#x} (len {len:#x})",
+                ename(e),
+                m.done
+            )),
+            _ => {}
+        }
+    }
+
     fn a_prefetch(&mut self) {
         let fd = self.accel_fd();
         let sane = self.r.chance(50);
@@ -2001,7 +2083,7 @@ impl<'a> T<'a> {
             len = 4 << 20;
         }
         let flags = if self.r.chance(90) {
-            self.r.below(2) as u32
+            self.r.below(8) as u32
         } else {
             self.hostile_u32()
         };
@@ -2010,7 +2092,9 @@ impl<'a> T<'a> {
         } else {
             self.hostile_u32()
         };
-        let bad = flags & !SVM_ACCEL_PREFETCH_WRITE != 0
+        let dest = SVM_ACCEL_PREFETCH_TO_DEVICE | SVM_ACCEL_PREFETCH_TO_SYSTEM;
+        let bad = flags & !(SVM_ACCEL_PREFETCH_WRITE | dest) != 0
+            || flags & dest == dest
             || pad != 0
             || start % PAGE != 0
             || len % PAGE != 0
