@@ -269,8 +269,9 @@ impl Ctx {
     // ---- PREFETCH -----------------------------------------------------------------
 
     pub(super) fn prefetch(&self, a: &mut uapi::Prefetch) -> Result<(), Errno> {
-        let b = self.bound_here()?;
+        // An output, valid on every error (ENOTCONN and EXDEV included).
         a.done = 0;
+        let b = self.bound_here()?;
         let known = uapi::PREFETCH_WRITE | uapi::PREFETCH_TO_DEVICE | uapi::PREFETCH_TO_SYSTEM;
         let both = uapi::PREFETCH_TO_DEVICE | uapi::PREFETCH_TO_SYSTEM;
         if a.flags & !known != 0 || a.flags & both == both || a.pad != 0 {

@@ -15,8 +15,9 @@ const MIGRATE_STEP: u64 = 2 << 20;
 
 impl Ctx {
     pub(super) fn madvise(&self, a: &mut uapi::Madvise) -> Result<(), Errno> {
-        let b = self.bound_here()?;
+        // An output, valid on every error (ENOTCONN and EXDEV included).
         a.done = 0;
+        let b = self.bound_here()?;
         let location = match a.location {
             uapi::LOC_SYSTEM => Location::System,
             uapi::LOC_DEVICE => Location::Device,

@@ -46,7 +46,8 @@ impl<P: Platform> Drop for Claim<'_, P> {
 impl<P: Platform> Engine<P> {
     /// Moves the pages of `[start, start + len)` to `to`, as far as they can move: pages the
     /// CPU shares with another mapping than this one may stay, as may a page whose CPU entry
-    /// changed meanwhile. Restartable: `done` says how many bytes from `start` were handled.
+    /// changed meanwhile, and memory `migrate_vma_setup()` refuses (hugetlb, special
+    /// mappings) is passed over. Restartable: `done` says how many bytes from `start` were handled.
     /// `EINVAL` for a misaligned, empty, overflowing or kernel range; `EOPNOTSUPP` without
     /// device memory; `EFAULT` for a hole or I/O memory; `ENOMEM` when device memory (or
     /// system memory, moving back) ran out; `ESRCH` once the mm is gone. Returns how many
@@ -144,7 +145,13 @@ impl<P: Platform> Engine<P> {
         // from the migration after collecting it stays locked behind a migration entry until
         // `finalize` (the kernel's KSM pages: a hung task in the VM when this step skipped
         // both for a count of 0).
-        collected?;
+        match collected {
+            Ok(_) => {}
+            // A well-formed request in one VMA that `migrate_vma_setup()` refuses whole
+            // (hugetlb, `VM_SPECIAL`, DAX): nothing here can move, as for shared pages.
+            Err(Errno::EINVAL) => return Ok(ce - va),
+            Err(e) => return Err(e),
+        }
         let short = self.migrate_copy(&mut req, to);
         self.mm.migrate_pages(&mut req);
         let n = req

@@ -427,3 +427,33 @@ fn place_for_fault_moves_the_block() {
     assert_eq!(w0.engine.place_for_fault(&mut s, a0, a0, a0 + PAGE), 0);
     done(&w);
 }
+
+/// A span that reaches memory `migrate_vma_setup()` refuses whole (hugetlb, a driver's
+/// `VM_MIXEDMAP`): the migration passes over it, moving what it can, instead of failing with
+/// setup's `EINVAL` (the VM fuzzer's MADVISE found the accel uAPI returning it).
+#[test]
+fn migration_passes_over_memory_migrate_vma_refuses() {
+    let w = world(64);
+    let a = w.mm.mmap(8 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    let b =
+        w.mm.mmap_fixed(a + 8 * PAGE, 4 * PAGE, Prot::RW, MapFlags::NO_MIGRATE);
+    assert_eq!(b, Ok(a + 8 * PAGE));
+    let c =
+        w.mm.mmap_fixed(a + 12 * PAGE, 4 * PAGE, Prot::RW, MapFlags::ANON);
+    assert_eq!(c, Ok(a + 12 * PAGE));
+    for i in 0..16 {
+        w.mm.cpu_write(a + i * PAGE, i + 1).unwrap();
+    }
+    assert_eq!(migrate(&w, a, 16, Place::Device), (Ok(()), 16 * PAGE));
+    assert_eq!(resident(&w, a, 8), 8);
+    assert_eq!(resident(&w, a + 8 * PAGE, 4), 0);
+    assert_eq!(resident(&w, a + 12 * PAGE, 4), 4);
+    let mut d = w.device();
+    for i in 0..16 {
+        assert_eq!(d.read(a + i * PAGE).unwrap(), i + 1);
+    }
+    quiet(&w);
+    assert_eq!(migrate(&w, a, 16, Place::System), (Ok(()), 16 * PAGE));
+    assert_eq!(resident(&w, a, 16), 0);
+    done(&w);
+}

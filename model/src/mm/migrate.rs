@@ -46,7 +46,7 @@ impl MmShared {
         {
             let m = self.machine.st.lock();
             match m.mm_ref(self.id).vma(req.start) {
-                Some((_, v)) if !v.io && v.end >= end => {}
+                Some((_, v)) if !v.io && !v.no_migrate && v.end >= end => {}
                 _ => return Err(Errno::EINVAL),
             }
         }

@@ -43,6 +43,9 @@ pub struct MapFlags {
     pub thp: bool,
     /// `VM_IO | VM_PFNMAP` (a driver's `remap_pfn_range()` mapping): no `struct page`.
     pub io: bool,
+    /// Ordinary pages that `migrate_vma_setup()` refuses whole (a `VM_MIXEDMAP` driver
+    /// mapping, hugetlb): the CPU and hmm see them as any page.
+    pub no_migrate: bool,
 }
 
 impl MapFlags {
@@ -50,16 +53,25 @@ impl MapFlags {
     pub const ANON: MapFlags = MapFlags {
         thp: false,
         io: false,
+        no_migrate: false,
     };
     /// THP-eligible anonymous memory.
     pub const THP: MapFlags = MapFlags {
         thp: true,
         io: false,
+        no_migrate: false,
     };
     /// I/O memory.
     pub const IO: MapFlags = MapFlags {
         thp: false,
         io: true,
+        no_migrate: false,
+    };
+    /// Memory `migrate_vma_setup()` refuses.
+    pub const NO_MIGRATE: MapFlags = MapFlags {
+        thp: false,
+        io: false,
+        no_migrate: true,
     };
 }
 
@@ -150,6 +162,7 @@ impl MmShared {
             io: flags.io,
             thp: flags.thp && !flags.io,
             anon: false,
+            no_migrate: flags.no_migrate,
         };
         st.vmas.insert(start, v);
         st.merge_at(start);
@@ -611,6 +624,7 @@ impl MmHandle {
                     MapFlags {
                         thp: v.thp,
                         io: v.io,
+                        no_migrate: v.no_migrate,
                     },
                 )
             })

@@ -80,11 +80,17 @@ pub(crate) struct Vma {
     pub thp: bool,
     /// `vma->anon_vma != NULL`: something was faulted in once (fork skips VMAs without).
     pub anon: bool,
+    /// `migrate_vma_setup()` refuses it (`MapFlags::no_migrate`).
+    pub no_migrate: bool,
 }
 
 impl Vma {
     fn same_flags(&self, o: &Vma) -> bool {
-        self.read == o.read && self.write == o.write && self.io == o.io && self.thp == o.thp
+        self.read == o.read
+            && self.write == o.write
+            && self.io == o.io
+            && self.thp == o.thp
+            && self.no_migrate == o.no_migrate
     }
 }
 

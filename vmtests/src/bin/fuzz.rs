@@ -2142,6 +2142,9 @@ impl<'a> T<'a> {
                 if e == libc::EINVAL && p.done != 0 {
                     self.brk(format!("PREFETCH EINVAL with done {:#x}", p.done));
                 }
+                if matches!(e, libc::ENOTCONN | libc::EXDEV) && p.done != 0 {
+                    self.brk(format!("PREFETCH {} with done {:#x}", ename(e), p.done));
+                }
                 if matches!(e, libc::ENOTCONN | libc::EXDEV | libc::EINVAL) || bad {
                     return;
                 }
