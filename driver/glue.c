@@ -1605,7 +1605,7 @@ module_param(dmirror, bool, 0444);
 static unsigned int dmirror_devmem_mib = 16;
 module_param(dmirror_devmem_mib, uint, 0444);
 MODULE_PARM_DESC(dmirror_devmem_mib,
-		 "device memory of each dmirror device, MiB (device-private pages, the least recently moved in evicted when full; 0: none; default 16)");
+		 "device memory of each dmirror device, MiB (device-private pages, the least recently used evicted when full; 0: none; default 16)");
 
 static unsigned int accel_devmem_mib = 16;
 module_param(accel_devmem_mib, uint, 0444);

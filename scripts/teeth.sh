@@ -39,10 +39,11 @@ cases=(
   "teeth-migrate-skip-any    devmem    cpu_touch_zaps_the_device_leaf"
   "teeth-m2r-no-fault-page   devmem    cpu_touch_zaps_the_device_leaf"
   "teeth-migrate-no-finalize devmem    migrate_to_device_and_back_keeps_data"
-  "teeth-no-evict            devmem    eviction_makes_room_oldest_first"
+  "teeth-no-evict            devmem    eviction_makes_room_least_recently_used_first"
   "teeth-exclusive-no-seq    loom      exclusive::device_atomic_vs_dontneed"
   "teeth-exclusive-skip-any  exclusive hand_over_and_take_back_x86"
   "teeth-exclusive-no-prefault exclusive hand_over_twice_converges"
+  "teeth-no-touch            devmem    eviction_spares_a_page_the_device_used"
 )
 
 fail=0

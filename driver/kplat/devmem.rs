@@ -26,7 +26,8 @@ const EVICT_CHUNK: usize = 64;
 /// `dm` is the glue's pagemap, live until `Drop` (which evicts every page first); its `rs`
 /// pointer is this value, which never moves (it lives in a `KArc`). Bit `i` of `map` is set
 /// while page `first + i` is in use (allocated, not yet back through `page_free`); `born[i]`
-/// is when it was last allocated (a tick of `clock`), the order eviction follows.
+/// is when it was last allocated or `touch`ed (a tick of `clock`), the order eviction
+/// follows.
 pub struct KDevmem {
     dm: *mut ffi::Devmem,
     first: u64,
@@ -162,7 +163,8 @@ impl KDevmem {
         Ok(())
     }
 
-    /// Fills `out` (its length: how many) with the pages in use allocated longest ago, oldest
+    /// Fills `out` (its length: how many) with the pages in use used longest ago (allocated or
+    /// `touch`ed), oldest
     /// first, as (tick, pfn); unused slots keep tick `u64::MAX`.
     fn oldest(&self, out: &mut [(u64, u64)]) {
         out.fill((u64::MAX, 0));
@@ -283,6 +285,13 @@ impl Devmem for KDevmem {
         Some(pfn)
     }
 
+    fn touch(&self, pfn: u64) {
+        if let Some(i) = self.index(pfn) {
+            let t = self.clock.fetch_add(1, Ordering::Relaxed);
+            self.born[i].store(t, Ordering::Relaxed);
+        }
+    }
+
     fn evict(&self, pages: usize) -> usize {
         let want = pages.min(EVICT_CHUNK);
         let Ok(mut buf) = Evict::new() else {
@@ -334,6 +343,11 @@ impl Devmem for KDevRef {
     fn free_unused(&self, pfn: u64) {
         if let Some(d) = &self.0 {
             d.free_unused(pfn)
+        }
+    }
+    fn touch(&self, pfn: u64) {
+        if let Some(d) = &self.0 {
+            d.touch(pfn)
         }
     }
     fn evict(&self, pages: usize) -> usize {

@@ -84,6 +84,16 @@ impl Devmem for ModelDevmem {
         m.maybe_free(pfn);
     }
 
+    fn touch(&self, pfn: u64) {
+        let mut m = self.machine.st.lock();
+        if let Some(p) = m.devpools.get_mut(&self.owner) {
+            if let Some(i) = p.lru.iter().position(|&x| x == pfn) {
+                p.lru.remove(i);
+                p.lru.push_back(pfn);
+            }
+        }
+    }
+
     fn evict(&self, pages: usize) -> usize {
         if self.owner == 0 {
             return 0;

@@ -643,6 +643,11 @@ impl<P: Platform> Engine<P> {
             Commit::Done => {}
             Commit::Relayout => return Ok(Commit::Relayout),
         }
+        // The device used this page (not its fault-around neighbours): one of our device
+        // pages becomes the most recently used for eviction.
+        if !cfg!(feature = "teeth-no-touch") {
+            self.devmem.touch(hmm_pfn(pfns[fi]));
+        }
         // Neighbours are best effort: the first that does not fit ends fault-around. Those
         // whose slot is empty (the common case) are DMA-mapped one by one and written in
         // batches, one table-lock hold and one counter update per batch.

@@ -300,8 +300,16 @@ pub trait Devmem: Send + Sync {
     fn alloc_system(&self, va: u64) -> Option<u64>;
     /// Returns a `dst` page that did not migrate (unlock + put).
     fn free_unused(&self, pfn: u64);
+    /// Marks `pfn` used now, if it is one of our device pages (any other pfn: nothing): the
+    /// engine maps it for a device fault on it (not for its fault-around). Eviction
+    /// takes the pages used (or moved in) least recently first. The device's accesses through
+    /// leaves it already has are not seen: a device with access counters would report them
+    /// here too.
+    fn touch(&self, pfn: u64) {
+        let _ = pfn;
+    }
     /// Moves up to `pages` of this device's pages in use back to system memory, least
-    /// recently moved in first, whatever process maps them (`migrate_device_range()`): every
+    /// recently used (`touch`) or moved in first, whatever process maps them (`migrate_device_range()`): every
     /// mapper hears an `MMU_NOTIFY_CLEAR`, so every engine zaps its leaves as for any
     /// invalidation. Pages held by a migration or a fault are skipped. May sleep; call with
     /// no engine lock held. Returns how many pages it freed.

@@ -319,7 +319,7 @@ fn migration_splits_a_thp() {
 }
 
 #[test]
-fn eviction_makes_room_oldest_first() {
+fn eviction_makes_room_least_recently_used_first() {
     let w = world(4);
     let a = w.mm.mmap(12 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
     let mut d = w.device();
@@ -331,15 +331,18 @@ fn eviction_makes_room_oldest_first() {
     for i in 0..4 {
         d.write(a + i * PAGE, 80 + i).unwrap();
     }
-    // Pages 4..6 need room: the two oldest go back (with the device's writes), zapped.
+    // Pages 4..6 need room: the two least recently used go back (with the device's writes),
+    // zapped. The device's write fault on page 0 used it; its fault-around mapped pages 1..3
+    // writable with it, so their writes did not fault: 1 and 2 are the oldest.
     assert_eq!(
         migrate(&w, a + 4 * PAGE, 2, Place::Device),
         (Ok(()), 2 * PAGE)
     );
     assert_eq!(w.devmem.used(), 4);
-    assert_eq!(w.mm.device_pte(a), None);
+    assert!(w.mm.device_pte(a).is_some());
     assert_eq!(w.mm.device_pte(a + PAGE), None);
-    assert!(w.mm.device_pte(a + 2 * PAGE).is_some());
+    assert_eq!(w.mm.device_pte(a + 2 * PAGE), None);
+    assert!(w.mm.device_pte(a + 3 * PAGE).is_some());
     assert!(w.mm.device_pte(a + 4 * PAGE).is_some());
     assert_eq!(w.engine.stats().evicted, 2);
     quiet(&w);
@@ -455,5 +458,37 @@ fn migration_passes_over_memory_migrate_vma_refuses() {
     quiet(&w);
     assert_eq!(migrate(&w, a, 16, Place::System), (Ok(()), 16 * PAGE));
     assert_eq!(resident(&w, a, 16), 0);
+    done(&w);
+}
+
+/// Eviction takes the least recently *used* page: a device fault that maps a device page
+/// (`Devmem::touch`) makes it young again, so a page moved in first but used since stays.
+#[test]
+fn eviction_spares_a_page_the_device_used() {
+    let w = world(3);
+    let a = w.mm.mmap(4 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+    for i in 0..4 {
+        w.mm.cpu_write(a + i * PAGE, 10 + i).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(migrate(&w, a + i * PAGE, 1, Place::Device), (Ok(()), PAGE));
+    }
+    // Page 0 moved in first, but the device uses it now.
+    let mut d = w.device();
+    assert_eq!(d.read(a).unwrap(), 10);
+    assert_eq!(migrate(&w, a + 3 * PAGE, 1, Place::Device), (Ok(()), PAGE));
+    assert!(
+        w.mm.device_pte(a).is_some(),
+        "the page the device used was evicted"
+    );
+    assert_eq!(
+        w.mm.device_pte(a + PAGE),
+        None,
+        "page 1 is the least recently used"
+    );
+    quiet(&w);
+    for i in 0..4 {
+        assert_eq!(w.mm.cpu_read(a + i * PAGE).unwrap(), 10 + i);
+    }
     done(&w);
 }

@@ -230,7 +230,7 @@ fn total(n: u32) -> Option<u64> {
 }
 
 /// A working set twice device 0's memory, moved in 1 MiB at a time, twice over: each step
-/// evicts the pages moved in longest ago (whatever maps them), the data survives every move,
+/// evicts the least recently used pages (whatever maps them), the data survives every move,
 /// device memory never overflows, and all of it comes back at the end.
 pub(crate) fn t_devmem_evict() -> TResult {
     if !have_devmem() {

@@ -314,7 +314,7 @@ struct drm_svm_accel_query {
  *
  * A device fault in a span whose location is the device first moves the
  * 256 KiB-aligned block holding the faulting page, clamped to the span, into
- * the device's memory (the least recently moved-in pages of the device are
+ * the device's memory (the least recently used pages of the device are
  * evicted when it is full); what cannot move (shared memory, no room) is
  * served from system memory.  A CPU access brings a page back to system
  * memory; the next device fault moves it again.

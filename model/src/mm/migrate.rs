@@ -363,7 +363,7 @@ impl MmShared {
 }
 
 impl super::Machine {
-    /// Moves up to `want` of `owner`'s device pages back to system memory, oldest first,
+    /// Moves up to `want` of `owner`'s device pages back to system memory, least recently used first,
     /// whatever maps them (`migrate_device_range()` + `migrate_device_pages()` +
     /// `migrate_device_finalize()`): a page someone holds (a migration, a fault) is skipped,
     /// as the kernel's `folio_trylock()` skips it. Every mapper is notified

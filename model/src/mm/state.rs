@@ -176,8 +176,8 @@ pub(crate) struct Frame {
 pub(crate) struct DevPool {
     pub cap: usize,
     pub used: usize,
-    /// Pages in allocation order, oldest first (freed ones are dropped lazily): eviction's
-    /// "least recently used" is least recently moved in.
+    /// Pages least recently used first (freed ones are dropped lazily): a page goes to the
+    /// back when it is allocated and when a device fault maps it (`Devmem::touch`).
     pub lru: VecDeque<u64>,
 }
 
