@@ -23,7 +23,8 @@ use super::engine::{leaf_pfn, Engine, Scratch, AUX_DMA_WRITE, AUX_LOCAL, MIGRATE
 use super::pgtable::table::{HUGE_SHIFT, PAGE_SHIFT};
 use super::pgtable::{Conflict, Errno, Lock, MapError, Perm};
 use super::platform::{
-    Event, HmmRequest, Interval, Invalidation, Mm, Platform, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE,
+    Event, HmmRequest, Interval, Invalidation, Mm, Platform, RangeMap, HMM_PFN_REQ_FAULT,
+    HMM_PFN_REQ_WRITE,
 };
 use super::range::{InFlight, Range};
 use super::stats::Counters;
@@ -104,12 +105,31 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    /// Whether any page of `[start, end)` has an atomic leaf now.
+    /// Whether any page of `[start, end)` has an atomic leaf now. Each range's leaves are read
+    /// inside its walk guard (`InFlight`), as `census` reads them: GC may be freeing the leaf
+    /// tables of a range that is going.
     pub fn has_atomic(&self, start: u64, end: u64) -> bool {
-        let mut any = false;
-        self.pt
-            .for_each_leaf(start, end, |l| any |= l.valid && l.perm.atomic);
-        any
+        let size = 1u64 << self.cfg.range_shift;
+        let mut va = start & !(size - 1);
+        while va < end {
+            if let Some(r) = self.ranges.get(self.range_key(va)) {
+                if let Some(_walk) = InFlight::enter(&r) {
+                    let mut any = false;
+                    self.pt
+                        .for_each_leaf(start.max(r.start), end.min(r.end), |l| {
+                            any |= l.valid && l.perm.atomic
+                        });
+                    if any {
+                        return true;
+                    }
+                }
+            }
+            match va.checked_add(size) {
+                Some(v) => va = v,
+                None => break,
+            }
+        }
+        false
     }
 
     /// One step from `va`: the bytes handled, or 0 if the range died.
