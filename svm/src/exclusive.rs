@@ -81,28 +81,11 @@ impl<P: Platform> Engine<P> {
         done: &mut u64,
     ) -> Result<(), Errno> {
         *done = 0;
-        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
-        if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
-        {
-            return Err(Errno::EINVAL);
-        }
-        let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
-        let mut va = start;
-        while va < end {
-            let step = self.exclusive_step(scratch, va, end, deadline)?;
-            if step == 0 {
-                // The range was removed under us: look it up again.
-                if self.plat.now_ns() > deadline {
-                    Counters::add(&self.stats.retry_timeouts, 1);
-                    return Err(Errno::EBUSY);
-                }
-                self.plat.relax();
-                continue;
-            }
-            va += step;
-            *done = va - start;
-        }
-        Ok(())
+        let end = self.user_span(start, len)?;
+        // A step of 0: the range was removed under us.
+        self.by_steps(start, end, done, |va, deadline| {
+            self.exclusive_step(scratch, va, end, deadline)
+        })
     }
 
     /// Whether any page of `[start, end)` has an atomic leaf now. Each range's leaves are read

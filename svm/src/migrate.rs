@@ -62,20 +62,43 @@ impl<P: Platform> Engine<P> {
     ) -> Result<u64, Errno> {
         let mut moved = 0;
         *done = 0;
+        let end = self.user_span(start, len)?;
+        if self.devmem.owner() == 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        // A step of 0: the range died, or another migration holds it.
+        self.by_steps(start, end, done, |va, _| {
+            self.migrate_step(scratch, va, end, to, &mut moved)
+        })?;
+        Ok(moved)
+    }
+
+    /// The end of `[start, start + len)`, a span a caller may name: page aligned, not empty,
+    /// not wrapping, below `task_size` (else `EINVAL`).
+    pub(crate) fn user_span(&self, start: u64, len: u64) -> Result<u64, Errno> {
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
         if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
         {
             return Err(Errno::EINVAL);
         }
-        if self.devmem.owner() == 0 {
-            return Err(Errno::EOPNOTSUPP);
-        }
+        Ok(end)
+    }
+
+    /// Runs `step(va, deadline)` from `start` until `end`, each call returning the bytes it
+    /// handled; `done` follows. A step of 0 goes round again (after `relax`) until the retry
+    /// budget's `deadline`, then `EBUSY`.
+    pub(crate) fn by_steps(
+        &self,
+        start: u64,
+        end: u64,
+        done: &mut u64,
+        mut step: impl FnMut(u64, u64) -> Result<u64, Errno>,
+    ) -> Result<(), Errno> {
         let deadline = self.plat.now_ns().saturating_add(self.cfg.retry_timeout_ns);
         let mut va = start;
         while va < end {
-            let step = self.migrate_step(scratch, va, end, to, &mut moved)?;
-            if step == 0 {
-                // The range died, or another migration holds it: go round.
+            let n = step(va, deadline)?;
+            if n == 0 {
                 if self.plat.now_ns() > deadline {
                     Counters::add(&self.stats.retry_timeouts, 1);
                     return Err(Errno::EBUSY);
@@ -83,10 +106,10 @@ impl<P: Platform> Engine<P> {
                 self.plat.relax();
                 continue;
             }
-            va += step;
+            va += n;
             *done = va - start;
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// One step from `va`: returns the bytes handled (0: try again); adds what moved to

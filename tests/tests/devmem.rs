@@ -18,16 +18,7 @@ fn world(pages: usize) -> World {
         .unwrap()
 }
 
-fn quiet<F: PteFormat>(w: &World<F>) {
-    w.check_quiescent()
-        .unwrap_or_else(|e| panic!("not quiescent: {e}"));
-}
-
-fn done<F: PteFormat>(w: &World<F>) {
-    quiet(w);
-    w.teardown();
-    quiet(w);
-}
+use svm_tests::{done, quiet};
 
 fn migrate<F: PteFormat>(w: &World<F>, a: u64, pages: u64, to: Place) -> (Result<(), Errno>, u64) {
     let _s = w.violations.scope();

@@ -17,16 +17,7 @@ fn world() -> World {
         .unwrap()
 }
 
-fn quiet<F: PteFormat>(w: &World<F>) {
-    w.check_quiescent()
-        .unwrap_or_else(|e| panic!("not quiescent: {e}"));
-}
-
-fn done<F: PteFormat>(w: &World<F>) {
-    quiet(w);
-    w.teardown();
-    quiet(w);
-}
+use svm_tests::{done, quiet};
 
 fn exclusive<F: PteFormat>(w: &World<F>, a: u64, pages: u64) -> (Result<(), Errno>, u64) {
     let _s = w.violations.scope();

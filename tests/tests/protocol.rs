@@ -13,16 +13,7 @@ fn world() -> World {
     World::new(Config::default()).unwrap()
 }
 
-fn quiet<F: pgtable::PteFormat>(w: &World<F>) {
-    w.check_quiescent()
-        .unwrap_or_else(|e| panic!("not quiescent: {e}"));
-}
-
-fn done<F: pgtable::PteFormat>(w: &World<F>) {
-    quiet(w);
-    w.teardown();
-    quiet(w);
-}
+use svm_tests::{done, quiet};
 
 #[test]
 fn device_and_cpu_see_each_others_writes() {
