@@ -115,6 +115,7 @@ pub struct Query {
     pub evicted: u64,
     pub local_mapped: u64,
     pub atomic_mapped: u64,
+    pub pt_local: u64,
 }
 
 pub const LOC_SYSTEM: u32 = 0;
@@ -216,7 +217,8 @@ off!(Prefetch, len, 8);
 off!(Prefetch, flags, 16);
 off!(Prefetch, pad, 20);
 off!(Prefetch, done, 24);
-const _: () = assert!(core::mem::size_of::<Query>() == 368);
+const _: () = assert!(core::mem::size_of::<Query>() == 376);
+off!(Query, pt_local, 368);
 off!(Query, devmem_pages, 304);
 off!(Query, atomic_mapped, 360);
 const _: () = assert!(core::mem::size_of::<Madvise>() == 40);

@@ -44,6 +44,8 @@ cases=(
   "teeth-exclusive-skip-any  exclusive hand_over_and_take_back_x86"
   "teeth-exclusive-no-prefault exclusive hand_over_twice_converges"
   "teeth-no-touch            devmem    eviction_spares_a_page_the_device_used"
+  "teeth-place-whole-block   devmem    place_for_fault_leaves_a_resident_block_alone"
+  "teeth-place-whole-block   devmem    place_for_fault_spares_mapped_pages_that_cannot_move"
 )
 
 fail=0

@@ -31,6 +31,7 @@ impl Ctx {
         q.pt_pages = c.pages as u64;
         q.pt_huge = c.huge as u64;
         q.pt_zapped = c.zapped as u64;
+        q.pt_local = c.local as u64;
         q.ranges = e.range_count() as u64;
         q.dma_live = e.dma().live() as u64;
         q.jobs = self.jobs.load(Ordering::Relaxed);

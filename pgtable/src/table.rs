@@ -983,7 +983,12 @@ impl<F: PteFormat, M: PtMem> PageTable<F, M> {
                     self.census_in(unsafe { self.mem.va(pa) }, level - 1, va, c, guard)
                 }
                 Entry::Leaf { .. } if level == 1 => c.huge += 1,
-                Entry::Leaf { .. } => c.pages += 1,
+                Entry::Leaf { perm, .. } => {
+                    c.pages += 1;
+                    if perm.local {
+                        c.local += 1;
+                    }
+                }
                 Entry::Zapped { .. } => c.zapped += 1,
                 _ => {}
             }
@@ -998,6 +1003,8 @@ pub struct Census {
     pub tables: usize,
     /// Valid 4 KiB leaves.
     pub pages: usize,
+    /// Of which map the device's own memory (no DMA mapping behind them).
+    pub local: usize,
     /// Valid 2 MiB leaves.
     pub huge: usize,
     /// Zapped leaves still waiting to be reaped (must be 0 outside an invalidation).

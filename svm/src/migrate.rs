@@ -17,7 +17,8 @@ use super::engine::{Engine, Scratch, MIGRATE_CHUNK};
 use super::pgtable::table::PAGE_SHIFT;
 use super::pgtable::{Errno, Lock};
 use super::platform::{
-    migrate_pfn, migrate_pfn_pfn, Devmem, MigrateReq, Mm, Platform, Select, MIGRATE_PFN_MIGRATE,
+    hmm_pfn, migrate_pfn, migrate_pfn_pfn, Devmem, MigrateReq, Mm, Platform, RangeMap, Select,
+    HMM_PFN_VALID, MIGRATE_PFN_MIGRATE,
 };
 use super::range::{InFlight, Range};
 use super::stats::Counters;
@@ -305,10 +306,54 @@ impl<P: Platform> Engine<P> {
         if self.devmem.owner() == 0 || va < start || va >= end {
             return 0;
         }
+        // Already ours: nothing to move, and a migration step would zap the whole block (its
+        // claim does), taking away the leaves of the pages the device faulted in just before,
+        // round after round for an access that needs two pages of it.
+        let mut v = [0u64; 1];
+        let whole = cfg!(feature = "teeth-place-whole-block");
+        if !whole
+            && self.snapshot(va & !(PAGE - 1), &mut v).is_ok()
+            && v[0] & HMM_PFN_VALID != 0
+            && self.devmem.local_addr(hmm_pfn(v[0])).is_some()
+        {
+            return 0;
+        }
         let b = (va & !(BLOCK - 1)).max(start & !(PAGE - 1));
         let e = ((va & !(BLOCK - 1)) + BLOCK).min(end);
+        // Only the pages around `va` the device has no leaf for: a page it maps needs no
+        // fault (and could not move without losing its leaf to the step's claim, which for an
+        // access of two pages that cannot move would take the other's leaf every round).
+        let (b, e) = if whole {
+            (b, e)
+        } else {
+            self.unmapped_run(va, b, e)
+        };
         let mut done = 0;
         self.migrate(scratch, b, e - b, Place::Device, &mut done)
             .unwrap_or(0)
+    }
+
+    /// The run of pages around `va` in `[b, e)`, within its range, that have no device leaf
+    /// (read in the range's walk guard: GC may be freeing its leaf tables).
+    fn unmapped_run(&self, va: u64, b: u64, e: u64) -> (u64, u64) {
+        let page = va & !(PAGE - 1);
+        let Some(r) = self.ranges.get(self.range_key(va)) else {
+            // No range: nothing is mapped there.
+            return (b, e);
+        };
+        let Some(_walk) = InFlight::enter(&r) else {
+            return (page, page + PAGE);
+        };
+        let (b, e) = (b.max(r.start), e.min(r.end));
+        let free = |a: u64| self.pt.translate(a).is_none();
+        let mut s = page;
+        while s > b && free(s - PAGE) {
+            s -= PAGE;
+        }
+        let mut t = page + PAGE;
+        while t < e && free(t) {
+            t += PAGE;
+        }
+        (s, t)
     }
 }

@@ -1426,7 +1426,8 @@ fn t_bad_overflow(d: &Dev) -> TResult {
             );
         }
     }
-    for (flags, pad) in [(2u32, 0u32), (0, 1)] {
+    // 8: an unknown flag; 6: both destinations.
+    for (flags, pad) in [(8u32, 0u32), (6, 0), (0, 1)] {
         let mut p = drm_svm_accel_prefetch {
             start: a,
             len: PAGE as u64,
@@ -2167,7 +2168,8 @@ fn t_hostile_accel(d: &Dev) -> TResult {
             ..Default::default()
         };
         let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_PREFETCH as u64, &mut p);
-        let ok = x & !SVM_ACCEL_PREFETCH_WRITE == 0;
+        let dest = SVM_ACCEL_PREFETCH_TO_DEVICE | SVM_ACCEL_PREFETCH_TO_SYSTEM;
+        let ok = x & !(SVM_ACCEL_PREFETCH_WRITE | dest) == 0 && x & dest != dest;
         check!(
             r.is_ok() == ok && (ok || r == Err(libc::EINVAL)),
             "PREFETCH flags {x:#x}: {:?}",
@@ -2895,8 +2897,9 @@ fn t_dma_mask(d: &Dev) -> TResult {
 
 const USAGE: &str =
     "usage: svm-vmtests [--storm] [--only NAME,NAME...] [--qbench N] [--threads N] [--seconds S]
-                   [--mib M] [--seed X] [--churn munmap,mprotect,fork|none]
+                   [--mib M] [--seed X] [--churn munmap,mprotect,fork|none] [--placement]
   no --storm: every test, the storm last (with these options)
+  --placement: the storm under a placement policy (MADVISE: device memory, device atomics)
   --storm:    only the storm (the main job: scripts/vm-storm.sh)
   --only:     only the named tests (scripts/vm-test.sh's preempt=voluntary pass)
   --qbench N: only the queue benchmark, N jobs each way (scripts/vm-qbench.sh)
@@ -3687,6 +3690,13 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         }
         Err(e) => run("bind", &|| Err(e.clone())),
     }
+    // The storm under a placement policy (device memory preferred, device atomics): 5 s.
+    let placed = storm::StormCfg {
+        seconds: 5.0,
+        placement: true,
+        ..cfg.clone()
+    };
+    run("storm_placement", &|| storm::run(&placed));
     // Last: its own file and buffer, several seconds of churn.
     run("storm", &|| storm::run(cfg));
 }

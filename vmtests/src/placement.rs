@@ -6,7 +6,7 @@ use crate::uapi::*;
 use crate::{add, dev_sum, ename, errno, read, Buf, Dev, TResult, PAGE};
 use std::sync::atomic::Ordering;
 
-fn madvise(
+pub(crate) fn madvise(
     d: &Dev,
     start: u64,
     len: u64,

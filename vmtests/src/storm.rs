@@ -54,6 +54,11 @@ pub struct StormCfg {
     pub seed: u64,
     /// Churn threads to run: any of "munmap", "mprotect", "fork".
     pub churn: Vec<String>,
+    /// A placement policy (MADVISE) over the buffer: the even slices and the munmap zone
+    /// prefer device memory (every device fault moves a block there, and a buffer larger
+    /// than device memory keeps evicting), and the last slice, if it is wholly
+    /// `MADV_NOHUGEPAGE`, has device-exclusive atomics.
+    pub placement: bool,
 }
 
 impl Default for StormCfg {
@@ -68,6 +73,7 @@ impl Default for StormCfg {
             mib: 64,
             seed: seed | 1,
             churn: CHURNS.iter().map(|s| s.to_string()).collect(),
+            placement: false,
         }
     }
 }
@@ -77,6 +83,11 @@ impl StormCfg {
     /// option is not one of them.
     pub fn parse_opt(&mut self, args: &[String], i: &mut usize) -> Result<bool, String> {
         let opt = args[*i].as_str();
+        if opt == "--placement" {
+            self.placement = true;
+            *i += 1;
+            return Ok(true);
+        }
         if !matches!(
             opt,
             "--threads" | "--seconds" | "--mib" | "--seed" | "--churn"
@@ -854,6 +865,39 @@ fn churn_fork(sh: &Shared, seed: u64) {
 
 // ---- the storm ----------------------------------------------------------------------------
 
+/// `StormCfg::placement`: MADVISE over the buffer (see there).
+fn advise_placement(
+    dev: &Dev,
+    base: u64,
+    total: usize,
+    slice_len: usize,
+    threads: usize,
+    owned_len: usize,
+) -> TResult {
+    let advise = |start: u64, len: usize, location: u32, atomic: u32| {
+        crate::placement::madvise(dev, start, len as u64, location, atomic, 0)
+            .map(|_| ())
+            .map_err(|e| format!("MADVISE {start:#x}+{len:#x}: {}", ename(e)))
+    };
+    for t in 0..threads {
+        let s = base + (t * slice_len) as u64;
+        let last = t == threads - 1 && threads > 1;
+        // 6.12 hands over no page of a THP split earlier (mprotect churn splits them):
+        // device-exclusive atomics only where no THP can be.
+        if last && s >= base + (total / 2) as u64 {
+            advise(s, slice_len, SVM_ACCEL_LOC_SYSTEM, SVM_ACCEL_ATOMIC_DEVICE)?;
+        } else if t % 2 == 0 {
+            advise(s, slice_len, SVM_ACCEL_LOC_DEVICE, SVM_ACCEL_ATOMIC_GLOBAL)?;
+        }
+    }
+    advise(
+        base + owned_len as u64,
+        total - owned_len,
+        SVM_ACCEL_LOC_DEVICE,
+        SVM_ACCEL_ATOMIC_GLOBAL,
+    )
+}
+
 pub fn run(cfg: &StormCfg) -> TResult {
     let total = cfg.mib << 20;
     let zone_len = (total / 4).max(HUGE) & !(HUGE - 1);
@@ -870,13 +914,14 @@ pub fn run(cfg: &StormCfg) -> TResult {
         ));
     }
     println!(
-        "storm: {} job threads, churn: {}; {} MiB buffer ({} x {} KiB slices, {} MiB munmap zone, first half MADV_HUGEPAGE); {:.1} s; seed {:#x}",
+        "storm: {} job threads, churn: {}; {} MiB buffer ({} x {} KiB slices, {} MiB munmap zone, first half MADV_HUGEPAGE){}; {:.1} s; seed {:#x}",
         cfg.threads,
         if cfg.churn.is_empty() { "none".into() } else { cfg.churn.join(", ") },
         cfg.mib,
         cfg.threads,
         slice_len >> 10,
         zone_len >> 20,
+        if cfg.placement { "; placement policy" } else { "" },
         cfg.seconds,
         cfg.seed
     );
@@ -885,6 +930,9 @@ pub fn run(cfg: &StormCfg) -> TResult {
     buf.advise(0, total / 2, libc::MADV_HUGEPAGE)?;
     buf.advise(total / 2, total - total / 2, libc::MADV_NOHUGEPAGE)?;
     let base = buf.addr();
+    if cfg.placement {
+        advise_placement(&dev, base, total, slice_len, cfg.threads, owned_len)?;
+    }
     let slices = (0..cfg.threads)
         .map(|t| Slice {
             base: base + (t * slice_len) as u64,
@@ -989,11 +1037,12 @@ pub fn run(cfg: &StormCfg) -> TResult {
     }
     let fin_secs = t_fin.elapsed().as_secs_f64();
     let q = sh.dev.query()?;
-    let at_rest = q.pt_zapped == 0 && q.dma_live == q.pt_pages + q.pt_huge;
+    // Leaves of device memory have no DMA mapping behind them.
+    let at_rest = q.pt_zapped == 0 && q.dma_live + q.pt_local == q.pt_pages + q.pt_huge;
     if !at_rest {
         sh.problem(format!(
-            "device page table not at rest: zapped {}, dma_live {} != pages {} + huge {}",
-            q.pt_zapped, q.dma_live, q.pt_pages, q.pt_huge
+            "device page table not at rest: zapped {}, dma_live {} + local {} != pages {} + huge {}",
+            q.pt_zapped, q.dma_live, q.pt_local, q.pt_pages, q.pt_huge
         ));
     }
     if q.accounting_errors != 0 {
@@ -1122,6 +1171,13 @@ pub fn run(cfg: &StormCfg) -> TResult {
                 q.pt_zapped,
                 q.dma_live,
                 q.pt_pages + q.pt_huge
+            ),
+        ),
+        (
+            "device memory: moved in / back / evicted / atomic leaves",
+            format!(
+                "{} / {} / {} / {}",
+                q.migrated_to_device, q.migrated_to_system, q.evicted, q.atomic_mapped
             ),
         ),
         (

@@ -286,6 +286,8 @@ struct drm_svm_accel_query {
 	__u64 local_mapped;
 	/** @atomic_mapped: leaves written for pages handed over for atomics */
 	__u64 atomic_mapped;
+	/** @pt_local: of @pt_pages, leaves of device memory (no DMA mapping) */
+	__u64 pt_local;
 };
 
 #define SVM_ACCEL_LOC_SYSTEM		0	/* system memory (the default) */
