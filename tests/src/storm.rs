@@ -141,6 +141,17 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
             s.busy.fetch_add(1, Ordering::Relaxed);
         }
     };
+    // A read of an own page: `got` must be what this thread wrote last, `want`.
+    let check_own = |what: &str, va: u64, got: u64, want: u64| {
+        s.own_checks.fetch_add(1, Ordering::Relaxed);
+        if got != want {
+            s.lost.fetch_add(1, Ordering::Relaxed);
+            s.w.violations.record(
+                "I3",
+                format!("{what} read {got:#x} at {va:#x}, wrote {want:#x}"),
+            );
+        }
+    };
     for _ in 0..s.cfg.accesses_per_thread {
         let r = rng.below(100);
         if r < 70 {
@@ -153,14 +164,7 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
                 match d.exclusive_add(va, 1) {
                     Ok(old) => {
                         if let Some(v) = expect[k as usize] {
-                            s.own_checks.fetch_add(1, Ordering::Relaxed);
-                            if old != v {
-                                s.lost.fetch_add(1, Ordering::Relaxed);
-                                s.w.violations.record(
-                                    "I3",
-                                    format!("device atomic read {old:#x} at {va:#x}, wrote {v:#x}"),
-                                );
-                            }
+                            check_own("device atomic", va, old, v);
                         }
                         expect[k as usize] = Some(old.wrapping_add(1));
                     }
@@ -175,16 +179,7 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
                 }
             } else if let Some(v) = expect[k as usize] {
                 match d.read(va) {
-                    Ok(got) => {
-                        s.own_checks.fetch_add(1, Ordering::Relaxed);
-                        if got != v {
-                            s.lost.fetch_add(1, Ordering::Relaxed);
-                            s.w.violations.record(
-                                "I3",
-                                format!("device read {got:#x} at {va:#x}, wrote {v:#x}"),
-                            );
-                        }
-                    }
+                    Ok(got) => check_own("device", va, got, v),
                     Err(e) => refuse(e),
                 }
             }
