@@ -149,6 +149,9 @@ enum Op {
     DevAtomicAdd(Pg, u64),
     /// A device atomic in device-exclusive mode: the page is handed over to the device.
     DevExclusiveAdd(Pg, u64),
+    /// A device read in a region whose preferred location is the device: the fault moves the
+    /// block around the page first (`Engine::place_for_fault`, as the accel driver does).
+    PlacedRead(Pg),
     /// `mmap(MAP_FIXED)` of the whole region, RW, fresh zero content.
     Mmap(u8),
     Munmap(u8),
@@ -301,6 +304,7 @@ impl ReferenceStateMachine for Ops {
                     .prop_map(|(p, v)| Op::DevExclusiveAdd(p, v))
                     .boxed(),
             ),
+            (4, pg(state).prop_map(Op::PlacedRead).boxed()),
             (4, region().prop_map(Op::Mmap).boxed()),
             (2, region().prop_map(Op::Munmap).boxed()),
             (4, span(state).prop_map(Op::MunmapPartial).boxed()),
@@ -354,6 +358,7 @@ impl ReferenceStateMachine for Ops {
             | Op::DevWrite(p, _)
             | Op::DevAtomicAdd(p, _)
             | Op::DevExclusiveAdd(p, _)
+            | Op::PlacedRead(p)
             | Op::ChildRead(p)
             | Op::ChildWrite(p, _)
             | Op::Migrate(p)
@@ -631,6 +636,22 @@ impl<F: PteFormat> Sut<F> {
                 assert_eq!(r.map(|_| ()), want, "{who} read at {p:?}");
                 if let Ok(got) = r {
                     Self::check_read(&mut self.parent, p, got, who);
+                }
+            }
+            Op::PlacedRead(p) => {
+                let base = region_base(p.r);
+                {
+                    let _s = self.w.violations.scope();
+                    self.w
+                        .engine
+                        .place_for_fault(&mut self.scratch, p.va(), base, base + REGION);
+                }
+                let r = self.dev.read(p.va());
+                self.detectors(op);
+                let want = self.parent.dev_expect(p, false);
+                assert_eq!(r.map(|_| ()), want, "placed read at {p:?}");
+                if let Ok(got) = r {
+                    Self::check_read(&mut self.parent, p, got, "placed device");
                 }
             }
             Op::DevWrite(p, v) | Op::Dev2Write(p, v) => {
