@@ -37,6 +37,10 @@ pub struct StormConfig {
     /// Device memory, in pages (0: none). With it the mutators also move spans of the data
     /// buffer to the device and back, and touch device-resident pages from the CPU.
     pub devmem_pages: usize,
+    /// Device threads make 1 in 16 of their own-page writes a device-exclusive add (the CPU
+    /// hands the page over). Off in the storms the teeth calibrate against: it changes their
+    /// timing (`scripts/teeth.sh`).
+    pub exclusive: bool,
 }
 
 impl Default for StormConfig {
@@ -50,6 +54,7 @@ impl Default for StormConfig {
             seed: 1,
             engine: Config::default(),
             devmem_pages: 0,
+            exclusive: false,
         }
     }
 }
@@ -158,7 +163,7 @@ fn device_thread(s: &Shared, id: usize) -> Vec<(u64, u64)> {
             // Own page: write or verify.
             let k = rng.below(own);
             let va = s.data + (k * n + id as u64) * PAGE;
-            if rng.one_in(16) {
+            if s.cfg.exclusive && rng.one_in(16) {
                 // A device atomic in device-exclusive mode: the CPU hands the page over, and
                 // takes it back at its next touch (a fork, a migration, a swap-out).
                 match d.exclusive_add(va, 1) {

@@ -85,6 +85,7 @@ fn storm_device_memory() {
         accesses_per_thread: accesses(150_000),
         seed: 11,
         devmem_pages: 256,
+        exclusive: true,
         ..StormConfig::default()
     });
 }
