@@ -44,7 +44,10 @@
 
 use crate::binding::Binding;
 use crate::device::debugfs::{show_engine, show_ranges, DebugfsDir, Seq};
-use crate::device::{prefetch_killable, registry, resched, unregister, zeroed_scratch, ENODEV};
+use crate::device::{
+    between_chunks, migrate_killable, prefetch_killable, registry, resched, unregister,
+    zeroed_scratch, ENODEV,
+};
 use crate::engine::Access;
 use crate::ffi;
 use crate::kplat::{this_unit, KArc, KDevRef, KDevmem, KEngine, TlbCursor, GFP};
@@ -423,21 +426,11 @@ const MIGRATE_AGAIN: u32 = 3;
 /// throughout is `EINVAL`. 2 MiB at a time, with a fatal-signal check and `cond_resched()`
 /// between.
 fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(), Errno> {
-    const STEP: u64 = 2 << 20;
-    let mut s = zeroed_scratch()?;
-    let end = end_of(cmd);
-    let mut va = cmd.addr;
-    cmd.cpages = 0;
-    while va < end {
-        between_chunks(gone)?;
-        let len = (end - va).min(STEP);
-        let mut done = 0;
-        match e.migrate(&mut s, va, len, to, &mut done) {
-            Ok(moved) => cmd.cpages += moved,
-            Err(Errno::EFAULT) => return Err(Errno::EINVAL),
-            Err(e) => return Err(e),
-        }
-        va += len;
+    let mut done = 0;
+    match migrate_killable(e, cmd.addr, end_of(cmd), to, &mut done, gone, |_, _, _| Ok(())) {
+        Ok(moved) => cmd.cpages = moved,
+        Err(Errno::EFAULT) => return Err(Errno::EINVAL),
+        Err(e) => return Err(e),
     }
     Ok(())
 }
@@ -521,20 +514,6 @@ fn snapshot(e: &KEngine, cmd: &mut Cmd, gone: &AtomicBool) -> Result<(), Errno> 
         Ok(())
     })?;
     cmd.cpages = done;
-    Ok(())
-}
-
-/// Between two chunks of a command: `EINTR` at a fatal signal (the OOM killer's), `ENODEV`
-/// once an unplug began; otherwise a `cond_resched()`.
-fn between_chunks(gone: &AtomicBool) -> Result<(), Errno> {
-    // SAFETY: no preconditions.
-    if unsafe { ffi::svm_fatal_signal_pending() } {
-        return Err(Errno::EINTR);
-    }
-    if gone.load(Ordering::Relaxed) {
-        return Err(ENODEV);
-    }
-    resched();
     Ok(())
 }
 

@@ -79,7 +79,8 @@ pub const QDEPTH: usize = 256;
 const MAX_REPLAYS: u32 = 1000;
 /// Longest op (1 GiB).
 const MAX_LEN: u64 = 1 << 30;
-/// Prefetch works in chunks of this size, checking for a fatal signal between them.
+/// Prefetch and migration work in chunks of this size, checking for a fatal signal between
+/// them.
 const PREFETCH_CHUNK: u64 = 2 << 20;
 
 const PAGE: u64 = 1 << PAGE_SHIFT;
@@ -213,13 +214,7 @@ pub(crate) fn prefetch_killable(
     *done = 0;
     let mut scratch = zeroed_scratch()?;
     while *done < len {
-        if fatal_signal_pending() {
-            return Err(Errno::EINTR);
-        }
-        if gone.load(Ordering::Relaxed) {
-            return Err(ENODEV);
-        }
-        resched();
+        between_chunks(gone)?;
         let s = start + *done;
         let l = (len - *done).min(PREFETCH_CHUNK - (s & (PREFETCH_CHUNK - 1)));
         let mut d = 0;
@@ -227,6 +222,47 @@ pub(crate) fn prefetch_killable(
         *done += d;
         r?;
     }
+    Ok(())
+}
+
+/// `Engine::migrate` of `[start, end)` to `to`, a 2 MiB-aligned chunk at a time, running
+/// `then(scratch, chunk start, chunk length)` after each chunk moved; `done` counts the bytes
+/// handled. Stops between chunks as [`between_chunks`] does. Returns how many pages moved.
+pub(crate) fn migrate_killable(
+    e: &KEngine,
+    start: u64,
+    end: u64,
+    to: Place,
+    done: &mut u64,
+    gone: &AtomicBool,
+    mut then: impl FnMut(&mut Scratch, u64, u64) -> Result<(), Errno>,
+) -> Result<u64, Errno> {
+    let mut s = zeroed_scratch()?;
+    let mut moved = 0;
+    let mut va = start;
+    while va < end {
+        between_chunks(gone)?;
+        let l = (end - va).min(PREFETCH_CHUNK - (va & (PREFETCH_CHUNK - 1)));
+        let mut d = 0;
+        let r = e.migrate(&mut s, va, l, to, &mut d);
+        *done += d;
+        moved += r?;
+        then(&mut s, va, l)?;
+        va += l;
+    }
+    Ok(moved)
+}
+
+/// Between two chunks of a long call: `EINTR` at a fatal signal (the OOM killer's), `ENODEV`
+/// once an unplug began (`gone`); otherwise a `cond_resched()`.
+pub(crate) fn between_chunks(gone: &AtomicBool) -> Result<(), Errno> {
+    if fatal_signal_pending() {
+        return Err(Errno::EINTR);
+    }
+    if gone.load(Ordering::Relaxed) {
+        return Err(ENODEV);
+    }
+    resched();
     Ok(())
 }
 

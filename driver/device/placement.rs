@@ -10,9 +10,6 @@ use crate::engine::MIGRATE_CHUNK;
 use crate::platform::Devmem;
 use crate::policy::Attr;
 
-/// Migrations between fatal-signal checks.
-const MIGRATE_STEP: u64 = 2 << 20;
-
 impl Ctx {
     pub(super) fn madvise(&self, a: &mut uapi::Madvise) -> Result<(), Errno> {
         // An output, valid on every error (ENOTCONN and EXDEV included).
@@ -52,7 +49,10 @@ impl Ctx {
             Location::Device => Place::Device,
             Location::System => Place::System,
         };
-        self.migrate_killable(b, a.start, end, to, &mut a.done, |_, _| Ok(()))
+        migrate_killable(b.engine(), a.start, end, to, &mut a.done, &self.gone, |_, _, _| {
+            Ok(())
+        })
+        .map(|_| ())
     }
 
     /// PREFETCH with a destination: each 2 MiB is moved to `to` (as far as its pages can
@@ -67,47 +67,15 @@ impl Ctx {
         if to == Place::Device && b.engine().devmem().owner() == 0 {
             return Err(Errno::EOPNOTSUPP);
         }
-        let end = a.start + a.len;
+        let (e, end) = (b.engine(), a.start + a.len);
         let mut moved = 0;
-        self.migrate_killable(b, a.start, end, to, &mut moved, |s, l| {
+        migrate_killable(e, a.start, end, to, &mut moved, &self.gone, |s, va, l| {
             let mut d = 0;
-            let r = prefetch_killable(b.engine(), s, l, access, &mut d, &self.gone);
+            let r = e.prefetch(s, va, l, access, &mut d);
             a.done += d;
             r
         })
-    }
-
-    /// Moves `[start, end)` to `to`, [`MIGRATE_STEP`] at a time, running `then` on each step
-    /// after it moved; `done` counts the bytes moved. `EINTR` at a fatal signal and `ENODEV`
-    /// at an unplug, between steps.
-    fn migrate_killable(
-        &self,
-        b: &Binding,
-        start: u64,
-        end: u64,
-        to: Place,
-        done: &mut u64,
-        mut then: impl FnMut(u64, u64) -> Result<(), Errno>,
-    ) -> Result<(), Errno> {
-        let mut s = zeroed_scratch()?;
-        let mut va = start;
-        while va < end {
-            if fatal_signal_pending() {
-                return Err(Errno::EINTR);
-            }
-            if self.gone.load(Ordering::Relaxed) {
-                return Err(ENODEV);
-            }
-            resched();
-            let l = (end - va).min(MIGRATE_STEP - (va & (MIGRATE_STEP - 1)));
-            let mut d = 0;
-            let r = b.engine().migrate(&mut s, va, l, to, &mut d);
-            *done += d;
-            r?;
-            then(va, l)?;
-            va += l;
-        }
-        Ok(())
+        .map(|_| ())
     }
 
     /// Before a batch: each fault (not an atomic one) in a span whose preferred location is

@@ -55,12 +55,7 @@ impl<P: Platform> Engine<P> {
     pub fn fault_atomic(&self, scratch: &mut Scratch, va: u64) -> Result<(), Errno> {
         let page = va & !(PAGE - 1);
         let r = self.make_exclusive(scratch, page, PAGE, &mut 0);
-        let c = if r.is_ok() {
-            &self.stats.faults
-        } else {
-            &self.stats.fault_errors
-        };
-        Counters::add(c, 1);
+        self.count_fault(&r);
         r
     }
 

@@ -118,7 +118,7 @@ impl<P: Platform> Engine<P> {
         r
     }
 
-    fn count_fault(&self, r: &Result<(), Errno>) {
+    pub(crate) fn count_fault(&self, r: &Result<(), Errno>) {
         let c = if r.is_ok() {
             &self.stats.faults
         } else {

@@ -202,8 +202,8 @@ impl<P: Platform> Engine<P> {
 
     /// Allocates and fills a destination for every collected entry; returns whether memory
     /// ran out for one (it stays where it is, as do those whose copy failed). Device memory
-    /// that is full is made room in by eviction, once per step: as many of the least recently
-    /// moved-in pages of the device as the rest of the step needs go back to system memory
+    /// that is full is made room in by eviction, once per step: as many of the device's least
+    /// recently used pages as the rest of the step needs go back to system memory
     /// (`Devmem::evict`).
     fn migrate_copy(&self, req: &mut MigrateReq<'_>, to: Place) -> bool {
         let mut short = false;
