@@ -277,14 +277,7 @@ impl Ctx {
         if a.flags & !known != 0 || a.flags & both == both || a.pad != 0 {
             return Err(Errno::EINVAL);
         }
-        let end = a.start.checked_add(a.len).ok_or(Errno::EINVAL)?;
-        if a.start & (PAGE - 1) != 0
-            || a.len & (PAGE - 1) != 0
-            || a.len == 0
-            || end > b.engine().config().task_size
-        {
-            return Err(Errno::EINVAL);
-        }
+        b.engine().user_span(a.start, a.len)?;
         let access = if a.flags & uapi::PREFETCH_WRITE != 0 {
             Access::Write
         } else {

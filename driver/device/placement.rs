@@ -29,13 +29,7 @@ impl Ctx {
             return Err(Errno::EINVAL);
         }
         let e = b.engine();
-        let end = a.start.checked_add(a.len).ok_or(Errno::EINVAL)?;
-        if a.start & (PAGE - 1) != 0 || a.len & (PAGE - 1) != 0 || a.len == 0 {
-            return Err(Errno::EINVAL);
-        }
-        if end > e.config().task_size {
-            return Err(Errno::EINVAL);
-        }
+        let end = e.user_span(a.start, a.len)?;
         if location == Location::Device && e.devmem().owner() == 0 {
             return Err(Errno::EOPNOTSUPP);
         }

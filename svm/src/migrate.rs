@@ -75,8 +75,9 @@ impl<P: Platform> Engine<P> {
     }
 
     /// The end of `[start, start + len)`, a span a caller may name: page aligned, not empty,
-    /// not wrapping, below `task_size` (else `EINVAL`).
-    pub(crate) fn user_span(&self, start: u64, len: u64) -> Result<u64, Errno> {
+    /// not wrapping, below `task_size` (else `EINVAL`). Drivers check their uAPI's spans with
+    /// it too.
+    pub fn user_span(&self, start: u64, len: u64) -> Result<u64, Errno> {
         let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
         if start & (PAGE - 1) != 0 || len & (PAGE - 1) != 0 || len == 0 || end > self.cfg.task_size
         {
