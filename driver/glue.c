@@ -1461,13 +1461,6 @@ void svm_migrate_finalize(struct mm_struct *mm, u64 start, u64 npages, u64 *src,
 	migrate_vma_finalize(&args);
 }
 
-/*
- * make_device_exclusive_range() over [start, start + npages pages), read lock held.  The
- * pages come back in pfns itself (a struct page pointer per entry, then its pfn): pfns[i] is
- * the pfn handed over, its page locked and referenced until svm_release_exclusive(), or 0.
- * Only a private mapping's anonymous pages can be handed over: -EPERM for a shared one,
- * whose pages the kernel would refuse one by one.
- */
 /* Whether addr's PMD maps a huge page now (a lockless peek: the caller checks again). */
 static bool svm_pmd_huge(struct mm_struct *mm, unsigned long addr)
 {

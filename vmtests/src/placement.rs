@@ -2,6 +2,7 @@
 //! mode per span, migrate on first device fault, PREFETCH with a destination, and the QUERY
 //! counters that show them. Every test ends with the device's memory back where it started.
 
+use crate::devmem::fill;
 use crate::uapi::*;
 use crate::{add, dev_sum, ename, errno, read, Buf, Dev, TResult, PAGE};
 use std::sync::atomic::Ordering;
@@ -35,13 +36,6 @@ fn prefetch_to(d: &Dev, start: u64, len: u64, flags: u32) -> (Result<(), i32>, u
     };
     let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_PREFETCH as u64, &mut p);
     (r, p.done)
-}
-
-/// Fills page `p` of `b` with `base + p` in its first word.
-fn fill(b: &Buf, pages: usize, base: u64) {
-    for p in 0..pages {
-        b.words()[p * PAGE / 8].store(base + p as u64, Ordering::Relaxed);
-    }
 }
 
 /// The device's sum of the first word of every page of `b` (a READ of the whole buffer sums
