@@ -176,6 +176,7 @@ extern "C" {
     pub fn svm_migrate_device_finalize(src: *mut u64, dst: *mut u64, npages: u64);
     pub fn svm_kunmap(addr: *mut u8);
     pub fn svm_is_zero_pfn(pfn: u64) -> bool;
+    pub fn svm_is_ksm_pfn(pfn: u64) -> bool;
     pub fn svm_vm_insert_zeroed_page(vma: *mut c_void, addr: u64) -> i32;
     pub fn svm_get_device(dev: *mut Device) -> *mut Device;
     pub fn svm_put_device(dev: *mut Device);

@@ -730,6 +730,12 @@ bool svm_is_zero_pfn(u64 pfn)
 	return is_zero_pfn(pfn);
 }
 
+/* Whether pfn (a page hmm just reported) is a KSM page: a racy peek, for a heuristic. */
+bool svm_is_ksm_pfn(u64 pfn)
+{
+	return pfn_valid(pfn) && PageKsm(pfn_to_page(pfn));
+}
+
 void svm_kunmap(void *addr)
 {
 	kunmap_local(addr);

@@ -119,6 +119,7 @@ void svm_dma_unmap(struct device *dev, u64 addr, unsigned int order, bool write)
 void svm_set_page_dirty(u64 pfn);
 void *svm_kmap_pfn(u64 pfn);
 bool svm_is_zero_pfn(u64 pfn);
+bool svm_is_ksm_pfn(u64 pfn);
 void svm_kunmap(void *addr);
 struct device *svm_get_device(struct device *dev);
 void svm_put_device(struct device *dev);
