@@ -48,6 +48,10 @@ cases=(
   "teeth-no-touch            devmem    eviction_spares_a_page_the_device_used"
   "teeth-place-whole-block   devmem    place_for_fault_leaves_a_resident_block_alone"
   "teeth-place-whole-block   devmem    place_for_fault_spares_mapped_pages_that_cannot_move"
+  "teeth-unmap-before-flush  loom      devmem::peer_eviction_vs_peer_write"
+  "teeth-migrate-skip-any    peer      the_owners_migration_back_zaps_the_peers_leaves"
+  "teeth-peer-as-local       peer      a_peer_reaches_the_pages_through_dma_and_they_stay"
+  "teeth-peer-no-ro-move     peer      a_write_to_a_peers_page_shared_since_fork_moves_it_back"
 )
 
 fail=0

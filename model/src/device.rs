@@ -257,6 +257,13 @@ impl<F: PteFormat> Device<F> {
                 format!("device access at va {va:#x} reached {what} pfn {pfn:#x}"),
             );
         }
+        let dm = self.engine.devmem();
+        if m.pool_of(pfn) != 0 && (m.owner_of(pfn) != dm.owner() || m.pool_of(pfn) == dm.pool()) {
+            bad(
+                "I1",
+                format!("device access at va {va:#x} reached device pfn {pfn:#x} through DMA: not a peer's page"),
+            );
+        }
         match m.device_view(self.mm.0.id, va) {
             None => {
                 bad("I1", format!("device access at va {va:#x} reached pfn {pfn:#x}, the CPU maps no page there"));
@@ -306,8 +313,8 @@ impl<F: PteFormat> Device<F> {
             self.stats.violations.fetch_add(1, Ordering::Relaxed);
             self.violations.record(tag, what);
         };
-        let owner = self.engine.devmem().owner();
-        if !m.alive(pfn) || m.owner_of(pfn) != owner {
+        let pool = self.engine.devmem().pool();
+        if !m.alive(pfn) || m.pool_of(pfn) != pool {
             bad(
                 "I1",
                 format!(

@@ -32,6 +32,7 @@ pub struct WorldBuilder<F: PteFormat = X86Format> {
     trace: bool,
     devmem_pages: usize,
     shared_mm: Option<MmHandle>,
+    peer_of: Option<ModelDevmem>,
     _fmt: PhantomData<fn() -> F>,
 }
 
@@ -50,6 +51,7 @@ impl<F: PteFormat> Default for WorldBuilder<F> {
             trace: false,
             devmem_pages: 0,
             shared_mm: None,
+            peer_of: None,
             _fmt: PhantomData,
         }
     }
@@ -139,6 +141,14 @@ impl<F: PteFormat> WorldBuilder<F> {
         self
     }
 
+    /// Makes the new world's device memory (`devmem_pages` pages) a peer of `mem`: a pgmap of
+    /// its own under `mem`'s owner, so each device reaches the other's pages through DMA
+    /// (P2P) instead of faulting them back. Use with `share_mm`.
+    pub fn peer_of(mut self, mem: &ModelDevmem) -> Self {
+        self.peer_of = Some(mem.clone());
+        self
+    }
+
     /// Most faults one device access may raise before it gives up with `EBUSY`.
     pub fn max_device_faults(mut self, n: u32) -> Self {
         self.max_device_faults = n;
@@ -174,7 +184,10 @@ impl<F: PteFormat> WorldBuilder<F> {
         } else {
             plat
         };
-        let devmem = ModelDevmem::new(&mm, self.devmem_pages);
+        let devmem = match &self.peer_of {
+            Some(p) => p.peer(&mm, self.devmem_pages),
+            None => ModelDevmem::new(&mm, self.devmem_pages),
+        };
         let parts = Parts {
             mm: mm.clone(),
             dma: dma.clone(),
@@ -316,7 +329,7 @@ impl<F: PteFormat> World<F> {
                             l.va
                         )),
                     }
-                    if !m.alive(pfn) || m.owner_of(pfn) != self.devmem.owner() {
+                    if !m.alive(pfn) || m.pool_of(pfn) != self.devmem.pool() {
                         p.push(format!(
                             "I1: device maps va {:#x} to device pfn {pfn:#x}, freed or not its own",
                             l.va
@@ -343,6 +356,15 @@ impl<F: PteFormat> World<F> {
                 for i in 0..pages {
                     let va = l.va + i * 4096;
                     let pfn = map.pfn + (l.addr - map.addr) / 4096 + i;
+                    let pool = m.pool_of(pfn);
+                    if pool != 0
+                        && (m.owner_of(pfn) != self.devmem.owner() || pool == self.devmem.pool())
+                    {
+                        p.push(format!(
+                            "I1: device maps va {va:#x} to device pfn {pfn:#x} through DMA: not a peer's page"
+                        ));
+                        break;
+                    }
                     match m.device_view(self.mm.0.id, va) {
                         None => {
                             p.push(format!(

@@ -225,10 +225,12 @@ impl<P: Platform> Engine<P> {
                 return Err(Errno::EFAULT);
             }
             if write && fpfn & HMM_PFN_WRITE == 0 {
-                if self.devmem.local_addr(hmm_pfn(fpfn)).is_none() {
+                let pfn = hmm_pfn(fpfn);
+                let peer = self.devmem.peer_page(pfn) && !cfg!(feature = "teeth-peer-no-ro-move");
+                if self.devmem.local_addr(pfn).is_none() && !peer {
                     return Err(Errno::EPERM);
                 }
-                // Our own device page, mapped read-only by the CPU (shared since a fork):
+                // Our own device page or a peer's, mapped read-only by the CPU (shared since a fork):
                 // hmm hands it back as it is, never faulting it. Move it to system memory,
                 // where the next round's write request breaks COW as for any page.
                 self.migrate_step(scratch, page, page + PAGE, Place::System, &mut 0)?;
@@ -712,19 +714,28 @@ impl<P: Platform> Engine<P> {
     }
 
     /// What a 4 KiB leaf for `pfn` holds: one of our device pages is reached locally at its
-    /// device address (no DMA mapping; a local leaf), any other page through a new DMA
-    /// mapping. Returns the address, `perm` with `local` set accordingly, and the leaf's `aux`.
+    /// device address (no DMA mapping; a local leaf), any other page (a peer's device page
+    /// too: P2P) through a new DMA mapping. Returns the address, `perm` with `local` set accordingly, and the leaf's `aux`.
     pub(crate) fn map_page(
         &self,
         pfn: u64,
         perm: Perm,
         dma_write: bool,
     ) -> Result<(u64, Perm, u64), Errno> {
-        if let Some(addr) = self.devmem.local_addr(pfn) {
+        // Teeth: a peer's page taken for ours (an owner check where the pgmap's is needed).
+        let local = if cfg!(feature = "teeth-peer-as-local") && self.devmem.peer_page(pfn) {
+            Some(pfn << PAGE_SHIFT)
+        } else {
+            self.devmem.local_addr(pfn)
+        };
+        if let Some(addr) = local {
             Counters::add(&self.stats.local_mapped, 1);
             return Ok((addr, perm.local(), leaf_aux(pfn, dma_write) | AUX_LOCAL));
         }
         let addr = self.dma.map(pfn, 0, dma_write)?;
+        if self.devmem.peer_page(pfn) {
+            Counters::add(&self.stats.peer_mapped, 1);
+        }
         Ok((addr, perm, leaf_aux(pfn, dma_write)))
     }
 

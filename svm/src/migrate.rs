@@ -61,15 +61,34 @@ impl<P: Platform> Engine<P> {
         to: Place,
         done: &mut u64,
     ) -> Result<u64, Errno> {
+        self.migrate_into(scratch, start, len, to, &self.devmem, done)
+    }
+
+    /// [`Engine::migrate`], with `Place::Device` meaning `mem`: this device's memory or a
+    /// peer's (`Devmem::peer_page`), whose pages this device then reaches through DMA
+    /// mappings. `EXDEV` for memory of another owner: hmm would hand its pages back to
+    /// system memory at this device's next fault, so they must not go there through us.
+    pub fn migrate_into(
+        &self,
+        scratch: &mut Scratch,
+        start: u64,
+        len: u64,
+        to: Place,
+        mem: &P::Devmem,
+        done: &mut u64,
+    ) -> Result<u64, Errno> {
         let mut moved = 0;
         *done = 0;
         let end = self.user_span(start, len)?;
-        if self.devmem.owner() == 0 {
+        if self.devmem.owner() == 0 || mem.owner() == 0 {
             return Err(Errno::EOPNOTSUPP);
+        }
+        if mem.owner() != self.devmem.owner() {
+            return Err(Errno::EXDEV);
         }
         // A step of 0: the range died, or another migration holds it.
         self.by_steps(start, end, done, |va, _| {
-            self.migrate_step(scratch, va, end, to, &mut moved)
+            self.migrate_step_into(scratch, va, end, to, mem, &mut moved)
         })?;
         Ok(moved)
     }
@@ -122,6 +141,20 @@ impl<P: Platform> Engine<P> {
         va: u64,
         end: u64,
         to: Place,
+        moved: &mut u64,
+    ) -> Result<u64, Errno> {
+        self.migrate_step_into(scratch, va, end, to, &self.devmem, moved)
+    }
+
+    /// [`Engine::migrate_step`] into `mem` (ours or a peer's, of our owner) for
+    /// `Place::Device`.
+    fn migrate_step_into(
+        &self,
+        scratch: &mut Scratch,
+        va: u64,
+        end: u64,
+        to: Place,
+        mem: &P::Devmem,
         moved: &mut u64,
     ) -> Result<u64, Errno> {
         let range = self.range_for(va, true)?;
@@ -177,7 +210,7 @@ impl<P: Platform> Engine<P> {
             Err(Errno::EINVAL) => return Ok(ce - va),
             Err(e) => return Err(e),
         }
-        let short = self.migrate_copy(&mut req, to);
+        let short = self.migrate_copy(&mut req, to, mem);
         self.mm.migrate_pages(&mut req);
         let n = req
             .src
@@ -206,7 +239,7 @@ impl<P: Platform> Engine<P> {
     /// that is full is made room in by eviction, once per step: as many of the device's least
     /// recently used pages as the rest of the step needs go back to system memory
     /// (`Devmem::evict`).
-    fn migrate_copy(&self, req: &mut MigrateReq<'_>, to: Place) -> bool {
+    fn migrate_copy(&self, req: &mut MigrateReq<'_>, to: Place, mem: &P::Devmem) -> bool {
         let mut short = false;
         let mut evicted = false;
         for i in 0..req.src.len() {
@@ -216,7 +249,7 @@ impl<P: Platform> Engine<P> {
             }
             let va = req.start + ((i as u64) << PAGE_SHIFT);
             let mut d = match to {
-                Place::Device => self.devmem.alloc_device(),
+                Place::Device => mem.alloc_device(),
                 Place::System => self.devmem.alloc_system(va),
             };
             if d.is_none() && to == Place::Device && !evicted && !cfg!(feature = "teeth-no-evict") {
@@ -225,10 +258,10 @@ impl<P: Platform> Engine<P> {
                     .iter()
                     .filter(|s| *s & MIGRATE_PFN_MIGRATE != 0)
                     .count();
-                let n = self.devmem.evict(need) as u64;
+                let n = mem.evict(need) as u64;
                 Counters::add(&self.stats.evicted, n);
                 if n > 0 {
-                    d = self.devmem.alloc_device();
+                    d = mem.alloc_device();
                 }
             }
             let Some(d) = d else {
@@ -236,8 +269,14 @@ impl<P: Platform> Engine<P> {
                 Counters::add(&self.stats.migrate_failed, 1);
                 continue;
             };
-            if self.devmem.copy(d, migrate_pfn_pfn(s)).is_err() {
-                self.devmem.free_unused(d);
+            // The destination's copy engine (a peer's pulls over the interconnect).
+            let copier = if to == Place::Device {
+                mem
+            } else {
+                &self.devmem
+            };
+            if copier.copy(d, migrate_pfn_pfn(s)).is_err() {
+                copier.free_unused(d);
                 Counters::add(&self.stats.migrate_failed, 1);
                 continue;
             }
@@ -303,8 +342,22 @@ impl<P: Platform> Engine<P> {
     /// system memory by the fault that follows, which reports the errors that matter.
     /// Returns how many pages moved.
     pub fn place_for_fault(&self, scratch: &mut Scratch, va: u64, start: u64, end: u64) -> u64 {
+        self.place_for_fault_in(scratch, va, start, end, &self.devmem)
+    }
+
+    /// [`Engine::place_for_fault`] for a span whose preferred location is `mem`: this
+    /// device's memory or a peer's (of our owner; any other: nothing moves).
+    pub fn place_for_fault_in(
+        &self,
+        scratch: &mut Scratch,
+        va: u64,
+        start: u64,
+        end: u64,
+        mem: &P::Devmem,
+    ) -> u64 {
         const BLOCK: u64 = (MIGRATE_CHUNK as u64) << PAGE_SHIFT;
-        if self.devmem.owner() == 0 || va < start || va >= end {
+        if self.devmem.owner() == 0 || mem.owner() != self.devmem.owner() || va < start || va >= end
+        {
             return 0;
         }
         // Already ours: nothing to move, and a migration step would zap the whole block (its
@@ -315,7 +368,7 @@ impl<P: Platform> Engine<P> {
         if !whole
             && self.snapshot(va & !(PAGE - 1), &mut v).is_ok()
             && v[0] & HMM_PFN_VALID != 0
-            && self.devmem.local_addr(hmm_pfn(v[0])).is_some()
+            && mem.local_addr(hmm_pfn(v[0])).is_some()
         {
             return 0;
         }
@@ -330,7 +383,7 @@ impl<P: Platform> Engine<P> {
             self.unmapped_run(va, b, e)
         };
         let mut done = 0;
-        self.migrate(scratch, b, e - b, Place::Device, &mut done)
+        self.migrate_into(scratch, b, e - b, Place::Device, mem, &mut done)
             .unwrap_or(0)
     }
 

@@ -293,6 +293,14 @@ pub trait Devmem: Send + Sync {
     /// The device address of `pfn` if it is one of this device's pages (`is_device_private_page()`
     /// with our owner), for a local leaf: no DMA mapping.
     fn local_addr(&self, pfn: u64) -> Option<u64>;
+    /// Whether `pfn` is a peer's device page: another device's memory under our owner (a
+    /// fast interconnect, as Xe's `drm_pagemap_owner` of peers), which hmm hands back as it
+    /// is. The engine maps it through [`Dma::map`] (the platform maps the peer's memory for
+    /// P2P); it moves to system memory with our own pages.
+    fn peer_page(&self, pfn: u64) -> bool {
+        let _ = pfn;
+        false
+    }
     /// A free device page, locked and referenced for a migration (`zone_device_page_init()`);
     /// `None` when device memory is full.
     fn alloc_device(&self) -> Option<u64>;

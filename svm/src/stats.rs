@@ -90,6 +90,8 @@ stats! {
     evicted,
     /// Atomic leaves written: pages the CPU handed over for device atomics.
     atomic_mapped,
+    /// 4 KiB leaves written for a peer's device memory (through a DMA mapping: P2P).
+    peer_mapped,
 }
 
 impl Counters {

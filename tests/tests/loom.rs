@@ -861,6 +861,47 @@ mod devmem {
         });
     }
 
+    /// Device B reaches page `a` in its peer A's memory (one page) through a DMA mapping and
+    /// writes it while A moves page `b` in, evicting `a`: B hears the eviction as any mapper
+    /// does, its P2P leaf goes before the page is freed (the DMA-live detector), and its write
+    /// lands in the device page before the copy or in the new system page after it.
+    #[test]
+    fn peer_eviction_vs_peer_write() {
+        model(|| {
+            let w = world_pages(1);
+            let v = Arc::new(
+                World::<pgtable::X86Format>::builder()
+                    .config(Config {
+                        fault_around_pages: 1,
+                        ..Config::default()
+                    })
+                    .tlb_entries(4)
+                    .clock_step(1)
+                    .share_mm(&w.mm)
+                    .peer_of(&w.devmem)
+                    .devmem_pages(1)
+                    .build()
+                    .unwrap(),
+            );
+            let a = w.mm.mmap(2 * PAGE, Prot::RW, MapFlags::ANON).unwrap();
+            let b = a + PAGE;
+            w.mm.cpu_write(a, 1).unwrap();
+            w.mm.cpu_write(b, 7).unwrap();
+            migrate(&w, a, Place::Device).unwrap();
+            v.device().read(a).unwrap();
+            let v2 = v.clone();
+            let t = thread::spawn(move || v2.device().write(a, 2).unwrap());
+            migrate(&w, b, Place::Device).unwrap();
+            t.join().unwrap();
+            assert!(w.mm.device_pte(b).is_some(), "b did not move in");
+            v.check_quiescent()
+                .unwrap_or_else(|e| panic!("peer not quiescent: {e}"));
+            assert_eq!(w.mm.cpu_read(a).unwrap(), 2, "peer's write lost");
+            v.teardown();
+            finish(&w);
+        });
+    }
+
     /// A device write to a device-resident page while the CPU faults it back: the write lands
     /// in device memory before the copy, or in the new system page after it; never in between.
     #[test]

@@ -246,7 +246,7 @@ impl MmShared {
                 m.set_pte(id, va, Pte::Present(pte));
                 Ok(if still_write { Step::Again } else { Step::Done })
             }
-            Some(Pte::Device { pfn, .. }) => Ok(Step::ToRam(m.owner_of(pfn))),
+            Some(Pte::Device { pfn, .. }) => Ok(Step::ToRam(m.pool_of(pfn))),
             Some(Pte::Migration { .. }) => Ok(Step::WaitMigration),
             Some(Pte::Exclusive { .. }) => Ok(Step::Restore),
             Some(Pte::Present(p)) => {

@@ -326,7 +326,8 @@ impl MmShared {
 
     /// `do_swap_page()` on a device-private entry: `pgmap->ops->migrate_to_ram()`, the page
     /// held (pinned) meanwhile as the kernel holds it locked and referenced.
-    pub(crate) fn device_fault(&self, owner: u64, va: u64) -> Result<(), Errno> {
+    pub(crate) fn device_fault(&self, pool: u64, va: u64) -> Result<(), Errno> {
+        let owner = pool;
         let op = self
             .machine
             .devmem_ops
@@ -378,7 +379,7 @@ impl super::Machine {
             let lru: Vec<u64> = pool.lru.iter().copied().collect();
             let live: Vec<u64> = lru
                 .into_iter()
-                .filter(|&p| m.alive(p) && m.owner_of(p) == owner)
+                .filter(|&p| m.alive(p) && m.pool_of(p) == owner)
                 .collect();
             if let Some(pool) = m.devpools.get_mut(&owner) {
                 pool.lru = live.iter().copied().collect();
@@ -447,12 +448,13 @@ impl super::Machine {
 }
 
 impl MmHandle {
-    /// Gives this machine a device memory of `pages` device-private pages owned by `owner`,
-    /// whose `migrate_to_ram` is `op`.
-    pub(crate) fn add_devmem(&self, owner: u64, pages: usize, op: MigrateToRam) {
+    /// Gives this machine a device memory (pgmap `pool`) of `pages` device-private pages
+    /// owned by `owner`, whose `migrate_to_ram` is `op`.
+    pub(crate) fn add_devmem(&self, pool: u64, owner: u64, pages: usize, op: MigrateToRam) {
         self.0.machine.st.lock().devpools.insert(
-            owner,
+            pool,
             super::state::DevPool {
+                owner,
                 cap: pages,
                 ..Default::default()
             },
@@ -462,10 +464,11 @@ impl MmHandle {
             .devmem_ops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(owner, op);
+            .insert(pool, op);
     }
 
-    /// Device pages of `owner` in use.
+    /// Device pages of pgmap `owner` (a device memory's key, its owner unless it has peers)
+    /// in use.
     pub fn devmem_used(&self, owner: u64) -> usize {
         self.0
             .machine

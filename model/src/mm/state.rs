@@ -164,7 +164,8 @@ pub(crate) struct Frame {
     pub pmd_maps: Vec<(MmId, u64)>,
     /// The swap slot this page caches (`PG_swapcache`).
     pub swapcache: Option<u64>,
-    /// A device-private page of this `pgmap->owner` (0: system memory).
+    /// A device-private page of this pgmap (a key of `MachineState::devpools`; 0: system
+    /// memory). Its `pgmap->owner` is the pool's ([`MachineState::owner_of`]).
     pub owner: u64,
     /// References held besides the mappings (a migration's isolation, a new page's lock):
     /// the page is not freed while any is held.
@@ -174,6 +175,8 @@ pub(crate) struct Frame {
 /// A device's memory: a fixed number of device-private pages.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DevPool {
+    /// `pgmap->owner`: shared by peers (devices whose memories reach each other).
+    pub owner: u64,
     pub cap: usize,
     pub used: usize,
     /// Pages least recently used first (freed ones are dropped lazily): a page goes to the
@@ -319,7 +322,7 @@ pub(crate) struct MachineState {
     live: usize,
     /// The DMA trackers of this machine: a page must not be freed while one maps it.
     pub dma_watch: Vec<DmaWatch>,
-    /// Device memories, by owner.
+    /// Device memories, by pgmap (a device's memory; peers' pgmaps share an owner).
     pub devpools: DetMap<u64, DevPool>,
     /// Pages collected by a running migration, by pfn.
     pub isolated: DetMap<u64, Isolated>,
@@ -377,9 +380,10 @@ impl MachineState {
         self.live += 1;
     }
 
-    /// Allocates a device-private page of `owner` (locked: pinned once), if its memory has
-    /// room.
-    pub fn alloc_device_page(&mut self, owner: u64) -> Option<u64> {
+    /// Allocates a device-private page of pgmap `pool` (locked: pinned once), if its memory
+    /// has room.
+    pub fn alloc_device_page(&mut self, pool: u64) -> Option<u64> {
+        let owner = pool;
         let pool = self.devpools.get_mut(&owner)?;
         if pool.used >= pool.cap {
             return None;
@@ -395,8 +399,14 @@ impl MachineState {
         Some(pfn)
     }
 
-    /// The owner of device-private page `pfn` (0: a system page, or no page).
+    /// The `pgmap->owner` of device-private page `pfn` (0: a system page, or no page).
     pub fn owner_of(&self, pfn: u64) -> u64 {
+        let pool = self.pool_of(pfn);
+        self.devpools.get(&pool).map_or(0, |p| p.owner)
+    }
+
+    /// The pgmap (device memory) of device-private page `pfn` (0: a system page, or no page).
+    pub fn pool_of(&self, pfn: u64) -> u64 {
         self.frames.get(&pfn).map_or(0, |f| f.owner)
     }
 
@@ -637,8 +647,9 @@ impl MachineState {
         }
     }
 
-    /// What a device leaf at `va` of `mm` may map: the present page, or the page handed over
-    /// to a device (a device-exclusive entry, `true`), which is the same page to the device.
+    /// What a device leaf at `va` of `mm` may map: the present page, a device-private page
+    /// (a peer's, for a DMA leaf: the caller checks whose), or the page handed over to a
+    /// device (a device-exclusive entry, `true`), which is the same page to the device.
     pub fn device_view(&self, mm: MmId, va: u64) -> Option<(CpuMap, bool)> {
         if let Some(c) = self.cpu_map(mm, va) {
             return Some((c, false));
@@ -652,6 +663,16 @@ impl MachineState {
                     huge: false,
                 },
                 true,
+            )),
+            // A peer's device page: another device reaches it through a DMA mapping (P2P).
+            Pte::Device { pfn, writable } => Some((
+                CpuMap {
+                    pfn: *pfn,
+                    writable: *writable,
+                    accessible: true,
+                    huge: false,
+                },
+                false,
             )),
             _ => None,
         }
