@@ -427,7 +427,8 @@ const MIGRATE_AGAIN: u32 = 3;
 /// between.
 fn migrate(e: &KEngine, cmd: &mut Cmd, to: Place, gone: &AtomicBool) -> Result<(), Errno> {
     let mut done = 0;
-    match migrate_killable(e, cmd.addr, end_of(cmd), to, &mut done, gone, |_, _, _| Ok(())) {
+    let mem = e.devmem();
+    match migrate_killable(e, cmd.addr, end_of(cmd), to, mem, &mut done, gone, |_, _, _| Ok(())) {
         Ok(moved) => cmd.cpages = moved,
         Err(Errno::EFAULT) => return Err(Errno::EINVAL),
         Err(e) => return Err(e),

@@ -126,10 +126,18 @@ extern "C" {
 
     pub fn svm_dm_devmem_mib() -> u64;
     pub fn svm_accel_devmem_mib() -> u64;
-    pub fn svm_devmem_create(bytes: u64, first_pfn: *mut u64, out: *mut *mut Devmem) -> i32;
+    pub fn svm_accel_devices() -> u32;
+    pub fn svm_accel_by_minor(minor: u32) -> i32;
+    pub fn svm_devmem_create(
+        bytes: u64,
+        owner: u64,
+        first_pfn: *mut u64,
+        out: *mut *mut Devmem,
+    ) -> i32;
     pub fn svm_devmem_set_rs(dm: *mut Devmem, rs: *mut c_void);
     pub fn svm_devmem_destroy(dm: *mut Devmem);
     pub fn svm_devmem_owner(dm: *mut Devmem) -> u64;
+    pub fn svm_pfn_private_owner(pfn: u64) -> u64;
     pub fn svm_devmem_page_init(pfn: u64) -> i32;
     pub fn svm_alloc_locked_page(nofail: bool) -> u64;
     pub fn svm_put_locked_page(pfn: u64);

@@ -76,7 +76,7 @@ SVM_OFF(drm_svm_accel_prefetch, len, 8);
 SVM_OFF(drm_svm_accel_prefetch, flags, 16);
 SVM_OFF(drm_svm_accel_prefetch, pad, 20);
 SVM_OFF(drm_svm_accel_prefetch, done, 24);
-static_assert(sizeof(struct drm_svm_accel_query) == 376);
+static_assert(sizeof(struct drm_svm_accel_query) == 384);
 SVM_OFF(drm_svm_accel_query, pt_local, 368);
 SVM_OFF(drm_svm_accel_query, flags, 0);
 SVM_OFF(drm_svm_accel_query, range_shift, 4);
@@ -95,13 +95,14 @@ SVM_OFF(drm_svm_accel_query, batch_duplicates, 264);
 SVM_OFF(drm_svm_accel_query, accounting_errors, 296);
 SVM_OFF(drm_svm_accel_query, devmem_pages, 304);
 SVM_OFF(drm_svm_accel_query, atomic_mapped, 360);
+SVM_OFF(drm_svm_accel_query, peer_mapped, 376);
 static_assert(sizeof(struct drm_svm_accel_madvise) == 40);
 SVM_OFF(drm_svm_accel_madvise, start, 0);
 SVM_OFF(drm_svm_accel_madvise, len, 8);
 SVM_OFF(drm_svm_accel_madvise, location, 16);
 SVM_OFF(drm_svm_accel_madvise, atomic, 20);
 SVM_OFF(drm_svm_accel_madvise, flags, 24);
-SVM_OFF(drm_svm_accel_madvise, pad, 28);
+SVM_OFF(drm_svm_accel_madvise, device, 28);
 SVM_OFF(drm_svm_accel_madvise, done, 32);
 static_assert(sizeof(struct drm_svm_accel_qentry) == 64);
 SVM_OFF(drm_svm_accel_qentry, op, 0);
@@ -688,11 +689,25 @@ static enum dma_data_direction svm_dma_dir(bool write)
 	return write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
 }
 
+static struct page *svm_bytes_of(u64 pfn);
+
+/*
+ * A peer's device page (a device-private page hmm handed over under our shared owner) is
+ * mapped as its backing page: the simulated interconnect's window onto the peer's memory, as
+ * a real P2P mapping maps the peer's BAR.  Its leaf is zapped, and this unmapped, before the
+ * page is freed (every mapper hears the migration or eviction that frees it).
+ */
 u64 svm_dma_map(struct device *dev, u64 pfn, unsigned int order, bool write, int *err)
 {
-	dma_addr_t a = dma_map_page_attrs(dev, pfn_to_page(pfn), 0, PAGE_SIZE << order,
-					  svm_dma_dir(write), SVM_DMA_ATTRS);
+	struct page *page = svm_bytes_of(pfn);
+	dma_addr_t a;
 
+	if (WARN_ON_ONCE(!page)) {
+		*err = -EFAULT;
+		return 0;
+	}
+	a = dma_map_page_attrs(dev, page, 0, PAGE_SIZE << order, svm_dma_dir(write),
+			       SVM_DMA_ATTRS);
 	if (dma_mapping_error(dev, a)) {
 		*err = -ENOMEM;
 		return 0;
@@ -709,7 +724,11 @@ void svm_dma_unmap(struct device *dev, u64 addr, unsigned int order, bool write)
 /* As ib_umem_odp_unmap_dma_pages(): the pages are not pinned, so no _lock. */
 void svm_set_page_dirty(u64 pfn)
 {
-	set_page_dirty(pfn_to_page(pfn));
+	struct page *page = pfn_to_page(pfn);
+
+	/* A peer's device page has no dirty bit: it is the only copy. */
+	if (!is_device_private_page(page))
+		set_page_dirty(page);
 }
 
 /* A device-private page's bytes are its backing page's (see svm_devmem_page_init()). */
@@ -1085,6 +1104,49 @@ static void svm_dm_exit_section(int idx)
  * one fails with -ENODEV, so the engines can be torn down under open files.  A context
  * registers itself (svm_rs_open) inside the section, so the teardown finds it.
  */
+/*
+ * The accel devices: one platform device (one DMA device) hosting accel_devices DRM accel
+ * devices, each with memory of its own, all on one simulated interconnect (their memories
+ * share a pagemap owner; Documentation/kernel.rst, "Peer devices").  Set in probe, cleared in
+ * remove after every ioctl left (drm_dev_unplug() waits for all of them).
+ */
+#define SVM_MAX_ACCEL 4
+static struct drm_device *svm_drms[SVM_MAX_ACCEL];
+/* Their accel minors (the N of /dev/accel/accelN), -1 where none. */
+static int svm_minors[SVM_MAX_ACCEL] = { -1, -1, -1, -1 };
+
+static unsigned int accel_devices = 2;
+module_param(accel_devices, uint, 0444);
+MODULE_PARM_DESC(accel_devices,
+		 "accel devices, 1 to 4 (default 2): /dev/accel/accelN each, with device memory of its own that the others reach over a simulated interconnect");
+
+u32 svm_accel_devices(void)
+{
+	return clamp(accel_devices, 1U, (unsigned int)SVM_MAX_ACCEL);
+}
+
+/* Which of our accel devices /dev/accel/accel<minor> is (-1: none of ours). */
+int svm_accel_by_minor(u32 minor)
+{
+	int i;
+
+	for (i = 0; i < SVM_MAX_ACCEL; i++)
+		if (READ_ONCE(svm_minors[i]) == (int)minor)
+			return i;
+	return -1;
+}
+
+static u32 svm_accel_index(struct drm_device *drm)
+{
+	u32 i;
+
+	for (i = 0; i < SVM_MAX_ACCEL; i++)
+		if (svm_drms[i] == drm)
+			return i;
+	WARN_ON_ONCE(1);
+	return 0;
+}
+
 static int svm_drm_open(struct drm_device *drm, struct drm_file *file)
 {
 	void *ctx;
@@ -1092,7 +1154,7 @@ static int svm_drm_open(struct drm_device *drm, struct drm_file *file)
 
 	if (!drm_dev_enter(drm, &idx))
 		return -ENODEV;
-	ctx = svm_rs_open(drm->dev);
+	ctx = svm_rs_open(drm->dev, svm_accel_index(drm));
 	drm_dev_exit(idx);
 	if (!ctx)
 		return -ENOMEM;
@@ -1173,6 +1235,7 @@ ATTRIBUTE_GROUPS(svm_dev);
 static int svm_probe(struct platform_device *pdev)
 {
 	struct drm_device *drm;
+	u32 i;
 	int ret;
 
 	/*
@@ -1196,20 +1259,37 @@ static int svm_probe(struct platform_device *pdev)
 		dev_err(&pdev->dev, "not DMA coherent, refusing\n");
 		return -ENODEV;
 	}
-	drm = drm_dev_alloc(&svm_drm_driver, &pdev->dev);
-	if (IS_ERR(drm))
-		return PTR_ERR(drm);
-	ret = drm_dev_register(drm, 0);
-	if (ret) {
-		drm_dev_put(drm);
-		return ret;
+	for (i = 0; i < svm_accel_devices(); i++) {
+		drm = drm_dev_alloc(&svm_drm_driver, &pdev->dev);
+		if (IS_ERR(drm)) {
+			ret = PTR_ERR(drm);
+			goto undo;
+		}
+		svm_drms[i] = drm;
+		ret = drm_dev_register(drm, 0);
+		if (ret) {
+			svm_drms[i] = NULL;
+			drm_dev_put(drm);
+			goto undo;
+		}
+		WRITE_ONCE(svm_minors[i], drm->accel->index);
+		dev_info(&pdev->dev, "registered accel minor %d, DMA mask %u bits\n",
+			 drm->accel->index, svm_dma_bits);
 	}
-	platform_set_drvdata(pdev, drm);
+	platform_set_drvdata(pdev, svm_drms);
 	/* Bound (again): the dmirror files may open. */
 	WRITE_ONCE(svm_dm_unplugged, false);
-	dev_info(&pdev->dev, "registered accel minor %d, DMA mask %u bits\n", drm->accel->index,
-		 svm_dma_bits);
 	return 0;
+
+undo:
+	/* No file can be open yet on a device just registered that an ioctl could reach. */
+	while (i--) {
+		WRITE_ONCE(svm_minors[i], -1);
+		drm_dev_unplug(svm_drms[i]);
+		drm_dev_put(svm_drms[i]);
+		svm_drms[i] = NULL;
+	}
+	return ret;
 }
 
 /*
@@ -1218,19 +1298,27 @@ static int svm_probe(struct platform_device *pdev)
  */
 static void svm_remove(struct platform_device *pdev)
 {
-	struct drm_device *drm = platform_get_drvdata(pdev);
+	u32 i;
 
 	/* No new dmirror file from now on. */
 	WRITE_ONCE(svm_dm_unplugged, true);
 	/* Running jobs, prefetches and dmirror copies stop at their next page with -ENODEV. */
 	svm_rs_unplug_begin();
 	/* Waits for every accel open and ioctl; later ones fail with -ENODEV. */
-	drm_dev_unplug(drm);
+	for (i = 0; i < SVM_MAX_ACCEL; i++) {
+		WRITE_ONCE(svm_minors[i], -1);
+		if (svm_drms[i])
+			drm_dev_unplug(svm_drms[i]);
+	}
 	/* The same for the dmirror files. */
 	synchronize_srcu(&svm_dm_srcu);
 	svm_rs_unplug_finish();
 	platform_set_drvdata(pdev, NULL);
-	drm_dev_put(drm);
+	for (i = 0; i < SVM_MAX_ACCEL; i++) {
+		if (svm_drms[i])
+			drm_dev_put(svm_drms[i]);
+		svm_drms[i] = NULL;
+	}
 }
 
 static struct platform_driver svm_platform_driver = {
@@ -1291,7 +1379,7 @@ static const struct dev_pagemap_ops svm_devmem_ops = {
 	.migrate_to_ram = svm_devmem_migrate_to_ram,
 };
 
-int svm_devmem_create(u64 bytes, u64 *first_pfn, struct svm_devmem **out)
+int svm_devmem_create(u64 bytes, u64 owner, u64 *first_pfn, struct svm_devmem **out)
 {
 	struct svm_devmem *dm;
 	void *p;
@@ -1309,7 +1397,8 @@ int svm_devmem_create(u64 bytes, u64 *first_pfn, struct svm_devmem **out)
 	dm->pgmap.range.end = dm->res->end;
 	dm->pgmap.nr_range = 1;
 	dm->pgmap.ops = &svm_devmem_ops;
-	dm->pgmap.owner = dm;
+	/* Peers (one simulated interconnect) share an owner: hmm hands their pages over as they are. */
+	dm->pgmap.owner = owner ? (void *)(uintptr_t)owner : dm;
 	p = memremap_pages(&dm->pgmap, numa_node_id());
 	if (IS_ERR_OR_NULL(p)) {
 		release_mem_region(dm->res->start, resource_size(dm->res));
@@ -1340,7 +1429,15 @@ void svm_devmem_destroy(struct svm_devmem *dm)
 
 u64 svm_devmem_owner(struct svm_devmem *dm)
 {
-	return (u64)(uintptr_t)dm;
+	return (u64)(uintptr_t)dm->pgmap.owner;
+}
+
+/* The pgmap owner of pfn if it is a device-private page (0: any other page). */
+u64 svm_pfn_private_owner(u64 pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	return is_device_private_page(page) ? (u64)(uintptr_t)page->pgmap->owner : 0;
 }
 
 /* A free device page for a migration: referenced, locked, with a zeroed-later backing page. */
@@ -1582,9 +1679,28 @@ void svm_release_exclusive(const u64 *pfns, u64 npages)
 }
 
 /* Eviction by pfn, whatever maps the pages (RELEASE, module exit). */
+/*
+ * migrate_device_range(), minus any page another migration already moved out.  6.12 takes
+ * such a page in migrate_device_finalize()'s window (unlocked, not yet put, its charge gone
+ * to the new page: no memcg) and migrates it a second time, warning in mem_cgroup_migrate()
+ * and folio_lruvec_lock(); two devices evicting one memory, or an eviction racing a CPU
+ * fault's migrate_to_ram, open that window (vmtests' peer_evict_race).  Its memcg is stable
+ * under the page lock the collection holds; a page still mapped when collected is charged.
+ */
 int svm_migrate_device_range(u64 *src, u64 first_pfn, u64 npages)
 {
-	return migrate_device_range((unsigned long *)src, first_pfn, npages);
+	u64 i;
+	int ret = migrate_device_range((unsigned long *)src, first_pfn, npages);
+
+	if (ret || mem_cgroup_disabled())
+		return ret;
+	for (i = 0; i < npages; i++) {
+		struct page *page = migrate_pfn_to_page(src[i]);
+
+		if (page && (src[i] & MIGRATE_PFN_MIGRATE) && !folio_memcg(page_folio(page)))
+			src[i] &= ~MIGRATE_PFN_MIGRATE;
+	}
+	return 0;
 }
 
 void svm_migrate_device_pages(u64 *src, u64 *dst, u64 npages)
@@ -1610,9 +1726,9 @@ MODULE_PARM_DESC(dmirror_devmem_mib,
 static unsigned int accel_devmem_mib = 16;
 module_param(accel_devmem_mib, uint, 0444);
 MODULE_PARM_DESC(accel_devmem_mib,
-		 "device memory of the accel device, MiB (for MADVISE's SVM_ACCEL_LOC_DEVICE and PREFETCH's TO_DEVICE; 0: none; default 16)");
+		 "device memory of each accel device, MiB (for MADVISE's SVM_ACCEL_LOC_DEVICE and SVM_ACCEL_LOC_PEER and PREFETCH's TO_DEVICE; 0: none; default 16)");
 
-/* The device memory of /dev/accel/accel0, MiB, at most 65536 (0: none). */
+/* The device memory of each accel device, MiB, at most 65536 (0: none). */
 u64 svm_accel_devmem_mib(void)
 {
 	return min(accel_devmem_mib, 65536U);

@@ -249,7 +249,7 @@ int svm_glue_init(unsigned int dma_bits);
 void svm_glue_exit(void);
 
 /* Rust: per-file context and ioctls */
-void *svm_rs_open(struct device *dev);
+void *svm_rs_open(struct device *dev, u32 index);
 void svm_rs_postclose(void *ctx);	/* defers the teardown to a work item */
 int svm_rs_bind(void *ctx, void *data);
 int svm_rs_submit(void *ctx, void *data);
@@ -265,10 +265,11 @@ void svm_rs_unplug_finish(void);
 
 /* device memory (driver/kplat/devmem.rs) */
 struct svm_devmem;
-int svm_devmem_create(u64 bytes, u64 *first_pfn, struct svm_devmem **out);
+int svm_devmem_create(u64 bytes, u64 owner, u64 *first_pfn, struct svm_devmem **out);
 void svm_devmem_set_rs(struct svm_devmem *dm, void *rs);
 void svm_devmem_destroy(struct svm_devmem *dm);	/* every page free (evicted) first */
 u64 svm_devmem_owner(struct svm_devmem *dm);
+u64 svm_pfn_private_owner(u64 pfn);
 int svm_devmem_page_init(u64 pfn);
 u64 svm_alloc_locked_page(bool nofail);
 void svm_put_locked_page(u64 pfn);
@@ -295,6 +296,8 @@ int svm_vm_insert_zeroed_page(struct vm_area_struct *vma, u64 addr);
 int svm_rs_dm_open(struct device *dev, unsigned int index, void **out);
 u64 svm_dm_devmem_mib(void);
 u64 svm_accel_devmem_mib(void);
+u32 svm_accel_devices(void);
+int svm_accel_by_minor(u32 minor);
 void svm_rs_dm_release(void *m);
 int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);
 int svm_rs_dm_mmap(struct vm_area_struct *vma, u64 start, u64 end);

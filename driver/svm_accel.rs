@@ -167,8 +167,14 @@ impl kernel::Module for SvmAccel {
             return Err(Error::from_errno(-e.0));
         }
         // SAFETY: no preconditions.
-        let (dm_mib, accel_mib) = unsafe { (ffi::svm_dm_devmem_mib(), ffi::svm_accel_devmem_mib()) };
-        if let Err(e) = device::devmem_init(dm_mib, accel_mib) {
+        let (dm_mib, accel_mib, accels) = unsafe {
+            (
+                ffi::svm_dm_devmem_mib(),
+                ffi::svm_accel_devmem_mib(),
+                ffi::svm_accel_devices(),
+            )
+        };
+        if let Err(e) = device::devmem_init(dm_mib, accel_mib, accels as usize) {
             device::devmem_exit();
             device::registry_free();
             dmacache::exit();

@@ -116,10 +116,12 @@ pub struct Query {
     pub local_mapped: u64,
     pub atomic_mapped: u64,
     pub pt_local: u64,
+    pub peer_mapped: u64,
 }
 
 pub const LOC_SYSTEM: u32 = 0;
 pub const LOC_DEVICE: u32 = 1;
+pub const LOC_PEER: u32 = 2;
 pub const ATOMIC_GLOBAL: u32 = 0;
 pub const ATOMIC_DEVICE: u32 = 1;
 pub const MADVISE_MIGRATE: u32 = 1;
@@ -133,7 +135,7 @@ pub struct Madvise {
     pub location: u32,
     pub atomic: u32,
     pub flags: u32,
-    pub pad: u32,
+    pub device: u32,
     pub done: u64,
 }
 
@@ -217,8 +219,9 @@ off!(Prefetch, len, 8);
 off!(Prefetch, flags, 16);
 off!(Prefetch, pad, 20);
 off!(Prefetch, done, 24);
-const _: () = assert!(core::mem::size_of::<Query>() == 376);
+const _: () = assert!(core::mem::size_of::<Query>() == 384);
 off!(Query, pt_local, 368);
+off!(Query, peer_mapped, 376);
 off!(Query, devmem_pages, 304);
 off!(Query, atomic_mapped, 360);
 const _: () = assert!(core::mem::size_of::<Madvise>() == 40);
@@ -227,7 +230,7 @@ off!(Madvise, len, 8);
 off!(Madvise, location, 16);
 off!(Madvise, atomic, 20);
 off!(Madvise, flags, 24);
-off!(Madvise, pad, 28);
+off!(Madvise, device, 28);
 off!(Madvise, done, 32);
 off!(Query, flags, 0);
 off!(Query, range_shift, 4);

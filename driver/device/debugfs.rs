@@ -128,8 +128,11 @@ pub(crate) fn show_device(w: &mut Seq) -> core::fmt::Result {
             writeln!(w, "dmirror{i}_devmem {} {}", d.used(), d.pages())?;
         }
     }
-    if let Some(d) = accel {
-        writeln!(w, "accel_devmem {} {}", d.used(), d.pages())?;
+    // Of each accel device, by its number (its order of registration).
+    for (i, d) in accel.iter().enumerate() {
+        if let Some(d) = d {
+            writeln!(w, "accel{i}_devmem {} {}", d.used(), d.pages())?;
+        }
     }
     // SAFETY: no preconditions (module parameters).
     let (shift, scope, max) = unsafe {

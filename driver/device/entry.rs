@@ -5,8 +5,10 @@ use super::*;
 
 /// DRM `open`: a new context, not bound yet, in the registry. NULL on allocation failure.
 #[no_mangle]
-pub extern "C" fn svm_rs_open(dev: *mut ffi::Device) -> *mut c_void {
-    Ctx::new(dev).map(|p| p.cast()).unwrap_or(null_mut())
+pub extern "C" fn svm_rs_open(dev: *mut ffi::Device, index: u32) -> *mut c_void {
+    Ctx::new(dev, index as usize)
+        .map(|p| p.cast())
+        .unwrap_or(null_mut())
 }
 
 /// First half of unplug: every running job, prefetch and dmirror copy stops at its next page

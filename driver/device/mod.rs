@@ -69,7 +69,7 @@ mod worker;
 use entry::{svm_rs_release, svm_rs_work};
 use queue::QueueTable;
 pub(crate) use registry::{
-    devmem_exit, devmem_init, registry, registry_free, registry_init, unregister,
+    accel_devmem, devmem_exit, devmem_init, registry, registry_free, registry_init, unregister,
 };
 
 /// Device fault queue entries.
@@ -146,6 +146,8 @@ enum JobErr {
 /// registry until [`Ctx::close`].
 pub struct Ctx {
     dev: *mut ffi::Device,
+    /// Which accel device the file is of (its memory is `accel_devmem(index)`).
+    index: usize,
     work: WorkItem,
     /// Runs [`Ctx::close`] after the file's release, which must not wait for the worker.
     release_work: WorkItem,
@@ -225,7 +227,8 @@ pub(crate) fn prefetch_killable(
     Ok(())
 }
 
-/// `Engine::migrate` of `[start, end)` to `to`, a 2 MiB-aligned chunk at a time, running
+/// `Engine::migrate_into` of `[start, end)` to `to` (`Place::Device`: `mem`, this device's
+/// memory or a peer's), a 2 MiB-aligned chunk at a time, running
 /// `then(scratch, chunk start, chunk length)` after each chunk moved; `done` counts the bytes
 /// handled. Stops between chunks as [`between_chunks`] does. Returns how many pages moved.
 pub(crate) fn migrate_killable(
@@ -233,6 +236,7 @@ pub(crate) fn migrate_killable(
     start: u64,
     end: u64,
     to: Place,
+    mem: &KDevRef,
     done: &mut u64,
     gone: &AtomicBool,
     mut then: impl FnMut(&mut Scratch, u64, u64) -> Result<(), Errno>,
@@ -244,7 +248,7 @@ pub(crate) fn migrate_killable(
         between_chunks(gone)?;
         let l = (end - va).min(PREFETCH_CHUNK - (va & (PREFETCH_CHUNK - 1)));
         let mut d = 0;
-        let r = e.migrate(&mut s, va, l, to, &mut d);
+        let r = e.migrate_into(&mut s, va, l, to, mem, &mut d);
         *done += d;
         moved += r?;
         then(&mut s, va, l)?;
@@ -267,7 +271,7 @@ pub(crate) fn between_chunks(gone: &AtomicBool) -> Result<(), Errno> {
 }
 
 impl Ctx {
-    fn new(dev: *mut ffi::Device) -> Result<*mut Ctx, Errno> {
+    fn new(dev: *mut ffi::Device, index: usize) -> Result<*mut Ctx, Errno> {
         let fq = KVec::with_capacity(QDEPTH, GFP).map_err(|_| Errno::ENOMEM)?;
         let ws = WorkerState {
             scratch: zeroed_scratch()?,
@@ -288,6 +292,7 @@ impl Ctx {
         // locks in place (they never move).
         unsafe {
             addr_of_mut!((*p).dev).write(dev);
+            addr_of_mut!((*p).index).write(index);
             addr_of_mut!((*p).work).write(work);
             addr_of_mut!((*p).release_work).write(release_work);
             addr_of_mut!((*p).waitq).write(waitq);
@@ -345,7 +350,7 @@ impl Ctx {
         if self.bound().is_some() {
             return Err(Errno::EBUSY);
         }
-        let devmem = registry().lock().accel_devmem.clone();
+        let devmem = accel_devmem(self.index);
         // SAFETY: `dev` is the DRM device's parent, alive while a file is open.
         let b = unsafe { Binding::new(self.dev, KDevRef(devmem))? };
         self.bound.store(KBox::into_raw(b), Ordering::Release);

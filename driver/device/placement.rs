@@ -10,14 +10,36 @@ use crate::engine::MIGRATE_CHUNK;
 use crate::platform::Devmem;
 use crate::policy::Attr;
 
+/// The memory a span's `location` names, for `Place::Device`: this device's or a peer's
+/// (`None` for system memory, or a peer without memory).
+fn memory_of(e: &KEngine, location: Location) -> Option<KDevRef> {
+    match location {
+        Location::System => None,
+        Location::Device => e.devmem().0.clone().map(|d| KDevRef(Some(d))),
+        Location::Peer(i) => accel_devmem(i as usize).map(|d| KDevRef(Some(d))),
+    }
+}
+
 impl Ctx {
     pub(super) fn madvise(&self, a: &mut uapi::Madvise) -> Result<(), Errno> {
         // An output, valid on every error (ENOTCONN and EXDEV included).
         a.done = 0;
         let b = self.bound_here()?;
+        if a.location != uapi::LOC_PEER && a.device != 0 {
+            return Err(Errno::EINVAL);
+        }
         let location = match a.location {
             uapi::LOC_SYSTEM => Location::System,
             uapi::LOC_DEVICE => Location::Device,
+            uapi::LOC_PEER => {
+                // SAFETY: no preconditions (reads the glue's table of minors).
+                let i = unsafe { ffi::svm_accel_by_minor(a.device) };
+                match usize::try_from(i) {
+                    Err(_) => return Err(ENODEV),
+                    Ok(i) if i == self.index => Location::Device,
+                    Ok(i) => Location::Peer(i as u32),
+                }
+            }
             _ => return Err(Errno::EINVAL),
         };
         let atomic = match a.atomic {
@@ -25,12 +47,15 @@ impl Ctx {
             uapi::ATOMIC_DEVICE => AtomicMode::Device,
             _ => return Err(Errno::EINVAL),
         };
-        if a.flags & !uapi::MADVISE_MIGRATE != 0 || a.pad != 0 {
+        if a.flags & !uapi::MADVISE_MIGRATE != 0 {
             return Err(Errno::EINVAL);
         }
         let e = b.engine();
         let end = e.user_span(a.start, a.len)?;
-        if location == Location::Device && e.devmem().owner() == 0 {
+        let mem = memory_of(e, location);
+        // Device memory (ours or a peer's) exists only under the one owner all accel
+        // devices share: if this device has none, neither has the peer.
+        if location != Location::System && (mem.is_none() || e.devmem().owner() == 0) {
             return Err(Errno::EOPNOTSUPP);
         }
         self.policy
@@ -39,11 +64,11 @@ impl Ctx {
         if a.flags & uapi::MADVISE_MIGRATE == 0 {
             return Ok(());
         }
-        let to = match location {
-            Location::Device => Place::Device,
-            Location::System => Place::System,
+        let (to, mem) = match mem {
+            Some(m) => (Place::Device, m),
+            None => (Place::System, KDevRef(e.devmem().0.clone())),
         };
-        migrate_killable(b.engine(), a.start, end, to, &mut a.done, &self.gone, |_, _, _| {
+        migrate_killable(e, a.start, end, to, &mem, &mut a.done, &self.gone, |_, _, _| {
             Ok(())
         })
         .map(|_| ())
@@ -63,7 +88,7 @@ impl Ctx {
         }
         let (e, end) = (b.engine(), a.start + a.len);
         let mut moved = 0;
-        migrate_killable(e, a.start, end, to, &mut moved, &self.gone, |s, va, l| {
+        migrate_killable(e, a.start, end, to, e.devmem(), &mut moved, &self.gone, |s, va, l| {
             let mut d = 0;
             let r = e.prefetch(s, va, l, access, &mut d);
             a.done += d;
@@ -73,10 +98,12 @@ impl Ctx {
     }
 
     /// Before a batch: each fault (not an atomic one) in a span whose preferred location is
-    /// the device moves the block around it into device memory first (once per block).
+    /// the device's memory or a peer's moves the block around it there first (once per
+    /// block).
     pub(super) fn place_batch(&self, b: &Binding, ws: &mut WorkerState) {
         const BLOCK: u64 = (MIGRATE_CHUNK as u64) << PAGE_SHIFT;
-        if b.engine().devmem().owner() == 0 {
+        let e = b.engine();
+        if e.devmem().owner() == 0 {
             return;
         }
         let mut last = u64::MAX;
@@ -86,10 +113,19 @@ impl Ctx {
                 continue;
             }
             let span = self.policy.lock().span_at(va);
-            if let Some((s, e, attr)) = span {
-                if attr.location == Location::Device {
-                    last = va & !(BLOCK - 1);
-                    b.engine().place_for_fault(&mut ws.scratch, va, s, e);
+            let Some((s, end, attr)) = span else {
+                continue;
+            };
+            last = va & !(BLOCK - 1);
+            match attr.location {
+                Location::System => {}
+                Location::Device => {
+                    e.place_for_fault(&mut ws.scratch, va, s, end);
+                }
+                Location::Peer(_) => {
+                    if let Some(mem) = memory_of(e, attr.location) {
+                        e.place_for_fault_in(&mut ws.scratch, va, s, end, &mem);
+                    }
                 }
             }
         }

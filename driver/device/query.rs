@@ -71,6 +71,7 @@ impl Ctx {
             migrate_skips: _,
             evicted,
             atomic_mapped,
+            peer_mapped,
         } = e.stats();
         q.faults = faults;
         q.fault_errors = fault_errors;
@@ -102,6 +103,7 @@ impl Ctx {
         q.evicted = evicted;
         q.local_mapped = local_mapped;
         q.atomic_mapped = atomic_mapped;
+        q.peer_mapped = peer_mapped;
         Ok(())
     }
 

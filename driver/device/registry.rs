@@ -2,6 +2,7 @@
 //! The registry of open files, for unplug.
 
 use super::*;
+use crate::platform::Devmem;
 
 /// Every open file's state. Entries are added when a file is opened, before the glue
 /// publishes it, and removed at its release, before it is freed, both under the registry
@@ -11,9 +12,9 @@ pub(crate) struct Registry {
     pub(crate) mirrors: KVec<*const Mirror>,
     /// The device memory of `/dev/hmm_dmirror0` and `1` (module init to exit).
     pub(crate) dm_devmem: [Option<KArc<KDevmem>>; 2],
-    /// The device memory of the accel device (module init to exit: a page a process still
-    /// maps after an unplug is brought back by a CPU fault, or at exit).
-    pub(crate) accel_devmem: Option<KArc<KDevmem>>,
+    /// The device memory of each accel device (module init to exit: a page a process still
+    /// maps after an unplug is brought back by a CPU fault, or at exit). Peers: one owner.
+    pub(crate) accel_devmem: [Option<KArc<KDevmem>>; MAX_ACCEL],
 }
 
 // SAFETY: the pointers are dereferenced only under the registry lock (see `Registry`), from
@@ -39,7 +40,7 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
         ctxs: KVec::new(),
         mirrors: KVec::new(),
         dm_devmem: [None, None],
-        accel_devmem: None,
+        accel_devmem: [const { None }; MAX_ACCEL],
     };
     // Shared by every process: not charged to any one's cgroup.
     let l = KMutex::boxed(r, ffi::LC_REGISTRY, GFP_KERNEL)?;
@@ -47,20 +48,33 @@ pub(crate) fn registry_init() -> Result<(), Errno> {
     Ok(())
 }
 
+/// The most accel devices the glue registers (its `SVM_MAX_ACCEL`).
+pub(crate) const MAX_ACCEL: usize = 4;
+
 /// Module init: device memory of `dm_mib` MiB for each dmirror device (with `dmirror=1`),
-/// and of `accel_mib` MiB for the accel device (0: none).
-pub(crate) fn devmem_init(dm_mib: u64, accel_mib: u64) -> Result<(), Errno> {
+/// each with an owner of its own (as test_hmm's), and of `accel_mib` MiB for each of the
+/// `accels` accel devices (0: none), all under the first one's owner: peers.
+pub(crate) fn devmem_init(dm_mib: u64, accel_mib: u64, accels: usize) -> Result<(), Errno> {
     if dm_mib != 0 {
         for i in 0..2 {
-            let d = KDevmem::new(dm_mib)?;
+            let d = KDevmem::new(dm_mib, 0)?;
             registry().lock().dm_devmem[i] = Some(d);
         }
     }
     if accel_mib != 0 {
-        let d = KDevmem::new(accel_mib)?;
-        registry().lock().accel_devmem = Some(d);
+        let mut owner = 0;
+        for i in 0..accels.min(MAX_ACCEL) {
+            let d = KDevmem::new(accel_mib, owner)?;
+            owner = d.owner();
+            registry().lock().accel_devmem[i] = Some(d);
+        }
     }
     Ok(())
+}
+
+/// The memory of accel device `i`, if it has some.
+pub(crate) fn accel_devmem(i: usize) -> Option<KArc<KDevmem>> {
+    registry().lock().accel_devmem.get(i)?.clone()
 }
 
 /// Module exit, after the glue unregistered everything (no file is open): every device
@@ -68,11 +82,11 @@ pub(crate) fn devmem_init(dm_mib: u64, accel_mib: u64) -> Result<(), Errno> {
 pub(crate) fn devmem_exit() {
     let taken = {
         let mut r = registry().lock();
-        [
-            r.dm_devmem[0].take(),
-            r.dm_devmem[1].take(),
-            r.accel_devmem.take(),
-        ]
+        let mut a = [const { None }; MAX_ACCEL];
+        for (i, d) in r.accel_devmem.iter_mut().enumerate() {
+            a[i] = d.take();
+        }
+        ([r.dm_devmem[0].take(), r.dm_devmem[1].take()], a)
     };
     drop(taken);
 }

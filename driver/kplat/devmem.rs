@@ -46,8 +46,9 @@ unsafe impl Send for KDevmem {}
 unsafe impl Sync for KDevmem {}
 
 impl KDevmem {
-    /// A device memory of `mib` MiB (1 ..= 65536).
-    pub fn new(mib: u64) -> Result<KArc<KDevmem>, Errno> {
+    /// A device memory of `mib` MiB (1 ..= 65536), whose pagemap owner is `owner` (a peer
+    /// memory's [`Devmem::owner`]: one interconnect), or its own (0).
+    pub fn new(mib: u64, owner: u64) -> Result<KArc<KDevmem>, Errno> {
         if !(1..=65536).contains(&mib) {
             return Err(Errno::EINVAL);
         }
@@ -64,7 +65,8 @@ impl KDevmem {
         let mut first = 0;
         let mut dm = core::ptr::null_mut();
         // SAFETY: no preconditions; `first` and `dm` are written on success.
-        let rc = unsafe { ffi::svm_devmem_create(npages << PAGE_SHIFT, &mut first, &mut dm) };
+        let rc =
+            unsafe { ffi::svm_devmem_create(npages << PAGE_SHIFT, owner, &mut first, &mut dm) };
         if rc != 0 {
             return Err(Errno(-rc));
         }
@@ -271,6 +273,12 @@ impl Devmem for KDevmem {
         self.index(pfn).map(|i| (i as u64) << PAGE_SHIFT)
     }
 
+    fn peer_page(&self, pfn: u64) -> bool {
+        // SAFETY: `pfn` is a page hmm reported (its struct page exists for as long as the
+        // kernel runs: system memory, or a pagemap of ours, which lives until module exit).
+        self.index(pfn).is_none() && unsafe { ffi::svm_pfn_private_owner(pfn) } == self.owner
+    }
+
     fn alloc_device(&self) -> Option<u64> {
         let pfn = self.take()?;
         // SAFETY: `pfn` is ours and was free: nothing else touches its page struct.
@@ -333,6 +341,9 @@ impl Devmem for KDevRef {
     }
     fn local_addr(&self, pfn: u64) -> Option<u64> {
         self.0.as_ref()?.local_addr(pfn)
+    }
+    fn peer_page(&self, pfn: u64) -> bool {
+        self.0.as_ref().is_some_and(|d| d.peer_page(pfn))
     }
     fn alloc_device(&self) -> Option<u64> {
         self.0.as_ref()?.alloc_device()

@@ -1,5 +1,5 @@
-//! Placement policy per VA span: where a device wants pages (its own memory or system
-//! memory) and how its atomics work. The engine only keeps the map; a driver consults it on a
+//! Placement policy per VA span: where a device wants pages (its own memory, a peer's, or
+//! system memory) and how its atomics work. The engine only keeps the map; a driver consults it on a
 //! device fault (migrate a page to device memory first, hand a page over for an atomic; see
 //! `Documentation/kernel.rst`, "Placement policy").
 //!
@@ -15,6 +15,9 @@ pub enum Location {
     System,
     /// The device's own memory: a device fault moves the page there first.
     Device,
+    /// A peer's memory (the driver's number for the peer): a device fault moves the page
+    /// there first, and the device reaches it over the interconnect (`Engine::place_for_fault_in`).
+    Peer(u32),
 }
 
 /// How a device's atomic operations on a span work.

@@ -52,6 +52,7 @@ macro_rules! check {
 mod devmem;
 mod distro;
 mod exclusive;
+mod peer;
 mod placement;
 mod queues;
 mod resources;
@@ -95,6 +96,20 @@ impl Dev {
             return Err(format!("open {DEV}: {}", ename(errno())));
         }
         Ok(Dev { fd })
+    }
+
+    /// `/dev/accel/accel<n>`, bound.
+    fn bound_at(n: u32) -> Result<Dev, String> {
+        let path = format!("/dev/accel/accel{n}");
+        let p = CString::new(path.clone()).unwrap();
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {path}: {}", ename(errno())));
+        }
+        let d = Dev { fd };
+        d.bind().map_err(|e| format!("BIND {path}: {}", ename(e)))?;
+        Ok(d)
     }
 
     fn bound() -> Result<Dev, String> {
@@ -2897,9 +2912,10 @@ fn t_dma_mask(d: &Dev) -> TResult {
 
 const USAGE: &str =
     "usage: svm-vmtests [--storm] [--only NAME,NAME...] [--qbench N] [--threads N] [--seconds S]
-                   [--mib M] [--seed X] [--churn munmap,mprotect,fork|none] [--placement]
+                   [--mib M] [--seed X] [--churn munmap,mprotect,fork|none] [--placement] [--peer]
   no --storm: every test, the storm last (with these options)
   --placement: the storm under a placement policy (MADVISE: device memory, device atomics)
+  --peer:     the peer device (accel1) runs the odd slices' jobs and half the zone's
   --storm:    only the storm (the main job: scripts/vm-storm.sh)
   --only:     only the named tests (scripts/vm-test.sh's preempt=voluntary pass)
   --qbench N: only the queue benchmark, N jobs each way (scripts/vm-qbench.sh)
@@ -3582,6 +3598,9 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     run("madvise_location", &placement::t_madvise_location);
     run("madvise_atomic", &placement::t_madvise_atomic);
     run("prefetch_to", &placement::t_prefetch_to);
+    run("peer_devices", &peer::t_peer_devices);
+    run("peer_evict", &peer::t_peer_evict);
+    run("peer_evict_race", &peer::t_peer_evict_race);
     if std::path::Path::new(DMIRROR).exists() {
         run("dmirror_bad_input", &t_dmirror_bad_input);
         run("dmirror_hostile", &t_dmirror_hostile);
@@ -3690,10 +3709,12 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
         }
         Err(e) => run("bind", &|| Err(e.clone())),
     }
-    // The storm under a placement policy (device memory preferred, device atomics): 5 s.
+    // The storm under a placement policy (device memory preferred, device atomics), with the
+    // peer device running half the slices over accel0's memory: 5 s.
     let placed = storm::StormCfg {
         seconds: 5.0,
         placement: true,
+        peer: true,
         ..cfg.clone()
     };
     run("storm_placement", &|| storm::run(&placed));

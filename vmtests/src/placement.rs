@@ -40,13 +40,13 @@ fn prefetch_to(d: &Dev, start: u64, len: u64, flags: u32) -> (Result<(), i32>, u
 
 /// The device's sum of the first word of every page of `b` (a READ of the whole buffer sums
 /// every word; only the first of each page is non-zero).
-fn expect_sum(pages: usize, base: u64) -> u64 {
+pub(crate) fn expect_sum(pages: usize, base: u64) -> u64 {
     (0..pages as u64).map(|p| base + p).sum()
 }
 
 /// Waits (briefly) for the device's pages in use to drop back to `want` (page frees run as
 /// the CPU unmaps).
-fn settle(d: &Dev, want: u64) -> TResult {
+pub(crate) fn settle(d: &Dev, want: u64) -> TResult {
     for _ in 0..100 {
         if d.query()?.devmem_used <= want {
             return Ok(());
@@ -75,7 +75,7 @@ pub(crate) fn t_madvise_bad_input() -> TResult {
         ("wrapping", a, !4095, dev, glob, 0),
         ("kernel", 0xffff_8000_0000_0000, PAGE as u64, dev, glob, 0),
         ("len not page aligned", a, 100, dev, glob, 0),
-        ("location 2", a, PAGE as u64, 2, glob, 0),
+        ("location 3", a, PAGE as u64, 3, glob, 0),
         ("atomic 2", a, PAGE as u64, sys, 2, 0),
         ("flags 2", a, PAGE as u64, dev, glob, 2),
         ("flags hostile", a, PAGE as u64, dev, glob, 0x8000_0001),
@@ -87,11 +87,14 @@ pub(crate) fn t_madvise_bad_input() -> TResult {
     let mut m = drm_svm_accel_madvise {
         start: a,
         len: PAGE as u64,
-        pad: 1,
+        device: 1,
         ..Default::default()
     };
     let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
-    check!(r == Err(libc::EINVAL), "MADVISE pad: {r:?}");
+    check!(
+        r == Err(libc::EINVAL),
+        "MADVISE device without LOC_PEER: {r:?}"
+    );
     // Unbound: ENOTCONN.
     let u = Dev::open()?;
     let r = madvise(&u, a, PAGE as u64, dev, glob, 0);

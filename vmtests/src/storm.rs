@@ -59,6 +59,11 @@ pub struct StormCfg {
     /// than device memory keeps evicting), and the last slice, if it is wholly
     /// `MADV_NOHUGEPAGE`, has device-exclusive atomics.
     pub placement: bool,
+    /// A second device (`/dev/accel/accel1`, a peer) runs the odd slices' jobs and half the
+    /// munmap zone's; with `placement`, its slices prefer accel0's memory (reached over the
+    /// interconnect) and its zone its own, so both memories fill, evict and are read by both
+    /// devices.
+    pub peer: bool,
 }
 
 impl Default for StormCfg {
@@ -74,6 +79,7 @@ impl Default for StormCfg {
             seed: seed | 1,
             churn: CHURNS.iter().map(|s| s.to_string()).collect(),
             placement: false,
+            peer: false,
         }
     }
 }
@@ -85,6 +91,11 @@ impl StormCfg {
         let opt = args[*i].as_str();
         if opt == "--placement" {
             self.placement = true;
+            *i += 1;
+            return Ok(true);
+        }
+        if opt == "--peer" {
+            self.peer = true;
             *i += 1;
             return Ok(true);
         }
@@ -237,6 +248,8 @@ struct Counters {
 
 struct Shared {
     dev: Dev,
+    /// `StormCfg::peer`: accel1, bound to this process too.
+    peer: Option<Dev>,
     stop: AtomicBool,
     problems: Mutex<Vec<String>>,
     own_err: [AtomicU64; NERR],
@@ -254,6 +267,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The device running thread `t`'s jobs: the peer for odd slices, if there is one.
+    fn dev_of(&self, t: usize) -> &Dev {
+        match &self.peer {
+            Some(p) if t % 2 == 1 => p,
+            _ => &self.dev,
+        }
+    }
+
     /// Records a problem (the first 20 are kept) and stops the storm.
     fn problem(&self, msg: String) {
         let mut p = self.problems.lock().unwrap();
@@ -291,14 +312,15 @@ fn write_span(o: &drm_svm_accel_op) -> Option<(u64, u64)> {
 
 /// Runs a job on the owner's slice to completion: resubmits from the failing op while the
 /// failure is explained by an mprotect down in flight (or is EBUSY).
-fn run_own(sh: &Shared, s: &Slice, ops: &mut [drm_svm_accel_op]) -> TResult {
+fn run_own(sh: &Shared, t: usize, ops: &mut [drm_svm_accel_op]) -> TResult {
+    let s = &sh.slices[t];
     let mut k = 0;
     let t0 = Instant::now();
     loop {
         let seq0 = s.downs.load(SeqCst);
         sh.c.submits.fetch_add(1, Relaxed);
         let r = sh
-            .dev
+            .dev_of(t)
             .submit(&mut ops[k..])
             .map_err(|e| format!("SUBMIT ioctl: {}", ename(e)))?;
         if r.error == 0 {
@@ -392,7 +414,7 @@ fn final_check(sh: &Shared, t: usize, shadow: &[u64], touched: &[bool]) -> Final
             .find(|&q| !sample(q))
             .unwrap_or(touched.len());
         let (a, len) = (s.base + (p * PAGE) as u64, ((q - p) * PAGE) as u64);
-        let (r, done) = sh.dev.prefetch(a, len, false);
+        let (r, done) = sh.dev_of(t).prefetch(a, len, false);
         if r.is_err() || done != len {
             sh.problem(format!(
                 "thread {t}: final PREFETCH of [{a:#x}, +{len:#x}): {:?} done {done:#x}",
@@ -410,7 +432,7 @@ fn final_check(sh: &Shared, t: usize, shadow: &[u64], touched: &[bool]) -> Final
     }
     f.dev_pages = ops.iter().map(|o| o.len / PAGE as u64).sum();
     for chunk in ops.chunks_mut(SVM_ACCEL_MAX_OPS as usize) {
-        if let Err(e) = sh.dev.run(chunk) {
+        if let Err(e) = sh.dev_of(t).run(chunk) {
             sh.problem(format!("thread {t}: final device READ: {e}"));
             return f;
         }
@@ -534,7 +556,12 @@ fn storm_loop(
             }];
             sh.c.submits.fetch_add(1, Relaxed);
             sh.c.zone_jobs.fetch_add(1, Relaxed);
-            match sh.dev.submit(&mut o) {
+            let zdev = if rng.chance(50) {
+                sh.dev_of(1)
+            } else {
+                &sh.dev
+            };
+            match zdev.submit(&mut o) {
                 Ok(r) if r.error == 0 => {}
                 Ok(r) => {
                     let e = -r.error;
@@ -622,7 +649,7 @@ fn storm_loop(
             };
             ops.push(o);
         }
-        if let Err(e) = run_own(sh, s, &mut ops) {
+        if let Err(e) = run_own(sh, t, &mut ops) {
             res = Err(format!("thread {t}: {e}"));
             break;
         }
@@ -867,35 +894,72 @@ fn churn_fork(sh: &Shared, seed: u64) {
 
 /// `StormCfg::placement`: MADVISE over the buffer (see there).
 fn advise_placement(
-    dev: &Dev,
+    sh: &Shared,
     base: u64,
     total: usize,
     slice_len: usize,
     threads: usize,
     owned_len: usize,
 ) -> TResult {
-    let advise = |start: u64, len: usize, location: u32, atomic: u32| {
-        crate::placement::madvise(dev, start, len as u64, location, atomic, 0)
-            .map(|_| ())
+    // Location and device of a MADVISE: accel0's memory (`device` 0) from the peer.
+    let advise = |dev: &Dev, start: u64, len: usize, location: u32, atomic: u32| {
+        let mut m = drm_svm_accel_madvise {
+            start,
+            len: len as u64,
+            location,
+            atomic,
+            ..Default::default()
+        };
+        dev.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m)
             .map_err(|e| format!("MADVISE {start:#x}+{len:#x}: {}", ename(e)))
     };
     for t in 0..threads {
         let s = base + (t * slice_len) as u64;
         let last = t == threads - 1 && threads > 1;
+        let dev = sh.dev_of(t);
         // 6.12 hands over no page of a THP split earlier (mprotect churn splits them):
         // device-exclusive atomics only where no THP can be.
         if last && s >= base + (total / 2) as u64 {
-            advise(s, slice_len, SVM_ACCEL_LOC_SYSTEM, SVM_ACCEL_ATOMIC_DEVICE)?;
+            advise(
+                dev,
+                s,
+                slice_len,
+                SVM_ACCEL_LOC_SYSTEM,
+                SVM_ACCEL_ATOMIC_DEVICE,
+            )?;
         } else if t % 2 == 0 {
-            advise(s, slice_len, SVM_ACCEL_LOC_DEVICE, SVM_ACCEL_ATOMIC_GLOBAL)?;
+            advise(
+                dev,
+                s,
+                slice_len,
+                SVM_ACCEL_LOC_DEVICE,
+                SVM_ACCEL_ATOMIC_GLOBAL,
+            )?;
+        } else if sh.peer.is_some() {
+            // The peer's slices prefer accel0's memory: placed there, reached over the
+            // interconnect, evicting accel0's own slices' pages and evicted by them.
+            advise(
+                dev,
+                s,
+                slice_len,
+                SVM_ACCEL_LOC_PEER,
+                SVM_ACCEL_ATOMIC_GLOBAL,
+            )?;
         }
     }
+    // The zone: each device prefers its own memory, so its pages move between the two.
+    let (zs, zl) = (base + owned_len as u64, total - owned_len);
     advise(
-        base + owned_len as u64,
-        total - owned_len,
+        &sh.dev,
+        zs,
+        zl,
         SVM_ACCEL_LOC_DEVICE,
         SVM_ACCEL_ATOMIC_GLOBAL,
-    )
+    )?;
+    if let Some(p) = &sh.peer {
+        advise(p, zs, zl, SVM_ACCEL_LOC_DEVICE, SVM_ACCEL_ATOMIC_GLOBAL)?;
+    }
+    Ok(())
 }
 
 pub fn run(cfg: &StormCfg) -> TResult {
@@ -921,18 +985,25 @@ pub fn run(cfg: &StormCfg) -> TResult {
         cfg.threads,
         slice_len >> 10,
         zone_len >> 20,
-        if cfg.placement { "; placement policy" } else { "" },
+        match (cfg.placement, cfg.peer) {
+            (true, true) => "; placement policy; peer device",
+            (true, false) => "; placement policy",
+            (false, true) => "; peer device",
+            (false, false) => "",
+        },
         cfg.seconds,
         cfg.seed
     );
     let dev = Dev::bound()?;
+    let peer = if cfg.peer {
+        Some(Dev::bound_at(1)?)
+    } else {
+        None
+    };
     let buf = Buf::aligned(total, HUGE);
     buf.advise(0, total / 2, libc::MADV_HUGEPAGE)?;
     buf.advise(total / 2, total - total / 2, libc::MADV_NOHUGEPAGE)?;
     let base = buf.addr();
-    if cfg.placement {
-        advise_placement(&dev, base, total, slice_len, cfg.threads, owned_len)?;
-    }
     let slices = (0..cfg.threads)
         .map(|t| Slice {
             base: base + (t * slice_len) as u64,
@@ -943,6 +1014,7 @@ pub fn run(cfg: &StormCfg) -> TResult {
         .collect();
     let sh = Arc::new(Shared {
         dev,
+        peer,
         stop: AtomicBool::new(false),
         problems: Mutex::new(Vec::new()),
         own_err: errs_new(),
@@ -953,6 +1025,9 @@ pub fn run(cfg: &StormCfg) -> TResult {
         zone: (base + owned_len as u64, zone_len),
         zone_map: Mutex::new(()),
     });
+    if cfg.placement {
+        advise_placement(&sh, base, total, slice_len, cfg.threads, owned_len)?;
+    }
 
     let t_setup = Instant::now();
     // Every thread exists (stacks mapped) before the munmap churn starts, so no thread stack
@@ -1037,19 +1112,26 @@ pub fn run(cfg: &StormCfg) -> TResult {
     }
     let fin_secs = t_fin.elapsed().as_secs_f64();
     let q = sh.dev.query()?;
-    // Leaves of device memory have no DMA mapping behind them.
-    let at_rest = q.pt_zapped == 0 && q.dma_live + q.pt_local == q.pt_pages + q.pt_huge;
-    if !at_rest {
-        sh.problem(format!(
-            "device page table not at rest: zapped {}, dma_live {} + local {} != pages {} + huge {}",
-            q.pt_zapped, q.dma_live, q.pt_local, q.pt_pages, q.pt_huge
-        ));
-    }
-    if q.accounting_errors != 0 {
-        sh.problem(format!(
-            "engine accounting errors: {} (a range reaped more leaves than it mapped)",
-            q.accounting_errors
-        ));
+    let qp = match &sh.peer {
+        Some(p) => Some(p.query()?),
+        None => None,
+    };
+    for (name, q) in [("accel0", Some(&q)), ("accel1", qp.as_ref())] {
+        let Some(q) = q else { continue };
+        // Leaves of device memory have no DMA mapping behind them (a peer's have one).
+        let at_rest = q.pt_zapped == 0 && q.dma_live + q.pt_local == q.pt_pages + q.pt_huge;
+        if !at_rest {
+            sh.problem(format!(
+                "{name}'s page table not at rest: zapped {}, dma_live {} + local {} != pages {} + huge {}",
+                q.pt_zapped, q.dma_live, q.pt_local, q.pt_pages, q.pt_huge
+            ));
+        }
+        if q.accounting_errors != 0 {
+            sh.problem(format!(
+                "{name}'s engine accounting errors: {} (a range reaped more leaves than it mapped)",
+                q.accounting_errors
+            ));
+        }
     }
     let c = &sh.c;
     let lost_during = c.lost_during.load(Relaxed);
@@ -1179,6 +1261,19 @@ pub fn run(cfg: &StormCfg) -> TResult {
                 "{} / {} / {} / {}",
                 q.migrated_to_device, q.migrated_to_system, q.evicted, q.atomic_mapped
             ),
+        ),
+        (
+            "peer (accel1): moved in / back / evicted / atomic / peer leaves",
+            qp.as_ref().map_or("none".into(), |p| {
+                format!(
+                    "{} / {} / {} / {} / {}",
+                    p.migrated_to_device,
+                    p.migrated_to_system,
+                    p.evicted,
+                    p.atomic_mapped,
+                    p.peer_mapped
+                )
+            }),
         ),
         (
             "elapsed: setup / storm / final checks",

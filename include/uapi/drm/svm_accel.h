@@ -288,10 +288,13 @@ struct drm_svm_accel_query {
 	__u64 atomic_mapped;
 	/** @pt_local: of @pt_pages, leaves of device memory (no DMA mapping) */
 	__u64 pt_local;
+	/** @peer_mapped: leaves written for a peer's memory (over the interconnect) */
+	__u64 peer_mapped;
 };
 
 #define SVM_ACCEL_LOC_SYSTEM		0	/* system memory (the default) */
 #define SVM_ACCEL_LOC_DEVICE		1	/* this device's own memory */
+#define SVM_ACCEL_LOC_PEER		2	/* device @device's memory (a peer) */
 #define SVM_ACCEL_ATOMIC_GLOBAL		0	/* over the bus; the CPU keeps access (the default) */
 #define SVM_ACCEL_ATOMIC_DEVICE		1	/* device-exclusive: the page is handed over */
 #define SVM_ACCEL_MADVISE_MIGRATE	(1u << 0)
@@ -304,7 +307,8 @@ struct drm_svm_accel_query {
  * @location: SVM_ACCEL_LOC_*: where the device wants the span's pages
  * @atomic: SVM_ACCEL_ATOMIC_*: how the device's ADD works on the span
  * @flags: 0, or SVM_ACCEL_MADVISE_MIGRATE to move the span to @location now
- * @pad: must be 0
+ * @device: with SVM_ACCEL_LOC_PEER, which svm_accel device's memory: the N of its
+ *	/dev/accel/accelN (this device's own N means SVM_ACCEL_LOC_DEVICE); else 0
  * @done: out: with SVM_ACCEL_MADVISE_MIGRATE, how many bytes from @start were
  *	moved (as far as their pages could), also on error
  *
@@ -321,6 +325,14 @@ struct drm_svm_accel_query {
  * served from system memory.  A CPU access brings a page back to system
  * memory; the next device fault moves it again.
  *
+ * The svm_accel devices are peers on one (simulated) interconnect, as devices
+ * with a fast link between them: each reaches the others' memory directly.  A
+ * device fault in a span whose location is a peer moves the block into the
+ * peer's memory (evicting there when it is full), and the faulting device then
+ * reaches the pages over the interconnect; the peer reaches them locally.  A
+ * page in a peer's memory stays there when this device touches it, wherever the
+ * span's policy names; only a CPU access, a migration or an eviction moves it.
+ *
  * An ADD in a span whose atomic mode is the device's hands the page over to
  * the device first (make_device_exclusive_range()): until the CPU touches it
  * again, only the device accesses it.  Only private memory can be handed over:
@@ -330,8 +342,10 @@ struct drm_svm_accel_query {
  * Return: 0, or one of these:
  *
  * * -EINVAL: misaligned, empty, overflowing or kernel span; bad @location,
- *   @atomic, @flags or @pad
- * * -EOPNOTSUPP: SVM_ACCEL_LOC_DEVICE on a device without memory of its own
+ *   @atomic or @flags; @device not 0 without SVM_ACCEL_LOC_PEER
+ * * -ENODEV: SVM_ACCEL_LOC_PEER with a @device that is not an svm_accel device
+ * * -EOPNOTSUPP: SVM_ACCEL_LOC_DEVICE or SVM_ACCEL_LOC_PEER naming a device
+ *   without memory of its own (module parameter accel_devmem_mib=0)
  * * -ENOSPC: more than SVM_ACCEL_MAX_ADVICE spans would be advised (nothing
  *   changed)
  * * -ENOTCONN, -EXDEV: not bound; bound to another process
@@ -344,7 +358,7 @@ struct drm_svm_accel_madvise {
 	__u32 location;
 	__u32 atomic;
 	__u32 flags;
-	__u32 pad;
+	__u32 device;
 	__u64 done;
 };
 

@@ -1,7 +1,7 @@
 //! fuzz: a seeded, syzkaller-style fuzzer of the svm_accel module's two front ends, run in the
 //! test VM (issue 9). `scripts/vm-test.sh` runs a short run, `scripts/vm-fuzz.sh` the soak.
 //!
-//! What it calls: every ioctl of `/dev/accel/accel0` (BIND, SUBMIT with ops of every kind,
+//! What it calls: every ioctl of `/dev/accel/accel0` and of its peer `accel1` (BIND, SUBMIT with ops of every kind,
 //! PREFETCH, QUERY, CREATE_QUEUE/WAIT/DESTROY_QUEUE with hostile rings, words, sizes, ids,
 //! values and timeouts, unknown command numbers, known numbers with wrong sizes, directions and
 //! type bytes) and of `/dev/hmm_dmirror0`/`1` (READ, WRITE, SNAPSHOT, RELEASE, MIGRATE_TO_DEV,
@@ -81,6 +81,7 @@ const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 /// Largest SUBMIT op and dmirror command.
 const MAX_LEN: u64 = 1 << 30;
 const ACCEL: &str = "/dev/accel/accel0";
+const ACCEL_PEER: &str = "/dev/accel/accel1";
 const DMIRROR: [&str; 2] = ["/dev/hmm_dmirror0", "/dev/hmm_dmirror1"];
 /// Fixed homes of the arena and the per-thread private areas, so addresses repeat from run
 /// to run (a fallback address is used if taken).
@@ -756,7 +757,13 @@ fn write_sys(path: &str, v: &str) {
 impl Ctx {
     fn new(cfg: Cfg, sh: &'static Shared) -> Result<Ctx, String> {
         let accel = {
-            let (a, b) = (open(ACCEL), open(ACCEL));
+            // The second file is of the peer device when the module has one (its default).
+            let peer = if std::path::Path::new(ACCEL_PEER).exists() {
+                ACCEL_PEER
+            } else {
+                ACCEL
+            };
+            let (a, b) = (open(ACCEL), open(peer));
             if a < 0 || b < 0 {
                 if !cfg.allow_missing {
                     return Err(format!("open {ACCEL}: {}", ename(errno())));
@@ -1990,7 +1997,7 @@ impl<'a> T<'a> {
             self.len_any()
         };
         let location = if self.r.chance(90) {
-            self.r.below(2) as u32
+            self.r.below(3) as u32
         } else {
             self.hostile_u32()
         };
@@ -2005,15 +2012,19 @@ impl<'a> T<'a> {
         } else {
             self.hostile_u32()
         };
-        let pad = if self.r.chance(95) {
+        // A peer's accel minor (0 or 1: the VM has no other accel driver), or hostile.
+        let device = if location == SVM_ACCEL_LOC_PEER && self.r.chance(90) {
+            self.r.below(2) as u32
+        } else if self.r.chance(95) {
             0
         } else {
             self.hostile_u32()
         };
-        let bad = location > SVM_ACCEL_LOC_DEVICE
+        let bad = location > SVM_ACCEL_LOC_PEER
             || atomic > SVM_ACCEL_ATOMIC_DEVICE
             || flags & !SVM_ACCEL_MADVISE_MIGRATE != 0
-            || pad != 0
+            || (location != SVM_ACCEL_LOC_PEER && device != 0)
+            || (location == SVM_ACCEL_LOC_PEER && device > 1)
             || start % PAGE != 0
             || len % PAGE != 0
             || len == 0
@@ -2024,11 +2035,11 @@ impl<'a> T<'a> {
             location,
             atomic,
             flags,
-            pad,
+            device,
             done: self.r.next(),
         };
         self.begin(format!(
-            "accel.MADVISE fd={fd} start={start:#x} len={len:#x} location={location} atomic={atomic} flags={flags:#x} pad={pad:#x}"
+            "accel.MADVISE fd={fd} start={start:#x} len={len:#x} location={location} atomic={atomic} flags={flags:#x} device={device:#x}"
         ));
         let arg = &mut m as *mut _ as u64;
         let r = self.ioctl(K::AMadvise, fd, A_MADVISE, arg, E_ACCEL);
