@@ -1112,7 +1112,13 @@ static void svm_dm_exit_section(int idx)
  */
 #define SVM_MAX_ACCEL 4
 static struct drm_device *svm_drms[SVM_MAX_ACCEL];
-/* Their accel minors (the N of /dev/accel/accelN), -1 where none. */
+/*
+ * The parent of accel device i >= 1: a child of the platform device named svm_accel.<i>
+ * (the DRM core names a device's debugfs directory after its parent, which must differ).
+ * Every device maps DMA through the platform device (svm_pdev_dev).
+ */
+static struct device *svm_kids[SVM_MAX_ACCEL];
+static struct device *svm_pdev_dev;/* Their accel minors (the N of /dev/accel/accelN), -1 where none. */
 static int svm_minors[SVM_MAX_ACCEL] = { -1, -1, -1, -1 };
 
 static unsigned int accel_devices = 2;
@@ -1154,7 +1160,7 @@ static int svm_drm_open(struct drm_device *drm, struct drm_file *file)
 
 	if (!drm_dev_enter(drm, &idx))
 		return -ENODEV;
-	ctx = svm_rs_open(drm->dev, svm_accel_index(drm));
+	ctx = svm_rs_open(svm_pdev_dev, svm_accel_index(drm));
 	drm_dev_exit(idx);
 	if (!ctx)
 		return -ENOMEM;
@@ -1232,8 +1238,47 @@ static struct attribute *svm_dev_attrs[] = {
 };
 ATTRIBUTE_GROUPS(svm_dev);
 
+static void svm_kid_release(struct device *d)
+{
+	kfree(d);
+}
+
+/* The DRM parent of accel device i (see svm_kids). */
+static struct device *svm_parent_of(struct platform_device *pdev, u32 i)
+{
+	struct device *d;
+	int ret;
+
+	if (i == 0)
+		return &pdev->dev;
+	d = kzalloc(sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return ERR_PTR(-ENOMEM);
+	device_initialize(d);
+	d->parent = &pdev->dev;
+	d->release = svm_kid_release;
+	ret = dev_set_name(d, "svm_accel.%u", i);
+	if (!ret)
+		ret = device_add(d);
+	if (ret) {
+		put_device(d);
+		return ERR_PTR(ret);
+	}
+	svm_kids[i] = d;
+	return d;
+}
+
+/* Unregisters accel device i's parent if it is a child (the DRM device holds a reference). */
+static void svm_drop_parent(u32 i)
+{
+	if (svm_kids[i])
+		device_unregister(svm_kids[i]);
+	svm_kids[i] = NULL;
+}
+
 static int svm_probe(struct platform_device *pdev)
 {
+	struct device *parent;
 	struct drm_device *drm;
 	u32 i;
 	int ret;
@@ -1259,10 +1304,17 @@ static int svm_probe(struct platform_device *pdev)
 		dev_err(&pdev->dev, "not DMA coherent, refusing\n");
 		return -ENODEV;
 	}
+	svm_pdev_dev = &pdev->dev;
 	for (i = 0; i < svm_accel_devices(); i++) {
-		drm = drm_dev_alloc(&svm_drm_driver, &pdev->dev);
+		parent = svm_parent_of(pdev, i);
+		if (IS_ERR(parent)) {
+			ret = PTR_ERR(parent);
+			goto undo;
+		}
+		drm = drm_dev_alloc(&svm_drm_driver, parent);
 		if (IS_ERR(drm)) {
 			ret = PTR_ERR(drm);
+			svm_drop_parent(i);
 			goto undo;
 		}
 		svm_drms[i] = drm;
@@ -1270,6 +1322,7 @@ static int svm_probe(struct platform_device *pdev)
 		if (ret) {
 			svm_drms[i] = NULL;
 			drm_dev_put(drm);
+			svm_drop_parent(i);
 			goto undo;
 		}
 		WRITE_ONCE(svm_minors[i], drm->accel->index);
@@ -1288,6 +1341,7 @@ undo:
 		drm_dev_unplug(svm_drms[i]);
 		drm_dev_put(svm_drms[i]);
 		svm_drms[i] = NULL;
+		svm_drop_parent(i);
 	}
 	return ret;
 }
@@ -1318,6 +1372,7 @@ static void svm_remove(struct platform_device *pdev)
 		if (svm_drms[i])
 			drm_dev_put(svm_drms[i]);
 		svm_drms[i] = NULL;
+		svm_drop_parent(i);
 	}
 }
 

@@ -351,7 +351,8 @@ impl Ctx {
             return Err(Errno::EBUSY);
         }
         let devmem = accel_devmem(self.index);
-        // SAFETY: `dev` is the DRM device's parent, alive while a file is open.
+        // SAFETY: `dev` is the platform device (the DMA device of every accel device), alive
+        // while a file is open.
         let b = unsafe { Binding::new(self.dev, KDevRef(devmem))? };
         self.bound.store(KBox::into_raw(b), Ordering::Release);
         Ok(())
