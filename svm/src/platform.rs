@@ -290,8 +290,9 @@ pub trait Mm: Send + Sync {
 pub trait Devmem: Send + Sync {
     /// `pgmap->owner` (0: this device has no device memory, and nothing migrates).
     fn owner(&self) -> u64;
-    /// The device address of `pfn` if it is one of this device's pages (`is_device_private_page()`
-    /// with our owner), for a local leaf: no DMA mapping.
+    /// The device address of `pfn` if it is one of this device's pages (`page->pgmap` is ours:
+    /// the owner alone does not tell, a peer's pages share it), for a local leaf: no DMA
+    /// mapping.
     fn local_addr(&self, pfn: u64) -> Option<u64>;
     /// Whether `pfn` is a peer's device page: another device's memory under our owner (a
     /// fast interconnect, as Xe's `drm_pagemap_owner` of peers), which hmm hands back as it

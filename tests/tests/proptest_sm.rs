@@ -175,6 +175,9 @@ enum Op {
     Dev2Read(Pg),
     Dev2Write(Pg, u64),
     Dev2ToDevice(Span),
+    /// The second device moves the span into the first device's memory: a peer's placement
+    /// (`Engine::migrate_into`), `EXDEV` where the two are not peers.
+    Dev2ToPeer(Span),
     SwapOut(Pg),
     SplitThp(u8),
     DevFaultBatch(Vec<BatchEntry>),
@@ -329,6 +332,7 @@ impl ReferenceStateMachine for Ops {
                     .boxed(),
             ),
             (3, span(state).prop_map(Op::Dev2ToDevice).boxed()),
+            (3, span(state).prop_map(Op::Dev2ToPeer).boxed()),
             (10, pg(state).prop_map(Op::SwapOut).boxed()),
             (4, region().prop_map(Op::SplitThp).boxed()),
             (8, batch(state).prop_map(Op::DevFaultBatch).boxed()),
@@ -372,6 +376,7 @@ impl ReferenceStateMachine for Ops {
             | Op::ToDevice(s)
             | Op::ToSystem(s)
             | Op::Dev2ToDevice(s)
+            | Op::Dev2ToPeer(s)
             | Op::MadvFree(s) => state.touch(Pg {
                 r: s.r,
                 i: s.anchor,
@@ -499,6 +504,9 @@ trait Flavor: 'static {
     type Fmt: PteFormat;
     const RANGE_SHIFT: u32;
     const LOCK_SCOPE: LockScope = LockScope::PerRange;
+    /// Whether the second device is a peer of the first (their memories share an owner: each
+    /// maps the other's pages through DMA instead of faulting them back).
+    const PEER: bool = false;
 }
 
 /// x86-64 PTEs, 2 MiB ranges (huge device leaves possible).
@@ -506,6 +514,14 @@ struct X86Ranges2M;
 impl Flavor for X86Ranges2M {
     type Fmt = X86Format;
     const RANGE_SHIFT: u32 = 21;
+}
+
+/// x86-64 PTEs, 2 MiB ranges, and the second device a peer of the first.
+struct X86Ranges2MPeer;
+impl Flavor for X86Ranges2MPeer {
+    type Fmt = X86Format;
+    const RANGE_SHIFT: u32 = 21;
+    const PEER: bool = true;
 }
 
 /// GFX9 PTEs, 64 KiB ranges (32 ranges per region, sharing leaf tables).
@@ -544,10 +560,12 @@ struct Sut<F: PteFormat> {
     parent: Space,
     /// The child's view (its own copy from the fork: COW isolation both ways).
     kid: Option<Space>,
+    /// The second device is a peer of the first (`Flavor::PEER`).
+    peer: bool,
 }
 
 impl<F: PteFormat> Sut<F> {
-    fn new(range_shift: u32, lock_scope: LockScope) -> Self {
+    fn new(range_shift: u32, lock_scope: LockScope, peer: bool) -> Self {
         let cfg = Config {
             fault_around_pages: 4,
             range_shift,
@@ -572,9 +590,11 @@ impl<F: PteFormat> Sut<F> {
             }
         }
         let dev = ManuallyDrop::new(w.device());
-        let v = World::<F>::builder()
-            .config(cfg)
-            .share_mm(&w.mm)
+        let mut b = World::<F>::builder().config(cfg).share_mm(&w.mm);
+        if peer {
+            b = b.peer_of(&w.devmem);
+        }
+        let v = b
             .devmem_pages(usize::from(NPAGES))
             .build()
             .expect("second world");
@@ -588,6 +608,7 @@ impl<F: PteFormat> Sut<F> {
             scratch: Box::new(Scratch::new()),
             parent,
             kid: None,
+            peer,
         }
     }
 
@@ -792,22 +813,27 @@ impl<F: PteFormat> Sut<F> {
                     );
                 }
             }
-            Op::ToDevice(s) | Op::ToSystem(s) | Op::Dev2ToDevice(s) => {
+            Op::ToDevice(s) | Op::ToSystem(s) | Op::Dev2ToDevice(s) | Op::Dev2ToPeer(s) => {
                 let to = if matches!(op, Op::ToSystem(_)) {
                     Place::System
                 } else {
                     Place::Device
                 };
-                let w = if matches!(op, Op::Dev2ToDevice(_)) {
+                let w = if matches!(op, Op::Dev2ToDevice(_) | Op::Dev2ToPeer(_)) {
                     &self.v
                 } else {
                     &self.w
+                };
+                let mem = if matches!(op, Op::Dev2ToPeer(_)) {
+                    &self.w.devmem
+                } else {
+                    &w.devmem
                 };
                 let mut done = 0;
                 let r = {
                     let _s = w.violations.scope();
                     w.engine
-                        .migrate(&mut self.scratch, s.va(), s.len(), to, &mut done)
+                        .migrate_into(&mut self.scratch, s.va(), s.len(), to, mem, &mut done)
                 };
                 self.detectors(op);
                 // Data never changes (the oracle stands); only the errno is checked here.
@@ -818,6 +844,10 @@ impl<F: PteFormat> Sut<F> {
                     Ok(_) => assert_eq!(done, s.len(), "{op:?}"),
                     Err(Errno::EFAULT) => assert!(bad, "{op:?}: EFAULT over readable memory"),
                     Err(Errno::ENOMEM) => assert_eq!(to, Place::Device, "{op:?}"),
+                    Err(Errno::EXDEV) => assert!(
+                        matches!(op, Op::Dev2ToPeer(_)) && !self.peer,
+                        "{op:?}: EXDEV"
+                    ),
                     Err(e) => panic!("{op:?}: {e}"),
                 }
             }
@@ -992,7 +1022,7 @@ impl<Fl: Flavor> StateMachineTest for SmTest<Fl> {
     type Reference = Ops;
 
     fn init_test(_: &RefState) -> Self::SystemUnderTest {
-        Sut::new(Fl::RANGE_SHIFT, Fl::LOCK_SCOPE)
+        Sut::new(Fl::RANGE_SHIFT, Fl::LOCK_SCOPE, Fl::PEER)
     }
 
     fn apply(mut sut: Self::SystemUnderTest, _: &RefState, op: Op) -> Self::SystemUnderTest {
@@ -1027,6 +1057,10 @@ prop_state_machine! {
     /// x86 PTE format, 2 MiB ranges.
     #[test]
     fn x86_2m_ranges(sequential 10..=40 => SmTest<X86Ranges2M>);
+
+    /// x86 PTE format, 2 MiB ranges, the second device a peer of the first (P2P).
+    #[test]
+    fn x86_2m_ranges_peer(sequential 10..=40 => SmTest<X86Ranges2MPeer>);
 
     /// GFX9 PTE format, 64 KiB ranges.
     #[test]
