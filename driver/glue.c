@@ -1557,6 +1557,18 @@ long svm_migrate_setup(struct mm_struct *mm, u64 start, u64 npages, u64 *src, u6
 	mmap_assert_locked(mm);
 	if (!args.vma || end > args.vma->vm_end)
 		return -EINVAL;
+	/*
+	 * No system page of KSM-mergeable memory moves (refused whole, as hugetlb is: the engine
+	 * passes over it).  migrate_vma_collect_pmd() replaces a page's PTE with a migration
+	 * entry itself, trusting the rmap walk of finalize to find it again; a KSM page that
+	 * ksmd has just made PageKsm, before stable_tree_insert() gave it a stable node, has no
+	 * rmap to walk, so finalize leaves the entry behind with the page unlocked, and the next
+	 * fork or zap hits the BUG in pfn_swap_entry_folio() (vmtests' peer_ksm_fork, every run).
+	 * The mm's read lock, held through finalize, keeps VM_MERGEABLE stable; a VMA without it
+	 * holds no KSM page (MADV_UNMERGEABLE unmerges before clearing it).
+	 */
+	if (!device_private && (args.vma->vm_flags & VM_MERGEABLE))
+		return -EINVAL;
 	ret = migrate_vma_setup(&args);
 	return ret ? ret : (long)args.cpages;
 }
@@ -1637,14 +1649,31 @@ static bool svm_pmd_huge(struct mm_struct *mm, unsigned long addr)
 	return pmd_trans_huge(pmdp_get_lockless(pmd_offset(pud, addr)));
 }
 
+static void svm_split_range(struct vm_area_struct *vma, unsigned long a, unsigned long e);
+
 /*
  * 6.12's make_device_exclusive_range() hands over no page of a large folio (a tail page comes
  * back NULL), and no split of a THP is exported to modules.  migrate_vma_setup() splits a
- * PMD-mapped THP's folio before it collects the pages, so: collect [a, e) and put every page
- * back (no destination), leaving small pages.  The MMU_NOTIFY_MIGRATE it sends (no owner)
- * zaps, so the caller's round fails its seq check and goes again, over small pages.
+ * PMD-mapped THP's folio before it collects the pages, so: collect each PMD-mapped 2 MiB of
+ * [a, e) and put every page back (no destination), leaving small pages.  Only those: small
+ * pages around could be KSM pages, which a collection may fail to put back (see
+ * svm_migrate_setup()).  The MMU_NOTIFY_MIGRATE it sends (no owner) zaps, so the caller's
+ * round fails its seq check and goes again, over small pages.
  */
 static void svm_split_thp(struct vm_area_struct *vma, unsigned long a, unsigned long e)
+{
+	unsigned long p;
+
+	for (p = ALIGN_DOWN(a, PMD_SIZE); p < e; p += PMD_SIZE) {
+		unsigned long s = max(p, vma->vm_start), t = min(p + PMD_SIZE, vma->vm_end);
+
+		if (s < t && svm_pmd_huge(vma->vm_mm, s))
+			svm_split_range(vma, s, t);
+	}
+}
+
+/* Collects [a, e) and puts every page back: splits a PMD-mapped THP there. */
+static void svm_split_range(struct vm_area_struct *vma, unsigned long a, unsigned long e)
 {
 	unsigned long n = (e - a) >> PAGE_SHIFT;
 	unsigned long *src = kcalloc(2 * n, sizeof(*src), GFP_KERNEL);

@@ -3601,6 +3601,7 @@ fn suite(run: &mut dyn FnMut(&str, &dyn Fn() -> TResult), cfg: &storm::StormCfg)
     run("peer_devices", &peer::t_peer_devices);
     run("peer_evict", &peer::t_peer_evict);
     run("peer_evict_race", &peer::t_peer_evict_race);
+    run("peer_ksm_fork", &peer::t_peer_ksm_fork);
     if std::path::Path::new(DMIRROR).exists() {
         run("dmirror_bad_input", &t_dmirror_bad_input);
         run("dmirror_hostile", &t_dmirror_hostile);

@@ -266,3 +266,122 @@ pub(crate) fn t_peer_evict_race() -> TResult {
     settle(&d0, p0.devmem_used)?;
     Ok(())
 }
+
+/// KSM-mergeable memory under migration by both devices while the process forks: ksmd merges
+/// and re-merges the buffer's identical pages, the devices keep asking to move it to device
+/// memory and back, the CPU keeps rewriting it, and a thread forks children that exit at once
+/// (fork copies every migration entry it meets, which must be of a locked page). 6.12's
+/// `migrate_vma_setup()` left a migration entry behind for a page ksmd had just made KSM
+/// (a kernel BUG in fork, every run), so mergeable memory never moves: nothing moves here,
+/// and every word survives.
+pub(crate) fn t_peer_ksm_fork() -> TResult {
+    use crate::distro::{write_file, KSM};
+    if !std::path::Path::new(KSM).exists() {
+        return Ok(());
+    }
+    let (d0, d1) = (Dev::bound_at(0)?, Dev::bound_at(1)?);
+    let (m0, m1) = (
+        d0.query()?.migrated_to_device,
+        d1.query()?.migrated_to_device,
+    );
+    const NP: usize = 256;
+    let len = (NP * PAGE) as u64;
+    let b = Buf::new(NP * PAGE);
+    b.advise(0, NP * PAGE, libc::MADV_NOHUGEPAGE)?;
+    // Groups of 8 identical pages: ksmd merges each group into one KSM page.
+    let val = |p: usize| 0x5000 + (p / 8) as u64;
+    let w = b.words();
+    let pat = |p: usize| {
+        for x in &w[p * PAGE / 8..(p + 1) * PAGE / 8] {
+            x.store(val(p), Ordering::Relaxed);
+        }
+    };
+    (0..NP).for_each(pat);
+    b.advise(0, NP * PAGE, libc::MADV_MERGEABLE)?;
+    write_file(&format!("{KSM}/pages_to_scan"), "10000")?;
+    write_file(&format!("{KSM}/sleep_millisecs"), "0")?;
+    write_file(&format!("{KSM}/run"), "1")?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let a = b.addr();
+    let r: TResult = std::thread::scope(|s| {
+        let stop = &stop;
+        let mover = move |d: &Dev, loc: u32, minor: u32| -> TResult {
+            while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                for (loc, minor) in [(loc, minor), (SVM_ACCEL_LOC_SYSTEM, 0)] {
+                    let mut m = drm_svm_accel_madvise {
+                        start: a,
+                        len,
+                        location: loc,
+                        atomic: SVM_ACCEL_ATOMIC_GLOBAL,
+                        flags: SVM_ACCEL_MADVISE_MIGRATE,
+                        device: minor,
+                        ..Default::default()
+                    };
+                    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
+                    if let Err(e) = r.or_else(|e| if e == libc::ENOMEM { Ok(()) } else { Err(e) }) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(format!("MADVISE MIGRATE: {}", ename(e)));
+                    }
+                }
+            }
+            Ok(())
+        };
+        let (d0, d1) = (&d0, &d1);
+        let t0 = s.spawn(move || mover(d0, SVM_ACCEL_LOC_DEVICE, 0));
+        let t1 = s.spawn(move || mover(d1, SVM_ACCEL_LOC_PEER, 0));
+        let forker = s.spawn(move || {
+            let mut n = 0u64;
+            while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: async-signal-safe.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid > 0 {
+                    let mut st = 0;
+                    // SAFETY: our child.
+                    unsafe { libc::waitpid(pid, &mut st, 0) };
+                    n += 1;
+                }
+            }
+            n
+        });
+        // The CPU rewrites pages with their own values (breaking and re-forming merges).
+        let mut p = 0;
+        while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            let v = w[p * PAGE / 8].load(Ordering::Relaxed);
+            if v != val(p) {
+                stop.store(true, Ordering::Relaxed);
+                return Err(format!("CPU read page {p}: {v:#x}"));
+            }
+            pat(p);
+            p = (p + 13) % NP;
+        }
+        t0.join()
+            .map_err(|_| "accel0 mover panicked".to_string())??;
+        t1.join()
+            .map_err(|_| "accel1 mover panicked".to_string())??;
+        let forks = forker.join().map_err(|_| "forker panicked".to_string())?;
+        println!("  peer_ksm_fork: {forks} forks");
+        Ok(())
+    });
+    write_file(&format!("{KSM}/run"), "2")?;
+    r?;
+    let (n0, n1) = (
+        d0.query()?.migrated_to_device,
+        d1.query()?.migrated_to_device,
+    );
+    check!(
+        n0 == m0 && n1 == m1,
+        "mergeable memory moved: {} and {} pages",
+        n0 - m0,
+        n1 - m1
+    );
+    for p in 0..NP {
+        let v = w[p * PAGE / 8].load(Ordering::Relaxed);
+        check!(v == val(p), "page {p} holds {v:#x}");
+    }
+    Ok(())
+}
