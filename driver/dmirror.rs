@@ -259,14 +259,15 @@ impl Mirror {
                 // go again over a span with pages left behind, a bounded number of times.
                 // test_hmm does not, and fails now and then with `ENOENT` (its hmm-tests runs
                 // list those cases as flaky); the engine did once too (`migrate_multiple`).
-                // Not for KSM pages, which stay on purpose: every round collects them and
-                // puts them back, racing ksmd (with up to 4 rounds over KSM pages a VM run hit
-                // the kernel's BUG for a migration entry of an unlocked page, in vmtests' `ksm`
-                // reading a page MIGRATE_TO_DEV had just put back).
+                // Not for KSM pages, which stay on purpose (mergeable memory is never
+                // collected: see the glue's `svm_migrate_setup()`).
+                // A round right after another met the same holder once (vmtests'
+                // `devmem_evict`, one full VM run in three): each waits a little longer.
                 let mut again = 0;
                 while again < MIGRATE_AGAIN && worth_again(e, &cmd, &self.gone)? {
                     again += 1;
-                    resched();
+                    // SAFETY: may sleep; no lock is held.
+                    unsafe { ffi::svm_msleep(1 << again) };
                     migrate(e, &mut cmd, Place::Device, &self.gone)?;
                 }
                 resident(e, &cmd, &self.gone)?;
@@ -418,8 +419,9 @@ fn device_copy(e: &KEngine, cur: &mut TlbCursor<'_>, va: u64, buf: *mut u8, writ
     true
 }
 
-/// Extra rounds of MIGRATE_TO_DEV over pages a round left behind (see `ioctl`).
-const MIGRATE_AGAIN: u32 = 3;
+/// Extra rounds of MIGRATE_TO_DEV over pages a round left behind (see `ioctl`), the k-th
+/// after a pause of 2^k ms (62 ms in all at most).
+const MIGRATE_AGAIN: u32 = 5;
 
 /// MIGRATE_TO_DEV (the pages, before `resident` and the read back) and MIGRATE_TO_SYS
 /// (`cpages`: the pages that moved). test_hmm's errors: a span without a readable VMA

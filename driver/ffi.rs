@@ -127,6 +127,7 @@ extern "C" {
     pub fn svm_dm_devmem_mib() -> u64;
     pub fn svm_accel_devmem_mib() -> u64;
     pub fn svm_accel_devices() -> u32;
+    pub fn svm_msleep(ms: u32);
     pub fn svm_accel_by_minor(minor: u32) -> i32;
     pub fn svm_devmem_create(
         bytes: u64,

@@ -1528,6 +1528,11 @@ void svm_put_locked_page(u64 pfn)
 	put_page(page);
 }
 
+void svm_msleep(u32 ms)
+{
+	msleep(ms);
+}
+
 /* The copy engine: page to page (a device page's bytes are its backing page's); src 0: zero. */
 void svm_copy_pfn(u64 dst, u64 src)
 {

@@ -297,6 +297,7 @@ int svm_rs_dm_open(struct device *dev, unsigned int index, void **out);
 u64 svm_dm_devmem_mib(void);
 u64 svm_accel_devmem_mib(void);
 u32 svm_accel_devices(void);
+void svm_msleep(u32 ms);
 int svm_accel_by_minor(u32 minor);
 void svm_rs_dm_release(void *m);
 int svm_rs_dm_ioctl(void *m, unsigned int nr, unsigned long uarg);

@@ -7,21 +7,54 @@ use crate::devmem::{check_words, fill};
 use crate::placement::{expect_sum, madvise, settle};
 use crate::uapi::*;
 use crate::{dev_sum, ename, Buf, Dev, TResult, PAGE};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// MADVISE with a peer's memory as the location (`device` = its accel minor).
-fn madvise_peer(d: &Dev, start: u64, len: u64, minor: u32, flags: u32) -> Result<u64, i32> {
+/// MADVISE of `location` (`device`: a peer's accel minor, for `SVM_ACCEL_LOC_PEER`), global
+/// atomics.
+fn advise(
+    d: &Dev,
+    start: u64,
+    len: u64,
+    location: u32,
+    device: u32,
+    flags: u32,
+) -> Result<u64, i32> {
     let mut m = drm_svm_accel_madvise {
         start,
         len,
-        location: SVM_ACCEL_LOC_PEER,
+        location,
         atomic: SVM_ACCEL_ATOMIC_GLOBAL,
         flags,
-        device: minor,
+        device,
         ..Default::default()
     };
     d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m)
         .map(|_| m.done)
+}
+
+/// MADVISE with a peer's memory as the location (`device` = its accel minor).
+fn madvise_peer(d: &Dev, start: u64, len: u64, minor: u32, flags: u32) -> Result<u64, i32> {
+    advise(d, start, len, SVM_ACCEL_LOC_PEER, minor, flags)
+}
+
+/// A MADVISE MIGRATE of one of the racing movers: `ENOMEM` is fine (the other device took
+/// the room this step evicted for; what did not move stays in system memory), any other
+/// errno stops the race.
+fn race_step(
+    d: &Dev,
+    start: u64,
+    len: u64,
+    location: u32,
+    device: u32,
+    stop: &AtomicBool,
+) -> TResult {
+    match advise(d, start, len, location, device, SVM_ACCEL_MADVISE_MIGRATE) {
+        Ok(_) | Err(libc::ENOMEM) => Ok(()),
+        Err(e) => {
+            stop.store(true, Ordering::Relaxed);
+            Err(format!("MADVISE MIGRATE at {start:#x}: {}", ename(e)))
+        }
+    }
 }
 
 /// accel0 and accel1, both bound to this process; accel1's policies name accel0's memory.
@@ -209,7 +242,7 @@ pub(crate) fn t_peer_evict_race() -> TResult {
     let b = Buf::aligned(pages * PAGE, 2 << 20);
     fill(&b, pages, 7000);
     let a = b.addr();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let r: Result<(), String> = std::thread::scope(|s| {
         let (stop, b_len) = (&stop, len);
@@ -221,22 +254,7 @@ pub(crate) fn t_peer_evict_race() -> TResult {
                     let k = if rev { pages.div_ceil(STEP) - 1 - k } else { k };
                     let off = (k * STEP * PAGE) as u64;
                     let l = (len - off).min((STEP * PAGE) as u64);
-                    let mut m = drm_svm_accel_madvise {
-                        start: a + off,
-                        len: l,
-                        location: loc,
-                        atomic: SVM_ACCEL_ATOMIC_GLOBAL,
-                        flags: SVM_ACCEL_MADVISE_MIGRATE,
-                        device: minor,
-                        ..Default::default()
-                    };
-                    // ENOMEM: the other device took the room this step evicted for (what
-                    // did not move stays in system memory).
-                    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
-                    if let Err(e) = r.or_else(|e| if e == libc::ENOMEM { Ok(()) } else { Err(e) }) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(format!("MADVISE MIGRATE at +{off:#x}: {}", ename(e)));
-                    }
+                    race_step(d, a + off, l, loc, minor, stop)?;
                 }
             }
             Ok(())
@@ -301,7 +319,7 @@ pub(crate) fn t_peer_ksm_fork() -> TResult {
     write_file(&format!("{KSM}/pages_to_scan"), "10000")?;
     write_file(&format!("{KSM}/sleep_millisecs"), "0")?;
     write_file(&format!("{KSM}/run"), "1")?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
     let a = b.addr();
     let r: TResult = std::thread::scope(|s| {
@@ -309,20 +327,7 @@ pub(crate) fn t_peer_ksm_fork() -> TResult {
         let mover = move |d: &Dev, loc: u32, minor: u32| -> TResult {
             while std::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 for (loc, minor) in [(loc, minor), (SVM_ACCEL_LOC_SYSTEM, 0)] {
-                    let mut m = drm_svm_accel_madvise {
-                        start: a,
-                        len,
-                        location: loc,
-                        atomic: SVM_ACCEL_ATOMIC_GLOBAL,
-                        flags: SVM_ACCEL_MADVISE_MIGRATE,
-                        device: minor,
-                        ..Default::default()
-                    };
-                    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
-                    if let Err(e) = r.or_else(|e| if e == libc::ENOMEM { Ok(()) } else { Err(e) }) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(format!("MADVISE MIGRATE: {}", ename(e)));
-                    }
+                    race_step(d, a, len, loc, minor, stop)?;
                 }
             }
             Ok(())
