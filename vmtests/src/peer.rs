@@ -4,7 +4,7 @@
 //! memory fills and evicts under another device's placement without losing a word.
 
 use crate::devmem::{check_words, fill};
-use crate::placement::{expect_sum, madvise, settle};
+use crate::placement::{expect_sum, madvise, madvise_on, settle};
 use crate::uapi::*;
 use crate::{dev_sum, ename, Buf, Dev, TResult, PAGE};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,17 +19,14 @@ fn advise(
     device: u32,
     flags: u32,
 ) -> Result<u64, i32> {
-    let mut m = drm_svm_accel_madvise {
+    madvise_on(
+        d,
         start,
         len,
-        location,
-        atomic: SVM_ACCEL_ATOMIC_GLOBAL,
+        (location, device),
+        SVM_ACCEL_ATOMIC_GLOBAL,
         flags,
-        device,
-        ..Default::default()
-    };
-    d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m)
-        .map(|_| m.done)
+    )
 }
 
 /// MADVISE with a peer's memory as the location (`device` = its accel minor).

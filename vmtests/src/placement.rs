@@ -15,12 +15,25 @@ pub(crate) fn madvise(
     atomic: u32,
     flags: u32,
 ) -> Result<u64, i32> {
+    madvise_on(d, start, len, (location, 0), atomic, flags)
+}
+
+/// [`madvise`] with `(location, device)`: `device` names a peer for `SVM_ACCEL_LOC_PEER`.
+pub(crate) fn madvise_on(
+    d: &Dev,
+    start: u64,
+    len: u64,
+    (location, device): (u32, u32),
+    atomic: u32,
+    flags: u32,
+) -> Result<u64, i32> {
     let mut m = drm_svm_accel_madvise {
         start,
         len,
         location,
         atomic,
         flags,
+        device,
         ..Default::default()
     };
     d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m)
