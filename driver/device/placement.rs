@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Placement policy: MADVISE (where the device wants a span's pages, how its atomics work),
 //! PREFETCH with a destination, and what the fault worker does with the policy before a
-//! batch (moves the pages a device-preferred span faults on into device memory). The map
+//! batch (moves the pages a device-preferred span faults on into that device memory, its own
+//! or a peer's). The map
 //! itself is the engine's (`svm/src/policy.rs`); `Documentation/kernel.rst`, "Placement
 //! policy".
 
@@ -116,18 +117,11 @@ impl Ctx {
             let Some((s, end, attr)) = span else {
                 continue;
             };
+            let Some(mem) = memory_of(e, attr.location) else {
+                continue;
+            };
             last = va & !(BLOCK - 1);
-            match attr.location {
-                Location::System => {}
-                Location::Device => {
-                    e.place_for_fault(&mut ws.scratch, va, s, end);
-                }
-                Location::Peer(_) => {
-                    if let Some(mem) = memory_of(e, attr.location) {
-                        e.place_for_fault_in(&mut ws.scratch, va, s, end, &mem);
-                    }
-                }
-            }
+            e.place_for_fault_in(&mut ws.scratch, va, s, end, &mem);
         }
     }
 }

@@ -82,11 +82,10 @@ pub(crate) fn accel_devmem(i: usize) -> Option<KArc<KDevmem>> {
 pub(crate) fn devmem_exit() {
     let taken = {
         let mut r = registry().lock();
-        let mut a = [const { None }; MAX_ACCEL];
-        for (i, d) in r.accel_devmem.iter_mut().enumerate() {
-            a[i] = d.take();
-        }
-        ([r.dm_devmem[0].take(), r.dm_devmem[1].take()], a)
+        (
+            core::mem::take(&mut r.dm_devmem),
+            core::mem::take(&mut r.accel_devmem),
+        )
     };
     drop(taken);
 }

@@ -166,8 +166,7 @@ impl KDevmem {
     }
 
     /// Fills `out` (its length: how many) with the pages in use used longest ago (allocated or
-    /// `touch`ed), oldest
-    /// first, as (tick, pfn); unused slots keep tick `u64::MAX`.
+    /// `touch`ed), oldest first, as (tick, pfn); unused slots keep tick `u64::MAX`.
     fn oldest(&self, out: &mut [(u64, u64)]) {
         out.fill((u64::MAX, 0));
         let Some(last) = out.len().checked_sub(1) else {

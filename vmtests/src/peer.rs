@@ -69,15 +69,7 @@ pub(crate) fn t_peer_devices() -> TResult {
     let b = Buf::aligned(N * PAGE, 256 << 10);
     let r = madvise_peer(&d1, b.addr(), len, 99, 0);
     check!(r == Err(libc::ENODEV), "LOC_PEER of device 99: {r:?}");
-    let mut m = drm_svm_accel_madvise {
-        start: b.addr(),
-        len,
-        location: SVM_ACCEL_LOC_DEVICE,
-        device: 0,
-        ..Default::default()
-    };
-    m.device = 1;
-    let r = d1.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
+    let r = advise(&d1, b.addr(), len, SVM_ACCEL_LOC_DEVICE, 1, 0);
     check!(r == Err(libc::EINVAL), "LOC_DEVICE with a device: {r:?}");
 
     // MIGRATE now, into accel0's memory, by accel1.

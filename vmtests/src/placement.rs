@@ -97,13 +97,7 @@ pub(crate) fn t_madvise_bad_input() -> TResult {
         let r = madvise(&d, s, l, loc, at, fl);
         check!(r == Err(libc::EINVAL), "MADVISE {what}: {r:?}");
     }
-    let mut m = drm_svm_accel_madvise {
-        start: a,
-        len: PAGE as u64,
-        device: 1,
-        ..Default::default()
-    };
-    let r = d.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m);
+    let r = madvise_on(&d, a, PAGE as u64, (sys, 1), glob, 0);
     check!(
         r == Err(libc::EINVAL),
         "MADVISE device without LOC_PEER: {r:?}"

@@ -901,16 +901,10 @@ fn advise_placement(
     threads: usize,
     owned_len: usize,
 ) -> TResult {
-    // Location and device of a MADVISE: accel0's memory (`device` 0) from the peer.
+    // `device` 0: a peer's SVM_ACCEL_LOC_PEER names accel0's memory.
     let advise = |dev: &Dev, start: u64, len: usize, location: u32, atomic: u32| {
-        let mut m = drm_svm_accel_madvise {
-            start,
-            len: len as u64,
-            location,
-            atomic,
-            ..Default::default()
-        };
-        dev.ioctl(DRM_IOCTL_SVM_ACCEL_MADVISE as u64, &mut m)
+        crate::placement::madvise_on(dev, start, len as u64, (location, 0), atomic, 0)
+            .map(|_| ())
             .map_err(|e| format!("MADVISE {start:#x}+{len:#x}: {}", ename(e)))
     };
     for t in 0..threads {
